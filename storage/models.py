@@ -1,0 +1,277 @@
+"""SQLAlchemy 2.0 ORM models.
+
+Privacy: no face images are stored unless ``Settings.store_thumbnails``; timelines
+and features only. Tags and enrolled persons belong to the group, not the analysis,
+so re-analysing a session never loses them.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(str, enum.Enum):
+    teacher = "teacher"
+    clinician = "clinician"
+    admin = "admin"
+
+
+class SessionKind(str, enum.Enum):
+    classroom = "classroom"
+    therapy = "therapy"
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Group(Base):
+    """A class (teacher) or a child's caseload (clinician): the unit of access."""
+
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[SessionKind] = mapped_column(Enum(SessionKind, native_enum=False, length=20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserGroup(Base):
+    __tablename__ = "user_groups"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Person(Base):
+    """Someone seen on video. Unmatched tracks become unenrolled persons labelled 'Unknown N'."""
+
+    __tablename__ = "persons"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    enrolled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The session whose analysis created this (unenrolled) person; re-analysis replaces them.
+    origin_session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    embeddings: Mapped[list["PersonEmbedding"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class PersonEmbedding(Base):
+    """A 128-d dlib face descriptor (float32 blob) that identifies an enrolled person."""
+
+    __tablename__ = "person_embeddings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    source: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdentityOverride(Base):
+    """A human correction (split/reassign) keyed by appearance, so it survives re-analysis."""
+
+    __tablename__ = "identity_overrides"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Recording(Base):
+    """An uploaded video and what was learnt from it (a 'session' to users)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[SessionKind] = mapped_column(Enum(SessionKind, native_enum=False, length=20))
+    title: Mapped[str] = mapped_column(String(300))
+    video_path: Mapped[str] = mapped_column(Text)
+    fps: Mapped[float | None] = mapped_column(Float)
+    n_frames: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration: Mapped[float | None] = mapped_column(Float)
+    analysis_fps: Mapped[float | None] = mapped_column(Float)
+    bin_seconds: Mapped[float | None] = mapped_column(Float)
+    academic_model: Mapped[str | None] = mapped_column(String(200))
+    expression_model: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    analysed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Track(Base):
+    """One person's continuous presence in a session, with per-sample face and context boxes."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (UniqueConstraint("session_id", "track_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    track_key: Mapped[int] = mapped_column(Integer)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    match_score: Mapped[float | None] = mapped_column(Float)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    # float32 blobs: times (n,), face boxes (n,4), context boxes (n,4), mean embedding (128,)
+    times: Mapped[bytes] = mapped_column(LargeBinary)
+    face_boxes: Mapped[bytes] = mapped_column(LargeBinary)
+    context_boxes: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)  # JPEG, only if store_thumbnails
+
+
+class TimeBin(Base):
+    """One person, one time bin: the row the timelines, charts and exports are made of."""
+
+    __tablename__ = "time_bins"
+    __table_args__ = (Index("ix_time_bins_session_person_t", "session_id", "person_id", "t_start"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    face_visible: Mapped[bool] = mapped_column(Boolean)
+    engagement: Mapped[float | None] = mapped_column(Float)
+    neutrality: Mapped[float | None] = mapped_column(Float)
+    enjoyment: Mapped[float | None] = mapped_column(Float)
+    confusion: Mapped[float | None] = mapped_column(Float)
+    fatigue: Mapped[float | None] = mapped_column(Float)
+    distraction: Mapped[float | None] = mapped_column(Float)
+    angry: Mapped[float | None] = mapped_column(Float)
+    disgust: Mapped[float | None] = mapped_column(Float)
+    fear: Mapped[float | None] = mapped_column(Float)
+    happy: Mapped[float | None] = mapped_column(Float)
+    sad: Mapped[float | None] = mapped_column(Float)
+    surprise: Mapped[float | None] = mapped_column(Float)
+    neutral: Mapped[float | None] = mapped_column(Float)
+    # Clinician model output (issue 5): top label, its confidence, "uncertain" below threshold.
+    personal_label: Mapped[str | None] = mapped_column(String(100))
+    personal_confidence: Mapped[float | None] = mapped_column(Float)
+    academic_model: Mapped[str] = mapped_column(String(200))
+    expression_model: Mapped[str] = mapped_column(String(200))
+
+
+class FeatureSeries(Base):
+    """Per-bin feature matrix of one track (float32 (n, d) blob) for re-scoring without the video."""
+
+    __tablename__ = "feature_series"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    grid_start: Mapped[float] = mapped_column(Float)
+    grid_step: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    names: Mapped[list] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TagLabel(Base):
+    """The clinic's tag vocabulary: the 7 expressions plus the clinic's own labels."""
+
+    __tablename__ = "tag_labels"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Tag(Base):
+    """A clinician's label on a time range. Versioned: an edit adds a row with the same uid."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("uid", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    author: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PersonModel(Base):
+    """A per-child calibration or personalised model: versioned, one active per person and kind."""
+
+    __tablename__ = "person_models"
+    __table_args__ = (UniqueConstraint("person_id", "kind", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(50))  # "baseline" | "personal"
+    version: Mapped[int] = mapped_column(Integer)
+    params: Mapped[bytes] = mapped_column(LargeBinary)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who exported or deleted what, and when. Never updated, never deleted."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
