@@ -63,7 +63,11 @@ def migrate(url: str) -> None:
     """Bring the database schema to the newest migration (idempotent)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), "head")
+    cfg = alembic_config(url)
+    # Reuse our engine (SQLite pragmas, folder creation) rather than letting env.py make its own.
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
 # Arrays live in the database as little-endian float32 blobs with the shape kept by the caller.
