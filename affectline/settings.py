@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     caer_checkpoint: Path | None = Field(default=None, description="Trained CLIP-CAER checkpoint for inference.")
     enroll_threshold: float = Field(default=0.5, description="dlib embedding distance under which a track matches a person.")
+    dashboard_user: str | None = Field(
+        default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
+    )
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
 
     @property

@@ -68,6 +68,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20))
+    password_hash: Mapped[str | None] = mapped_column(String(300))  # pbkdf2; None = cannot log in
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

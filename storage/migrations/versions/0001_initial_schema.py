@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 00:47:44.306663
+Create Date: 2026-11-25
 """
 from alembic import op
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('username', sa.String(length=100), nullable=False),
     sa.Column('role', sa.Enum('teacher', 'clinician', 'admin', name='role', native_enum=False, length=20), nullable=False),
+    sa.Column('password_hash', sa.String(length=300), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('username')

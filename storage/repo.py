@@ -1,0 +1,249 @@
+"""Plain query and write functions over the ORM models.
+
+Every function takes an open SQLAlchemy ``Session`` (a transaction) as its first
+argument: callers decide the transaction boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
+from storage.db import to_blob
+from storage.models import (
+    AuditEntry,
+    FeatureSeries,
+    Group,
+    Job,
+    JobStatus,
+    Person,
+    Recording,
+    SessionKind,
+    TimeBin,
+    Track,
+)
+
+ACADEMIC_COLUMNS = tuple(c.lower() for c in ACADEMIC_CLASSES)
+EXPRESSION_COLUMNS = EXPRESSION_CLASSES
+EXPORT_COLUMNS: tuple[str, ...] = (
+    ("session_id", "person_id", "person_label", "t_start", "t_end", "face_visible", "engagement")
+    + ACADEMIC_COLUMNS
+    + EXPRESSION_COLUMNS
+    + ("academic_model", "expression_model")
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- groups, sessions, jobs ---------------------------------------------------------------
+
+
+def get_or_create_group(s: Session, name: str, kind: SessionKind | str) -> Group:
+    g = s.scalar(select(Group).where(Group.name == name))
+    if g is None:
+        g = Group(name=name, kind=SessionKind(kind))
+        s.add(g)
+        s.flush()
+    return g
+
+
+def create_recording(
+    s: Session, video_path: str, kind: SessionKind | str, title: str | None = None, group_id: int | None = None
+) -> Recording:
+    rec = Recording(video_path=video_path, kind=SessionKind(kind), title=title or video_path.rsplit("/", 1)[-1], group_id=group_id)
+    s.add(rec)
+    s.flush()
+    return rec
+
+
+def create_job(s: Session, task: str, session_id: int | None = None, person_id: int | None = None, params: dict | None = None) -> Job:
+    job = Job(task=task, session_id=session_id, person_id=person_id, params=params or {}, status=JobStatus.queued)
+    s.add(job)
+    s.flush()
+    return job
+
+
+def update_job(s: Session, job_id: int, **fields: Any) -> None:
+    status = fields.get("status")
+    if status == JobStatus.running and "started_at" not in fields:
+        fields["started_at"] = now()
+    if status in (JobStatus.done, JobStatus.failed) and "finished_at" not in fields:
+        fields["finished_at"] = now()
+    s.execute(update(Job).where(Job.id == job_id).values(**fields))
+
+
+def latest_job(s: Session, session_id: int) -> Job | None:
+    return s.scalar(select(Job).where(Job.session_id == session_id).order_by(Job.id.desc()).limit(1))
+
+
+def list_jobs(s: Session, limit: int = 50) -> list[Job]:
+    return list(s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def list_sessions(s: Session, group_ids: Sequence[int] | None = None) -> list[Recording]:
+    q = select(Recording).order_by(Recording.id.desc())
+    if group_ids is not None:
+        q = q.where(Recording.group_id.in_(list(group_ids)))
+    return list(s.scalars(q))
+
+
+# --- analysis results ---------------------------------------------------------------------
+
+
+@dataclass
+class TrackRecord:
+    """One analysed track, ready to store: boxes and bins on the session's time grid."""
+
+    track_key: int
+    times: np.ndarray  # (n,) sample times, seconds
+    face_boxes: np.ndarray  # (n, 4)
+    context_boxes: np.ndarray  # (n, 4)
+    embedding: np.ndarray | None  # (128,)
+    bins: pd.DataFrame  # columns: t_start, t_end, face_visible, engagement, academic + expression columns
+    features: np.ndarray  # (n_bins, len(feature_names)) per-bin features
+    feature_names: tuple[str, ...] = ()
+    person_id: int | None = None  # an enrolled person this track was matched to
+    match_score: float | None = None
+    thumbnail: bytes | None = None
+
+
+@dataclass
+class AnalysisResult:
+    recording_id: int
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    analysis_fps: float
+    bin_seconds: float
+    academic_model: str
+    expression_model: str
+    tracks: list[TrackRecord] = field(default_factory=list)
+
+
+def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
+    """Store an analysis, replacing any earlier one of the same session (idempotent re-runs).
+
+    Tags, enrolled persons and identity overrides are kept; the session's own tracks,
+    bins, features and the 'Unknown N' persons it created are replaced. Returns
+    track_key -> person_id.
+    """
+    rid = result.recording_id
+    for model in (TimeBin, FeatureSeries, Track):
+        s.execute(delete(model).where(model.session_id == rid))
+    s.execute(delete(Person).where(Person.origin_session_id == rid, Person.enrolled.is_(False)))
+    rec = s.get(Recording, rid)
+    rec.fps, rec.n_frames, rec.width, rec.height = result.fps, result.n_frames, result.width, result.height
+    rec.duration = result.n_frames / result.fps if result.fps else 0.0
+    rec.analysis_fps, rec.bin_seconds = result.analysis_fps, result.bin_seconds
+    rec.academic_model, rec.expression_model = result.academic_model, result.expression_model
+    rec.analysed_at = now()
+
+    person_of: dict[int, int] = {}
+    unknown = 0
+    for tr in sorted(result.tracks, key=lambda t: float(t.times[0]) if len(t.times) else 0.0):
+        pid = tr.person_id
+        if pid is None:
+            unknown += 1
+            p = Person(label=f"Unknown {unknown}", group_id=rec.group_id, origin_session_id=rid, enrolled=False)
+            s.add(p)
+            s.flush()
+            pid = p.id
+        row = Track(
+            session_id=rid, track_key=tr.track_key, person_id=pid, match_score=tr.match_score,
+            t_start=float(tr.times[0]) if len(tr.times) else 0.0, t_end=float(tr.times[-1]) if len(tr.times) else 0.0,
+            n_samples=len(tr.times), times=to_blob(tr.times), face_boxes=to_blob(tr.face_boxes),
+            context_boxes=to_blob(tr.context_boxes),
+            embedding=None if tr.embedding is None else to_blob(tr.embedding), thumbnail=tr.thumbnail,
+        )  # fmt: skip
+        s.add(row)
+        s.flush()
+        person_of[tr.track_key] = pid
+        if len(tr.bins):
+            b = tr.bins.assign(session_id=rid, person_id=pid, track_id=row.id,
+                               academic_model=result.academic_model, expression_model=result.expression_model)  # fmt: skip
+            rows = b.astype(object).where(b.notna(), None).to_dict("records")
+            s.execute(insert(TimeBin), rows)  # one executemany, not a row at a time
+            s.add(FeatureSeries(
+                session_id=rid, track_id=row.id, person_id=pid, grid_start=float(tr.bins["t_start"].iloc[0]),
+                grid_step=result.bin_seconds, n=len(tr.features), names=list(tr.feature_names),
+                data=to_blob(tr.features),
+            ))  # fmt: skip
+    return person_of
+
+
+# --- reading timelines -------------------------------------------------------------------
+
+
+def session_bins(s: Session, session_id: int) -> pd.DataFrame:
+    """All time bins of a session with the person's label, ordered by person then time."""
+    q = (
+        select(TimeBin, Person.label.label("person_label"))
+        .join(Person, Person.id == TimeBin.person_id)
+        .where(TimeBin.session_id == session_id)
+        .order_by(TimeBin.person_id, TimeBin.t_start)
+    )
+    cols = [c.name for c in TimeBin.__table__.columns]
+    rows = [{**{c: getattr(tb, c) for c in cols}, "person_label": label} for tb, label in s.execute(q)]
+    return pd.DataFrame(rows, columns=cols + ["person_label"])
+
+
+def class_engagement(bins: pd.DataFrame) -> pd.DataFrame:
+    """Mean engagement of the persons whose face is visible, per time bin."""
+    if bins.empty:
+        return pd.DataFrame(columns=["t_start", "engagement", "n_visible"])
+    vis = bins[bins["face_visible"].astype(bool)]
+    g = bins.groupby("t_start")
+    return pd.DataFrame({
+        "engagement": vis.groupby("t_start")["engagement"].mean(),
+        "n_visible": vis.groupby("t_start").size(),
+        "n_persons": g.size(),
+    }).fillna({"n_visible": 0}).reset_index()  # fmt: skip
+
+
+def export_frame(s: Session, session_id: int) -> pd.DataFrame:
+    """One row per person per time bin, in the documented export column order."""
+    if s.get(Recording, session_id) is None:
+        raise LookupError(f"session {session_id} does not exist")
+    return session_bins(s, session_id).reindex(columns=list(EXPORT_COLUMNS))
+
+
+def session_persons(s: Session, session_id: int) -> list[tuple[Person, int]]:
+    """Persons seen in a session with their number of bins."""
+    q = (
+        select(Person, func.count(TimeBin.id))
+        .join(TimeBin, TimeBin.person_id == Person.id)
+        .where(TimeBin.session_id == session_id)
+        .group_by(Person.id)
+        .order_by(Person.label)
+    )
+    return [(p, n) for p, n in s.execute(q)]
+
+
+# --- audit -------------------------------------------------------------------------------
+
+
+def audit(s: Session, actor: str, action: str, target: str, **detail: Any) -> None:
+    s.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+
+
+def audit_log(s: Session, limit: int = 200) -> list[AuditEntry]:
+    return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def delete_session(s: Session, session_id: int, actor: str) -> None:
+    rec = s.get(Recording, session_id)
+    if rec is None:
+        raise LookupError(f"session {session_id} does not exist")
+    audit(s, actor, "delete_session", f"session:{session_id}", title=rec.title)
+    s.delete(rec)
+
