@@ -1,0 +1,1 @@
+"""Orchestration: the analysis pipeline, Celery tasks and the ``affectline`` CLI."""

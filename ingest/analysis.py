@@ -1,0 +1,141 @@
+"""Run one analysis job end to end: job row -> pipeline -> stored timelines.
+
+Shared by the Celery task and ``affectline analyze --eager`` so both run the same
+code. Idempotent: re-running a job replaces the session's earlier results in one
+transaction, and a failure leaves whatever was stored before untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy import select
+
+from affectline.settings import Settings, get_settings
+from ingest.pipeline import Pipeline, PipelineOutput
+from ingest.video import VideoError, VideoSource
+from storage.db import from_blob, session_scope
+from storage.models import JobStatus, Person, PersonEmbedding, Recording
+from storage.repo import AnalysisResult, TrackRecord, replace_analysis, update_job
+from affectline.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(RuntimeError):
+    """The job could not be done; its message is what the user sees."""
+
+
+@lru_cache(maxsize=2)
+def _pipeline(settings_json: str) -> Pipeline:
+    # One set of loaded models per worker process, built on first use, never at import.
+    return Pipeline(Settings.model_validate_json(settings_json))
+
+
+def get_pipeline(settings: Settings) -> Pipeline:
+    return _pipeline(settings.model_dump_json())
+
+
+def _progress_writer(url: str, job_id: int, min_interval: float = 1.0):
+    last = [0.0]
+
+    def hook(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < min_interval and fraction < 1.0:
+            return
+        last[0] = now
+        with session_scope(url) as s:
+            update_job(s, job_id, progress=round(float(fraction), 4), message=message)
+
+    return hook
+
+
+def _enrolled_embeddings(s, group_id: int | None) -> dict[int, np.ndarray]:
+    q = select(PersonEmbedding.person_id, PersonEmbedding.vector).join(Person).where(Person.enrolled.is_(True))
+    if group_id is not None:
+        q = q.where(Person.group_id == group_id)
+    out: dict[int, list[np.ndarray]] = {}
+    for pid, vec in s.execute(q):
+        out.setdefault(pid, []).append(from_blob(vec))
+    return {pid: np.stack(v) for pid, v in out.items()}
+
+
+def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) -> dict[int, int]:
+    """Match tracks to enrolled persons and replace the session's results (one transaction)."""
+    from recognition.tracking import assign_to_persons
+
+    with session_scope(url) as s:
+        rec = s.get(Recording, recording_id)
+        enrolled = _enrolled_embeddings(s, rec.group_id)
+        tracks = [t for t in out.tracks]
+        matches: list[tuple[int | None, float]] = [(None, 0.0)] * len(tracks)
+        with_emb = [i for i, t in enumerate(tracks) if t.embedding is not None]
+        if enrolled and with_emb:
+            res = assign_to_persons(
+                np.stack([tracks[i].embedding for i in with_emb]), enrolled, settings.enroll_threshold
+            )
+            for i, r in zip(with_emb, res):
+                matches[i] = r
+        result = AnalysisResult(
+            recording_id=recording_id, fps=out.info.fps, n_frames=out.info.n_frames, width=out.info.width,
+            height=out.info.height, analysis_fps=out.analysis_fps, bin_seconds=out.bin_seconds,
+            academic_model=out.academic_model, expression_model=out.expression_model,
+            tracks=[
+                TrackRecord(
+                    track_key=t.key, times=t.times, face_boxes=t.face_boxes, context_boxes=t.context_boxes,
+                    embedding=t.embedding, bins=t.bins, features=t.features, feature_names=FEATURE_NAMES,
+                    person_id=m[0], match_score=(m[1] if m[0] is not None else None),
+                    thumbnail=t.thumbnail if settings.store_thumbnails else None,
+                )
+                for t, m in zip(tracks, matches)
+            ],
+        )  # fmt: skip
+        return replace_analysis(s, result)
+
+
+def run_analysis(job_id: int, settings: Settings | None = None, hook=None) -> None:
+    """Do job ``job_id``. Raises JobFailed with a user-facing message on bad input."""
+    s_ = settings or get_settings()
+    url = s_.resolved_database_url
+    with session_scope(url) as s:
+        from storage.models import Job
+
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobFailed(f"job {job_id} does not exist")
+        if job.status == JobStatus.done:
+            return  # already done: a redelivered message is a no-op
+        rec = s.get(Recording, job.session_id)
+        video, params = rec.video_path, dict(job.params or {})
+        update_job(s, job_id, status=JobStatus.running, progress=0.0, message="opening video", error=None)
+    eff = s_.model_copy(update={k: params[k] for k in ("analysis_fps",) if k in params})
+    writer = _progress_writer(url, job_id)
+
+    def both(f: float, m: str) -> None:
+        writer(f, m)
+        if hook:
+            hook(f, m)
+
+    try:
+        src = VideoSource(video)
+        out = get_pipeline(eff).apply(src, hook=both)
+        store(url, rec.id, out, eff)
+    except VideoError as e:
+        _fail(url, job_id, str(e))
+        raise JobFailed(str(e)) from None
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        msg = f"{video}: analysis failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        _fail(url, job_id, msg)
+        raise JobFailed(msg) from e
+    with session_scope(url) as s:
+        n = len(out.tracks)
+        update_job(s, job_id, status=JobStatus.done, progress=1.0, message=f"done: {n} person{'s' * (n != 1)}")
+
+
+def _fail(url: str, job_id: int, message: str) -> None:
+    with session_scope(url) as s:
+        update_job(s, job_id, status=JobStatus.failed, error=message, message="failed")

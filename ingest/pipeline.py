@@ -1,0 +1,312 @@
+"""The analysis pipeline: video -> per-person tracks -> per-bin emotion and engagement.
+
+``Pipeline.apply(video, hook=None)`` drives the models over the video in chunks
+(``Settings.chunk_seconds``). Each chunk is tracked on its own and the chunks are
+linked by face embedding afterwards, so a chunk can run anywhere and a long video
+never sits in memory. The hook receives ``(fraction_done, message)`` and feeds the
+CLI progress bar and the Celery job row alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from affectline.features import FEATURE_NAMES
+from affectline.settings import Settings, get_settings
+from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES, Detections, VideoInfo
+from ingest.video import VideoSource
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[float, str], None]
+
+
+@dataclass
+class _Samples:
+    """Per-detection values of one chunk-local track, appended frame by frame."""
+
+    times: list[float] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    context: list[np.ndarray] = field(default_factory=list)
+    blend: list[np.ndarray] = field(default_factory=list)
+    pose: list[np.ndarray] = field(default_factory=list)
+    found: list[bool] = field(default_factory=list)
+    expr: list[np.ndarray] = field(default_factory=list)
+    face_px: list[float] = field(default_factory=list)
+    sharp: list[float] = field(default_factory=list)
+    academic: list[np.ndarray] = field(default_factory=list)  # filled by a window model (CLIP-CAER) if any
+
+    def extend(self, other: "_Samples") -> None:
+        for k in self.__dataclass_fields__:
+            getattr(self, k).extend(getattr(other, k))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        order = np.argsort(np.asarray(self.times), kind="stable")
+        out = {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            if k == "academic" and len(v) != len(self.times):
+                continue
+            out[k] = np.asarray(v)[order] if len(v) else np.asarray(v)
+        return out
+
+
+@dataclass
+class PersonTrack:
+    """One linked person-track of the analysed video, before storage."""
+
+    key: int
+    times: np.ndarray
+    face_boxes: np.ndarray
+    context_boxes: np.ndarray
+    embedding: np.ndarray | None
+    bins: pd.DataFrame
+    features: np.ndarray
+    thumbnail: bytes | None = None
+
+
+@dataclass
+class PipelineOutput:
+    info: VideoInfo
+    analysis_fps: float
+    bin_seconds: float
+    academic_model: str
+    expression_model: str
+    tracks: list[PersonTrack]
+    n_face_samples: int = 0
+
+
+def _sharpness(gray: np.ndarray, box: np.ndarray) -> float:
+    x0, y0, x1, y1 = [int(round(v)) for v in box]
+    crop = gray[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    if crop.size < 16:
+        return float("nan")
+    # Normalise to a fixed size so sharpness compares across face sizes.
+    crop = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(crop, cv2.CV_32F).var())
+
+
+def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 48) -> bytes:
+    x0, y0, x1, y1 = [int(round(v)) for v in box]
+    crop = frame[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes() if ok else b""
+
+
+class Pipeline:
+    """Holds the loaded models; one instance per worker process (models load once)."""
+
+    def __init__(self, settings: Settings | None = None, device: str | None = None):
+        from recognition.academic.cues import CueModel
+        from recognition.detection import load_detector
+        from recognition.face.expression import ExpressionModel
+        from recognition.face.landmarks import FaceLandmarker
+        from recognition.reid import FaceEmbedder
+
+        self.settings = s = settings or get_settings()
+        self.device = device or s.torch_device()
+        self.detector = load_detector(s.detector, s, device=self.device)
+        self.embedder = FaceEmbedder()
+        self.landmarker = FaceLandmarker(s)
+        self.expression = ExpressionModel.load(s, device=self.device)
+        self.cues = CueModel()
+        self.window_model = self._load_window_model()
+
+    def _load_window_model(self):
+        """CLIP-CAER when a trained checkpoint is configured (or 'auto' finds one); else None (cue model)."""
+        s = self.settings
+        if s.academic_model == "cues":
+            return None
+        ckpt = s.caer_checkpoint or (Path(s.model_dir).expanduser() / "clip_caer.pth")
+        if not Path(ckpt).exists():
+            if s.academic_model == "clip_caer":
+                raise FileNotFoundError(
+                    f"CLIP-CAER checkpoint not found at {ckpt}: set AFFECTLINE_CAER_CHECKPOINT to a trained "
+                    "checkpoint, or AFFECTLINE_ACADEMIC_MODEL=cues for the offline cue model"
+                )
+            return None
+        from recognition.academic.caer_runner import CaerWindowScorer
+
+        return CaerWindowScorer.from_checkpoint(ckpt, device=self.device)
+
+    @property
+    def academic_name(self) -> str:
+        m = self.window_model or self.cues
+        return f"{m.name}@{m.sha256[:12]}"
+
+    @property
+    def expression_name(self) -> str:
+        return f"{self.expression.name}@{self.expression.sha256[:12]}"
+
+    def close(self) -> None:
+        self.landmarker.close()
+        self.detector.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------
+
+    def apply(self, video: str | Path | VideoSource, hook: Hook | None = None) -> PipelineOutput:
+        from recognition.tracking import Tracker, link_chunks
+
+        src = video if isinstance(video, VideoSource) else VideoSource(video)
+        info, s = src.info, self.settings
+        fps = min(s.analysis_fps, info.fps)
+        n_chunks = max(1, math.ceil(info.duration / s.chunk_seconds))
+        n_expected = max(1, int(info.duration * fps))
+        hook = hook or (lambda f, m: None)
+        chunk_summaries, chunk_samples = [], []
+        done = 0
+        tracker = Tracker()
+        n_faces = 0
+        for c in range(n_chunks):
+            tracker.reset()
+            samples: dict[int, _Samples] = defaultdict(_Samples)
+            thumbs: dict[int, bytes] = {}
+            window = self.window_model.new_stream() if self.window_model else None
+            for batch in src.batches(fps, batch_size=8, start=c * s.chunk_seconds, end=(c + 1) * s.chunk_seconds):
+                dets_list = self.detector.detect(list(batch.frames))
+                for frame, t, dets in zip(batch.frames, batch.times, dets_list):
+                    n_faces += len(dets)
+                    self._frame(frame, float(t), dets, tracker, samples, thumbs, window)
+                done += len(batch.indices)
+                hook(min(done / n_expected, 1.0) * 0.95, f"chunk {c + 1}/{n_chunks}: {done}/{n_expected} frames")
+            if window is not None:
+                window.flush(samples)
+            summaries = tracker.finish()
+            chunk_summaries.append(summaries)
+            chunk_samples.append((samples, thumbs))
+        hook(0.96, "linking identities across chunks")
+        mapping = link_chunks(chunk_summaries) if n_chunks > 1 else {
+            (0, t.track_id): t.track_id for t in chunk_summaries[0]
+        }  # fmt: skip
+        tracks = self._assemble(chunk_summaries, chunk_samples, mapping, info, fps)
+        hook(1.0, f"{len(tracks)} persons")
+        return PipelineOutput(
+            info=info, analysis_fps=fps, bin_seconds=s.bin_seconds, academic_model=self.academic_name,
+            expression_model=self.expression_name, tracks=tracks, n_face_samples=n_faces,
+        )  # fmt: skip
+
+    def _frame(self, frame, t, dets: Detections, tracker, samples, thumbs, window) -> None:
+        from recognition.tracking import context_box
+
+        if len(dets):
+            dets.data["embedding"] = self.embedder.embed(frame, dets)
+        dets = tracker.update(dets, t)
+        dets = dets[dets.track_id >= 0]
+        if not len(dets):
+            return
+        lm = self.landmarker.analyze(frame, dets)
+        expr = self.expression.predict(frame, dets)
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        h, w = frame.shape[:2]
+        for i, tid in enumerate(dets.track_id.tolist()):
+            box = dets.boxes[i]
+            sm = samples[tid]
+            sm.times.append(t)
+            sm.boxes.append(box)
+            sm.context.append(context_box(box, w, h))
+            sm.blend.append(lm.blendshapes[i])
+            sm.pose.append(lm.pose[i])
+            sm.found.append(bool(lm.found[i]))
+            sm.expr.append(expr[i])
+            sm.face_px.append(float(box[3] - box[1]))
+            sm.sharp.append(_sharpness(gray, box))
+            if self.settings.store_thumbnails and tid not in thumbs and box[3] - box[1] >= 24:
+                thumbs[tid] = _thumbnail(frame, box)
+            if window is not None:
+                window.push(tid, t, frame, box, sm.context[-1])
+
+    def _assemble(self, chunk_summaries, chunk_samples, mapping, info: VideoInfo, fps: float) -> list[PersonTrack]:
+        merged: dict[int, _Samples] = defaultdict(_Samples)
+        embs: dict[int, list[np.ndarray]] = defaultdict(list)
+        thumbs: dict[int, bytes] = {}
+        for c, summaries in enumerate(chunk_summaries):
+            samples, th = chunk_samples[c]
+            for summ in summaries:
+                gid = mapping.get((c, summ.track_id))
+                if gid is None or summ.track_id not in samples:
+                    continue
+                merged[gid].extend(samples[summ.track_id])
+                embs[gid].append(np.asarray(summ.embedding, np.float32))
+                if summ.track_id in th:
+                    thumbs.setdefault(gid, th[summ.track_id])
+        out = []
+        for key, (gid, sm) in enumerate(sorted(merged.items(), key=lambda kv: min(kv[1].times))):
+            arr = sm.arrays()
+            emb = np.mean(embs[gid], axis=0) if embs[gid] else None
+            bins, feats = self._bins(arr, fps, info.duration)
+            out.append(PersonTrack(
+                key=key, times=arr["times"].astype(np.float32), face_boxes=arr["boxes"].astype(np.float32),
+                context_boxes=arr["context"].astype(np.float32), embedding=emb, bins=bins, features=feats,
+                thumbnail=thumbs.get(gid),
+            ))  # fmt: skip
+        return out
+
+    def _bins(self, a: dict[str, np.ndarray], fps: float, duration: float) -> tuple[pd.DataFrame, np.ndarray]:
+        """Average a track's samples into bins of ``bin_seconds`` over the track's span."""
+        step = self.settings.bin_seconds
+        t = a["times"]
+        n = len(t)
+        visible = np.ones(n, bool)
+        if "academic" in a:
+            academic = a["academic"].astype(np.float32)
+            _, engagement = self.cues.predict(a["blend"], a["pose"], a["expr"], visible)
+        else:
+            academic, engagement = self.cues.predict(a["blend"], a["pose"], a["expr"], visible)
+        first = int(math.floor(t.min() / step + 1e-9))
+        last = int(math.floor(t.max() / step + 1e-9))
+        nb = last - first + 1
+        b = np.floor(t / step + 1e-9).astype(np.int64) - first
+        counts = np.bincount(b, minlength=nb).astype(np.float32)
+
+        def mean(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, np.float32).reshape(n, -1)
+            ok = ~np.isnan(x)
+            s = np.zeros((nb, x.shape[1]), np.float32)
+            c = np.zeros((nb, x.shape[1]), np.float32)
+            np.add.at(s, b, np.where(ok, x, 0))
+            np.add.at(c, b, ok)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+        vis = counts > 0
+        acad, eng, expr = mean(academic), mean(engagement)[:, 0], mean(a["expr"])
+        # Bins inside the span with no face: the cue model's own verdict for "face not visible".
+        if (~vis).any():
+            nan = np.full((1, 52), np.nan, np.float32)
+            a0, e0 = self.cues.predict(nan, np.full((1, 3), np.nan, np.float32), np.full((1, 7), np.nan, np.float32), np.zeros(1, bool))
+            acad[~vis], eng[~vis] = a0[0], e0[0]
+        per_bin = max(1.0, step * fps)
+        quality = np.stack([
+            np.minimum(counts / per_bin, 1.0),
+            mean(a["found"].astype(np.float32))[:, 0],
+            mean(a["face_px"])[:, 0],
+            mean(a["sharp"])[:, 0],
+        ], axis=1)  # fmt: skip
+        feats = np.concatenate([mean(a["blend"]), mean(a["pose"]), expr, quality], axis=1)
+        assert feats.shape[1] == len(FEATURE_NAMES)
+        starts = (first + np.arange(nb)) * step
+        df = pd.DataFrame({"t_start": starts, "t_end": np.minimum(starts + step, max(duration, starts[-1] + step))})
+        df["face_visible"] = vis
+        df["engagement"] = eng
+        for j, c in enumerate(ACADEMIC_CLASSES):
+            df[c.lower()] = acad[:, j]
+        for j, c in enumerate(EXPRESSION_CLASSES):
+            df[c] = expr[:, j]
+        return df, feats.astype(np.float32)
+

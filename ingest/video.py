@@ -1,0 +1,170 @@
+"""Video decoding at the analysis rate, streamed in small batches (memory stays flat).
+
+decord is the decoder; PyAV is the fallback when decord cannot open a file. Every
+failure becomes a ``VideoError`` whose message names the file and the problem in
+words a teacher can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from affectline.types import VideoInfo
+
+log = logging.getLogger(__name__)
+
+
+class VideoError(ValueError):
+    """The input cannot be analysed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    indices: np.ndarray  # (b,) source frame indices
+    times: np.ndarray  # (b,) seconds
+    frames: np.ndarray  # (b, H, W, 3) uint8 RGB
+
+
+def sample_indices(n_frames: int, src_fps: float, fps: float) -> np.ndarray:
+    """Source frame indices for sampling at ``fps`` (all frames if fps >= src_fps)."""
+    if n_frames <= 0:
+        return np.zeros(0, np.int64)
+    if fps >= src_fps:
+        return np.arange(n_frames, dtype=np.int64)
+    duration = n_frames / src_fps
+    times = np.arange(0.0, duration, 1.0 / fps)
+    idx = np.unique(np.minimum(np.round(times * src_fps).astype(np.int64), n_frames - 1))
+    return idx
+
+
+class VideoSource:
+    """A decodable video. ``probe`` validates it; ``batches`` yields sampled frames."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise VideoError(f"{self.path}: file not found")
+        if self.path.is_dir():
+            raise VideoError(f"{self.path}: is a folder, not a video file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path}: file is empty")
+        self._reader = None
+        self.backend = ""
+        self.info = self._open()
+
+    def _open(self) -> VideoInfo:
+        import decord
+
+        try:
+            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=0)
+            n, fps = len(vr), float(vr.get_avg_fps())
+            h, w = vr[0].shape[:2] if n else (0, 0)
+            vr.seek(0)
+            self._reader, self.backend = vr, "decord"
+        except Exception as e:  # decord raises a bare RuntimeError/DECORDError for every failure
+            log.debug("decord could not open %s: %s", self.path, e)
+            n, fps, w, h = self._open_pyav()
+        if n <= 0 or fps <= 0 or w <= 0:
+            raise VideoError(f"{self.path}: no video frames could be read")
+        return VideoInfo(str(self.path), fps, n, w, h)
+
+    def _open_pyav(self) -> tuple[int, float, int, int]:
+        import av
+
+        try:
+            with av.open(str(self.path)) as c:
+                if not c.streams.video:
+                    raise VideoError(f"{self.path}: contains no video stream")
+                st = c.streams.video[0]
+                fps = float(st.average_rate or st.guessed_rate or 0)
+                n = st.frames or int(round(float(c.duration or 0) / 1e6 * fps))
+                w, h = st.codec_context.width, st.codec_context.height
+        except VideoError:
+            raise
+        except Exception as e:
+            kind = "is not a video file or is damaged" if self.path.stat().st_size > 0 else "is empty"
+            raise VideoError(f"{self.path}: {kind} ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        self.backend = "pyav"
+        return n, fps, w, h
+
+    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None) -> Iterator[FrameBatch]:
+        """Frames sampled at ``fps`` within [start, end) seconds, ``batch_size`` at a time."""
+        info = self.info
+        idx = sample_indices(info.n_frames, info.fps, fps)
+        times = idx / info.fps
+        keep = (times >= start) & (times < (end if end is not None else np.inf))
+        idx, times = idx[keep], times[keep]
+        if self.backend == "decord":
+            yield from self._decord_batches(idx, times, batch_size)
+        else:
+            yield from self._pyav_batches(idx, times, batch_size)
+
+    def _decord_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int) -> Iterator[FrameBatch]:
+        # Sequential skip+next: skip_frames decodes without colour conversion, and unlike
+        # get_batch it never seeks back to a keyframe (measured ~2x faster at 4 of 25 fps).
+        vr = self._reader
+        cur = 0
+        if len(idx):
+            vr.seek(int(idx[0]))
+            cur = int(idx[0])
+        buf: list[np.ndarray] = []
+        start = 0
+        for j, k in enumerate(idx.tolist()):
+            try:
+                if k > cur:
+                    vr.skip_frames(k - cur)
+                buf.append(vr.next().asnumpy())
+            except Exception as e:
+                raise VideoError(
+                    f"{self.path}: video is damaged or truncated; decoding stopped near {times[j]:.1f} s "
+                    f"({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})"
+                ) from None
+            cur = k + 1
+            if len(buf) == batch_size:
+                yield FrameBatch(idx[start : j + 1], times[start : j + 1], np.stack(buf))
+                buf, start = [], j + 1
+        if buf:
+            yield FrameBatch(idx[start:], times[start:], np.stack(buf))
+
+    def _pyav_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int) -> Iterator[FrameBatch]:
+        import av
+
+        wanted = set(int(x) for x in idx)
+        buf_i, buf_f = [], []
+        last = -1
+        try:
+            with av.open(str(self.path)) as c:
+                st = c.streams.video[0]
+                st.thread_type = "AUTO"
+                for k, frame in enumerate(c.decode(st)):
+                    last = k
+                    if k in wanted:
+                        buf_i.append(k)
+                        buf_f.append(frame.to_ndarray(format="rgb24"))
+                        if len(buf_i) == batch_size:
+                            ii = np.array(buf_i)
+                            yield FrameBatch(ii, ii / self.info.fps, np.stack(buf_f))
+                            buf_i, buf_f = [], []
+                    if k >= idx[-1] if len(idx) else True:
+                        break
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{self.path}: video is damaged or truncated; decoding stopped near frame {last + 1} ({e})") from None
+        if buf_i:
+            ii = np.array(buf_i)
+            yield FrameBatch(ii, ii / self.info.fps, np.stack(buf_f))
+
+    def decode_all(self, fps: float | None = None) -> int:
+        """Decode every sampled frame and discard it (the decode-only baseline). Returns the count."""
+        n = 0
+        for b in self.batches(fps or self.info.fps, batch_size=16):
+            n += len(b.indices)
+        return n
+
+
+def probe(path: str | Path) -> VideoInfo:
+    return VideoSource(path).info
