@@ -157,6 +157,12 @@ class VideoSource:
         if buf_i:
             ii = np.array(buf_i)
             yield FrameBatch(ii, ii / self.info.fps, np.stack(buf_f))
+        if len(idx) and last < idx[-1]:
+            # The container promised more frames than the data holds: a cut-off upload.
+            raise VideoError(
+                f"{self.path}: video is truncated; it stops at {(last + 1) / self.info.fps:.1f} s of "
+                f"{self.info.duration:.1f} s"
+            )
 
     def decode_all(self, fps: float | None = None) -> int:
         """Decode every sampled frame and discard it (the decode-only baseline). Returns the count."""
