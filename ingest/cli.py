@@ -227,12 +227,14 @@ def worker(concurrency: int) -> None:
 
 @main.command()
 @click.option("--port", default=8501, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, envvar="STREAMLIT_SERVER_ADDRESS",
+              help="Interface to listen on (0.0.0.0 inside a container).")  # fmt: skip
 @click.option("--headless/--browser", default=True, show_default=True, help="Do not open a browser window.")
-def dashboard(port: int, headless: bool) -> None:
+def dashboard(port: int, address: str, headless: bool) -> None:
     """Start the Streamlit dashboard on localhost."""
     _url()
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,
                               "--server.port", str(port), "--server.headless", str(headless).lower()])  # fmt: skip
 
 
