@@ -1,0 +1,244 @@
+"""MTCNN (Zhang et al. 2016) in torch: a three-stage cascade of small CNNs over an image pyramid.
+
+Loads the pinned P/R/O-Net state dicts (``mtcnn_pnet``, ``mtcnn_rnet``, ``mtcnn_onet`` in
+``recognition/models.toml``; the layer names are those of the facenet-pytorch export).
+Every stage runs batched over all frames of the same size, on CPU or CUDA; crops for
+the refinement stages are taken with ``roi_align`` in one call instead of a loop per box.
+
+Boxes use continuous pixel coordinates: [x1, x2) x [y1, y2), width ``x2 - x1``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, roi_align
+
+from affectline.settings import Settings, get_settings
+from affectline.types import Detections
+from recognition.detection.base import FaceDetector, check_frames, nms
+
+
+def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
+    # The weights descend from the original Caffe/MATLAB model, which saw images transposed;
+    # its dense layers therefore expect features flattened in (width, height, channel) order.
+    return x.permute(0, 3, 2, 1).flatten(1)
+
+
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, 12x12 receptive field, stride 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not face
+        self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 2, 2, ceil_mode=True)
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_1(x).softmax(1)[:, 1], self.conv4_2(x)
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = self.prelu4(self.dense4(_flatten_transposed(self.prelu3(self.conv3(x)))))
+        return self.dense5_1(x).softmax(1)[:, 1], self.dense5_2(x)
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops: score, box offsets and five landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)  # 5 x then 5 y, relative to the crop
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
+        x = self.prelu5(self.dense5(_flatten_transposed(self.prelu4(self.conv4(x)))))
+        return self.dense6_1(x).softmax(1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return (x - 127.5) * 0.0078125
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square around its centre (the refinement nets expect square crops)."""
+    wh = boxes[:, 2:] - boxes[:, :2]
+    side = wh.max(1, keepdim=True).values
+    c = boxes[:, :2] + wh / 2
+    return torch.cat([c - side / 2, c + side / 2], 1)
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + reg * wh
+
+
+def _crops(imgs: torch.Tensor, boxes: torch.Tensor, img_idx: torch.Tensor, size: int) -> torch.Tensor:
+    # Parts of a box outside the frame read as black, as in the original MTCNN's zero padding.
+    rois = torch.cat([img_idx[:, None].to(boxes.dtype), boxes], 1)
+    return _normalize(roi_align(imgs, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True))
+
+
+def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr: float) -> torch.Tensor:
+    """NMS on intersection over the smaller box, per frame (drops a face part nested in a face)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    # Offsetting each frame's boxes far apart keeps frames from suppressing each other.
+    shifted = boxes + groups[:, None].to(boxes.dtype) * (boxes.max() - boxes.min() + 1)
+    keep = nms(shifted.cpu().numpy(), scores.cpu().numpy(), thr, overlap="min")
+    return torch.as_tensor(keep, device=boxes.device)
+
+
+class MTCNN(nn.Module):
+    """The cascade on tensors: ``forward(imgs)`` with imgs (B, 3, H, W) float in 0..255 RGB.
+
+    ``min_face_px`` sets the pyramid's first scale (12 / min_face_px): smaller values find
+    smaller faces at quadratically growing cost. ``thresholds`` are the per-stage face
+    probabilities a candidate must reach (higher: fewer false positives, lower recall);
+    ``factor`` is the pyramid step (closer to 1: more scales, slower, slightly better recall).
+    """
+
+    def __init__(
+        self,
+        min_face_px: int = 12,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+    ) -> None:
+        super().__init__()
+        if min_face_px < 6:
+            raise ValueError(f"min_face_px must be at least 6, got {min_face_px}")
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        self.min_face_px, self.thresholds, self.factor = min_face_px, thresholds, factor
+
+    def load(self, settings: Settings) -> "MTCNN":
+        from recognition.registry import resolve
+
+        for net, name in ((self.pnet, "mtcnn_pnet"), (self.rnet, "mtcnn_rnet"), (self.onet, "mtcnn_onet")):
+            net.load_state_dict(torch.load(resolve(name, settings), map_location="cpu", weights_only=True))
+        return self.eval()
+
+    def scales(self, h: int, w: int) -> list[float]:
+        s, side, out = 12.0 / self.min_face_px, min(h, w) * 12.0 / self.min_face_px, []
+        while side >= 12:
+            out.append(s)
+            s, side = s * self.factor, side * self.factor
+        return out
+
+    @torch.inference_mode()
+    def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return boxes (k, 4), scores (k,), landmarks (k, 5, 2) and the frame index (k,) of each face."""
+        n_img, _, h, w = imgs.shape
+        t1, t2, t3 = self.thresholds
+        dev = imgs.device
+        # Stage 1: proposals from every pyramid level, NMS within each level and then across levels.
+        boxes, scores, regs, idx = [], [], [], []
+        for s in self.scales(h, w):
+            x = F.interpolate(imgs, size=(int(h * s + 1), int(w * s + 1)), mode="area")
+            prob, reg = self.pnet(_normalize(x))
+            b, i, j = (prob >= t1).nonzero(as_tuple=True)
+            if len(b) == 0:
+                continue
+            tl = torch.stack([j, i], 1).to(imgs.dtype) * 2
+            bx = torch.cat([tl, tl + 12], 1) / s
+            sc = prob[b, i, j]
+            keep = batched_nms(bx, sc, b, 0.5)
+            boxes.append(bx[keep]), scores.append(sc[keep]), regs.append(reg[b, :, i, j][keep]), idx.append(b[keep])
+        empty = (torch.zeros(0, 4, device=dev), torch.zeros(0, device=dev), torch.zeros(0, 5, 2, device=dev))
+        if not boxes:
+            return *empty, torch.zeros(0, dtype=torch.long, device=dev)
+        bx, sc, reg, b = torch.cat(boxes), torch.cat(scores), torch.cat(regs), torch.cat(idx)
+        keep = batched_nms(bx, sc, b, 0.7)
+        bx, b = _square(_regress(bx[keep], reg[keep])), b[keep]
+
+        # Stage 2: refine on 24x24 crops.
+        prob, reg = self.rnet(_crops(imgs, bx, b, 24))
+        ok = prob > t2
+        bx, sc, reg, b = bx[ok], prob[ok], reg[ok], b[ok]
+        keep = batched_nms(bx, sc, b, 0.7)
+        bx, b = _square(_regress(bx[keep], reg[keep])), b[keep]
+        if len(bx) == 0:
+            return *empty, b
+
+        # Stage 3: score, final box and landmarks on 48x48 crops.
+        prob, reg, pts = self.onet(_crops(imgs, bx, b, 48))
+        ok = prob > t3
+        bx, sc, reg, pts, b = bx[ok], prob[ok], reg[ok], pts[ok], b[ok]
+        wh = bx[:, 2:] - bx[:, :2]
+        lm = torch.stack([pts[:, :5], pts[:, 5:]], 2) * wh[:, None, :] + bx[:, None, :2]
+        bx = _regress(bx, reg)
+        keep = _nms_min(bx, sc, b, 0.7)
+        return bx[keep], sc[keep], lm[keep], b[keep]
+
+
+class MTCNNDetector(FaceDetector):
+    """The default detector: best recall on small classroom faces (see docs/detectors.md)."""
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        device: str = "cpu",
+        min_face_px: int | None = None,
+        max_batch_pixels: int | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        self.device = torch.device(device)
+        self.model = MTCNN(min_face_px or settings.min_face_px).load(settings).to(self.device)
+        # Bounds the first pyramid level's activations: (B, 10, H, W) float32 at ~40 bytes a pixel.
+        self.max_batch_pixels = max_batch_pixels or (64 if self.device.type == "cuda" else 8) * 1920 * 1080
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        frames = check_frames(frames)
+        out: list[Detections | None] = [None] * len(frames)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(frames):
+            by_shape.setdefault(f.shape, []).append(i)
+        for shape, ids in by_shape.items():
+            h, w = shape[:2]
+            step = max(1, self.max_batch_pixels // (h * w))
+            for k in range(0, len(ids), step):
+                part = ids[k : k + step]
+                batch = torch.from_numpy(np.stack([frames[i] for i in part])).to(self.device)
+                imgs = batch.permute(0, 3, 1, 2).float()
+                boxes, scores, lms, idx = (t.cpu().numpy() for t in self.model(imgs))
+                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+                for j, i in enumerate(part):
+                    m = idx == j
+                    out[i] = Detections(boxes[m], scores[m], data={"landmarks5": lms[m].astype(np.float32)})
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
