@@ -1,0 +1,42 @@
+"""Affectline dashboard entry script: ``streamlit run dashboard/app.py``.
+
+Logs the user in (``dashboard.auth``), then shows only the pages their role allows.
+Pages wire widgets to the tested modules ``dashboard.data``, ``dashboard.charts``
+and ``storage.access``; nothing here imports torch, ``recognition`` or ``ingest``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from affectline.settings import get_settings
+from dashboard import auth
+
+PAGES = (  # (file, title, icon, action the role needs)
+    ("pages/sessions.py", "Sessions", ":material/video_library:", "view_sessions"),
+    ("pages/session.py", "Session view", ":material/monitoring:", "view_sessions"),
+    ("pages/review.py", "Review & tags", ":material/sell:", "review"),
+    ("pages/people.py", "People", ":material/group:", "manage_people"),
+    ("pages/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users"),
+)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Affectline", page_icon=":material/monitoring:", layout="wide")
+    settings = get_settings()
+    url = settings.resolved_database_url
+    viewer = auth.current_viewer(url, settings)
+    if viewer is None:
+        st.navigation([st.Page(lambda: auth.login_page(url), title="Log in", url_path="login")], position="hidden").run()
+        return
+    pages = [st.Page(path, title=title, icon=icon) for path, title, icon, action in PAGES if viewer.can(action)]
+    with st.sidebar:
+        st.markdown(f"**{viewer.username}** · {viewer.role.value}")
+        if st.button("Log out", key="logout"):
+            auth.logout()
+            st.rerun()
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":  # streamlit runs the script as __main__; importing it shows nothing
+    main()

@@ -1,0 +1,655 @@
+"""Data access for the dashboard: cached reads and audited writes over ``storage``.
+
+Every read takes the viewer's ``group_ids`` (``storage.access.visible_group_ids``;
+``None`` = all) and filters by it, so a page cannot show what its user may not
+see. Reads are ``st.cache_data`` with a short TTL; writes clear those caches.
+The functions work outside a Streamlit run too (tests call them directly).
+
+Work is started by task name (``send_task``) after the Job row is committed: the
+dashboard never imports the worker code, torch, ``recognition`` or ``ingest``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterator, Literal, Sequence
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from affectline.queue import ANALYZE_TASK, make_celery
+from affectline.settings import Settings
+from storage import access, repo
+from storage.db import migrate, session_factory
+from storage.models import (
+    AuditEntry,
+    Group,
+    Job,
+    JobStatus,
+    Person,
+    Recording,
+    Role,
+    SessionKind,
+    Tag,
+    TimeBin,
+    Track,
+    User,
+    UserGroup,
+)
+
+GroupIds = tuple[int, ...] | None  # hashable form of visible_group_ids, for cache keys
+VIDEO_TYPES = ("mp4", "mov", "avi", "mkv", "webm", "m4v")
+ExportFormat = Literal["csv", "parquet"]
+
+
+# --- engine and transactions ----------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=4)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    migrate(url)  # idempotent; the dashboard may be the first thing to open a fresh database
+    return session_factory(url)
+
+
+@contextmanager
+def scope(url: str) -> Iterator[Session]:
+    """A transaction on the dashboard's database: committed on success, rolled back on error."""
+    s = _sessionmaker(url)()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()
+
+
+def invalidate() -> None:
+    """Forget cached query results (after any write)."""
+    st.cache_data.clear()
+
+
+# --- who is looking -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The logged-in user as the pages need them: a plain value, safe to keep in session state."""
+
+    id: int
+    username: str
+    role: Role
+    group_ids: GroupIds  # None = every group (admin)
+
+    def can(self, action: str) -> bool:
+        return access.can(self, action)  # type: ignore[arg-type]  # only .role is read
+
+    def sees(self, group_id: int | None) -> bool:
+        return self.group_ids is None or group_id in self.group_ids
+
+
+def viewer_for(url: str, user_id: int) -> Viewer | None:
+    """Re-read the user and their grants (never cached: a revoked grant takes effect at once)."""
+    with scope(url) as s:
+        user = s.get(User, user_id)
+        if user is None:
+            return None
+        ids = access.visible_group_ids(s, user)
+        return Viewer(user.id, user.username, Role(user.role), None if ids is None else tuple(ids))
+
+
+def _require(viewer: Viewer, action: str) -> None:
+    if not viewer.can(action):
+        raise PermissionError(f"{viewer.username} ({viewer.role.value}) may not {action.replace('_', ' ')}")
+
+
+def _visible_session(s: Session, viewer_groups: GroupIds, session_id: int) -> Recording:
+    rec = s.get(Recording, session_id)
+    if rec is None or not (viewer_groups is None or rec.group_id in viewer_groups):
+        # Same message whether it is missing or hidden: do not reveal that it exists.
+        raise LookupError(f"session {session_id} does not exist or is not visible to you")
+    return rec
+
+
+# --- jobs in plain words --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobState:
+    id: int
+    session_id: int | None
+    status: JobStatus
+    progress: float
+    message: str
+    error: str | None
+    created_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.status in (JobStatus.queued, JobStatus.running)
+
+
+def job_phrase(job: JobState | None, now: datetime | None = None) -> str:
+    """What a job is doing, for a teacher: no tracebacks, no status codes."""
+    if job is None:
+        return "Not analysed yet."
+    if job.status is JobStatus.queued:
+        waited = ""
+        if job.created_at is not None:
+            created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
+            secs = ((now or datetime.now(timezone.utc)) - created).total_seconds()
+            if secs > 120:
+                waited = f" It has waited {secs / 60:.0f} minutes: check that the analysis worker is running."
+        return "Waiting for the analysis worker to pick it up." + waited
+    if job.status is JobStatus.running:
+        return f"Analysing: {job.message or 'working'} ({job.progress:.0%} done)."
+    if job.status is JobStatus.done:
+        return "Analysis finished."
+    reason = (job.error or job.message or "no reason was recorded").strip().splitlines()
+    return f"Analysis failed: {reason[-1] if reason else 'no reason was recorded'}"
+
+
+def _job_state(job: Job) -> JobState:
+    return JobState(job.id, job.session_id, JobStatus(job.status), float(job.progress or 0.0), job.message or "",
+                    job.error, job.created_at)  # fmt: skip
+
+
+def job_state(url: str, group_ids: GroupIds, job_id: int) -> JobState | None:
+    """A job's current row (not cached: the progress fragment polls it)."""
+    with scope(url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.session_id is None:
+            return None
+        _visible_session(s, group_ids, job.session_id)
+        return _job_state(job)
+
+
+def active_jobs(url: str, group_ids: GroupIds) -> list[tuple[str, JobState]]:
+    """(session title, job) for queued or running jobs on visible sessions, newest first (not cached)."""
+    with scope(url) as s:
+        q = (
+            select(Job, Recording.title)
+            .join(Recording, Recording.id == Job.session_id)
+            .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+            .order_by(Job.id.desc())
+        )
+        if group_ids is not None:
+            q = q.where(Recording.group_id.in_(group_ids))
+        return [(title, _job_state(job)) for job, title in s.execute(q)]
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: int
+    title: str
+    kind: SessionKind
+    group_id: int | None
+    group: str
+    duration: float | None
+    bin_seconds: float
+    academic_model: str | None
+    expression_model: str | None
+    analysed: bool
+
+
+SESSION_COLUMNS = ["id", "title", "kind", "group", "created", "duration_s", "persons", "job_id", "status", "progress",
+                   "state"]  # fmt: skip
+
+
+@st.cache_data(ttl=5, max_entries=64, show_spinner=False)
+def sessions_frame(url: str, group_ids: GroupIds, kind: str | None = None) -> pd.DataFrame:
+    """Visible sessions, newest first, with group name, person count and their latest job."""
+    with scope(url) as s:
+        recs = repo.list_sessions(s, group_ids)
+        if kind is not None:
+            recs = [r for r in recs if SessionKind(r.kind).value == kind]
+        ids = [r.id for r in recs]
+        groups = dict(s.execute(select(Group.id, Group.name)).all())
+        persons = dict(
+            s.execute(
+                select(TimeBin.session_id, func.count(func.distinct(TimeBin.person_id)))
+                .where(TimeBin.session_id.in_(ids))
+                .group_by(TimeBin.session_id)
+            ).all()
+        )
+        last_job_id = (
+            select(Job.session_id, func.max(Job.id).label("jid")).where(Job.session_id.in_(ids)).group_by(Job.session_id)
+        ).subquery()
+        jobs = {j.session_id: _job_state(j) for j in s.scalars(select(Job).join(last_job_id, Job.id == last_job_id.c.jid))}
+        rows = []
+        for r in recs:
+            job = jobs.get(r.id)
+            rows.append({
+                "id": r.id, "title": r.title, "kind": SessionKind(r.kind).value, "group": groups.get(r.group_id, "-"),
+                "created": r.created_at, "duration_s": r.duration, "persons": int(persons.get(r.id, 0)),
+                "job_id": job.id if job else None, "status": job.status.value if job else "not analysed",
+                "progress": job.progress if job else 0.0, "state": job_phrase(job),
+            })  # fmt: skip
+        return pd.DataFrame(rows, columns=SESSION_COLUMNS)
+
+
+@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
+def session_info(url: str, group_ids: GroupIds, session_id: int) -> SessionInfo:
+    """One visible session's metadata; LookupError if it is missing or not visible."""
+    with scope(url) as s:
+        r = _visible_session(s, group_ids, session_id)
+        g = s.get(Group, r.group_id) if r.group_id is not None else None
+        return SessionInfo(r.id, r.title, SessionKind(r.kind), r.group_id, g.name if g else "-", r.duration,
+                           float(r.bin_seconds or 1.0), r.academic_model, r.expression_model,
+                           r.analysed_at is not None)  # fmt: skip
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def session_bins(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """All time bins of a visible session (``storage.repo.session_bins``)."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return repo.session_bins(s, session_id)
+
+
+def class_engagement(bins: pd.DataFrame) -> pd.DataFrame:
+    return repo.class_engagement(bins)
+
+
+# --- upload and enqueue ---------------------------------------------------------------------
+
+
+def safe_filename(name: str) -> str:
+    """A file name that cannot escape the uploads folder or carry odd characters."""
+    base = Path(name).name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "video"
+    return stem[-120:]
+
+
+def send_analysis(settings: Settings, job_id: int) -> None:
+    """Enqueue the analysis task by name (the worker imports torch; we do not)."""
+    make_celery(settings).send_task(ANALYZE_TASK, args=[job_id])
+
+
+def enqueue_analysis(
+    url: str, settings: Settings, viewer: Viewer, filename: str, video: bytes | BinaryIO, kind: SessionKind | str,
+    group_id: int, title: str | None = None,
+) -> tuple[int, int]:  # fmt: skip
+    """Save an uploaded video under ``data_dir/uploads``, commit a session and a queued job, then enqueue it.
+
+    Returns (session id, job id). If the broker refuses, the job is marked failed with the reason and the
+    error is raised.
+    """
+    _require(viewer, "upload")
+    kind = SessionKind(kind)
+    if Path(filename).suffix.lower().lstrip(".") not in VIDEO_TYPES:
+        raise ValueError(f"{filename}: not a video file type the analysis reads ({', '.join(VIDEO_TYPES)})")
+    with scope(url) as s:
+        group = s.get(Group, group_id)
+        if group is None or not viewer.sees(group_id):
+            raise LookupError(f"group {group_id} does not exist or is not visible to you")
+        if SessionKind(group.kind) is not kind:
+            raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {kind.value}")
+    dest_dir = settings.data_dir / "uploads"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = (dest_dir / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}_{safe_filename(filename)}")
+    with open(dest, "wb") as f:  # stream in chunks: a lesson video can be gigabytes
+        if isinstance(video, (bytes, bytearray, memoryview)):
+            f.write(video)
+        else:
+            while chunk := video.read(1 << 20):
+                f.write(chunk)
+    size = dest.stat().st_size
+    with scope(url) as s:
+        rec = repo.create_recording(s, str(dest.resolve()), kind, title=title or Path(filename).stem, group_id=group_id)
+        job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": settings.analysis_fps})
+        repo.audit(s, viewer.username, "upload", f"session:{rec.id}", file=safe_filename(filename), bytes=size)
+        sid, jid = rec.id, job.id
+    invalidate()
+    try:
+        send_analysis(settings, jid)  # only after the commit: the worker must find the row
+    except Exception as e:
+        with scope(url) as s:
+            repo.update_job(s, jid, status=JobStatus.failed, error=f"could not queue the analysis: {e}")
+        raise RuntimeError(f"session {sid} saved, but the analysis could not be queued: {e}") from e
+    return sid, jid
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Export:
+    data: bytes
+    file_name: str
+    mime: str
+    n_rows: int
+    columns: tuple[str, ...]
+
+
+def frame_bytes(df: pd.DataFrame, fmt: ExportFormat) -> bytes:
+    if fmt == "csv":
+        return df.to_csv(index=False).encode()
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise ValueError(f"export format {fmt!r} is not one of csv, parquet")
+
+
+def export_session(url: str, viewer: Viewer, session_id: int, fmt: ExportFormat) -> Export:
+    """The session's export (``storage.repo.EXPORT_COLUMNS``) and an audit entry (actor, session, format, rows)."""
+    _require(viewer, "export")
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        df = repo.export_frame(s, session_id)
+        data = frame_bytes(df, fmt)
+        repo.audit(s, viewer.username, "export", f"session:{session_id}", format=fmt, rows=len(df))
+    invalidate()
+    mime = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
+    return Export(data, f"affectline_session_{session_id}.{fmt}", mime, len(df), tuple(df.columns))
+
+
+# --- groups, persons, tracks ----------------------------------------------------------------
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def groups_frame(url: str, group_ids: GroupIds, kind: str | None = None) -> pd.DataFrame:
+    """Visible groups: id, name, kind."""
+    with scope(url) as s:
+        q = select(Group.id, Group.name, Group.kind).order_by(Group.name)
+        if group_ids is not None:
+            q = q.where(Group.id.in_(group_ids))
+        if kind is not None:
+            q = q.where(Group.kind == SessionKind(kind))
+        rows = [{"id": i, "name": n, "kind": SessionKind(k).value} for i, n, k in s.execute(q)]
+        return pd.DataFrame(rows, columns=["id", "name", "kind"])
+
+
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def persons_frame(url: str, group_ids: GroupIds) -> pd.DataFrame:
+    """Persons of visible groups: id, label, enrolled, group, sessions (seen in), bins."""
+    with scope(url) as s:
+        q = (
+            select(Person.id, Person.label, Person.enrolled, Group.name, Person.group_id,
+                   func.count(func.distinct(TimeBin.session_id)), func.count(TimeBin.id))  # fmt: skip
+            .outerjoin(Group, Group.id == Person.group_id)
+            .outerjoin(TimeBin, TimeBin.person_id == Person.id)
+            .group_by(Person.id, Group.name)
+            .order_by(Group.name, Person.label)
+        )
+        if group_ids is not None:
+            q = q.where(Person.group_id.in_(group_ids))
+        cols = ["id", "label", "enrolled", "group", "group_id", "sessions", "bins"]
+        return pd.DataFrame([dict(zip(cols, r)) for r in s.execute(q)], columns=cols)
+
+
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def session_tracks(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """Tracks of a visible session: id, track_key, person_id, person, enrolled, t_start, t_end, samples, match."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        q = (
+            select(Track.id, Track.track_key, Track.person_id, Person.label, Person.enrolled, Track.t_start, Track.t_end,
+                   Track.n_samples, Track.match_score)  # fmt: skip
+            .outerjoin(Person, Person.id == Track.person_id)
+            .where(Track.session_id == session_id)
+            .order_by(Track.t_start)
+        )
+        cols = ["id", "track_key", "person_id", "person", "enrolled", "t_start", "t_end", "samples", "match"]
+        return pd.DataFrame([dict(zip(cols, r)) for r in s.execute(q)], columns=cols)
+
+
+def _visible_person(s: Session, viewer: Viewer, person_id: int) -> Person:
+    p = s.get(Person, person_id)
+    if p is None or not viewer.sees(p.group_id):
+        raise LookupError(f"person {person_id} does not exist or is not visible to you")
+    return p
+
+
+def people_module():
+    """``storage.people`` (enroll, rename, merge, split, delete_person) when it exists, else None."""
+    try:
+        return importlib.import_module("storage.people")
+    except ModuleNotFoundError as e:
+        if e.name != "storage.people":
+            raise
+        return None
+
+
+def rename_person(url: str, viewer: Viewer, person_id: int, label: str) -> None:
+    """Rename a person of a visible group (through ``storage.people.rename``)."""
+    _require(viewer, "manage_people")
+    people = people_module()
+    if people is None:
+        raise RuntimeError("renaming needs storage.people, which is not installed yet")
+    label = label.strip()
+    if not label:
+        raise ValueError("a person's name must not be empty")
+    with scope(url) as s:
+        _visible_person(s, viewer, person_id)
+        people.rename(s, person_id, label)
+        repo.audit(s, viewer.username, "rename_person", f"person:{person_id}", label=label)
+    invalidate()
+
+
+def enroll_track(url: str, viewer: Viewer, session_id: int, track_id: int, name: str) -> int:
+    """Enrol a visible session's track as a named person (``storage.people.enroll``); returns the person id."""
+    _require(viewer, "manage_people")
+    people = people_module()
+    if people is None:
+        raise RuntimeError("enrolling needs storage.people, which is not installed yet")
+    name = name.strip()
+    if not name:
+        raise ValueError("an enrolled person needs a name")
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        track = s.get(Track, track_id)
+        if track is None or track.session_id != session_id:
+            raise LookupError(f"track {track_id} is not part of session {session_id}")
+        person = people.enroll(s, session_id, track.track_key, name)
+        pid = int(getattr(person, "id", person))
+        repo.audit(s, viewer.username, "enroll_person", f"person:{pid}", session_id=session_id,
+                   track_key=track.track_key, label=name)  # fmt: skip
+    invalidate()
+    return pid
+
+
+def delete_person(url: str, viewer: Viewer, person_id: int) -> None:
+    """Delete a person with their embeddings and timelines (through ``storage.people.delete_person``); audited."""
+    _require(viewer, "delete_person")
+    people = people_module()
+    if people is None:
+        raise RuntimeError("deleting persons needs storage.people, which is not installed yet")
+    with scope(url) as s:
+        p = _visible_person(s, viewer, person_id)
+        label = p.label
+        people.delete_person(s, person_id)
+        repo.audit(s, viewer.username, "delete_person", f"person:{person_id}", label=label)
+    invalidate()
+
+
+# --- tags (clinician review) ----------------------------------------------------------------
+# storage.tags (another engineer's) is used when present; until then this thin adapter
+# writes the same versioned Tag rows directly.
+
+TAG_COLUMNS = ["uid", "person_id", "t_start", "t_end", "label", "note", "author", "created_at"]
+
+
+def tags_module():
+    try:
+        return importlib.import_module("storage.tags")
+    except ModuleNotFoundError as e:
+        if e.name != "storage.tags":
+            raise
+        return None
+
+
+def _latest_tags(s: Session, session_id: int, person_id: int | None) -> list[Tag]:
+    latest = select(Tag.uid, func.max(Tag.version).label("v")).where(Tag.session_id == session_id).group_by(Tag.uid)
+    latest = latest.subquery()
+    q = select(Tag).join(latest, (Tag.uid == latest.c.uid) & (Tag.version == latest.c.v)).where(Tag.deleted.is_(False))
+    if person_id is not None:
+        q = q.where(Tag.person_id == person_id)
+    return list(s.scalars(q.order_by(Tag.t_start)))
+
+
+def list_tags(url: str, viewer: Viewer, session_id: int, person_id: int | None = None) -> pd.DataFrame:
+    """Current (latest, not deleted) tags of a visible session."""
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        tags = _latest_tags(s, session_id, person_id)
+        rows = [{c: getattr(t, c) for c in TAG_COLUMNS} for t in tags]
+        return pd.DataFrame(rows, columns=TAG_COLUMNS)
+
+
+def add_tag(url: str, viewer: Viewer, session_id: int, person_id: int, t_start: float, t_end: float, label: str,
+            note: str = "") -> str:  # fmt: skip
+    """Tag a time range of a person in a visible session; returns the tag's uid."""
+    _require(viewer, "tag")
+    if not t_end > t_start:
+        raise ValueError(f"tag range {t_start}-{t_end} s is empty: the end must be after the start")
+    if not label.strip():
+        raise ValueError("a tag needs a label")
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        _visible_person(s, viewer, person_id)
+        tags = tags_module()
+        if tags is not None and hasattr(tags, "add_tag"):
+            uid = tags.add_tag(s, session_id=session_id, person_id=person_id, t_start=t_start, t_end=t_end,
+                               label=label.strip(), note=note, author=viewer.username)  # fmt: skip
+            uid = getattr(uid, "uid", uid)
+        else:
+            uid = str(uuid.uuid4())
+            s.add(Tag(uid=uid, version=1, session_id=session_id, person_id=person_id, t_start=float(t_start),
+                      t_end=float(t_end), label=label.strip(), note=note, author=viewer.username))  # fmt: skip
+    return str(uid)
+
+
+def delete_tag(url: str, viewer: Viewer, session_id: int, uid: str) -> None:
+    """Delete a tag by adding a deleted version (history is kept)."""
+    _require(viewer, "tag")
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        tags = tags_module()
+        if tags is not None and hasattr(tags, "delete_tag"):
+            tags.delete_tag(s, uid, author=viewer.username)
+            return
+        cur = s.scalar(select(Tag).where(Tag.uid == uid, Tag.session_id == session_id).order_by(Tag.version.desc()))
+        if cur is None:
+            raise LookupError(f"tag {uid} does not exist in session {session_id}")
+        s.add(Tag(uid=uid, version=cur.version + 1, session_id=cur.session_id, person_id=cur.person_id,
+                  t_start=cur.t_start, t_end=cur.t_end, label=cur.label, note=cur.note, is_baseline=cur.is_baseline,
+                  deleted=True, author=viewer.username))  # fmt: skip
+
+
+def tag_vocabulary(url: str) -> list[str]:
+    """Labels a clinician can pick: the 7 expressions plus the clinic's own (``tag_labels``)."""
+    from storage.models import TagLabel
+
+    with scope(url) as s:
+        own = list(s.scalars(select(TagLabel.name).order_by(TagLabel.name)))
+    return list(dict.fromkeys([*repo.EXPRESSION_COLUMNS, *own]))
+
+
+# --- admin ----------------------------------------------------------------------------------
+
+
+def users_frame(url: str, viewer: Viewer) -> pd.DataFrame:
+    """Users with role, whether they can log in, and granted groups (admin only)."""
+    _require(viewer, "manage_users")
+    with scope(url) as s:
+        names = dict(s.execute(select(Group.id, Group.name)).all())
+        grants: dict[int, list[str]] = {}
+        for uid, gid in s.execute(select(UserGroup.user_id, UserGroup.group_id)):
+            grants.setdefault(uid, []).append(names.get(gid, str(gid)))
+        rows = [{"id": u.id, "username": u.username, "role": Role(u.role).value, "password": u.password_hash is not None,
+                 "groups": ", ".join(sorted(grants.get(u.id, [])))} for u in access.list_users(s)]  # fmt: skip
+        return pd.DataFrame(rows, columns=["id", "username", "role", "password", "groups"])
+
+
+def audit_frame(url: str, viewer: Viewer, limit: int = 200) -> pd.DataFrame:
+    """The newest audit entries (admin only; never cached, it is evidence)."""
+    _require(viewer, "view_audit")
+    with scope(url) as s:
+        rows = [{"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
+                for e in repo.audit_log(s, limit)]  # fmt: skip
+        return pd.DataFrame(rows, columns=["at", "actor", "action", "target", "detail"])
+
+
+def count_audit(url: str, action: str, target: str | None = None) -> int:
+    """How many audit entries of ``action`` (and ``target``) exist; used to show and test audited paths."""
+    with scope(url) as s:
+        q = select(func.count(AuditEntry.id)).where(AuditEntry.action == action)
+        if target is not None:
+            q = q.where(AuditEntry.target == target)
+        return int(s.scalar(q) or 0)
+
+
+def persons_in(bins: pd.DataFrame) -> Sequence[tuple[int, str]]:
+    """(person id, label) of the persons in a session's bins, in label order."""
+    if bins.empty:
+        return []
+    p = bins[["person_id", "person_label"]].drop_duplicates().sort_values(["person_label", "person_id"])
+    return [(int(i), str(lab)) for i, lab in p.itertuples(index=False)]
+
+
+def admin_create_user(url: str, viewer: Viewer, username: str, role: Role | str, password: str | None) -> int:
+    """Create a user (admin only, audited); returns the new id."""
+    _require(viewer, "manage_users")
+    with scope(url) as s:
+        user = access.create_user(s, username, role, password or None)
+        repo.audit(s, viewer.username, "create_user", f"user:{user.id}", username=user.username, role=Role(role).value)
+        return user.id
+
+
+def admin_set_password(url: str, viewer: Viewer, user_id: int, password: str | None) -> None:
+    _require(viewer, "manage_users")
+    with scope(url) as s:
+        access.set_password(s, user_id, password or None)
+        repo.audit(s, viewer.username, "set_password", f"user:{user_id}", removed=not password)
+
+
+def admin_set_role(url: str, viewer: Viewer, user_id: int, role: Role | str) -> None:
+    _require(viewer, "manage_users")
+    if user_id == viewer.id and Role(role) is not Role.admin:
+        raise ValueError("you cannot remove your own admin role (ask another admin)")
+    with scope(url) as s:
+        access.set_role(s, user_id, role)
+        repo.audit(s, viewer.username, "set_role", f"user:{user_id}", role=Role(role).value)
+
+
+def admin_grant(url: str, viewer: Viewer, user_id: int, group_id: int, allow: bool = True) -> None:
+    """Grant (or with ``allow=False`` revoke) a group to a user (admin only, audited)."""
+    _require(viewer, "manage_users")
+    with scope(url) as s:
+        (access.grant if allow else access.revoke)(s, user_id, group_id)
+        repo.audit(s, viewer.username, "grant" if allow else "revoke", f"user:{user_id}", group_id=group_id)
+    invalidate()
+
+
+def admin_create_group(url: str, viewer: Viewer, name: str, kind: SessionKind | str) -> int:
+    _require(viewer, "manage_users")
+    if not name.strip():
+        raise ValueError("a group needs a name")
+    with scope(url) as s:
+        gid = repo.get_or_create_group(s, name.strip(), kind).id
+        repo.audit(s, viewer.username, "create_group", f"group:{gid}", name=name.strip(), kind=SessionKind(kind).value)
+    invalidate()
+    return gid
+
+
+def admin_delete_session(url: str, viewer: Viewer, session_id: int) -> None:
+    """Delete a session with everything analysed from it (``storage.repo.delete_session``, audited)."""
+    _require(viewer, "delete_session")
+    with scope(url) as s:
+        repo.delete_session(s, session_id, viewer.username)
+    invalidate()

@@ -1,0 +1,84 @@
+"""People of the viewer's groups: rename, enrol a track as a named person, delete (audited)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from affectline.settings import get_settings
+from dashboard import auth, data
+
+settings = get_settings()
+url = settings.resolved_database_url
+viewer = auth.require_viewer()
+auth.require(viewer, "manage_people")
+
+st.title("People")
+if flash := st.session_state.pop("people_flash", None):
+    st.success(flash)
+persons = data.persons_frame(url, viewer.group_ids)
+if persons.empty:
+    st.info("No persons in your groups yet: they appear when a session is analysed.")
+else:
+    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table")
+st.caption("'Unknown N' persons were found by an analysis and not yet named; enrolled persons are recognised "
+           "again in later sessions of the same group. No face images are stored unless the "
+           "store_thumbnails setting is on.")  # fmt: skip
+
+people = data.people_module()
+if people is None:
+    st.info("Renaming, enrolling and deleting persons need the people module (storage.people), "
+            "which this installation does not have yet: this page is read-only.")  # fmt: skip
+    st.stop()
+
+names = dict(zip(persons["id"].astype(int), persons["label"] + " (" + persons["group"].fillna("-") + ")"))
+
+if names:
+    st.subheader("Rename")
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    pid = c1.selectbox("Person", list(names), format_func=names.get, key="rename_person")
+    new = c2.text_input("New name", key="rename_label")
+    if c3.button("Rename", key="rename_button"):
+        try:
+            data.rename_person(url, viewer, pid, new)
+        except (ValueError, LookupError, PermissionError, RuntimeError) as e:
+            st.error(str(e))
+        else:
+            st.session_state["people_flash"] = f"Renamed to {new.strip()}."
+            st.rerun()
+
+st.subheader("Enrol a track as a named person")
+sessions = data.sessions_frame(url, viewer.group_ids)
+sessions = sessions[sessions["persons"] > 0]
+if sessions.empty:
+    st.caption("No analysed sessions to enrol from.")
+else:
+    titles = dict(zip(sessions["id"].astype(int), sessions["title"]))
+    sid = st.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="enrol_session")
+    tracks = data.session_tracks(url, viewer.group_ids, sid)
+    tlabel = {int(r.id): f"track {r.track_key}: {r.person} ({r.t_start:.0f}-{r.t_end:.0f} s)" for r in tracks.itertuples()}
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    tid = c1.selectbox("Track", list(tlabel), format_func=tlabel.get, key="enrol_track")
+    name = c2.text_input("Name", key="enrol_name")
+    if c3.button("Enrol", key="enrol_button", disabled=tid is None):
+        try:
+            data.enroll_track(url, viewer, sid, tid, name)
+        except (ValueError, LookupError, PermissionError, RuntimeError) as e:
+            st.error(str(e))
+        else:
+            st.session_state["people_flash"] = f"Enrolled {name.strip()}."
+            st.rerun()
+
+if names and viewer.can("delete_person"):
+    st.subheader("Delete a person")
+    st.caption("Deletes the person with their face embeddings and all their timelines. Recorded in the audit log.")
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    pid = c1.selectbox("Person", list(names), format_func=names.get, key="delete_person")
+    sure = c2.checkbox("I understand this cannot be undone", key="delete_sure")
+    if c3.button("Delete", type="primary", disabled=not sure, key="delete_button"):
+        try:
+            data.delete_person(url, viewer, pid)
+        except (LookupError, PermissionError, RuntimeError) as e:
+            st.error(str(e))
+        else:
+            st.session_state["people_flash"] = "Person deleted."
+            st.rerun()
