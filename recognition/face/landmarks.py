@@ -1,0 +1,202 @@
+"""Face landmarks, blendshapes and head pose from MediaPipe's FaceLandmarker.
+
+MediaPipe's built-in face detector is tuned for selfies and misses most faces in a
+classroom or crowd shot, so the boxes come from the project's detector and each face
+is landmarked on its own square crop, resampled to a fixed size. The landmarker still
+runs its short-range detector on that crop, which then sees one large, centred face.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from affectline.features import BLENDSHAPE_NAMES
+from affectline.settings import Settings
+from affectline.types import Detections
+
+N_LANDMARKS = 478
+
+
+@dataclass
+class LandmarkResult:
+    """Per-face outputs, one row per input box; rows where no face was found are NaN.
+
+    blendshapes: (n, 52) float32, columns in ``affectline.features.BLENDSHAPE_NAMES`` order.
+    pose: (n, 3) float32 degrees (yaw, pitch, roll), see ``pose_from_matrix``.
+    landmarks: (n, 478, 3) float32 frame pixels; z is relative depth in the same pixel
+        scale (smaller = closer to the camera), as MediaPipe defines it.
+    found: (n,) bool.
+    """
+
+    blendshapes: np.ndarray
+    pose: np.ndarray
+    landmarks: np.ndarray
+    found: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "LandmarkResult":
+        return cls(
+            np.full((n, len(BLENDSHAPE_NAMES)), np.nan, np.float32),
+            np.full((n, 3), np.nan, np.float32),
+            np.full((n, N_LANDMARKS, 3), np.nan, np.float32),
+            np.zeros(n, bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+
+def pose_from_matrix(m: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees from MediaPipe's 4x4 facial transformation matrix.
+
+    The matrix maps the canonical face model into camera space (x right, y up, z
+    towards the viewer), so its rotation columns are the face's axes seen by the camera.
+    Conventions, all 0 for a face looking straight into the camera:
+      yaw   > 0: the face points towards the image's right (the person's own left);
+      pitch > 0: the face points up (chin up); < 0: head down;
+      roll  > 0: the head tilts counter-clockwise as seen in the image (top of the head
+            towards the image's left, i.e. towards the person's right shoulder).
+    Decomposition R = Ry(yaw) @ Rx(-pitch) @ Rz(roll) (yaw, then pitch, then roll).
+    """
+    r = np.asarray(m, dtype=np.float64)[:3, :3]
+    # Remove any scale the solver left in the matrix.
+    r = r / np.linalg.norm(r, axis=0, keepdims=True)
+    fx, fy, fz = r[:, 2]  # face forward axis (out of the face) in camera coordinates
+    yaw = np.arctan2(fx, fz)
+    pitch = np.arctan2(fy, np.hypot(fx, fz))
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(-pitch), np.sin(-pitch)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = rx.T @ ry.T @ r
+    roll = np.arctan2(rz[1, 0], rz[0, 0])
+    return np.degrees([yaw, pitch, roll]).astype(np.float32)
+
+
+def crop_transform(box: np.ndarray, scale: float, size: int) -> tuple[np.ndarray, float, float, float]:
+    """Affine (2x3) taking frame pixels to a ``size`` x ``size`` square crop around ``box``.
+
+    The square is ``scale`` times the box's longer side, centred on the box. Returns the
+    matrix and (x0, y0, side) of the square in frame pixels.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * scale
+    x0, y0 = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
+    k = size / side
+    return np.array([[k, 0, -k * x0], [0, k, -k * y0]], np.float64), x0, y0, side
+
+
+class FaceLandmarker:
+    """Landmarks, 52 blendshapes and head pose for each given face box.
+
+    Holds a native MediaPipe graph: use as a context manager or call ``close()``.
+    One instance is not safe to call from several threads at once (a lock serialises it).
+
+    scale: crop side as a multiple of the box's longer side (context the landmarker's own
+        detector needs to find the face); size: crop side in pixels fed to MediaPipe
+        (small faces are upsampled to it, large ones downsampled).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        scales: tuple[float, ...] = (1.8, 1.3, 2.5),
+        size: int = 256,
+        min_confidence: float = 0.5,
+    ) -> None:
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        from recognition.registry import resolve
+
+        if not scales or min(scales) < 1.0 or size < 64:
+            raise ValueError(f"FaceLandmarker needs scales >= 1 and size >= 64, got scales={scales}, size={size}")
+        self.scales, self.size = tuple(scales), size
+        self.model_path = resolve("face_landmarker", settings)
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=1,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+            min_face_detection_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._lock = threading.Lock()
+        self._names_checked = False
+        self.crops_seen = 0
+        self.seconds = 0.0  # time spent inside MediaPipe, for ms/crop figures
+
+    def __enter__(self) -> "FaceLandmarker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
+
+    def _check_names(self, categories) -> None:
+        names = tuple(c.category_name for c in categories)
+        if names != BLENDSHAPE_NAMES:
+            diff = next((i for i, (a, b) in enumerate(zip(names, BLENDSHAPE_NAMES)) if a != b), min(len(names), 52))
+            raise RuntimeError(
+                f"MediaPipe blendshape order differs from affectline.features.BLENDSHAPE_NAMES at index {diff} "
+                f"({len(names)} names from {self.model_path.name})"
+            )
+        self._names_checked = True
+
+    def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
+        """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB).
+
+        Each box is tried at each of ``scales`` in turn until a face is found whose
+        landmarks are centred inside the box; a miss therefore costs len(scales) crops.
+        """
+        if self._landmarker is None:
+            raise RuntimeError("FaceLandmarker.analyze called after close()")
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+        out = LandmarkResult.empty(len(dets))
+        for i, box in enumerate(dets.boxes):
+            if not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            for scale in self.scales:
+                if self._landmark_one(frame, box, scale, out, i):
+                    break
+        return out
+
+    def _landmark_one(self, frame: np.ndarray, box: np.ndarray, scale: float, out: LandmarkResult, i: int) -> bool:
+        import mediapipe as mp
+
+        a, x0, y0, side = crop_transform(box, scale, self.size)
+        crop = cv2.warpAffine(frame, a, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        t = time.perf_counter()
+        with self._lock:
+            res = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop))
+        self.seconds += time.perf_counter() - t
+        self.crops_seen += 1
+        if not res.face_landmarks:
+            return False
+        # Normalised crop coordinates -> frame pixels (z shares x's normalisation).
+        lm = np.array([(p.x, p.y, p.z) for p in res.face_landmarks[0]], np.float32) * side
+        lm += np.array([x0, y0, 0], np.float32)
+        # A wide crop can hold a neighbour's face: keep only a face centred inside the box.
+        cx, cy = (lm[:, 0].min() + lm[:, 0].max()) / 2, (lm[:, 1].min() + lm[:, 1].max()) / 2
+        if not (box[0] <= cx <= box[2] and box[1] <= cy <= box[3]):
+            return False
+        if not self._names_checked:
+            self._check_names(res.face_blendshapes[0])
+        out.landmarks[i] = lm
+        out.blendshapes[i] = [c.score for c in res.face_blendshapes[0]]
+        out.pose[i] = pose_from_matrix(np.asarray(res.facial_transformation_matrixes[0]))
+        out.found[i] = True
+        return True
