@@ -18,8 +18,10 @@ from recognition.personal.personalize import FitReport, NotEnoughTags, PersonalM
 from recognition.personal.population import PopulationModel, smooth
 from recognition.personal.reliability import UNCERTAIN, QualityRamps, decide, quality
 
+DEFAULT_WINDOW = 3  # bins of centred smoothing (3 s at the default 1 s bins)
+
 __all__ = [
-    "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel", "QualityRamps",
+    "DEFAULT_WINDOW", "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel", "QualityRamps",
     "Scored", "TrainingSet", "fit_baseline", "personalize", "score_series",
 ]  # fmt: skip
 
@@ -40,7 +42,7 @@ def score_series(
     threshold: float,
     model: PersonalModel | None = None,
     baseline: Baseline | None = None,
-    window: int = 3,
+    window: int = DEFAULT_WINDOW,
     ramps: QualityRamps = QualityRamps(),
 ) -> Scored:
     """Score one track's bins (time order) with a personal model, else the (calibrated) population model."""

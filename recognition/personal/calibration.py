@@ -8,6 +8,8 @@ population model and the personal model read.
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,7 @@ _NB, _NP = len(BLENDSHAPE_NAMES), len(POSE_NAMES)
 SCALE_FLOOR = np.concatenate([np.full(_NB, 0.02), np.full(_NP, 2.0), np.full(len(PROB_IDX), 0.1)])
 Z_CLIP = 8.0
 MIN_BASELINE_BINS = 10
+BASELINE_FORMAT = "affectline.baseline/1"
 
 
 def model_features(X: np.ndarray) -> np.ndarray:
@@ -75,6 +78,20 @@ class Baseline:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"baseline_center": self.center, "baseline_scale": self.scale}
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        meta = json.dumps({"format": BASELINE_FORMAT, "n_bins": self.n_bins, "source": self.source})
+        np.savez_compressed(buf, meta=np.array(meta), **self.to_arrays())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Baseline":
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != BASELINE_FORMAT:
+                raise ValueError(f"baseline blob has format {meta.get('format')!r}, expected {BASELINE_FORMAT!r}")
+            return cls(z["baseline_center"], z["baseline_scale"], int(meta["n_bins"]), meta["source"])
 
 
 def fit_baseline(X: np.ndarray, baseline_mask: np.ndarray | None = None, min_bins: int = MIN_BASELINE_BINS) -> Baseline:

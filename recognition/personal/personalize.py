@@ -192,6 +192,14 @@ class FitReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitReport":
+        names = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("population", "population_calibrated", "personal"):
+            kw[k] = Scores(**kw[k])
+        return cls(**kw)
+
 
 def _scores(P: np.ndarray, labels: list[str], y: np.ndarray, q: np.ndarray, folds: np.ndarray, threshold: float) -> Scores:
     """Scores of probabilities ``P`` over ``labels`` against string labels ``y``."""

@@ -1,0 +1,316 @@
+"""The clinicians' workflow over stored features: calibrate, personalise, re-score.
+
+Everything here reads ``feature_series`` and ``tags`` from the database and writes
+``person_models`` and the ``personal_label``/``personal_confidence`` columns of
+``time_bins``; the video is never decoded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from affectline.features import FEATURE_NAMES
+from affectline.settings import Settings, get_settings
+from recognition.personal import DEFAULT_WINDOW, Baseline, PersonalModel, TrainingSet, fit_baseline, personalize, score_series
+from recognition.personal.calibration import observed
+from recognition.personal.personalize import FitReport
+from recognition.personal.population import smooth
+from recognition.personal.reliability import quality
+from storage import person_models as pm
+from storage.db import from_blob, session_scope
+from storage.models import FeatureSeries, Tag, TimeBin
+from storage.tags import latest_tags, resolve_person
+
+log = logging.getLogger(__name__)
+Hook = Callable[[float, str], None]  # (progress 0..1, message)
+_COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+@dataclass
+class Series:
+    """One track's stored per-bin features, columns in ``FEATURE_NAMES`` order."""
+
+    session_id: int
+    track_id: int
+    grid_start: float
+    grid_step: float
+    X: np.ndarray
+
+    @property
+    def t_mid(self) -> np.ndarray:
+        return self.grid_start + (np.arange(len(self.X)) + 0.5) * self.grid_step
+
+
+def align_features(names: list[str], data: np.ndarray) -> np.ndarray:
+    """Reorder stored columns to ``FEATURE_NAMES``; columns the writer did not have are NaN."""
+    if list(names) == list(FEATURE_NAMES):
+        return data.astype(np.float64)
+    if "face_visible" not in names:
+        raise ValueError(f"stored features lack 'face_visible' (have {len(names)} columns: {names[:5]}...)")
+    X = np.full((len(data), len(FEATURE_NAMES)), np.nan)
+    for j, n in enumerate(names):
+        if n in _COL:
+            X[:, _COL[n]] = data[:, j]
+    return X
+
+
+def load_series(s: Session, person_id: int, session_id: int | None = None) -> list[Series]:
+    q = select(FeatureSeries).where(FeatureSeries.person_id == person_id)
+    if session_id is not None:
+        q = q.where(FeatureSeries.session_id == session_id)
+    out = []
+    for fs in s.scalars(q.order_by(FeatureSeries.session_id, FeatureSeries.grid_start)):
+        data = from_blob(fs.data, len(fs.names)) if fs.n else np.zeros((0, len(fs.names)), np.float32)
+        out.append(Series(fs.session_id, fs.track_id, fs.grid_start, fs.grid_step, align_features(fs.names, data)))
+    return out
+
+
+def tag_runs(tags: list[Tag], gap: float) -> dict[str, int]:
+    """Tag uid -> run id: tags of one session closer than ``gap`` seconds share a run.
+
+    Cross-validation keeps a run in one fold, so bins a second apart (nearly the same
+    face) never sit on both sides of a split.
+    """
+    run_of: dict[str, int] = {}
+    run = -1
+    by_session: dict[int, list[Tag]] = {}
+    for t in tags:
+        by_session.setdefault(t.session_id, []).append(t)
+    for _, ts in sorted(by_session.items()):
+        end = -np.inf
+        for t in sorted(ts, key=lambda t: t.t_start):
+            if t.t_start > end + gap:
+                run += 1
+            end = max(end, t.t_end)
+            run_of[t.uid] = run
+    return run_of
+
+
+def training_set(series: list[Series], tags: list[Tag], window: int) -> tuple[TrainingSet, np.ndarray]:
+    """Tagged, observed bins (bin midpoint inside the tag) and a baseline mask over all bins.
+
+    Bins inside tags with different labels are left out (ambiguous). Returns the
+    training set and a boolean mask, over ``np.vstack([s.X for s in series])``, of bins
+    inside baseline-marked tags.
+    """
+    step = min((sr.grid_step for sr in series), default=1.0)
+    runs = tag_runs(tags, gap=step)
+    by_session: dict[int, list[Tag]] = {}
+    for tag in tags:
+        by_session.setdefault(tag.session_id, []).append(tag)
+    Xs, q, y, g, base_mask = [], [], [], [], []
+    for sr in series:
+        t = sr.t_mid
+        lab = np.full(len(t), None, dtype=object)
+        grp = np.full(len(t), -1)
+        ambiguous = np.zeros(len(t), bool)
+        bmask = np.zeros(len(t), bool)
+        for tag in by_session.get(sr.session_id, []):
+            m = (t >= tag.t_start) & (t < tag.t_end)
+            if tag.is_baseline:
+                bmask |= m
+            ambiguous |= m & (lab != None) & (lab != tag.label)  # noqa: E711 (elementwise)
+            lab[m & (lab == None)] = tag.label  # noqa: E711
+            grp[m] = runs[tag.uid]
+        base_mask.append(bmask)
+        use = (lab != None) & ~ambiguous & observed(sr.X)  # noqa: E711
+        if use.any():
+            Xs.append(smooth(sr.X, window)[use])
+            q.append(quality(sr.X)[use])
+            y.append(lab[use])
+            g.append(grp[use])
+    D = len(FEATURE_NAMES)
+    ts = TrainingSet(
+        np.vstack(Xs) if Xs else np.zeros((0, D)), np.concatenate(q) if q else np.zeros(0),
+        np.concatenate(y) if y else np.zeros(0, object), np.concatenate(g) if g else np.zeros(0, int),
+    )  # fmt: skip
+    return ts, np.concatenate(base_mask) if base_mask else np.zeros(0, bool)
+
+
+# --- calibration and personalisation ----------------------------------------------------------
+
+
+def calibrate_person(
+    url: str, person: str | int, settings: Settings | None = None, *, activate: bool = True, actor: str = "system"
+) -> tuple[int, Baseline]:
+    """Fit and store a person's baseline (from baseline tags when there are enough); returns (version, baseline).
+
+    The baseline calibrates the population model for a person without an active
+    personal model; a personal model carries the baseline it was fitted with.
+    """
+    with session_scope(url) as s:
+        p = resolve_person(s, person)
+        series = load_series(s, p.id)
+        tags = latest_tags(s, person_id=p.id)
+        pid = p.id
+    if not series:
+        raise LookupError(f"person {pid} has no stored features; analyse a session with them first")
+    _, bmask = training_set(series, tags, DEFAULT_WINDOW)
+    baseline = fit_baseline(np.vstack([sr.X for sr in series]), bmask)
+    with session_scope(url) as s:
+        row = pm.save_model(s, pid, "baseline", baseline.to_bytes(),
+                            {"n_bins": baseline.n_bins, "source": baseline.source}, activate=activate, actor=actor)  # fmt: skip
+        version = row.version
+    if activate:
+        rescore_person(url, pid, settings)
+    return version, baseline
+
+
+def _json_safe(v):
+    """NaN/inf become None: PostgreSQL's JSON rejects them."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+@dataclass
+class PersonalizeOutcome:
+    person_id: int
+    version: int
+    report: FitReport
+    activated: bool
+    reason: str
+    n_rescored: int = 0
+    baseline_version: int | None = None
+    n_tags: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+def personalize_person(
+    url: str,
+    person: str | int,
+    settings: Settings | None = None,
+    *,
+    activate: bool | None = None,
+    actor: str = "system",
+    hook: Hook | None = None,
+    seed: int = 0,
+    job_id: int | None = None,
+) -> PersonalizeOutcome:
+    """Fit a person's model from their tags, cross-validate it against the population
+    model on the same folds, store it as the next version and (see ``activate``) make
+    it active and re-score their sessions.
+
+    activate: True always, False never, None (default) only when the cross-validated
+    macro-F1 is not worse than the population model's. Raises ``NotEnoughTags``.
+    job_id: a job re-delivered after its model was stored reuses that version (no refit).
+    """
+    st = settings or get_settings()
+    say = hook or (lambda p, m: None)
+    with session_scope(url) as s:
+        pid = resolve_person(s, person).id
+        done = [(m.version, m.active, m.metrics) for m in pm.list_models(s, pid, "personal")
+                if job_id is not None and m.metrics.get("job_id") == job_id]  # fmt: skip
+        series = [] if done else load_series(s, pid)
+        tags = [] if done else latest_tags(s, person_id=pid)
+    if done:  # re-delivered after the model was stored (activation is in the same transaction)
+        version, active, metrics = done[0]
+        n = rescore_person(url, pid, st) if active else 0
+        return PersonalizeOutcome(pid, version, FitReport.from_dict(metrics), active, metrics.get("activation", ""), n,
+                                  None, metrics.get("n_tags", 0))  # fmt: skip
+    if not series:
+        raise LookupError(f"person {pid} has no stored features; analyse a session with them first")
+    say(0.1, f"{len(tags)} tags over {sum(len(sr.X) for sr in series)} bins")
+    ts, bmask = training_set(series, tags, DEFAULT_WINDOW)
+    baseline = fit_baseline(np.vstack([sr.X for sr in series]), bmask)
+    say(0.2, "cross-validating")
+    model, report = personalize(ts, baseline, threshold=st.uncertain_threshold, window=DEFAULT_WINDOW, seed=seed)
+    if activate is None:
+        do_activate = report.improves
+        reason = "cross-validated macro-F1 not worse than the population model" if do_activate else (
+            "not activated: the personal model's cross-validated macro-F1 is below the population model's"
+        )
+    else:
+        do_activate, reason = activate, "activated on request" if activate else "not activated on request"
+    metrics = _json_safe(report.to_dict()) | {"n_tags": len(tags), "baseline_source": baseline.source, "job_id": job_id,
+                                  "activation": reason}
+    with session_scope(url) as s:
+        b = pm.save_model(s, pid, "baseline", baseline.to_bytes(), {"n_bins": baseline.n_bins, "source": baseline.source},
+                          activate=do_activate, actor=actor)  # fmt: skip
+        row = pm.save_model(s, pid, "personal", model.to_bytes(), metrics, activate=do_activate, actor=actor)
+        version, bversion = row.version, b.version
+    n = 0
+    if do_activate:
+        say(0.8, "re-scoring sessions")
+        n = rescore_person(url, pid, st)
+    say(1.0, reason)
+    return PersonalizeOutcome(pid, version, report, do_activate, reason, n, bversion, len(tags), report.dropped_labels)
+
+
+def rollback_person(url: str, person: str | int, version: int | None = None, settings: Settings | None = None,
+                    *, actor: str = "system") -> tuple[int, int]:  # fmt: skip
+    """Activate an earlier personal model version (default: the one before the active one)
+    and re-score; returns (version, bins re-scored)."""
+    with session_scope(url) as s:
+        pid = resolve_person(s, person).id
+        row = pm.rollback_model(s, pid, "personal", version, actor=actor)
+        version = row.version
+    return version, rescore_person(url, pid, settings)
+
+
+# --- re-scoring ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scorer:
+    model: PersonalModel | None
+    baseline: Baseline | None
+
+    @classmethod
+    def for_person(cls, s: Session, person_id: int) -> "_Scorer":
+        m = pm.active_model(s, person_id, "personal")
+        if m is not None:
+            return cls(PersonalModel.from_bytes(m.params), None)
+        b = pm.active_model(s, person_id, "baseline")
+        return cls(None, Baseline.from_bytes(b.params) if b is not None else None)
+
+
+def _rescore(s: Session, person_id: int, series: list[Series], threshold: float) -> int:
+    scorer = _Scorer.for_person(s, person_id)
+    rows = []
+    for sr in series:
+        out = score_series(sr.X, threshold, scorer.model, scorer.baseline)
+        q = select(TimeBin.id, TimeBin.t_start).where(TimeBin.track_id == sr.track_id, TimeBin.person_id == person_id)
+        for bin_id, t_start in s.execute(q):
+            i = int(round((t_start - sr.grid_start) / sr.grid_step))
+            if 0 <= i < len(sr.X):
+                c = out.confidence[i]
+                rows.append({"id": bin_id, "personal_label": out.labels[i],
+                             "personal_confidence": None if not np.isfinite(c) else float(c)})  # fmt: skip
+    if rows:
+        s.execute(update(TimeBin), rows)  # executemany by primary key
+    return len(rows)
+
+
+def rescore_person(url: str, person_id: int, settings: Settings | None = None, session_id: int | None = None) -> int:
+    """Re-score a person's bins (all sessions, or one) with their active model; returns bins updated."""
+    st = settings or get_settings()
+    with session_scope(url) as s:
+        return _rescore(s, person_id, load_series(s, person_id, session_id), st.uncertain_threshold)
+
+
+def population_rescore(url: str, session_id: int, settings: Settings | None = None) -> int:
+    """Fill ``personal_label``/``personal_confidence`` for every person of a freshly analysed session.
+
+    Called right after analysis. Each person is scored with their active personal model
+    when they have one (so re-analysing a personalised child's session keeps their
+    model), else the population model calibrated by their active baseline, else the
+    plain population model. Returns the number of bins updated.
+    """
+    st = settings or get_settings()
+    n = 0
+    with session_scope(url) as s:
+        pids = sorted(set(s.scalars(select(FeatureSeries.person_id).where(FeatureSeries.session_id == session_id))))
+        for pid in pids:
+            n += _rescore(s, pid, load_series(s, pid, session_id), st.uncertain_threshold)
+    return n
