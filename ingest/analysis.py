@@ -64,34 +64,39 @@ def _enrolled_embeddings(s, group_id: int | None) -> dict[int, np.ndarray]:
 
 
 def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) -> dict[int, int]:
-    """Match tracks to enrolled persons and replace the session's results (one transaction)."""
+    """Assign tracks to persons and replace the session's results (one transaction).
+
+    Human corrections of this session (identity overrides) are applied first and take the
+    tracks, or parts of tracks, they claim; the rest are matched to the enrolled persons of
+    the session's group by embedding; what stays unmatched becomes 'Unknown N'.
+    """
     from recognition.tracking import assign_to_persons
+    from storage.people import apply_overrides, override_specs
 
     with session_scope(url) as s:
         rec = s.get(Recording, recording_id)
         enrolled = _enrolled_embeddings(s, rec.group_id)
-        tracks = [t for t in out.tracks]
-        matches: list[tuple[int | None, float]] = [(None, 0.0)] * len(tracks)
-        with_emb = [i for i, t in enumerate(tracks) if t.embedding is not None]
-        if enrolled and with_emb:
-            res = assign_to_persons(
-                np.stack([tracks[i].embedding for i in with_emb]), enrolled, settings.enroll_threshold
+        records = [
+            TrackRecord(
+                track_key=t.key, times=t.times, face_boxes=t.face_boxes, context_boxes=t.context_boxes,
+                embedding=t.embedding, bins=t.bins, features=t.features, feature_names=FEATURE_NAMES,
+                thumbnail=t.thumbnail if settings.store_thumbnails else None,
             )
-            for i, r in zip(with_emb, res):
-                matches[i] = r
+            for t in out.tracks
+        ]  # fmt: skip
+        # Half a bin of slack: a re-analysis at another frame rate samples slightly other times.
+        overrides = override_specs(s, recording_id)
+        records = apply_overrides(records, overrides, settings.enroll_threshold, tol=out.bin_seconds / 2)
+        free = [i for i, r in enumerate(records) if r.person_id is None and r.embedding is not None]
+        if enrolled and free:
+            res = assign_to_persons(np.stack([records[i].embedding for i in free]), enrolled, settings.enroll_threshold)
+            for i, (pid, score) in zip(free, res):
+                if pid is not None:
+                    records[i].person_id, records[i].match_score = pid, float(score)
         result = AnalysisResult(
             recording_id=recording_id, fps=out.info.fps, n_frames=out.info.n_frames, width=out.info.width,
             height=out.info.height, analysis_fps=out.analysis_fps, bin_seconds=out.bin_seconds,
-            academic_model=out.academic_model, expression_model=out.expression_model,
-            tracks=[
-                TrackRecord(
-                    track_key=t.key, times=t.times, face_boxes=t.face_boxes, context_boxes=t.context_boxes,
-                    embedding=t.embedding, bins=t.bins, features=t.features, feature_names=FEATURE_NAMES,
-                    person_id=m[0], match_score=(m[1] if m[0] is not None else None),
-                    thumbnail=t.thumbnail if settings.store_thumbnails else None,
-                )
-                for t, m in zip(tracks, matches)
-            ],
+            academic_model=out.academic_model, expression_model=out.expression_model, tracks=records,
         )  # fmt: skip
         return replace_analysis(s, result)
 
