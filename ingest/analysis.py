@@ -101,8 +101,11 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
         return replace_analysis(s, result)
 
 
-def run_analysis(job_id: int, settings: Settings | None = None, hook=None) -> None:
-    """Do job ``job_id``. Raises JobFailed with a user-facing message on bad input."""
+def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipeline: Pipeline | None = None) -> None:
+    """Do job ``job_id``. Raises JobFailed with a user-facing message on bad input.
+
+    ``pipeline`` defaults to this process's cached one (models load once per worker).
+    """
     s_ = settings or get_settings()
     url = s_.resolved_database_url
     with session_scope(url) as s:
@@ -116,7 +119,7 @@ def run_analysis(job_id: int, settings: Settings | None = None, hook=None) -> No
         rec = s.get(Recording, job.session_id)
         video, params = rec.video_path, dict(job.params or {})
         update_job(s, job_id, status=JobStatus.running, progress=0.0, message="opening video", error=None)
-    eff = s_.model_copy(update={k: params[k] for k in ("analysis_fps",) if k in params})
+    fps = float(params.get("analysis_fps") or s_.analysis_fps)
     writer = _progress_writer(url, job_id)
 
     def both(f: float, m: str) -> None:
@@ -126,8 +129,8 @@ def run_analysis(job_id: int, settings: Settings | None = None, hook=None) -> No
 
     try:
         src = VideoSource(video)
-        out = get_pipeline(eff).apply(src, hook=both)
-        store(url, rec.id, out, eff)
+        out = (pipeline or get_pipeline(s_)).apply(src, hook=both, fps=fps)
+        store(url, rec.id, out, s_)
     except VideoError as e:
         _fail(url, job_id, str(e))
         raise JobFailed(str(e)) from None

@@ -132,7 +132,7 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
             from ingest.analysis import JobFailed, run_analysis
 
             try:
-                run_analysis(job_id, settings.model_copy(update={"analysis_fps": fps}), hook=hook)
+                run_analysis(job_id, settings, hook=hook)
             except JobFailed:
                 pass
         else:

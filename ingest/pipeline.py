@@ -160,12 +160,13 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------
 
-    def apply(self, video: str | Path | VideoSource, hook: Hook | None = None) -> PipelineOutput:
+    def apply(self, video: str | Path | VideoSource, hook: Hook | None = None, fps: float | None = None) -> PipelineOutput:
+        """Analyse ``video`` at ``fps`` (default ``Settings.analysis_fps``)."""
         from recognition.tracking import Tracker, link_chunks
 
         src = video if isinstance(video, VideoSource) else VideoSource(video)
         info, s = src.info, self.settings
-        fps = min(s.analysis_fps, info.fps)
+        fps = min(fps or s.analysis_fps, info.fps)
         n_chunks = max(1, math.ceil(info.duration / s.chunk_seconds))
         n_expected = max(1, int(info.duration * fps))
         hook = hook or (lambda f, m: None)

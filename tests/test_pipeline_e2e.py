@@ -1,0 +1,162 @@
+"""The whole path on real footage and synthetic videos: video -> tracks -> stored bins -> export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from affectline.queue import ANALYZE_TASK
+from storage.db import session_scope
+from storage.models import Job, JobStatus, Person, Recording, TimeBin, Track
+from storage.repo import EXPORT_COLUMNS, create_job, create_recording, export_frame
+from tests.synth import paste_video, write_video
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from affectline.settings import Settings
+    from ingest.pipeline import Pipeline
+
+    with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
+        yield p
+
+
+def _run(job_id: int, settings, pipeline) -> None:
+    from ingest.analysis import JobFailed, run_analysis
+
+    try:
+        run_analysis(job_id, settings, pipeline=pipeline)
+    except JobFailed:
+        pass  # recorded on the job row, which the tests check
+
+
+def _analyse(db_url: str, settings, pipeline, video: Path, fps: float = 2.0) -> tuple[int, int]:
+    """Create a session + job and run it through the same code as the worker."""
+    with session_scope(db_url) as s:
+        rec = create_recording(s, str(video), "classroom")
+        job = create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": fps})
+        ids = rec.id, job.id
+    _run(ids[1], settings, pipeline)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def faces(media_dir: Path) -> list[np.ndarray]:
+    """Four real face crops (with margin) from the group photo, as RGB."""
+    import dlib
+
+    img = cv2.cvtColor(cv2.imread(str(media_dir / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    rects = dlib.get_frontal_face_detector()(img, 1)
+    out = []
+    for r in sorted(rects, key=lambda r: r.left())[:4]:
+        cx, cy, half = (r.left() + r.right()) // 2, (r.top() + r.bottom()) // 2, int(r.width() * 0.9)
+        crop = img[max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half]
+        out.append(cv2.resize(crop, (96, 96)))
+    assert len(out) == 4
+    return out
+
+
+def test_crowd_video_gives_several_tracks_stored_and_exported(db_url, settings, pipeline, media_dir, tmp_path):
+    rid, jid = _analyse(db_url, settings, pipeline, media_dir / "crowd_walk_1080p.mp4", fps=4.0)
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        assert job.status == JobStatus.done, job.error
+        n_tracks = s.scalar(select(func.count()).select_from(Track).where(Track.session_id == rid))
+        assert n_tracks >= 3  # 4-5 clear foreground faces at frame 60
+        df = export_frame(s, rid)
+        rec = s.get(Recording, rid)
+        assert rec.academic_model.startswith("cues@") and rec.expression_model.startswith("fer2013")
+    assert list(df.columns) == list(EXPORT_COLUMNS)
+    assert df["person_id"].nunique() == n_tracks
+    assert ((df["engagement"] >= 0) & (df["engagement"] <= 1)).all()
+    acad = df[["neutrality", "enjoyment", "confusion", "fatigue", "distraction"]].to_numpy()
+    assert np.allclose(acad.sum(axis=1), 1, atol=1e-3)
+    expr = df[df.face_visible][["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
+    assert np.allclose(expr.sum(axis=1), 1, atol=1e-3)
+    # faces are where people are: boxes sit in the frame and the lower part of a walking crowd
+    with session_scope(db_url) as s:
+        from storage.db import from_blob
+
+        boxes = np.concatenate([from_blob(t.face_boxes, 4) for t in s.scalars(select(Track).where(Track.session_id == rid))])
+    assert (boxes[:, 0] >= -5).all() and (boxes[:, 2] <= 1925).all() and (boxes[:, 3] - boxes[:, 1] > 8).all()
+
+
+def test_group_photo_finds_every_face(db_url, settings, pipeline, media_dir, tmp_path):
+    img = cv2.cvtColor(cv2.imread(str(media_dir / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
+    video = write_video(tmp_path / "group.mp4", 10, 5, (img.shape[1], img.shape[0]), lambda i: img)
+    rid, jid = _analyse(db_url, settings, pipeline, video, fps=5.0)
+    with session_scope(db_url) as s:
+        assert s.get(Job, jid).status == JobStatus.done
+        persons = s.scalar(select(func.count(func.distinct(TimeBin.person_id))).where(TimeBin.session_id == rid))
+    assert persons == 6
+
+
+def test_synthetic_absence_gives_exact_bins(db_url, settings, pipeline, faces, tmp_path):
+    # Face A present all 6 s; face B absent from 2 s to 4 s; 5 fps, analysed at 5 fps.
+    video = paste_video(
+        tmp_path / "two.mp4", faces[:2],
+        [lambda i: (60, 100), lambda i: None if 10 <= i < 20 else (400, 100)], frames=30, fps=5,
+    )  # fmt: skip
+    rid, jid = _analyse(db_url, settings, pipeline, video, fps=5.0)
+    with session_scope(db_url) as s:
+        assert s.get(Job, jid).status == JobStatus.done
+        df = export_frame(s, rid)
+    assert df["person_id"].nunique() == 2  # B keeps its identity across the gap
+    per = df.groupby("person_id")
+    assert sorted(per.size().tolist()) == [6, 6]
+    vis = {pid: g.sort_values("t_start")["face_visible"].tolist() for pid, g in per}
+    assert sorted(vis.values()) == sorted([[True] * 6, [True, True, False, False, True, True]])
+    assert df["t_start"].min() == 0.0 and df["t_end"].max() == pytest.approx(6.0)
+
+
+def test_video_without_faces_is_a_session_with_zero_persons(db_url, settings, pipeline, tmp_path):
+    video = write_video(tmp_path / "empty_room.mp4", 20, 10, (320, 180), lambda i: np.full((180, 320, 3), 40 + i, np.uint8))
+    rid, jid = _analyse(db_url, settings, pipeline, video)
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        assert job.status == JobStatus.done and job.error is None
+        assert s.scalar(select(func.count()).select_from(TimeBin).where(TimeBin.session_id == rid)) == 0
+        assert export_frame(s, rid).empty
+
+
+def test_rerun_replaces_instead_of_duplicating(db_url, settings, pipeline, faces, tmp_path):
+    video = paste_video(tmp_path / "one.mp4", faces[:1], [lambda i: (100, 80)], frames=15, fps=5)
+    rid, jid = _analyse(db_url, settings, pipeline, video, fps=5.0)
+    with session_scope(db_url) as s:
+        before = s.scalar(select(func.count()).select_from(TimeBin))
+        job2 = create_job(s, ANALYZE_TASK, session_id=rid, params={"analysis_fps": 5.0})
+        jid2 = job2.id
+    _run(jid2, settings, pipeline)
+    with session_scope(db_url) as s:
+        assert s.scalar(select(func.count()).select_from(TimeBin)) == before
+        assert s.scalar(select(func.count()).select_from(Person)) == 1
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "truncated"])
+def test_bad_input_fails_the_job_and_touches_nothing_else(db_url, settings, pipeline, faces, media_dir, tmp_path, kind):
+    good = paste_video(tmp_path / "good.mp4", faces[:1], [lambda i: (100, 80)], frames=10, fps=5)
+    rid_good, _ = _analyse(db_url, settings, pipeline, good, fps=5.0)
+    with session_scope(db_url) as s:
+        snapshot = export_frame(s, rid_good)
+    bad = {
+        "missing": tmp_path / "nope.mp4",
+        "text": tmp_path / "notes.mp4",
+        "truncated": tmp_path / "cut.mp4",
+    }[kind]
+    if kind == "text":
+        bad.write_text("not a video")
+    if kind == "truncated":
+        bad.write_bytes((media_dir / "crowd_walk_1080p.mp4").read_bytes()[:200_000])
+    rid, jid = _analyse(db_url, settings, pipeline, bad)
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        assert job.status == JobStatus.failed
+        assert str(bad) in job.error and "\n" not in job.error
+        assert s.scalar(select(func.count()).select_from(TimeBin).where(TimeBin.session_id == rid)) == 0
+        pd.testing.assert_frame_equal(export_frame(s, rid_good), snapshot)
