@@ -94,6 +94,7 @@ def test_one_batch_over_several_frames_equals_frame_by_frame(model, group_faces)
     assert [b.shape for b in batched] == [(6, 7), (2, 7), (0, 7)]
     np.testing.assert_allclose(batched[0], model.predict(frame, dets), atol=1e-5)
     np.testing.assert_allclose(batched[1], model.predict(video, two), atol=1e-5)
+    assert model.predict_many([], []) == []
 
 
 def test_preprocess_is_the_networks_input(model, group_faces):
@@ -137,3 +138,10 @@ def test_weights_file_missing_a_layer_is_named(tmp_path):
         del f["model_weights/conv2d_7"]
     with pytest.raises(ValueError, match="conv2d_7"):
         load_keras_weights(MiniXception(), path)
+
+
+@pytest.mark.gpu
+def test_cuda_model_matches_the_keras_reference(ref):
+    gpu = ExpressionModel.load(device="cuda")
+    # cuDNN may run the convolutions in TF32 (torch's default for convs), hence the looser bound.
+    np.testing.assert_allclose(gpu.forward_probs(to_input(ref["crops"])), ref["probs"], atol=2e-3, rtol=0)

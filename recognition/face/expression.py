@@ -250,9 +250,11 @@ class ExpressionModel:
         """Like ``predict`` for several frames, in one forward pass over all their faces."""
         if len(frames) != len(dets):
             raise ValueError(f"predict_many got {len(frames)} frames but {len(dets)} Detections")
+        if not frames:
+            return []
         parts = [grey_crops(f, d) for f, d in zip(frames, dets)]
-        crops = np.concatenate([c for c, _ in parts]) if parts else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
-        valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
+        crops = np.concatenate([c for c, _ in parts])
+        valid = np.concatenate([v for _, v in parts])
         probs = np.full((len(crops), len(self.classes)), np.nan, np.float32)
         probs[valid] = self.forward_probs(to_input(crops[valid]))
         return np.split(probs, np.cumsum([len(d) for d in dets])[:-1])

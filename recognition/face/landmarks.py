@@ -94,11 +94,16 @@ class FaceLandmarker:
     """Landmarks, 52 blendshapes and head pose for each given face box.
 
     Holds a native MediaPipe graph: use as a context manager or call ``close()``.
-    One instance is not safe to call from several threads at once (a lock serialises it).
+    Calls from several threads are serialised by a lock.
 
-    scale: crop side as a multiple of the box's longer side (context the landmarker's own
-        detector needs to find the face); size: crop side in pixels fed to MediaPipe
-        (small faces are upsampled to it, large ones downsampled).
+    scales: crop sides to try, as multiples of the box's longer side, until a face is
+        found. MediaPipe still runs its own face detector on the crop and needs context
+        around the face; on 10-20 px classroom faces it finds a face in about 30% of
+        crops at 1.8x and in about 50% when 1.3x and 2.5x are tried after it, while
+        faces of 70 px and more are found at the first try.
+    size: crop side in pixels fed to MediaPipe (small faces upsampled, large ones shrunk).
+    min_confidence: MediaPipe's face detection and presence thresholds on the crop.
+    ``crops_seen`` and ``seconds`` count the crops run and the time spent in MediaPipe.
     """
 
     def __init__(
