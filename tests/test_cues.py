@@ -93,7 +93,9 @@ def test_engagement_is_the_product_of_attention_and_alertness():
     assert c["head_away"][0] == pytest.approx(0.5) and c["eye_closure"][0] == pytest.approx(0.5)
     assert MODEL.predict(bs, pose, expr, vis)[1][0] == pytest.approx(0.25)
     # Smiles and frowns leave engagement alone.
-    bs2, pose2, expr2, _ = features(1, yaw=32.5, eyeBlinkLeft=0.25, eyeBlinkRight=0.25, browDownLeft=1, mouthSmileLeft=1)
+    bs2, pose2, expr2, _ = features(
+        1, yaw=32.5, eyeBlinkLeft=0.25, eyeBlinkRight=0.25, browDownLeft=1, mouthSmileLeft=1
+    )
     assert MODEL.predict(bs2, pose2, expr2, vis)[1][0] == pytest.approx(0.25)
 
 
@@ -105,6 +107,7 @@ def test_distraction_grows_with_head_turn_both_ways_and_with_head_down():
     pose[:, 0] = -yaws
     left, e_left = MODEL.predict(bs, pose, expr, vis)
     np.testing.assert_allclose(right, left)
+    np.testing.assert_allclose(e_right, e_left)
     assert np.all(np.diff(right[:, DIS]) >= 0) and right[-1, DIS] > right[0, DIS] + 0.5
     assert np.all(np.diff(e_right) <= 0)
     down, _ = MODEL.predict(*features(1, pitch=-30))
@@ -249,7 +252,7 @@ def test_smiles_raise_enjoyment_over_a_straight_face(pipeline):
 def test_lowered_brows_raise_confusion_over_relaxed_brows(pipeline):
     # Crowd frame 60: the white-haired woman on the left frowns (brows drawn down);
     # the man in glasses on the right walks with relaxed brows.
-    dets, lm, academic, _ = pipeline(decord.VideoReader(str(MEDIA / "crowd_walk_1080p.mp4"))[60].asnumpy())
+    dets, _, academic, _ = pipeline(decord.VideoReader(str(MEDIA / "crowd_walk_1080p.mp4"))[60].asnumpy())
     frown = int(np.argmin(dets.centers[:, 0]))
     relaxed = int(np.argmax(dets.centers[:, 0]))
     assert dets.centers[frown, 0] < 400 and dets.centers[relaxed, 0] > 1100

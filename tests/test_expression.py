@@ -21,7 +21,14 @@ import pytest
 import torch
 
 from affectline.types import EXPRESSION_CLASSES, Detections
-from recognition.face.expression import ExpressionModel, _same_pool, grey_crops, load_keras_weights, to_input, MiniXception
+from recognition.face.expression import (
+    ExpressionModel,
+    MiniXception,
+    _same_pool,
+    grey_crops,
+    load_keras_weights,
+    to_input,
+)
 from recognition.registry import resolve
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

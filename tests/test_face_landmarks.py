@@ -74,7 +74,9 @@ def test_all_group_faces_are_landmarked_in_frame_coordinates(landmarker, group):
 def test_smiles_show_in_the_blendshapes(landmarker, group):
     frame, dets = group
     r = landmarker.analyze(frame, dets)
-    smile = r.blendshapes[:, [BLENDSHAPE_NAMES.index("mouthSmileLeft"), BLENDSHAPE_NAMES.index("mouthSmileRight")]].mean(1)
+    smile = r.blendshapes[
+        :, [BLENDSHAPE_NAMES.index("mouthSmileLeft"), BLENDSHAPE_NAMES.index("mouthSmileRight")]
+    ].mean(1)
     # Seen in the photo: four broad grins; the man resting his chin on his hand (centre ~(470, 190)) is not smiling.
     chin = int(np.argmin(np.hypot(dets.centers[:, 0] - 470, dets.centers[:, 1] - 190)))
     assert smile[chin] < 0.2

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from affectline.features import BLENDSHAPE_NAMES, POSE_NAMES
-from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
+from affectline.types import EXPRESSION_CLASSES
 
 CUE_NAMES: tuple[str, ...] = ("smile", "confusion", "eye_closure", "yawn", "fatigue", "head_away")
 
@@ -115,7 +115,9 @@ class CueModel:
         blob = json.dumps({"name": self.name, "version": self.version, "params": asdict(self.params)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def cues(self, blendshapes: np.ndarray, pose: np.ndarray, expr: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
+    def cues(
+        self, blendshapes: np.ndarray, pose: np.ndarray, expr: np.ndarray, visible: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Each cue in ``CUE_NAMES`` as an (n,) float64 array, plus boolean masks
         ``landmarks`` and ``expression`` telling which inputs each row had."""
         bs = _check(blendshapes, len(BLENDSHAPE_NAMES), "blendshapes", None).astype(np.float64)
@@ -132,14 +134,19 @@ class CueModel:
 
         smile_bs = ramp(mean2("mouthSmileLeft", "mouthSmileRight"), p.smile_blend)
         smile = _weighted(
-            [(smile_bs, has_lm, p.smile_weights[0]), (ramp(expr[:, _E["happy"]], p.smile_happy), has_ex, p.smile_weights[1])]
+            [
+                (smile_bs, has_lm, p.smile_weights[0]),
+                (ramp(expr[:, _E["happy"]], p.smile_happy), has_ex, p.smile_weights[1]),
+            ]
         )
         brows = np.maximum(
             ramp(mean2("browDownLeft", "browDownRight"), p.brow_down), ramp(bs[:, _B["browInnerUp"]], p.brow_inner_up)
         )
         negative = ramp(expr[:, _E["angry"]] + expr[:, _E["fear"]] + expr[:, _E["sad"]], p.negative_expr)
         confusion = _weighted([(brows, has_lm, p.confusion_weights[0]), (negative, has_ex, p.confusion_weights[1])])
-        closed = mean2("eyeBlinkLeft", "eyeBlinkRight") - p.look_down_discount * mean2("eyeLookDownLeft", "eyeLookDownRight")
+        closed = mean2("eyeBlinkLeft", "eyeBlinkRight") - p.look_down_discount * mean2(
+            "eyeLookDownLeft", "eyeLookDownRight"
+        )
         eye_closure = np.where(has_lm, ramp(closed, p.eye_closure), 0.0)
         yawn = np.where(has_lm, ramp(bs[:, _B["jawOpen"]], p.jaw_open) * (1 - smile_bs), 0.0)
         yaw, pitch = pose[:, _YAW], pose[:, _PITCH]
@@ -154,8 +161,8 @@ class CueModel:
             "fatigue": np.maximum(eye_closure, yawn),
             "head_away": head_away,
         }
-        for k in out:  # NaN inputs never leak into cues: a missing input is an absent cue
-            out[k] = np.nan_to_num(out[k])
+        # NaN inputs never leak into cues: a missing input is an absent cue.
+        out = {k: np.nan_to_num(v) for k, v in out.items()}
         out["landmarks"], out["expression"] = has_lm, has_ex
         return out
 
@@ -165,7 +172,13 @@ class CueModel:
         c = self.cues(blendshapes, pose, expr, visible)
         visible = np.asarray(visible, bool)
         scores = np.stack(
-            [np.full(len(visible), self.params.neutral_level), c["smile"], c["confusion"], c["fatigue"], c["head_away"]],
+            [
+                np.full(len(visible), self.params.neutral_level),
+                c["smile"],
+                c["confusion"],
+                c["fatigue"],
+                c["head_away"],
+            ],
             axis=1,
         )
         logits = self.params.gain * scores

@@ -20,9 +20,9 @@ A box whose crop is empty gives a NaN row, where fer would drop the face.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import h5py
@@ -161,7 +161,9 @@ def load_keras_weights(model: MiniXception, path: Path) -> None:
         raise ValueError(f"{path}: weights for {sorted(expected ^ set(state))} missing or unexpected")
     for k, v in state.items():
         if tuple(v.shape) != tuple(model.state_dict()[k].shape):
-            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, the model expects {tuple(model.state_dict()[k].shape)}")
+            raise ValueError(
+                f"{path}: {k} has shape {tuple(v.shape)}, the model expects {tuple(model.state_dict()[k].shape)}"
+            )
     model.load_state_dict(state, strict=False)
 
 
@@ -221,7 +223,7 @@ class ExpressionModel:
     classes: tuple[str, ...] = EXPRESSION_CLASSES
 
     @classmethod
-    def load(cls, settings: Settings | None = None, device: str = "cpu") -> "ExpressionModel":
+    def load(cls, settings: Settings | None = None, device: str = "cpu") -> ExpressionModel:
         from recognition.registry import resolve, specs
 
         path = resolve("fer_mini_xception", settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ class LandmarkResult:
     found: np.ndarray
 
     @classmethod
-    def empty(cls, n: int) -> "LandmarkResult":
+    def empty(cls, n: int) -> LandmarkResult:
         return cls(
             np.full((n, len(BLENDSHAPE_NAMES)), np.nan, np.float32),
             np.full((n, 3), np.nan, np.float32),
@@ -138,7 +139,7 @@ class FaceLandmarker:
         self.crops_seen = 0
         self.seconds = 0.0  # time spent inside MediaPipe, for ms/crop figures
 
-    def __enter__(self) -> "FaceLandmarker":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
