@@ -71,7 +71,7 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
     the session's group by embedding; what stays unmatched becomes 'Unknown N'.
     """
     from recognition.tracking import assign_to_persons
-    from storage.people import apply_overrides, override_specs
+    from storage.people import apply_overrides, override_specs, slack
 
     with session_scope(url) as s:
         rec = s.get(Recording, recording_id)
@@ -84,9 +84,8 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
             )
             for t in out.tracks
         ]  # fmt: skip
-        # Half a bin of slack: a re-analysis at another frame rate samples slightly other times.
         overrides = override_specs(s, recording_id)
-        records = apply_overrides(records, overrides, settings.enroll_threshold, tol=out.bin_seconds / 2)
+        records = apply_overrides(records, overrides, settings.enroll_threshold, tol=slack(out.analysis_fps))
         free = [i for i, r in enumerate(records) if r.person_id is None and r.embedding is not None]
         if enrolled and free:
             res = assign_to_persons(np.stack([records[i].embedding for i in free]), enrolled, settings.enroll_threshold)

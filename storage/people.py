@@ -252,7 +252,10 @@ def enroll(s: Session, session_id: int, track_key: int, name: str, actor: str) -
     added = _add_embedding(s, target.id, vec, _source(tr))
     moved_tags, corrected = 0, False
     if old is None or old.id != target.id:
-        if old is not None and old.enrolled:
+        # A correction of a wrong match, or a second track of the same person in this session
+        # (matching is one track per person and session): record it so re-analysis keeps it.
+        q = select(Track.id).where(Track.session_id == session_id, Track.person_id == target.id, Track.id != tr.id)
+        if (old is not None and old.enrolled) or s.scalar(q.limit(1)) is not None:
             _override(s, session_id, target.id, tr.t_start, tr.t_end, vec, actor)
             corrected = True
         moved_tags = _move_track(s, tr, old.id if old else -1, target.id)
@@ -338,7 +341,8 @@ def split(
     With ``name``, the new person is the group's enrolled person of that name (created if
     needed; a whole track's embedding becomes theirs); without, an unnamed 'Person N' that
     no re-analysis deletes. A part becomes a track of its own (next free key) with its bins
-    and features. An identity override (session, range, the track's embedding) puts the
+    and features; a leftover at either end of the track shorter than half a bin goes with
+    it. An identity override (session, the part's span, the track's embedding) puts the
     matching track of a later re-analysis on the new person again. Embeddings that the old
     person got from this very track are dropped: the face was not theirs.
     """
@@ -351,18 +355,19 @@ def split(
     hi = tr.t_end if t_end is None else float(t_end)
     if hi < lo:
         raise ValueError(f"time range {lo:g}-{hi:g} s is empty: t_start must not exceed t_end")
-    inside = (times >= lo) & (times <= hi)
-    if not inside.any():
+    owner = np.where((times >= lo) & (times <= hi), 1, -1)
+    if (owner < 0).all():
         raise ValueError(
             f"track {track_key} of session {session_id} has no samples between {lo:g} and {hi:g} s "
             f"(it spans {tr.t_start:g}-{tr.t_end:g} s)"
         )
-    whole = bool(inside.all())
+    owner = _fold_edges(times, owner, rec.bin_seconds or 1.0)
+    whole = bool((owner > 0).all())
     old_id = tr.person_id
     if whole and name is None and _n_tracks(s, old_id) == 1:
         raise ValueError(
-            f"track {track_key} is the only track of person {old_id}: nothing to split off; "
-            "give a time range, or a name to enrol it under"
+            f"track {track_key} is the only track of person {old_id} and {lo:g}-{hi:g} s covers all of it: "
+            "nothing to split off; give a narrower time range, or a name to enrol it under"
         )
     new = find_enrolled(s, rec.group_id, name) if name else None
     if new is not None and new.id == old_id:
@@ -374,22 +379,33 @@ def split(
     if whole:
         part = tr
         moved_tags = _move_track(s, tr, old_id, new.id)
-        lo, hi = tr.t_start, tr.t_end
         if name is not None:
             _add_embedding(s, new.id, vec, _source(tr))
+        dropped = s.execute(
+            delete(PersonEmbedding).where(PersonEmbedding.person_id == old_id, PersonEmbedding.vector == to_blob(vec))
+        ).rowcount
     else:
-        part = _cut_track(s, tr, inside, new.id)
+        part = _cut_track(s, tr, owner > 0, new.id)
         moved_tags = _move_tags(s, session_id, old_id, new.id, lo, hi)
-    dropped = s.execute(
-        delete(PersonEmbedding).where(PersonEmbedding.person_id == old_id, PersonEmbedding.vector == to_blob(vec))
-    ).rowcount if whole else 0
-    _override(s, session_id, new.id, lo, hi, vec, actor)
+        dropped = 0
+    # Keyed by the samples actually moved, so a re-analysis at the same rate claims exactly them.
+    _override(s, session_id, new.id, part.t_start, part.t_end, vec, actor)
     _drop_if_empty_unknown(s, old_id, new.id)
     s.flush()
     audit(s, actor, "split_person", f"person:{old_id}", session_id=session_id, track_key=track_key,
-          new_person=new.id, new_track_key=part.track_key, t_start=lo, t_end=hi, whole_track=whole,
-          tags_moved=moved_tags, embeddings_dropped=dropped)  # fmt: skip
+          new_person=new.id, new_track_key=part.track_key, t_start=part.t_start, t_end=part.t_end,
+          whole_track=whole, tags_moved=moved_tags, embeddings_dropped=dropped)  # fmt: skip
     return new
+
+
+# --- cutting a track in parts (shared by split and by re-analysis) -----------------------------
+
+
+def slack(analysis_fps: float | None) -> float:
+    """How far (s) outside an override's range a sample may lie and still be claimed: half a
+    sampling interval, so a re-analysis at the same rate claims exactly the same samples and
+    one at another rate the nearest ones."""
+    return 0.5 / analysis_fps if analysis_fps else 0.0
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -398,40 +414,74 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
+def _fold_edges(times: np.ndarray, owner: np.ndarray, bin_seconds: float) -> np.ndarray:
+    """Give an unclaimed (-1) leftover at either end of a track, reaching at most half a bin
+    beyond the claimed part next to it, to that part: it would be a track without a timeline
+    of its own, and a re-analysis at a higher rate than the correction's adds such ends."""
+    owner = owner.copy()
+    claimed = np.flatnonzero(owner >= 0)
+    if not len(claimed):
+        return owner
+    first, last = claimed[0], claimed[-1]
+    if first > 0 and times[first] - times[0] <= bin_seconds / 2 + 1e-6:
+        owner[:first] = owner[first]
+    if last < len(times) - 1 and times[-1] - times[last] <= bin_seconds / 2 + 1e-6:
+        owner[last + 1 :] = owner[last]
+    return owner
+
+
+def _bin_owners(times: np.ndarray, owner: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The owner of each bin: whoever owns most of its samples (ties: the lowest label, so
+    the unclaimed rest); a bin without samples goes to the owner of the nearest sample."""
+    out = np.empty(len(starts), np.int64)
+    for j, (a, b) in enumerate(zip(starts, ends)):
+        m = (times >= a) & (times < b)
+        if m.any():
+            labels, counts = np.unique(owner[m], return_counts=True)
+            out[j] = labels[np.argmax(counts)]
+        else:
+            out[j] = owner[np.argmin(np.abs(times - (a + b) / 2))]
+    return out
+
+
 def _cut_track(s: Session, tr: Track, inside: np.ndarray, person_id: int) -> Track:
-    """Move the samples ``inside`` of a track, with the bins whose midpoint lies within them,
-    to a new track (the session's next free key) of ``person_id``."""
+    """Move the samples ``inside`` of a track, with the bins and feature rows most of whose
+    samples they are, to a new track (the session's next free key) of ``person_id``."""
     times, face, ctx = from_blob(tr.times), from_blob(tr.face_boxes, 4), from_blob(tr.context_boxes, 4)
-    lo, hi = float(times[inside].min()), float(times[inside].max())
+    owner = np.where(inside, 1, -1)
     key = (s.scalar(select(func.max(Track.track_key)).where(Track.session_id == tr.session_id)) or 0) + 1
     new = Track(
-        session_id=tr.session_id, track_key=key, person_id=person_id, match_score=None, t_start=lo, t_end=hi,
-        n_samples=int(inside.sum()), times=to_blob(times[inside]), face_boxes=to_blob(face[inside]),
-        context_boxes=to_blob(ctx[inside]), embedding=tr.embedding, thumbnail=tr.thumbnail,
+        session_id=tr.session_id, track_key=key, person_id=person_id, match_score=None,
+        t_start=float(times[inside].min()), t_end=float(times[inside].max()), n_samples=int(inside.sum()),
+        times=to_blob(times[inside]), face_boxes=to_blob(face[inside]), context_boxes=to_blob(ctx[inside]),
+        embedding=tr.embedding, thumbnail=tr.thumbnail,
     )  # fmt: skip
     s.add(new)
     s.flush()
-    rest = ~inside
-    tr.times, tr.face_boxes, tr.context_boxes = to_blob(times[rest]), to_blob(face[rest]), to_blob(ctx[rest])
-    tr.n_samples, tr.t_start, tr.t_end = int(rest.sum()), float(times[rest].min()), float(times[rest].max())
-    mid = (TimeBin.t_start + TimeBin.t_end) / 2
-    moved = update(TimeBin).where(TimeBin.track_id == tr.id, mid >= lo, mid <= hi)
-    s.execute(moved.values(track_id=new.id, person_id=person_id))
+    bins = list(s.scalars(select(TimeBin).where(TimeBin.track_id == tr.id)))
+    if bins:
+        own = _bin_owners(times, owner, np.array([b.t_start for b in bins]), np.array([b.t_end for b in bins]))
+        for b, o in zip(bins, own):
+            if o > 0:
+                b.track_id, b.person_id = new.id, person_id
     # Feature series are contiguous grids: cut each into the part's rows and the remaining runs.
     for fs in list(s.scalars(select(FeatureSeries).where(FeatureSeries.track_id == tr.id))):
         if fs.n == 0:
             continue
         data = from_blob(fs.data).reshape(fs.n, -1)
-        m = fs.grid_start + (np.arange(fs.n) + 0.5) * fs.grid_step
-        sel = (m >= lo) & (m <= hi)
+        starts = fs.grid_start + np.arange(fs.n) * fs.grid_step
+        sel = _bin_owners(times, owner, starts, starts + fs.grid_step) > 0
         if not sel.any():
             continue
-        for rows, owner, track_id in [(sel, person_id, new.id), (~sel, fs.person_id, tr.id)]:
+        for rows, pid, track_id in [(sel, person_id, new.id), (~sel, fs.person_id, tr.id)]:
             for a, b in _runs(rows):
-                s.add(FeatureSeries(session_id=fs.session_id, track_id=track_id, person_id=owner,
+                s.add(FeatureSeries(session_id=fs.session_id, track_id=track_id, person_id=pid,
                                     grid_start=float(fs.grid_start + a * fs.grid_step), grid_step=fs.grid_step,
                                     n=b - a, names=list(fs.names), data=to_blob(data[a:b])))  # fmt: skip
         s.delete(fs)
+    rest = ~inside
+    tr.times, tr.face_boxes, tr.context_boxes = to_blob(times[rest]), to_blob(face[rest]), to_blob(ctx[rest])
+    tr.n_samples, tr.t_start, tr.t_end = int(rest.sum()), float(times[rest].min()), float(times[rest].max())
     return new
 
 
@@ -494,13 +544,14 @@ def apply_overrides(
     """Give the tracks of a new analysis to the persons human corrections name.
 
     An override claims the samples of a track that lie within its time range (widened by
-    ``tol`` seconds, for a re-analysis at another frame rate) when the track's embedding is
-    within ``threshold`` (Euclidean, as dlib's) of the override's. Later overrides win where
-    several claim the same samples. A track claimed only in part is cut: each person's part
-    becomes a record of its own (the unclaimed rest keeps the key, other parts take the next
-    free keys), and bins go with the part their midpoint falls in. Claimed records have
-    ``person_id`` set and ``match_score`` None (a person's decision, not a match); the rest
-    are returned unchanged for embedding matching.
+    ``tol`` seconds, see :func:`slack`) when the track's embedding is within ``threshold``
+    (Euclidean, as dlib's) of the override's. Later overrides win where several claim the
+    same samples. A track claimed in part is cut the way :func:`split` cuts it: each
+    person's part becomes a record of its own (the unclaimed rest keeps the key, other parts
+    take the next free keys), bins and feature rows go with the part owning most of their
+    samples, and a leftover end shorter than half a bin goes with its neighbour. Claimed
+    records have ``person_id`` set and ``match_score`` None (a person's decision, not a
+    match); the others are returned unchanged, for embedding matching.
     """
     out: list[TrackRecord] = []
     next_key = max((t.track_key for t in tracks), default=-1) + 1
@@ -509,25 +560,18 @@ def apply_overrides(
             out.append(tr)
             continue
         times = np.asarray(tr.times, np.float64)
-        b = tr.bins
-        mids = (b["t_start"].to_numpy(np.float64) + b["t_end"].to_numpy(np.float64)) / 2 if len(b) else np.zeros(0)
         owner = np.full(len(times), -1, np.int64)
-        bin_owner = np.full(len(mids), -1, np.int64)
         emb = np.asarray(tr.embedding, np.float32)
         for o in overrides:
-            if float(np.linalg.norm(emb - o.vector)) >= threshold:
-                continue
-            m = (times >= o.t_start - tol) & (times <= o.t_end + tol)
-            if m.any():
-                owner[m] = o.person_id
-                bin_owner[(mids >= o.t_start - tol) & (mids <= o.t_end + tol)] = o.person_id
+            if float(np.linalg.norm(emb - o.vector)) < threshold:
+                owner[(times >= o.t_start - tol) & (times <= o.t_end + tol)] = o.person_id
         if (owner < 0).all():
             out.append(tr)
             continue
+        starts, ends = (tr.bins[c].to_numpy(np.float64) for c in ("t_start", "t_end"))
+        owner = _fold_edges(times, owner, float(np.median(ends - starts)) if len(starts) else 0.0)
+        bin_owner = _bin_owners(times, owner, starts, ends)
         parts = list(dict.fromkeys(owner.tolist()))  # in order of first appearance
-        # A bin whose owner has no samples here goes to the part owning the nearest sample.
-        for j in np.flatnonzero(~np.isin(bin_owner, parts)):
-            bin_owner[j] = owner[np.argmin(np.abs(times - mids[j]))]
         keep_key = -1 if -1 in parts else parts[0]
         for pid in parts:
             m, bm = owner == pid, bin_owner == pid
@@ -537,8 +581,7 @@ def apply_overrides(
                 key, next_key = next_key, next_key + 1
             out.append(dataclasses.replace(
                 tr, track_key=key, times=tr.times[m], face_boxes=tr.face_boxes[m], context_boxes=tr.context_boxes[m],
-                bins=tr.bins[bm].reset_index(drop=True) if len(tr.bins) else tr.bins,
-                features=tr.features[bm] if len(tr.bins) else tr.features,
+                bins=tr.bins[bm].reset_index(drop=True), features=tr.features[bm],
                 person_id=None if pid < 0 else int(pid), match_score=None,
             ))  # fmt: skip
     return out

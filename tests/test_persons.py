@@ -186,6 +186,19 @@ def test_enroll_a_track_matched_to_the_wrong_person_records_an_override(s, w):
     assert np.allclose(from_blob(o.vector), face(1))
 
 
+def test_enrolling_a_second_fragment_in_a_session_records_an_override(s, w):
+    # Matching gives a person at most one track of a session, so the second needs an override.
+    rec = w.session(w.group())
+    w.track(rec, 0, face(1), t0=0.0, t1=1.5)
+    w.track(rec, 1, face(1, 0.1), t0=2.5, t1=4.0)
+    ada = people.enroll(s, rec.id, 0, "Ada", "t")
+    assert people.overrides_for_session(s, rec.id) == []
+    assert people.enroll(s, rec.id, 1, "Ada", "t").id == ada.id
+    (o,) = people.overrides_for_session(s, rec.id)
+    assert (o.person_id, o.t_start, o.t_end) == (ada.id, 2.5, 4.0)
+    assert [a.detail["override"] for a in audits(s, "enroll_person")] == [False, True]
+
+
 def test_enroll_errors_name_the_wrong_id(s, w):
     rec = w.session(w.group())
     w.track(rec, 0, face(1))
@@ -341,7 +354,7 @@ def test_split_time_range_cuts_the_track(s, w):
     assert from_blob(new.face_boxes, 4).shape == (4, 4) and (new.t_start, new.t_end, new.n_samples) == (2.0, 3.5, 4)
     old = s.get(Track, tr.id)
     assert from_blob(old.times).tolist() == [0.0, 0.5, 1.0, 1.5, 4.0, 4.5, 5.0, 5.5] and old.person_id == old_pid
-    # Bins by midpoint: [2,3) and [3,4) move; the old track keeps 0, 1, 4, 5.
+    # Bins go with most of their samples: [2,3) and [3,4) move; the old track keeps 0, 1, 4, 5.
     def bins(tid):
         return [b.t_start for b in s.scalars(select(TimeBin).where(TimeBin.track_id == tid).order_by(TimeBin.t_start))]
 
@@ -352,15 +365,18 @@ def test_split_time_range_cuts_the_track(s, w):
     fs = {(f.track_id, f.grid_start): from_blob(f.data, 3)[:, 0].tolist() for f in series}
     assert fs == {(new.id, 2.0): [2.0, 3.0], (tr.id, 0.0): [0.0, 1.0], (tr.id, 4.0): [4.0, 5.0]}
     (o,) = people.overrides_for_session(s, rec.id)
-    assert (o.person_id, o.t_start, o.t_end) == (p.id, 2.0, 3.6)
+    assert (o.person_id, o.t_start, o.t_end) == (p.id, 2.0, 3.5), "keyed by the samples moved"
 
 
 def test_split_errors(s, w):
     g = w.group()
     rec = w.session(g)
     tr = w.track(rec, 0, face(1), t0=1.0, t1=2.0)
-    with pytest.raises(ValueError, match=f"track 0 is the only track of person {tr.person_id}: nothing to split off"):
+    only = f"track 0 is the only track of person {tr.person_id} and 1-2 s covers all of it: nothing to split off"
+    with pytest.raises(ValueError, match=only):
         people.split(s, rec.id, 0, "t")
+    with pytest.raises(ValueError, match="0.9-1.7 s covers all of it"):  # 2.0 is a leftover under half a bin
+        people.split(s, rec.id, 0, "t", t_start=0.9, t_end=1.7)
     with pytest.raises(ValueError, match=r"no samples between 5 and 6 s \(it spans 1-2 s\)"):
         people.split(s, rec.id, 0, "t", t_start=5, t_end=6)
     with pytest.raises(ValueError, match="t_start must not exceed t_end"):
@@ -468,12 +484,18 @@ def test_apply_overrides_whole_partial_far_and_latest_wins():
     assert apply_overrides(tracks, [], 0.5) == tracks
 
 
-def test_apply_overrides_tolerance_for_another_frame_rate():
-    # Split at 2 fps over 1.0-3.0 s; re-analysed at 4 fps the track runs to 3.25 s.
-    (r,) = apply_overrides([record(0, face(1), 1.0, 3.25, fps=4)], [OverrideSpec(7, 1.0, 3.0, face(1))], 0.5, tol=0.5)
-    assert r.person_id == 7 and len(r.times) == 10
-    parts = apply_overrides([record(0, face(1), 1.0, 3.25, fps=4)], [OverrideSpec(7, 1.0, 3.0, face(1))], 0.5, tol=0.0)
-    assert sorted((p.person_id or 0, len(p.times)) for p in parts) == [(0, 1), (7, 9)]
+def test_apply_overrides_at_another_frame_rate():
+    # Whole track 1.0-3.0 s split at 2 fps; re-analysed at 4 fps it runs 0.75-3.25 s. The ends
+    # beyond the override are shorter than half a bin: the whole track is claimed.
+    spec = OverrideSpec(7, 1.0, 3.0, face(1))
+    (r,) = apply_overrides([record(0, face(1), 0.75, 3.25, fps=4)], [spec], 0.5, tol=people.slack(4))
+    assert r.person_id == 7 and len(r.times) == 11 and r.bins["t_start"].tolist() == [0, 1, 2, 3]
+    # A real remainder (0-0.75 s, more than half a bin) stays unclaimed, under the old key.
+    parts = apply_overrides([record(0, face(1), 0.0, 3.25, fps=4)], [spec], 0.5, tol=people.slack(4))
+    got = [(p.track_key, p.person_id, p.times.min(), p.times.max()) for p in parts]
+    assert got == [(0, None, 0.0, 0.75), (1, 7, 1.0, 3.25)]
+    # Bins go with most of their samples; [0,1) has 0, .25, .5, .75 -> unclaimed.
+    assert [p.bins["t_start"].tolist() for p in parts] == [[0], [1, 2, 3]]
 
 
 def test_corrections_survive_a_simulated_reanalysis(s, w):
