@@ -169,6 +169,7 @@ class CueModel:
     def predict(
         self, blendshapes: np.ndarray, pose: np.ndarray, expr: np.ndarray, visible: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """(academic (n, 5) float32 probabilities, engagement (n,) float32); NaN rows as documented above."""
         c = self.cues(blendshapes, pose, expr, visible)
         visible = np.asarray(visible, bool)
         scores = np.stack(
