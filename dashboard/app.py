@@ -12,12 +12,15 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth
 
+# The page scripts live in views/, not pages/: Streamlit treats a pages/ folder beside the entry
+# script as the old multipage layout and, on a fresh server, would run a deep-linked page
+# without this script (so without the login and the role filter below).
 PAGES = (  # (file, title, icon, action the role needs)
-    ("pages/sessions.py", "Sessions", ":material/video_library:", "view_sessions"),
-    ("pages/session.py", "Session view", ":material/monitoring:", "view_sessions"),
-    ("pages/review.py", "Review & tags", ":material/sell:", "review"),
-    ("pages/people.py", "People", ":material/group:", "manage_people"),
-    ("pages/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users"),
+    ("views/sessions.py", "Sessions", ":material/video_library:", "view_sessions"),
+    ("views/session.py", "Session view", ":material/monitoring:", "view_sessions"),
+    ("views/review.py", "Review & tags", ":material/sell:", "review"),
+    ("views/people.py", "People", ":material/group:", "manage_people"),
+    ("views/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users"),
 )
 
 

@@ -33,6 +33,8 @@ EXPRESSION_COLORS = {
     "surprise": "#f06292",
     "neutral": "#757575",
 }
+# Clinic labels that are not one of the 7 expressions (e.g. "anxious") take these in turn.
+OTHER_LABEL_COLORS = ("#00897b", "#5e35b1", "#8d6e63", "#3949ab", "#c0ca33", "#00acc1")
 GAP_COLOR = "rgba(120,120,120,0.15)"
 UNCERTAIN = "uncertain"
 
@@ -97,6 +99,13 @@ def hidden_ranges(grid: pd.DataFrame, step: float) -> list[tuple[float, float]]:
     return ranges
 
 
+def visible_runs(grid: pd.DataFrame) -> list[tuple[int, int]]:
+    """Row index ranges [i0, i1) of consecutive visible bins on a gridded frame."""
+    vis = np.concatenate([[False], grid["face_visible"].to_numpy(bool), [False]])
+    edges = np.flatnonzero(np.diff(vis.astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def _shade(fig: go.Figure, ranges: Iterable[tuple[float, float]], label: str = "face not visible") -> None:
     for i, (a, b) in enumerate(ranges):
         fig.add_vrect(x0=a, x1=b, fillcolor=GAP_COLOR, line_width=0, layer="below",
@@ -119,7 +128,9 @@ def engagement_figure(class_eng: pd.DataFrame, step: float = 1.0, title: str = "
                     hovertemplate="t=%{x:.0f}s engagement %{y:.2f}<extra></extra>")  # fmt: skip
     _shade(fig, hidden_ranges(g, step), "no face visible")
     fig.update_yaxes(title_text="engagement", range=[0, 1], secondary_y=False)
-    fig.update_yaxes(title_text="visible faces", rangemode="tozero", showgrid=False, secondary_y=True)
+    most = int(np.nanmax(g["n_visible"].fillna(0).to_numpy(float), initial=0))
+    fig.update_yaxes(title_text="visible faces", range=[0, max(most, 1) * 1.05], dtick=max(1, -(-most // 5)),
+                     showgrid=False, secondary_y=True)  # fmt: skip
     fig.update_xaxes(title_text="time (s)")
     fig.update_layout(title=title, height=320, margin=dict(l=50, r=50, t=50, b=40),
                       legend=dict(orientation="h", y=-0.25))  # fmt: skip
@@ -136,10 +147,13 @@ def person_figure(bins: pd.DataFrame, title: str, step: float = 1.0, show_legend
     x = g["t_start"] + step / 2
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("academic emotions and engagement", "expressions"))  # fmt: skip
-    for c in ACADEMIC_COLUMNS:
-        fig.add_scatter(x=x, y=g[c], mode="lines", name=c, stackgroup="academic", stackgaps="interpolate",
-                        line=dict(width=0.5, color=ACADEMIC_COLORS[c]), connectgaps=False, legendgroup="academic",
-                        showlegend=show_legend, row=1, col=1)  # fmt: skip
+    # Stacked areas would be interpolated across missing values, so each visible run is its own stack.
+    for k, (i0, i1) in enumerate(visible_runs(g)):
+        for c in ACADEMIC_COLUMNS:
+            fig.add_scatter(x=x[i0:i1], y=g[c][i0:i1], mode="lines" if i1 - i0 > 1 else "lines+markers", name=c,
+                            stackgroup=f"academic{k}",
+                            line=dict(width=0.5, color=ACADEMIC_COLORS[c]), legendgroup=c,
+                            showlegend=show_legend and k == 0, row=1, col=1)  # fmt: skip
     fig.add_scatter(x=x, y=g["engagement"], mode="lines", name="engagement", line=dict(color="black", width=2),
                     connectgaps=False, showlegend=show_legend, row=1, col=1)  # fmt: skip
     for c in EXPRESSION_COLUMNS:
@@ -173,10 +187,12 @@ def personal_figure(bins: pd.DataFrame, tags: pd.DataFrame | None, title: str, s
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.45, 0.55],
                         subplot_titles=("personalised label (marker size = confidence)", "expressions"))  # fmt: skip
     conf = g["personal_confidence"].fillna(0).to_numpy(float)
+    others = iter(OTHER_LABEL_COLORS * 4)
     for lab in sorted({lab for lab in labels.dropna()}, key=lambda v: (v == UNCERTAIN, v)):
         m = (labels == lab).to_numpy()
+        color = "#bdbdbd" if lab == UNCERTAIN else EXPRESSION_COLORS.get(str(lab).lower()) or next(others)
         fig.add_scatter(x=x[m], y=[lab] * int(m.sum()), mode="markers", name=lab,
-                        marker=dict(size=6 + 10 * conf[m], color="#bdbdbd" if lab == UNCERTAIN else None),
+                        marker=dict(size=6 + 10 * conf[m], color=color),
                         customdata=conf[m], hovertemplate="%{y} (confidence %{customdata:.2f})<extra></extra>",
                         row=1, col=1)  # fmt: skip
     for c in EXPRESSION_COLUMNS:

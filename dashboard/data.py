@@ -11,7 +11,6 @@ dashboard never imports the worker code, torch, ``recognition`` or ``ingest``.
 
 from __future__ import annotations
 
-import importlib
 import io
 import re
 import uuid
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
-from storage import access, repo
+from storage import access, people, repo, tags
 from storage.db import migrate, session_factory
 from storage.models import (
     AuditEntry,
@@ -39,7 +38,6 @@ from storage.models import (
     Recording,
     Role,
     SessionKind,
-    Tag,
     TimeBin,
     Track,
     User,
@@ -415,99 +413,58 @@ def _visible_person(s: Session, viewer: Viewer, person_id: int) -> Person:
     return p
 
 
-def people_module():
-    """``storage.people`` (enroll, rename, merge, split, delete_person) when it exists, else None."""
-    try:
-        return importlib.import_module("storage.people")
-    except ModuleNotFoundError as e:
-        if e.name != "storage.people":
-            raise
-        return None
-
-
-def rename_person(url: str, viewer: Viewer, person_id: int, label: str) -> None:
-    """Rename a person of a visible group (through ``storage.people.rename``)."""
-    _require(viewer, "manage_people")
-    people = people_module()
-    if people is None:
-        raise RuntimeError("renaming needs storage.people, which is not installed yet")
-    label = label.strip()
-    if not label:
-        raise ValueError("a person's name must not be empty")
-    with scope(url) as s:
-        _visible_person(s, viewer, person_id)
-        people.rename(s, person_id, label)
-        repo.audit(s, viewer.username, "rename_person", f"person:{person_id}", label=label)
-    invalidate()
-
-
 def enroll_track(url: str, viewer: Viewer, session_id: int, track_id: int, name: str) -> int:
-    """Enrol a visible session's track as a named person (``storage.people.enroll``); returns the person id."""
+    """Enrol a visible session's track as a named person (``storage.people.enroll``, audited there)."""
     _require(viewer, "manage_people")
-    people = people_module()
-    if people is None:
-        raise RuntimeError("enrolling needs storage.people, which is not installed yet")
-    name = name.strip()
-    if not name:
-        raise ValueError("an enrolled person needs a name")
     with scope(url) as s:
         _visible_session(s, viewer.group_ids, session_id)
         track = s.get(Track, track_id)
         if track is None or track.session_id != session_id:
             raise LookupError(f"track {track_id} is not part of session {session_id}")
-        person = people.enroll(s, session_id, track.track_key, name)
-        pid = int(getattr(person, "id", person))
-        repo.audit(s, viewer.username, "enroll_person", f"person:{pid}", session_id=session_id,
-                   track_key=track.track_key, label=name)  # fmt: skip
+        pid = people.enroll(s, session_id, track.track_key, name, viewer.username).id
     invalidate()
     return pid
 
 
-def delete_person(url: str, viewer: Viewer, person_id: int) -> None:
-    """Delete a person with their embeddings and timelines (through ``storage.people.delete_person``); audited."""
-    _require(viewer, "delete_person")
-    people = people_module()
-    if people is None:
-        raise RuntimeError("deleting persons needs storage.people, which is not installed yet")
+def rename_person(url: str, viewer: Viewer, person_id: int, label: str) -> None:
+    """Rename a person of a visible group (``storage.people.rename``: this also enrols them)."""
+    _require(viewer, "manage_people")
     with scope(url) as s:
-        p = _visible_person(s, viewer, person_id)
-        label = p.label
-        people.delete_person(s, person_id)
-        repo.audit(s, viewer.username, "delete_person", f"person:{person_id}", label=label)
+        _visible_person(s, viewer, person_id)
+        people.rename(s, person_id, label, viewer.username)
     invalidate()
 
 
-# --- tags (clinician review) ----------------------------------------------------------------
-# storage.tags (another engineer's) is used when present; until then this thin adapter
-# writes the same versioned Tag rows directly.
+def merge_persons(url: str, viewer: Viewer, keep_id: int, other_id: int) -> None:
+    """Make ``other`` part of ``keep`` (``storage.people.merge``); both must be visible."""
+    _require(viewer, "manage_people")
+    with scope(url) as s:
+        _visible_person(s, viewer, keep_id)
+        _visible_person(s, viewer, other_id)
+        people.merge(s, keep_id, other_id, viewer.username)
+    invalidate()
+
+
+def delete_person(url: str, viewer: Viewer, person_id: int) -> None:
+    """Delete a person with embeddings, timelines and tags (``storage.people.delete_person``; audited by id only)."""
+    _require(viewer, "delete_person")
+    with scope(url) as s:
+        _visible_person(s, viewer, person_id)
+        people.delete_person(s, person_id, viewer.username)
+    invalidate()
+
+
+# --- tags (clinician review), through storage.tags --------------------------------------------
 
 TAG_COLUMNS = ["uid", "person_id", "t_start", "t_end", "label", "note", "author", "created_at"]
 
 
-def tags_module():
-    try:
-        return importlib.import_module("storage.tags")
-    except ModuleNotFoundError as e:
-        if e.name != "storage.tags":
-            raise
-        return None
-
-
-def _latest_tags(s: Session, session_id: int, person_id: int | None) -> list[Tag]:
-    latest = select(Tag.uid, func.max(Tag.version).label("v")).where(Tag.session_id == session_id).group_by(Tag.uid)
-    latest = latest.subquery()
-    q = select(Tag).join(latest, (Tag.uid == latest.c.uid) & (Tag.version == latest.c.v)).where(Tag.deleted.is_(False))
-    if person_id is not None:
-        q = q.where(Tag.person_id == person_id)
-    return list(s.scalars(q.order_by(Tag.t_start)))
-
-
 def list_tags(url: str, viewer: Viewer, session_id: int, person_id: int | None = None) -> pd.DataFrame:
-    """Current (latest, not deleted) tags of a visible session."""
+    """Current (latest, not deleted) tags of a visible session (not cached: a clinician edits them)."""
     with scope(url) as s:
         _visible_session(s, viewer.group_ids, session_id)
-        tags = _latest_tags(s, session_id, person_id)
-        rows = [{c: getattr(t, c) for c in TAG_COLUMNS} for t in tags]
+        rows = [{c: getattr(t, c) for c in TAG_COLUMNS}
+                for t in tags.latest_tags(s, session_id=session_id, person_id=person_id)]  # fmt: skip
         return pd.DataFrame(rows, columns=TAG_COLUMNS)
 
 
@@ -515,49 +472,35 @@ def add_tag(url: str, viewer: Viewer, session_id: int, person_id: int, t_start: 
             note: str = "") -> str:  # fmt: skip
     """Tag a time range of a person in a visible session; returns the tag's uid."""
     _require(viewer, "tag")
-    if not t_end > t_start:
-        raise ValueError(f"tag range {t_start}-{t_end} s is empty: the end must be after the start")
-    if not label.strip():
-        raise ValueError("a tag needs a label")
     with scope(url) as s:
         _visible_session(s, viewer.group_ids, session_id)
         _visible_person(s, viewer, person_id)
-        tags = tags_module()
-        if tags is not None and hasattr(tags, "add_tag"):
-            uid = tags.add_tag(s, session_id=session_id, person_id=person_id, t_start=t_start, t_end=t_end,
-                               label=label.strip(), note=note, author=viewer.username)  # fmt: skip
-            uid = getattr(uid, "uid", uid)
-        else:
-            uid = str(uuid.uuid4())
-            s.add(Tag(uid=uid, version=1, session_id=session_id, person_id=person_id, t_start=float(t_start),
-                      t_end=float(t_end), label=label.strip(), note=note, author=viewer.username))  # fmt: skip
-    return str(uid)
+        tag = tags.add_tag(s, session_id=session_id, person_id=person_id, t_start=t_start, t_end=t_end,
+                           label=label, note=note, author=viewer.username)  # fmt: skip
+        return tag.uid
 
 
 def delete_tag(url: str, viewer: Viewer, session_id: int, uid: str) -> None:
-    """Delete a tag by adding a deleted version (history is kept)."""
+    """Delete a tag of a visible session (a new, deleted version; history and audit kept by storage.tags)."""
     _require(viewer, "tag")
     with scope(url) as s:
         _visible_session(s, viewer.group_ids, session_id)
-        tags = tags_module()
-        if tags is not None and hasattr(tags, "delete_tag"):
-            tags.delete_tag(s, uid, author=viewer.username)
-            return
-        cur = s.scalar(select(Tag).where(Tag.uid == uid, Tag.session_id == session_id).order_by(Tag.version.desc()))
-        if cur is None:
-            raise LookupError(f"tag {uid} does not exist in session {session_id}")
-        s.add(Tag(uid=uid, version=cur.version + 1, session_id=cur.session_id, person_id=cur.person_id,
-                  t_start=cur.t_start, t_end=cur.t_end, label=cur.label, note=cur.note, is_baseline=cur.is_baseline,
-                  deleted=True, author=viewer.username))  # fmt: skip
+        if not any(t.uid == uid for t in tags.latest_tags(s, session_id=session_id)):
+            raise LookupError(f"tag {uid} is not a current tag of session {session_id}")
+        tags.delete_tag(s, uid, viewer.username)
 
 
 def tag_vocabulary(url: str) -> list[str]:
-    """Labels a clinician can pick: the 7 expressions plus the clinic's own (``tag_labels``)."""
-    from storage.models import TagLabel
-
+    """Labels a clinician can pick: the 7 expressions plus the clinic's own."""
     with scope(url) as s:
-        own = list(s.scalars(select(TagLabel.name).order_by(TagLabel.name)))
-    return list(dict.fromkeys([*repo.EXPRESSION_COLUMNS, *own]))
+        return tags.vocabulary(s)
+
+
+def add_tag_label(url: str, viewer: Viewer, name: str) -> str:
+    """Add a clinic label to the tag vocabulary (audited by storage.tags)."""
+    _require(viewer, "tag")
+    with scope(url) as s:
+        return tags.add_label(s, name, viewer.username).name
 
 
 # --- admin ----------------------------------------------------------------------------------

@@ -24,23 +24,19 @@ st.caption("'Unknown N' persons were found by an analysis and not yet named; enr
            "again in later sessions of the same group. No face images are stored unless the "
            "store_thumbnails setting is on.")  # fmt: skip
 
-people = data.people_module()
-if people is None:
-    st.info("Renaming, enrolling and deleting persons need the people module (storage.people), "
-            "which this installation does not have yet: this page is read-only.")  # fmt: skip
-    st.stop()
-
 names = dict(zip(persons["id"].astype(int), persons["label"] + " (" + persons["group"].fillna("-") + ")"))
 
 if names:
     st.subheader("Rename")
+    st.caption("Naming an 'Unknown N' person enrols them: they keep the name when the session is re-analysed "
+               "and are recognised in later sessions of the group.")  # fmt: skip
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     pid = c1.selectbox("Person", list(names), format_func=names.get, key="rename_person")
     new = c2.text_input("New name", key="rename_label")
     if c3.button("Rename", key="rename_button"):
         try:
             data.rename_person(url, viewer, pid, new)
-        except (ValueError, LookupError, PermissionError, RuntimeError) as e:
+        except (ValueError, LookupError, PermissionError) as e:
             st.error(str(e))
         else:
             st.session_state["people_flash"] = f"Renamed to {new.strip()}."
@@ -62,10 +58,27 @@ else:
     if c3.button("Enrol", key="enrol_button", disabled=tid is None):
         try:
             data.enroll_track(url, viewer, sid, tid, name)
-        except (ValueError, LookupError, PermissionError, RuntimeError) as e:
+        except (ValueError, LookupError, PermissionError) as e:
             st.error(str(e))
         else:
             st.session_state["people_flash"] = f"Enrolled {name.strip()}."
+            st.rerun()
+
+if len(names) > 1:
+    st.subheader("Merge two persons")
+    st.caption("When one person was found as two: the second one's tracks, timelines and tags move to the first.")
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    keep = c1.selectbox("Keep", list(names), format_func=names.get, key="merge_keep")
+    group_of = dict(zip(persons["id"].astype(int), persons["group_id"]))
+    same = [i for i in names if i != keep and group_of[i] == group_of[keep]]  # only one group's persons merge
+    other = c2.selectbox("Merge this one into it", same, format_func=names.get, key="merge_other")
+    if c3.button("Merge", key="merge_button", disabled=other is None):
+        try:
+            data.merge_persons(url, viewer, keep, other)
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(str(e))
+        else:
+            st.session_state["people_flash"] = f"Merged into {names[keep]}."
             st.rerun()
 
 if names and viewer.can("delete_person"):
@@ -77,7 +90,7 @@ if names and viewer.can("delete_person"):
     if c3.button("Delete", type="primary", disabled=not sure, key="delete_button"):
         try:
             data.delete_person(url, viewer, pid)
-        except (LookupError, PermissionError, RuntimeError) as e:
+        except (LookupError, PermissionError) as e:
             st.error(str(e))
         else:
             st.session_state["people_flash"] = "Person deleted."

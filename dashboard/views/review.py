@@ -49,11 +49,11 @@ if viewer.can("tag"):
         t0, t1 = st.slider("Time range (s)", 0.0, end, (0.0, min(end, 5.0)), step=float(info.bin_seconds))
         vocab = data.tag_vocabulary(url)
         label = st.selectbox("Label", vocab + ["other…"], key="tag_label")
-        other = st.text_input("Other label (when 'other…' is chosen)", key="tag_other")
+        other = st.text_input("New clinic label (when 'other…' is chosen)", key="tag_other")
         note = st.text_area("Note", key="tag_note")
         if st.form_submit_button("Add tag"):
-            chosen = other.strip() if label == "other…" else label
             try:
+                chosen = data.add_tag_label(url, viewer, other) if label == "other…" else label
                 data.add_tag(url, viewer, sid, pid, t0, t1, chosen, note)
             except (ValueError, LookupError, PermissionError) as e:
                 st.error(str(e))

@@ -57,9 +57,9 @@ else:
     ids = table["id"].tolist()
     labels = dict(zip(table["id"], table["title"]))
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    chosen = c1.selectbox("Open a session", ids, format_func=lambda i: f"{labels[i]} (#{i})", key="open_session")
-    if c2.button("Open", key="open_button"):
-        st.switch_page("pages/session.py", query_params={"session": str(chosen)})
+    chosen = c1.selectbox("Session to open", ids, format_func=lambda i: f"{labels[i]} (#{i})", key="open_session")
+    if c2.button("Open session", key="open_button"):
+        st.switch_page("views/session.py", query_params={"session": str(chosen)})
 
 if viewer.can("upload"):
     st.subheader("Analyse a new video")

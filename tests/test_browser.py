@@ -1,0 +1,131 @@
+"""The real dashboard in headless Chromium: `streamlit run` on localhost, log in, charts render, export.
+
+Uses Debian's chromium (never `playwright install`); CI installs it with apt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storage import access, repo
+from storage.db import session_scope
+from tests.dashboard_factories import seed
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+SCREENSHOT = Path("/tmp/affectline_dashboard_session.png")
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
+
+
+@pytest.fixture()
+def server(db_url, settings):
+    ids = seed(db_url)
+    with session_scope(db_url) as s:
+        access.set_password(s, ids.users["teacher"], "chalk and talk")
+    port = _free_port()
+    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("AFFECTLINE_DASHBOARD_USER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}", ids
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, ids = server
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2300}, accept_downloads=True)
+            page.set_default_timeout(30_000)
+            # A deep link as the server's very first request still goes through the login.
+            page.goto(f"{base}/admin")
+            expect(page.get_by_role("button", name="Log in")).to_be_visible()
+            assert page.locator("[data-testid='stSidebarNav']").count() == 0
+            page.goto(base)
+            page.get_by_role("textbox", name="Username").fill("teacher")
+            page.get_by_role("textbox", name="Password").fill("chalk and talk")
+            page.get_by_role("button", name="Log in").click()
+
+            # Sessions: only the teacher's class, state in words.
+            expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
+            expect(page.get_by_text("teacher · teacher")).to_be_visible()
+            grid = page.locator("[data-testid='stDataFrame']").first
+            expect(grid).to_be_visible()
+            page.get_by_role("button", name="Open session").click()
+
+            # Session view: the engagement chart and one chart per person, drawn by plotly in the browser.
+            expect(page.get_by_role("heading", name="maths lesson")).to_be_visible()
+            plots = page.locator(".js-plotly-plot")
+            expect(plots).to_have_count(4)
+            expect(plots.first.locator(".main-svg").first).to_be_visible()
+            expect(page.get_by_text("cues@0123456789ab: interpretable cue model, not a trained classifier")).to_be_visible()
+            for title in ("Class engagement", "Ada", "Ben", "Unknown 3"):
+                expect(page.locator(".gtitle", has_text=title)).to_have_count(1)
+            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1 + 3 * 13
+            assert "therapy lesson" not in page.content() and "history lesson" not in page.content()
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # Export: prepare (audited), then download the file the browser receives.
+            page.get_by_role("button", name="Prepare export").click()
+            button = page.get_by_role("button", name="Download affectline_session")
+            expect(button).to_be_visible()
+            with page.expect_download() as dl:
+                button.click()
+            saved = tmp_path / dl.value.suggested_filename
+            dl.value.save_as(saved)
+        finally:
+            browser.close()
+    df = pd.read_csv(saved)
+    assert tuple(df.columns) == repo.EXPORT_COLUMNS and len(df) == 120
+    with session_scope(db_url) as s:
+        exports = [(e.actor, e.target, e.detail["rows"]) for e in repo.audit_log(s) if e.action == "export"]
+    assert exports == [("teacher", f"session:{ids.sessions['maths']}", 120)]
+    assert SCREENSHOT.stat().st_size > 20_000

@@ -1,0 +1,132 @@
+"""dashboard.charts: pure figure builders, gaps where no face was visible, model captions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import charts
+from storage.repo import ACADEMIC_COLUMNS, EXPRESSION_COLUMNS, class_engagement
+from tests.dashboard_factories import make_bins
+
+
+@pytest.mark.parametrize(
+    "provenance, expected",
+    [
+        ("cues@0123456789ab", "cues@0123456789ab: interpretable cue model, not a trained classifier"),
+        ("clip-caer@aaaabbbbcccc", "clip-caer@aaaabbbbcccc: CLIP-CAER academic-emotion network"),
+        ("fer2013-mini-xception@0f0f", "fer2013-mini-xception@0f0f: FER2013 mini-Xception expression network"),
+        ("something-new@1234", "something-new@1234"),
+        (None, "unknown model (not recorded)"),
+    ],
+)
+def test_describe_model(provenance, expected):
+    assert charts.describe_model(provenance) == expected
+
+
+def test_model_caption_names_both_models():
+    cap = charts.model_caption("cues@0123456789ab", "fer2013-mini-xception@ba9876543210")
+    assert "cues@0123456789ab: interpretable cue model, not a trained classifier" in cap
+    assert "fer2013-mini-xception@ba9876543210" in cap
+
+
+def _bins(n=12, hidden=(3, 6), drop=()):
+    df = make_bins(n, np.random.default_rng(1), hidden=hidden)
+    return df.drop(index=list(drop)).reset_index(drop=True)
+
+
+def test_on_grid_fills_missing_bins_and_blanks_hidden_faces():
+    b = _bins(12, hidden=(3, 6), drop=(8, 9))  # bins 8, 9: the person was not in frame at all
+    g = charts.on_grid(b, 1.0, ["engagement", "happy"])
+    assert g["t_start"].tolist() == [float(i) for i in range(12)]
+    vis = g["face_visible"].tolist()
+    assert vis == [True] * 3 + [False] * 3 + [True] * 2 + [False] * 2 + [True] * 2
+    assert g.loc[~g["face_visible"], ["engagement", "happy"]].isna().all().all()
+    assert g.loc[g["face_visible"], "engagement"].notna().all()
+    assert charts.hidden_ranges(g, 1.0) == [(3.0, 6.0), (8.0, 10.0)]
+
+
+def test_on_grid_respects_the_bin_size_and_rejects_a_bad_one():
+    b = _bins(6, hidden=None)
+    b["t_start"] = b["t_start"] * 0.5 + 10.0
+    g = charts.on_grid(b.drop(index=[2]), 0.5, ["engagement"])
+    assert np.allclose(g["t_start"], 10.0 + 0.5 * np.arange(6))
+    assert np.isnan(g["engagement"].iloc[2]) and not g["face_visible"].iloc[2]
+    with pytest.raises(ValueError, match="positive"):
+        charts.on_grid(b, 0.0, ["engagement"])
+
+
+def test_hidden_range_running_to_the_end():
+    g = pd.DataFrame({"t_start": [0.0, 1.0, 2.0], "face_visible": [True, False, False]})
+    assert charts.hidden_ranges(g, 1.0) == [(1.0, 3.0)]
+
+
+def test_engagement_figure_line_breaks_where_no_face_is_visible():
+    persons = [make_bins(20, np.random.default_rng(k), hidden=(5, 9)).assign(person_id=k) for k in range(3)]
+    ce = class_engagement(pd.concat(persons, ignore_index=True))
+    fig = charts.engagement_figure(ce, 1.0)
+    bars = [t for t in fig.data if t.type == "bar"]
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert len(bars) == 1 and len(lines) == 1
+    y = np.array(lines[0].y, dtype=float)
+    assert np.isnan(y[5:9]).all() and not np.isnan(y[:5]).any() and not np.isnan(y[9:]).any()
+    assert lines[0].connectgaps is False
+    assert list(bars[0].y[:5]) == [3] * 5 and list(bars[0].y[5:9]) == [0] * 4
+    assert np.allclose(y[:5], ce["engagement"].iloc[:5])
+    assert fig.layout.yaxis.range == (0, 1)
+    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == 5.0 and fig.layout.shapes[0].x1 == 9.0
+
+
+def test_person_figure_has_every_class_and_gaps_in_all_of_them():
+    b = _bins(15, hidden=(4, 7))
+    fig = charts.person_figure(b, "Ada", 1.0)
+    # Stacks are per visible run (0-3 s and 7-14 s), so no area is interpolated across the gap.
+    stacks = [t for t in fig.data if t.stackgroup]
+    assert [t.name for t in stacks] == list(ACADEMIC_COLUMNS) * 2
+    assert {t.stackgroup for t in stacks} == {"academic0", "academic1"}
+    assert [t.name for t in fig.data if t.showlegend is not False and t.stackgroup] == list(ACADEMIC_COLUMNS)
+    xs = np.concatenate([np.array(t.x, dtype=float) for t in stacks])
+    assert not ((xs > 4) & (xs < 7)).any()
+    assert sorted(set(xs)) == [i + 0.5 for i in (*range(4), *range(7, 15))]
+    run0 = np.array([t.y for t in stacks[:5]], dtype=float)
+    assert np.allclose(run0.sum(axis=0), 1.0)  # academic probabilities stack to 1
+    lines = [t for t in fig.data if not t.stackgroup]
+    assert [t.name for t in lines] == ["engagement", *EXPRESSION_COLUMNS]
+    for t in lines:
+        y = np.array(t.y, dtype=float)
+        assert np.isnan(y[4:7]).all(), t.name
+        assert not np.isnan(y[:4]).any() and not np.isnan(y[7:]).any(), t.name
+        assert t.connectgaps is False
+    assert fig.layout.title.text == "Ada"
+    assert len(fig.layout.shapes) == 2  # one grey band per panel
+
+
+def test_visible_runs():
+    g = pd.DataFrame({"face_visible": [False, True, True, False, True, False, False, True]})
+    assert charts.visible_runs(g) == [(1, 3), (4, 5), (7, 8)]
+    assert charts.visible_runs(g.iloc[:0]) == []
+
+
+def test_personal_figure_greys_uncertain_and_draws_tags():
+    b = make_bins(20, np.random.default_rng(3), hidden=(2, 4), personal=True)
+    b.loc[10:12, "personal_label"] = "uncertain"
+    b.loc[10:12, "personal_confidence"] = 0.2
+    tags = pd.DataFrame({"t_start": [5.0], "t_end": [8.0], "label": ["meltdown"], "note": [""]})
+    fig = charts.personal_figure(b, tags, "Child X", 1.0)
+    markers = {t.name: t for t in fig.data if t.mode == "markers"}
+    assert "uncertain" in markers and markers["uncertain"].marker.color == "#bdbdbd"
+    assert list(markers)[-1] == "uncertain"  # listed last, after the real labels
+    xs = np.concatenate([np.array(t.x, dtype=float) for t in markers.values()])
+    assert not np.isin([2.5, 3.5], xs).any()  # no label where the face is hidden
+    assert {10.5, 11.5, 12.5} <= set(np.array(markers["uncertain"].x, dtype=float))
+    texts = [a.text for a in fig.layout.annotations]
+    assert "meltdown" in texts
+    tag_shapes = [s for s in fig.layout.shapes if s.x0 == 5.0 and s.x1 == 8.0]
+    assert len(tag_shapes) == 1
+
+
+def test_personal_figure_without_personal_model():
+    b = make_bins(10, np.random.default_rng(4)).assign(personal_label=None, personal_confidence=np.nan)
+    fig = charts.personal_figure(b, None, "Child", 1.0)
+    assert [t.name for t in fig.data] == list(EXPRESSION_COLUMNS)

@@ -1,0 +1,328 @@
+"""The Streamlit dashboard through AppTest, on a seeded temporary database (no video pipeline)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import auth, data
+from storage import repo
+from storage.db import get_engine, migrate, session_scope
+from storage.models import Job, JobStatus, Recording
+from tests.dashboard_factories import Seeded, seed
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def seeded_template(tmp_path_factory) -> tuple[Path, Seeded]:
+    """One migrated, seeded database per module; each test gets its own copy (migrating is the slow part)."""
+    path = tmp_path_factory.mktemp("seed") / "affectline.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    ids = seed(url)
+    get_engine(url).dispose()
+    return path, ids
+
+
+@pytest.fixture()
+def seeded(seeded_template, settings) -> Seeded:
+    """The seeded database copied to this test's settings.resolved_database_url."""
+    src, ids = seeded_template
+    dest = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
+        a.backup(b)  # consistent copy, WAL included
+    data.invalidate()  # cached results of an earlier test's database must not leak in
+    return ids
+
+
+@pytest.fixture()
+def db_url(settings, seeded) -> str:
+    return settings.resolved_database_url
+
+
+def run_as(user_id: int | None, page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    if user_id is not None:
+        at.session_state[auth.USER_KEY] = user_id
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "title")
+             for e in getattr(at, kind)]  # fmt: skip
+    return "\n".join(str(p) for p in parts)
+
+
+def sessions_table(at: AppTest) -> pd.DataFrame:
+    return next(df.value for df in at.dataframe if "title" in df.value.columns)
+
+
+def test_login_form_then_sessions_for_admin(seeded, db_url):
+    with session_scope(db_url) as s:
+        from storage import access
+
+        access.set_password(s, seeded.users["admin"], "correct horse")
+    at = run_as(None)
+    assert at.text_input.len == 2 and not at.get("plotly_chart")
+    at.text_input[0].input("admin")
+    at.text_input[1].input("wrong")
+    at.button[0].click().run()
+    assert "Unknown username or wrong password." in texts(at)
+    at.text_input[0].input("admin")
+    at.text_input[1].input("correct horse")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state[auth.USER_KEY] == seeded.users["admin"]
+    assert set(sessions_table(at)["title"]) == {"maths lesson", "history lesson", "therapy lesson"}
+
+
+def test_sessions_page_lists_seeded_sessions_for_admin(seeded):
+    at = run_as(seeded.users["admin"])
+    table = sessions_table(at)
+    assert list(table["title"]) == ["therapy lesson", "history lesson", "maths lesson"]  # newest first
+    assert list(table["persons"]) == [1, 2, 3]
+    assert set(table["state"]) == {"Analysis finished."}
+
+
+def test_teacher_sees_only_their_class(seeded, db_url):
+    at = run_as(seeded.users["teacher"])
+    assert list(sessions_table(at)["title"]) == ["maths lesson"]
+    assert at.selectbox(key="open_session").options == [f"maths lesson (#{seeded.sessions['maths']})"]
+    # A link to the therapy session (or another class) shows nothing of it.
+    for other in ("therapy", "history"):
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.session_state[auth.USER_KEY] = seeded.users["teacher"]
+        at.query_params["session"] = str(seeded.sessions[other])
+        at.run()
+        at.switch_page("views/session.py").run()
+        assert not at.exception
+        shown = texts(at)
+        assert f"Session {seeded.sessions[other]} does not exist or is not visible to you." in shown
+        assert f"{other} lesson" not in shown
+        assert at.title[0].value == "maths lesson"
+    # Nor does the data layer hand it out, whatever the page asks for.
+    viewer = data.viewer_for(db_url, seeded.users["teacher"])
+    with pytest.raises(LookupError, match="not visible"):
+        data.session_bins(db_url, viewer.group_ids, seeded.sessions["therapy"])
+    with pytest.raises(LookupError, match="not visible"):
+        data.export_session(db_url, viewer, seeded.sessions["history"], "csv")
+
+
+def test_clinician_sees_only_therapy_and_teacher_has_no_review_page(seeded):
+    at = run_as(seeded.users["clinician"])
+    assert list(sessions_table(at)["title"]) == ["therapy lesson"]
+    at.switch_page("views/review.py").run()
+    assert not at.exception
+    assert at.selectbox(key="review_session").options == [f"therapy lesson (#{seeded.sessions['therapy']})"]
+    (spec,) = plotly_specs(at)
+    names = {t.get("name") for t in spec["data"]}
+    assert "uncertain" in names and "happy" in names
+    at = run_as(seeded.users["teacher"])
+    with pytest.raises(ValueError):  # not registered with st.navigation for a teacher
+        at.switch_page("views/review.py").run()
+    with pytest.raises(ValueError):
+        at.switch_page("views/admin.py").run()
+
+
+def test_session_page_renders_engagement_and_one_chart_per_person(seeded):
+    sid = seeded.sessions["maths"]
+    at = run_as(seeded.users["teacher"], "views/session.py")
+    assert at.title[0].value == "maths lesson"
+    specs = plotly_specs(at)
+    assert len(specs) == 1 + 3
+    assert specs[0]["layout"]["title"]["text"] == "Class engagement"
+    assert sorted(s["layout"]["title"]["text"] for s in specs[1:]) == ["Ada", "Ben", "Unknown 3"]
+    # Gaps stay gaps: the engagement line has nulls in the hidden-face bins of person Ada (10-14 s).
+    ada = next(s for s in specs[1:] if s["layout"]["title"]["text"] == "Ada")
+    eng = next(t for t in ada["data"] if t["name"] == "engagement")
+    y = eng["y"] if isinstance(eng["y"], list) else None
+    if y is not None:  # plotly may encode arrays as typed buffers; the list form is checkable directly
+        assert all(v is None for v in y[10:15]) and all(v is not None for v in y[:10])
+    assert "cues@0123456789ab: interpretable cue model, not a trained classifier" in texts(at)
+    assert sid == at.session_state["session_id"]
+
+
+def test_export_button_writes_the_documented_columns_and_an_audit_row(seeded, db_url):
+    sid = seeded.sessions["maths"]
+    at = run_as(seeded.users["teacher"], "views/session.py")
+    assert data.count_audit(db_url, "export") == 0  # rendering the page exports nothing
+    assert not at.get("download_button")
+    at.button(key="export_button").click().run()
+    assert not at.exception
+    export = at.session_state[f"export_{sid}_csv"]
+    df = pd.read_csv(io.BytesIO(export.data))
+    assert tuple(df.columns) == repo.EXPORT_COLUMNS
+    assert len(df) == export.n_rows == 3 * 40
+    assert set(df["person_label"]) == {"Ada", "Ben", "Unknown 3"}
+    assert (df.loc[~df["face_visible"], "engagement"].isna()).all()
+    assert at.get("download_button")
+    with session_scope(db_url) as s:
+        (entry,) = [e for e in repo.audit_log(s) if e.action == "export"]
+        assert (entry.actor, entry.target, entry.detail) == ("teacher", f"session:{sid}", {"format": "csv", "rows": 120})
+    at.radio(key="export_format").set_value("parquet").run()
+    at.button(key="export_button").click().run()
+    pq = pd.read_parquet(io.BytesIO(at.session_state[f"export_{sid}_parquet"].data))
+    assert tuple(pq.columns) == repo.EXPORT_COLUMNS and len(pq) == 120
+    assert data.count_audit(db_url, "export", f"session:{sid}") == 2
+
+
+def test_upload_saves_the_video_commits_a_job_then_enqueues_it(seeded, db_url, settings, monkeypatch):
+    sent = []
+
+    def record(settings_, job_id):
+        # Enqueued only after the commit: another connection already sees the queued job.
+        with session_scope(db_url) as s:
+            sent.append((job_id, s.get(Job, job_id).status))
+
+    monkeypatch.setattr(data, "send_analysis", record)
+    at = run_as(seeded.users["teacher"])
+    assert at.radio(key="upload_kind").value == "classroom"
+    assert at.selectbox(key="upload_group").options == ["class-a"]  # only the teacher's class
+    at.file_uploader(key="upload_video").set_value(("../../lesson 3.mp4", b"\x00\x00\x00\x18ftypmp42" * 64, "video/mp4"))
+    at.run()
+    at.button(key="upload_button").click().run()
+    assert not at.exception, at.exception
+    assert "analysis job" in texts(at)
+    with session_scope(db_url) as s:
+        rec = s.query(Recording).order_by(Recording.id.desc()).first()
+        job = repo.latest_job(s, rec.id)
+        assert rec.group_id == seeded.groups["class-a"] and rec.kind.value == "classroom"
+        assert job.status is JobStatus.queued and job.params == {"analysis_fps": settings.analysis_fps}
+        path, job_id, rec_id = Path(rec.video_path), job.id, rec.id
+    assert sent == [(job_id, JobStatus.queued)]
+    assert path.parent == (settings.data_dir / "uploads").resolve() and path.name.endswith("lesson_3.mp4")
+    assert path.read_bytes().startswith(b"\x00\x00\x00\x18ftyp")
+    assert data.count_audit(db_url, "upload", f"session:{rec_id}") == 1
+    table = sessions_table(at)
+    row = table[table["id"] == rec_id].iloc[0]
+    assert row["status"] == "queued" and row["state"].startswith("Waiting for the analysis worker")
+
+
+@pytest.mark.xfail(strict=True, raises=Exception,
+                   reason="affectline/queue.py sets broker_transport_options polling_interval, which kombu's "
+                          "SQLAlchemy transport passes on to create_engine (TypeError); remove this mark once fixed")
+def test_send_analysis_puts_the_task_on_the_default_sqlite_broker(settings):
+    data.send_analysis(settings, 42)
+    con = sqlite3.connect(settings.data_dir / "broker.db")
+    payloads = [r[0] for r in con.execute("select payload from kombu_message")]
+    con.close()
+    (payload,) = payloads
+    msg = json.loads(payload)
+    assert msg["headers"]["task"] == "affectline.analyze_session"
+    assert msg["headers"]["argsrepr"] == "[42]"
+
+
+def test_a_broker_failure_marks_the_job_failed_in_plain_words(seeded, db_url, monkeypatch):
+    def refuse(settings, job_id):
+        raise ConnectionError("broker at redis://nowhere refused the connection")
+
+    monkeypatch.setattr(data, "send_analysis", refuse)
+    at = run_as(seeded.users["teacher"])
+    at.file_uploader(key="upload_video").set_value(("x.mp4", b"0" * 100, "video/mp4"))
+    at.run()
+    at.button(key="upload_button").click().run()
+    assert "the analysis could not be queued: broker at redis://nowhere refused the connection" in texts(at)
+    with session_scope(db_url) as s:
+        job = s.query(Job).order_by(Job.id.desc()).first()
+        assert job.status is JobStatus.failed and "refused" in job.error
+
+
+def test_live_progress_and_failure_are_shown_in_words(seeded, db_url):
+    with session_scope(db_url) as s:
+        job = repo.create_job(s, "affectline.analyze_session", session_id=seeded.sessions["maths"])
+        repo.update_job(s, job.id, status=JobStatus.running, progress=0.4, message="tracking faces")
+        bad = repo.create_job(s, "affectline.analyze_session", session_id=seeded.sessions["therapy"])
+        repo.update_job(s, bad.id, status=JobStatus.failed, error="Traceback ...\nvideo.mp4: truncated file (moov atom missing)")
+    at = run_as(seeded.users["admin"])
+    (bar,) = at.get("progress")
+    assert bar.proto.value == 40
+    assert "maths lesson" in bar.proto.text and "Analysing: tracking faces (40% done)." in bar.proto.text
+    assert "therapy lesson: Analysis failed: video.mp4: truncated file (moov atom missing)" in texts(at)
+    assert "Traceback" not in texts(at)
+    # The teacher sees the progress of their class only.
+    at = run_as(seeded.users["clinician"])
+    assert not at.get("progress")
+
+
+def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
+    at = run_as(seeded.users["clinician"], "views/review.py")
+    at.slider[0].set_value((3.0, 7.0))
+    at.selectbox(key="tag_label").set_value("fear")
+    at.text_area(key="tag_note").input("covered ears when the bell rang")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    viewer = data.viewer_for(db_url, seeded.users["clinician"])
+    tags = data.list_tags(db_url, viewer, seeded.sessions["therapy"])
+    assert tags[["t_start", "t_end", "label", "note", "author"]].values.tolist() == [
+        [3.0, 7.0, "fear", "covered ears when the bell rang", "clinician"]
+    ]
+    spec = plotly_specs(at)[0]
+    assert any(a.get("text") == "fear" for a in spec["layout"]["annotations"])
+    at.button(key="delete_tag").click().run()
+    assert data.list_tags(db_url, viewer, seeded.sessions["therapy"]).empty
+
+
+def test_admin_creates_a_user_and_grants_a_group_and_sees_the_audit_log(seeded, db_url):
+    at = run_as(seeded.users["admin"], "views/admin.py")
+    form_inputs = [t for t in at.text_input if t.form_id == "new_user"]
+    form_inputs[0].input("mr_smith")
+    form_inputs[1].input("pw")
+    next(s for s in at.selectbox if s.form_id == "new_user").set_value("teacher")
+    next(b for b in at.button if b.proto.form_id == "new_user").click().run()
+    assert not at.exception
+    assert "User mr_smith created." in texts(at)
+    users = data.users_frame(db_url, data.viewer_for(db_url, seeded.users["admin"]))
+    uid = int(users.loc[users["username"] == "mr_smith", "id"].iloc[0])
+    at.selectbox(key="grant_user").set_value(uid)
+    at.selectbox(key="grant_group").set_value(seeded.groups["class-b"])
+    at.button(key="grant").click().run()
+    assert data.viewer_for(db_url, uid).group_ids == (seeded.groups["class-b"],)
+    audit = next(df.value for df in at.dataframe if "action" in df.value.columns)
+    assert {"create_user", "grant"} <= set(audit["action"])
+
+
+def test_people_page_lists_only_visible_persons(seeded):
+    at = run_as(seeded.users["teacher"], "views/people.py")
+    table = next(df.value for df in at.dataframe)
+    assert sorted(table["label"]) == ["Ada", "Ben", "Unknown 3"]
+    assert set(table["group"]) == {"class-a"}
+
+
+def test_dashboard_never_imports_torch_recognition_or_ingest():
+    code = (
+        "import sys\n"
+        "import dashboard.app, dashboard.data, dashboard.charts, dashboard.auth, storage.access\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'recognition', 'ingest'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+    # The page scripts run inside Streamlit, not on import: check what they import by reading them.
+    import ast
+
+    for path in (ROOT / "dashboard").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            for n in names:
+                assert n.split(".")[0] not in ("torch", "recognition", "ingest"), f"{path} imports {n}"
