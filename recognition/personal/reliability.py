@@ -31,25 +31,32 @@ class QualityRamps:
 
     face_px: face height in pixels; FER2013 works on 48 px crops, so below ~20 px the
         network sees mostly upsampling blur.
-    sharpness: variance of the Laplacian of the grey face crop, on a log scale; motion
-        or focus blur drops it by an order of magnitude.
+    sharpness: variance of the Laplacian of the grey face crop resized to 64 x 64 (as
+        the pipeline computes it), on a log scale. Measured on real faces: sharp photos
+        500-800, 60-80 px video faces 25-90; a Gaussian blur of sigma 9 (on a 310 px
+        face) drops it to 15-19, sigma 15 to 3-6.
     yaw: beyond ~60 degrees one eye and half the mouth are hidden and both FER and the
         blendshapes guess.
+    pitch: a face looking down at the table hides the brows' and mouth's shape.
+    roll: the FER2013 crop is not de-rotated; on the head-turns clip a face tilted
+        40-50 degrees splits FER between sad and neutral where upright it read neutral.
     landmarks: a bin without landmarks has FER only, worth ``1 - landmarks_penalty``.
     """
 
     face_px: tuple[float, float] = (20.0, 48.0)
-    sharpness: tuple[float, float] = (10.0, 60.0)
+    sharpness: tuple[float, float] = (8.0, 30.0)
     yaw: tuple[float, float] = (25.0, 60.0)
+    pitch: tuple[float, float] = (25.0, 50.0)
+    roll: tuple[float, float] = (20.0, 45.0)
     landmarks_penalty: float = 0.3
 
 
 def quality(X: np.ndarray, ramps: QualityRamps = QualityRamps()) -> np.ndarray:
     """(n,) quality in [0, 1] from feature rows in ``FEATURE_NAMES`` order.
 
-    A quality feature that is missing (NaN) in a bin with a face is not held against it,
-    except head pose, which is missing exactly when landmarks were not found (already
-    penalised). A bin with no face has quality 0.
+    The factors multiply. A quality feature that is missing (NaN) in a bin with a face
+    is not held against it; head pose is missing exactly when landmarks were not found,
+    which is penalised already. A bin with no face has quality 0.
     """
     X = np.asarray(X, np.float64)
     vis = np.clip(np.nan_to_num(X[:, COL["face_visible"]]), 0.0, 1.0)
@@ -60,9 +67,11 @@ def quality(X: np.ndarray, ramps: QualityRamps = QualityRamps()) -> np.ndarray:
     sh = X[:, COL["sharpness"]]
     lo, hi = np.log10(ramps.sharpness[0]), np.log10(ramps.sharpness[1])
     f_sh = np.where(np.isfinite(sh), ramp(np.log10(np.maximum(np.nan_to_num(sh), 1e-3)), lo, hi), 1.0)
-    yaw = np.abs(X[:, COL["yaw"]])
-    f_yaw = np.where(np.isfinite(yaw), 1.0 - ramp(np.nan_to_num(yaw), *ramps.yaw), 1.0)
-    return vis * f_lm * f_px * f_sh * f_yaw
+    f_pose = np.ones(len(X))
+    for name in ("yaw", "pitch", "roll"):
+        a = np.abs(X[:, COL[name]])
+        f_pose *= np.where(np.isfinite(a), 1.0 - ramp(np.nan_to_num(a), *getattr(ramps, name)), 1.0)
+    return vis * f_lm * f_px * f_sh * f_pose
 
 
 def temper(P: np.ndarray, q: np.ndarray) -> np.ndarray:
