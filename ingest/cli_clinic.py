@@ -53,7 +53,9 @@ class _Time(click.ParamType):
 
 
 TIME = _Time()
-author_option = click.option("--author", default=_default_author, show_default="$USER", help="Who is making this change.")
+author_option = click.option(
+    "--author", default=_default_author, show_default="$USER", help="Who is making this change."
+)
 
 
 def _fail(e: Exception) -> click.ClickException:
@@ -84,7 +86,9 @@ def tags() -> None:
 @click.option("--note", default="", help="Free text.")
 @click.option("--baseline", is_flag=True, help="Mark this range as the child's neutral baseline.")
 @author_option
-def tags_add(session_id: int, person: str, start: float, end: float, label: str, note: str, baseline: bool, author: str) -> None:
+def tags_add(
+    session_id: int, person: str, start: float, end: float, label: str, note: str, baseline: bool, author: str
+) -> None:
     """Tag PERSON (id or label) in SESSION_ID from START to END (seconds or mm:ss) with LABEL."""
     from storage.db import session_scope
     from storage.tags import add_tag, resolve_person

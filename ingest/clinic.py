@@ -8,8 +8,8 @@ Everything here reads ``feature_series`` and ``tags`` from the database and writ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from sqlalchemy import select, update
@@ -17,7 +17,15 @@ from sqlalchemy.orm import Session
 
 from affectline.features import FEATURE_NAMES
 from affectline.settings import Settings, get_settings
-from recognition.personal import DEFAULT_WINDOW, Baseline, PersonalModel, TrainingSet, fit_baseline, personalize, score_series
+from recognition.personal import (
+    DEFAULT_WINDOW,
+    Baseline,
+    PersonalModel,
+    TrainingSet,
+    fit_baseline,
+    personalize,
+    score_series,
+)
 from recognition.personal.calibration import observed
 from recognition.personal.personalize import FitReport
 from recognition.personal.population import smooth
@@ -115,11 +123,11 @@ def training_set(series: list[Series], tags: list[Tag], window: int) -> tuple[Tr
             m = (t >= tag.t_start) & (t < tag.t_end)
             if tag.is_baseline:
                 bmask |= m
-            ambiguous |= m & (lab != None) & (lab != tag.label)  # noqa: E711 (elementwise)
-            lab[m & (lab == None)] = tag.label  # noqa: E711
+            ambiguous |= m & (lab != None) & (lab != tag.label)
+            lab[m & (lab == None)] = tag.label
             grp[m] = runs[tag.uid]
         base_mask.append(bmask)
-        use = (lab != None) & ~ambiguous & observed(sr.X)  # noqa: E711
+        use = (lab != None) & ~ambiguous & observed(sr.X)
         if use.any():
             Xs.append(smooth(sr.X, window)[use])
             q.append(quality(sr.X)[use])
@@ -227,13 +235,19 @@ def personalize_person(
     model, report = personalize(ts, baseline, threshold=st.uncertain_threshold, window=DEFAULT_WINDOW, seed=seed)
     if activate is None:
         do_activate = report.improves
-        reason = "cross-validated macro-F1 not worse than the population model" if do_activate else (
-            "not activated: the personal model's cross-validated macro-F1 is below the population model's"
+        reason = (
+            "cross-validated macro-F1 not worse than the population model"
+            if do_activate
+            else ("not activated: the personal model's cross-validated macro-F1 is below the population model's")
         )
     else:
         do_activate, reason = activate, "activated on request" if activate else "not activated on request"
-    metrics = _json_safe(report.to_dict()) | {"n_tags": len(tags), "baseline_source": baseline.source, "job_id": job_id,
-                                  "activation": reason}
+    metrics = _json_safe(report.to_dict()) | {
+        "n_tags": len(tags),
+        "baseline_source": baseline.source,
+        "job_id": job_id,
+        "activation": reason,
+    }
     with session_scope(url) as s:
         b = pm.save_model(s, pid, "baseline", baseline.to_bytes(), {"n_bins": baseline.n_bins, "source": baseline.source},
                           activate=do_activate, actor=actor)  # fmt: skip
@@ -267,7 +281,7 @@ class _Scorer:
     baseline: Baseline | None
 
     @classmethod
-    def for_person(cls, s: Session, person_id: int) -> "_Scorer":
+    def for_person(cls, s: Session, person_id: int) -> _Scorer:
         m = pm.active_model(s, person_id, "personal")
         if m is not None:
             return cls(PersonalModel.from_bytes(m.params), None)
@@ -282,7 +296,7 @@ def _rescore(s: Session, person_id: int, series: list[Series], threshold: float)
         out = score_series(sr.X, threshold, scorer.model, scorer.baseline)
         q = select(TimeBin.id, TimeBin.t_start).where(TimeBin.track_id == sr.track_id, TimeBin.person_id == person_id)
         for bin_id, t_start in s.execute(q):
-            i = int(round((t_start - sr.grid_start) / sr.grid_step))
+            i = round((t_start - sr.grid_start) / sr.grid_step)
             if 0 <= i < len(sr.X):
                 c = out.confidence[i]
                 rows.append({"id": bin_id, "personal_label": out.labels[i],

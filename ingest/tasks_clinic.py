@@ -58,7 +58,13 @@ def run_personalize_job(job_id: int) -> None:
         raise  # database busy: let Celery retry
     except Exception as e:
         with session_scope(url) as s:
-            update_job(s, job_id, status=JobStatus.failed, error=f"{type(e).__name__}: {e}", message=traceback.format_exc(limit=3))
+            update_job(
+                s,
+                job_id,
+                status=JobStatus.failed,
+                error=f"{type(e).__name__}: {e}",
+                message=traceback.format_exc(limit=3),
+            )
         return
     r = out.report
     msg = (f"model v{out.version} {'active' if out.activated else 'stored, not active'}: macro-F1 personal "

@@ -23,12 +23,23 @@ def _check(s: Session, person_id: int, kind: str) -> None:
 
 
 def save_model(
-    s: Session, person_id: int, kind: str, params: bytes, metrics: dict, *, activate: bool = False, actor: str = "system"
+    s: Session,
+    person_id: int,
+    kind: str,
+    params: bytes,
+    metrics: dict,
+    *,
+    activate: bool = False,
+    actor: str = "system",
 ) -> PersonModel:
     """Store the next version of a person's model; optionally make it the active one."""
     _check(s, person_id, kind)
-    last = s.scalar(select(func.max(PersonModel.version)).where(PersonModel.person_id == person_id, PersonModel.kind == kind))
-    row = PersonModel(person_id=person_id, kind=kind, version=(last or 0) + 1, params=params, metrics=metrics, active=False)
+    last = s.scalar(
+        select(func.max(PersonModel.version)).where(PersonModel.person_id == person_id, PersonModel.kind == kind)
+    )
+    row = PersonModel(
+        person_id=person_id, kind=kind, version=(last or 0) + 1, params=params, metrics=metrics, active=False
+    )
     s.add(row)
     s.flush()
     if activate:
@@ -46,7 +57,9 @@ def list_models(s: Session, person_id: int, kind: str | None = None) -> list[Per
 
 def get_model(s: Session, person_id: int, kind: str, version: int) -> PersonModel:
     row = s.scalar(
-        select(PersonModel).where(PersonModel.person_id == person_id, PersonModel.kind == kind, PersonModel.version == version)
+        select(PersonModel).where(
+            PersonModel.person_id == person_id, PersonModel.kind == kind, PersonModel.version == version
+        )
     )
     if row is None:
         raise LookupError(f"person {person_id} has no {kind} model version {version}")
@@ -55,7 +68,9 @@ def get_model(s: Session, person_id: int, kind: str, version: int) -> PersonMode
 
 def active_model(s: Session, person_id: int, kind: str) -> PersonModel | None:
     return s.scalar(
-        select(PersonModel).where(PersonModel.person_id == person_id, PersonModel.kind == kind, PersonModel.active.is_(True))
+        select(PersonModel).where(
+            PersonModel.person_id == person_id, PersonModel.kind == kind, PersonModel.active.is_(True)
+        )
     )
 
 
@@ -83,7 +98,9 @@ def deactivate_models(s: Session, person_id: int, kind: str, *, actor: str = "sy
     s.add(AuditEntry(actor=actor, action=f"deactivate_{kind}_model", target=f"person:{person_id}", detail={}))
 
 
-def rollback_model(s: Session, person_id: int, kind: str, version: int | None = None, *, actor: str = "system") -> PersonModel:
+def rollback_model(
+    s: Session, person_id: int, kind: str, version: int | None = None, *, actor: str = "system"
+) -> PersonModel:
     """Activate ``version``, or when None the newest version older than the active one."""
     if version is None:
         cur = active_model(s, person_id, kind)

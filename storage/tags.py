@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -84,7 +85,9 @@ def _canonical_label(s: Session, name: str) -> str:
     ensure_vocabulary(s)
     row = _find_label(s, str(name))
     if row is None:
-        raise TagError(f"label {name!r} is not in the vocabulary {vocabulary(s)}; add it with `affectline tags vocab add`")
+        raise TagError(
+            f"label {name!r} is not in the vocabulary {vocabulary(s)}; add it with `affectline tags vocab add`"
+        )
     return row.name
 
 
@@ -302,7 +305,12 @@ def _import_rows(s: Session, rows: Iterable[dict], name: str, author: str) -> Im
 
 
 def export_csv(
-    s: Session, dest: TextIO, actor: str, *, person_id: int | None = None, session_id: int | None = None,
+    s: Session,
+    dest: TextIO,
+    actor: str,
+    *,
+    person_id: int | None = None,
+    session_id: int | None = None,
     include_deleted: bool = False,
 ) -> int:
     """Write the latest version of each tag as CSV (``CSV_COLUMNS``); audited. Returns the row count."""

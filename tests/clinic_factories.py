@@ -31,7 +31,13 @@ def make_recording(s, n_bins: int, bin_seconds: float = 1.0, title: str = "thera
 
 
 def add_track_with_features(
-    s, session_id: int, person_id: int, X: np.ndarray, *, track_key: int = 0, grid_start: float = 0.0,
+    s,
+    session_id: int,
+    person_id: int,
+    X: np.ndarray,
+    *,
+    track_key: int = 0,
+    grid_start: float = 0.0,
     bin_seconds: float = 1.0,
 ) -> Track:
     """A track whose bins and stored features are the rows of ``X`` (``FEATURE_NAMES`` order)."""
@@ -58,7 +64,9 @@ def add_track_with_features(
     return tr
 
 
-def store_child(url: str, sessions: list[SimSession], label: str = "Child A", author: str = "dr_lee") -> tuple[int, list[int]]:
+def store_child(
+    url: str, sessions: list[SimSession], label: str = "Child A", author: str = "dr_lee"
+) -> tuple[int, list[int]]:
     """A person with one track per simulated session, their features, bins and tags; returns (person_id, session_ids)."""
     with session_scope(url) as s:
         for lab in sorted({t.label for ss in sessions for t in ss.tags} - set(BUILTIN_LABELS)):

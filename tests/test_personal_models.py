@@ -224,7 +224,7 @@ def _sharpness(grey: np.ndarray, box) -> float:
     """As the pipeline measures it: Laplacian variance of the grey crop resized to 64 x 64."""
     import cv2
 
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
     crop = cv2.resize(grey[max(y0, 0) : y1, max(x0, 0) : x1], (64, 64), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(crop, cv2.CV_32F).var())
 
@@ -303,7 +303,7 @@ def test_a_blurred_face_becomes_uncertain(face_models, media_dir):
     blurred[y0:y1, x0:x1] = cv2.GaussianBlur(frame[y0:y1, x0:x1], (0, 0), 4)
     Xb, _ = real_rows(face_models, [blurred], given=boxes[0])  # the track's box: HOG no longer finds a face
     sharp, soft = score_series(X, 0.5, window=1), score_series(Xb, 0.5, window=1)
-    assert X[0, COL["sharpness"]] > 40 > 8 > Xb[0, COL["sharpness"]]
+    assert X[0, COL["sharpness"]] > 40 and Xb[0, COL["sharpness"]] < 8  # QualityRamps.sharpness: 8 -> 0
     assert sharp.labels[0] != UNCERTAIN and soft.labels[0] == UNCERTAIN
     assert soft.confidence[0] < sharp.confidence[0] - 0.3
 

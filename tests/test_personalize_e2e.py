@@ -20,7 +20,7 @@ from recognition.personal import NotEnoughTags
 from recognition.personal.simulate import simulate_child
 from storage import person_models as pm
 from storage.db import session_scope
-from storage.models import AuditEntry, JobStatus, Job, TimeBin
+from storage.models import AuditEntry, Job, JobStatus, TimeBin
 from storage.repo import AnalysisResult, TrackRecord, create_job, replace_analysis
 from storage.tags import latest_tags
 from tests.clinic_factories import store_child
@@ -79,7 +79,7 @@ def test_personalised_model_recovers_what_the_population_model_gets_wrong(child,
 
 
 def test_versions_rollback_and_no_activation(child, settings):
-    url, pid, sids = child
+    url, pid, _ = child
     v1 = personalize_person(url, pid, settings)
     # v2 is stored but not active: bins keep v1's output.
     before = tagged_bins(url, pid)
@@ -165,13 +165,16 @@ def test_celery_tasks_are_idempotent(child, settings):
 def test_cli_personalize_models_list_and_rollback(child, settings):
     from ingest.cli_clinic import models, personalize
 
-    url, pid, _ = child
+    _, pid, _ = child
     run = CliRunner().invoke
     r = run(personalize, ["Child A", "--author", "dr_cli"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert "labels anxiety, frustration, happy, neutral" in lines[0]
-    pop, per = next(x for x in lines if x.startswith("population ")), next(x for x in lines if x.startswith("personal "))
+    pop, per = (
+        next(x for x in lines if x.startswith("population ")),
+        next(x for x in lines if x.startswith("personal ")),
+    )
     assert float(pop.split()[1]) < 0.4 and float(per.split()[1]) > 0.8
     assert "model version 1: active" in r.output
     r = run(personalize, [str(pid), "--no-activate", "--json"])

@@ -53,7 +53,9 @@ def test_vocabulary_has_the_seven_expressions_and_clinic_labels(db_url):
         assert vocabulary(s) == list(BUILTIN_LABELS) + ["anxiety", "avoidance"]
         with pytest.raises(TagError, match="reserved"):
             add_label(s, "Uncertain", "dr_lee")
-        assert s.scalar(select(AuditEntry).where(AuditEntry.action == "add_tag_label", AuditEntry.target == "tag_label:anxiety"))
+        assert s.scalar(
+            select(AuditEntry).where(AuditEntry.action == "add_tag_label", AuditEntry.target == "tag_label:anxiety")
+        )
 
 
 def test_add_list_edit_delete_keeps_every_version(world):
@@ -180,7 +182,7 @@ def test_resolve_person_by_id_or_label(world):
 def test_tags_cli(world, tmp_path, monkeypatch):
     from ingest.cli_clinic import tags
 
-    url, sid, pid = world
+    _, sid, pid = world
     monkeypatch.setenv("USER", "dr_cli")
     run = CliRunner().invoke
     assert run(tags, ["vocab", "add", "anxiety"]).exit_code == 0
@@ -194,7 +196,8 @@ def test_tags_cli(world, tmp_path, monkeypatch):
     assert run(tags, ["edit", uid[:8], "--label", "sad", "--author", "dr_b"]).exit_code == 0
     out = tmp_path / "t.csv"
     assert run(tags, ["export", "-o", str(out), "--session", str(sid)]).exit_code == 0
-    assert list(csv.DictReader(open(out)))[0]["label"] == "sad"
+    with open(out, newline="") as f:
+        assert next(csv.DictReader(f))["label"] == "sad"
     assert run(tags, ["delete", uid[:8], "--reason", "test"]).exit_code == 0
     assert run(tags, ["list"]).output == ""
     r = run(tags, ["import", str(out)])

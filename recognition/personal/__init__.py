@@ -15,7 +15,7 @@ import numpy as np
 from affectline.types import EXPRESSION_CLASSES
 from recognition.personal.calibration import Baseline, fit_baseline, observed
 from recognition.personal.personalize import FitReport, NotEnoughTags, PersonalModel, TrainingSet, personalize
-from recognition.personal.population import PopulationModel, smooth
+from recognition.personal.population import PopulationModel
 from recognition.personal.reliability import UNCERTAIN, QualityRamps, decide, quality
 
 DEFAULT_WINDOW = 3  # bins of centred smoothing (3 s at the default 1 s bins)
@@ -43,7 +43,7 @@ def score_series(
     model: PersonalModel | None = None,
     baseline: Baseline | None = None,
     window: int = DEFAULT_WINDOW,
-    ramps: QualityRamps = QualityRamps(),
+    ramps: QualityRamps | None = None,
 ) -> Scored:
     """Score one track's bins (time order) with a personal model, else the (calibrated) population model."""
     X = np.asarray(X, np.float64)
@@ -53,7 +53,7 @@ def score_series(
         b = baseline if baseline is not None else Baseline.identity()
         P = PopulationModel(window=window).predict_proba(X, b.logp_center, b.blend_center)
         names = EXPRESSION_CLASSES
-    d = decide(P, quality(X, ramps), threshold)
+    d = decide(P, quality(X, ramps or QualityRamps()), threshold)
     seen = observed(X) & np.isfinite(P).all(axis=1)
     labels = [lab if s else None for lab, s in zip(d.labels(names), seen)]
     conf = np.where(seen, d.confidence, np.nan)

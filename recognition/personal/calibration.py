@@ -20,7 +20,9 @@ from recognition.personal.population import BLEND_IDX, COL, PROB_IDX, TAU
 POSE_IDX = np.array([COL[n] for n in POSE_NAMES])
 VISIBLE_IDX = COL["face_visible"]
 # The personal model's inputs: blendshapes, head pose and FER log(p + TAU).
-MODEL_FEATURE_NAMES: tuple[str, ...] = BLENDSHAPE_NAMES + POSE_NAMES + tuple(f"log_{n}" for n in EXPRESSION_FEATURE_NAMES)
+MODEL_FEATURE_NAMES: tuple[str, ...] = (
+    BLENDSHAPE_NAMES + POSE_NAMES + tuple(f"log_{n}" for n in EXPRESSION_FEATURE_NAMES)
+)
 _NB, _NP = len(BLENDSHAPE_NAMES), len(POSE_NAMES)
 # A MAD of zero (a blendshape this child never moves) would make any twitch infinite.
 SCALE_FLOOR = np.concatenate([np.full(_NB, 0.02), np.full(_NP, 2.0), np.full(len(PROB_IDX), 0.1)])
@@ -54,7 +56,7 @@ class Baseline:
     source: str  # "tags": clinician-marked baseline segments; "all": every bin seen
 
     @classmethod
-    def identity(cls) -> "Baseline":
+    def identity(cls) -> Baseline:
         """No calibration: zero centre, unit scale (used when a child has too few bins)."""
         d = len(MODEL_FEATURE_NAMES)
         return cls(np.zeros(d), np.ones(d), 0, "none")
@@ -86,7 +88,7 @@ class Baseline:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Baseline":
+    def from_bytes(cls, data: bytes) -> Baseline:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != BASELINE_FORMAT:

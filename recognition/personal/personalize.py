@@ -125,7 +125,7 @@ class PersonalModel:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "PersonalModel":
+    def from_bytes(cls, data: bytes) -> PersonalModel:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != FORMAT:
@@ -193,7 +193,7 @@ class FitReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitReport":
+    def from_dict(cls, d: dict) -> FitReport:
         names = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in names}
         for k in ("population", "population_calibrated", "personal"):
@@ -201,7 +201,9 @@ class FitReport:
         return cls(**kw)
 
 
-def _scores(P: np.ndarray, labels: list[str], y: np.ndarray, q: np.ndarray, folds: np.ndarray, threshold: float) -> Scores:
+def _scores(
+    P: np.ndarray, labels: list[str], y: np.ndarray, q: np.ndarray, folds: np.ndarray, threshold: float
+) -> Scores:
     """Scores of probabilities ``P`` over ``labels`` against string labels ``y``."""
     names = np.asarray(labels, dtype=object)
     pred = names[np.nan_to_num(P, nan=0.0).argmax(axis=1)]
@@ -214,7 +216,11 @@ def _scores(P: np.ndarray, labels: list[str], y: np.ndarray, q: np.ndarray, fold
     ece = expected_calibration_error(tempered_top, top_ok)
     certain = d.index >= 0
     per_fold = [
-        float(f1_score(y[folds == f], pred[folds == f], labels=sorted(set(y[folds == f])), average="macro", zero_division=0))
+        float(
+            f1_score(
+                y[folds == f], pred[folds == f], labels=sorted(set(y[folds == f])), average="macro", zero_division=0
+            )
+        )
         for f in np.unique(folds)
     ]
     return Scores(

@@ -87,7 +87,9 @@ def cues(X: np.ndarray, blend_center: np.ndarray | None = None) -> np.ndarray:
     return np.stack([full[:, m].mean(axis=1) for m in _CUE_MEMBERS], axis=1)
 
 
-def fused_logits(X: np.ndarray, logp_center: np.ndarray | None = None, blend_center: np.ndarray | None = None) -> np.ndarray:
+def fused_logits(
+    X: np.ndarray, logp_center: np.ndarray | None = None, blend_center: np.ndarray | None = None
+) -> np.ndarray:
     """Unnormalised log-probabilities (n, 7); rows with neither FER nor blendshapes are NaN."""
     X = np.asarray(X, np.float64)
     p = np.clip(X[:, PROB_IDX], 0.0, 1.0)
@@ -142,7 +144,10 @@ class PopulationModel:
     labels: tuple[str, ...] = EXPRESSION_CLASSES
 
     def predict_proba(
-        self, X: np.ndarray, logp_center: np.ndarray | None = None, blend_center: np.ndarray | None = None,
+        self,
+        X: np.ndarray,
+        logp_center: np.ndarray | None = None,
+        blend_center: np.ndarray | None = None,
         smoothed: bool = False,
     ) -> np.ndarray:
         """(n, 7) probabilities over ``EXPRESSION_CLASSES`` for one track's bins in time order.

@@ -101,7 +101,11 @@ def simulate_child(
     labels = list(looks)
     out = []
     for _ in range(n_sessions):
-        parts, tags, t = [face_rows("rest", baseline_bins, rng)], [SimTag(0.0, float(baseline_bins), "neutral", True)], baseline_bins
+        parts, tags, t = (
+            [face_rows("rest", baseline_bins, rng)],
+            [SimTag(0.0, float(baseline_bins), "neutral", True)],
+            baseline_bins,
+        )
         order = [labels[i % len(labels)] for i in range(tags_per_session)]
         rng.shuffle(order)
         for lab in order:
