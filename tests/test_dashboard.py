@@ -281,6 +281,14 @@ def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
     assert any(a.get("text") == "fear" for a in spec["layout"]["annotations"])
     at.button(key="delete_tag").click().run()
     assert data.list_tags(db_url, viewer, seeded.sessions["therapy"]).empty
+    assert data.count_audit(db_url, "delete_tag") == 1
+    # A clinic's own label joins the vocabulary when first used.
+    at.slider[0].set_value((0.0, 2.0))
+    at.selectbox(key="tag_label").set_value("other…")
+    at.text_input(key="tag_other").input("stimming")
+    at.button[0].click().run()
+    assert list(data.list_tags(db_url, viewer, seeded.sessions["therapy"])["label"]) == ["stimming"]
+    assert "stimming" in data.tag_vocabulary(db_url)
 
 
 def test_admin_creates_a_user_and_grants_a_group_and_sees_the_audit_log(seeded, db_url):
@@ -326,3 +334,104 @@ def test_dashboard_never_imports_torch_recognition_or_ingest():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
             for n in names:
                 assert n.split(".")[0] not in ("torch", "recognition", "ingest"), f"{path} imports {n}"
+
+
+def test_teacher_renames_enrols_and_deletes_within_their_class_only(seeded, db_url):
+    url, maths = db_url, seeded.sessions["maths"]
+    teacher = data.viewer_for(url, seeded.users["teacher"])
+    unknown3 = seeded.persons["maths"][2]
+    at = run_as(seeded.users["teacher"], "views/people.py")
+    at.selectbox(key="rename_person").set_value(unknown3)
+    at.text_input(key="rename_label").input("Cleo")
+    at.button(key="rename_button").click().run()
+    assert not at.exception and "Renamed to Cleo." in texts(at)
+    table = next(df.value for df in at.dataframe)
+    assert table.set_index("id").loc[unknown3, ["label", "enrolled"]].tolist() == ["Cleo", True]
+    # Persons of another class are out of reach, whatever id is asked for.
+    other = seeded.persons["history"][0]
+    with pytest.raises(LookupError, match=f"person {other} does not exist or is not visible"):
+        data.rename_person(url, teacher, other, "Mallory")
+    with pytest.raises(LookupError, match="not visible"):
+        data.delete_person(url, teacher, seeded.persons["therapy"][0])
+    # Enrol Ben's track under a new name, then delete the person: both audited.
+    tracks = data.session_tracks(url, teacher.group_ids, maths)
+    ben_track = int(tracks.loc[tracks["person"] == "Ben", "id"].iloc[0])
+    pid = data.enroll_track(url, teacher, maths, ben_track, "Benjamin")
+    assert data.count_audit(url, "enroll_person", f"person:{pid}") == 1
+    at.run()
+    at.selectbox(key="delete_person").set_value(pid)
+    at.checkbox(key="delete_sure").check().run()
+    at.button(key="delete_button").click().run()
+    assert "Person deleted." in texts(at)
+    assert pid not in set(next(df.value for df in at.dataframe)["id"])
+    assert data.count_audit(url, "delete_person", f"person:{pid}") == 1
+    assert set(data.session_bins(url, teacher.group_ids, maths)["person_label"]) == {"Ada", "Cleo"}
+
+
+def test_dashboard_user_logs_in_without_a_password_and_logout_stays_out(seeded, monkeypatch):
+    from affectline.settings import get_settings
+
+    monkeypatch.setenv("AFFECTLINE_DASHBOARD_USER", "clinician")
+    get_settings.cache_clear()
+    at = run_as(None)
+    assert at.session_state[auth.USER_KEY] == seeded.users["clinician"]
+    assert list(sessions_table(at)["title"]) == ["therapy lesson"]
+    at.sidebar.button(key="logout").click().run()
+    assert auth.USER_KEY not in at.session_state
+    assert at.button[0].label == "Log in" and not at.dataframe
+
+
+def test_an_empty_database_offers_to_create_the_first_admin(empty_db):
+    data.invalidate()
+    at = run_as(None)
+    assert "No accounts exist yet" in texts(at)
+    at.text_input[0].input("root")
+    at.text_input[1].input("pw1")
+    at.text_input[2].input("pw1")
+    at.button[0].click().run()
+    assert not at.exception
+    viewer = data.viewer_for(empty_db, at.session_state[auth.USER_KEY])
+    assert (viewer.username, viewer.role.value, viewer.group_ids) == ("root", "admin", None)
+    assert "Sessions" in [t.value for t in at.title]
+
+
+@pytest.fixture()
+def empty_db(settings):
+    migrate(settings.resolved_database_url)
+    return settings.resolved_database_url
+
+
+def test_upload_refuses_other_groups_wrong_kinds_and_non_videos(seeded, db_url, settings, monkeypatch):
+    monkeypatch.setattr(data, "send_analysis", lambda *a: pytest.fail("nothing may be enqueued"))
+    teacher = data.viewer_for(db_url, seeded.users["teacher"])
+    admin = data.viewer_for(db_url, seeded.users["admin"])
+    with pytest.raises(LookupError, match=f"group {seeded.groups['class-b']} does not exist or is not visible"):
+        data.enqueue_analysis(db_url, settings, teacher, "a.mp4", b"x", "classroom", seeded.groups["class-b"])
+    with pytest.raises(ValueError, match="'child-x' is a therapy group, not classroom"):
+        data.enqueue_analysis(db_url, settings, admin, "a.mp4", b"x", "classroom", seeded.groups["child-x"])
+    with pytest.raises(ValueError, match="notes.txt: not a video file type"):
+        data.enqueue_analysis(db_url, settings, teacher, "notes.txt", b"x", "classroom", seeded.groups["class-a"])
+    assert not (settings.data_dir / "uploads").exists() or not any((settings.data_dir / "uploads").iterdir())
+
+
+@pytest.mark.parametrize("name, safe", [("../../etc/passwd.mp4", "passwd.mp4"), ("lesson 3 (final).MOV", "lesson_3_final_.MOV"),
+                                        ("..", "video"), ("ünïcode.mp4", "n_code.mp4")])  # fmt: skip
+def test_safe_filename(name, safe):
+    assert data.safe_filename(name) == safe
+
+
+def test_job_phrases():
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    job = lambda status, **kw: data.JobState(1, 1, status, kw.get("p", 0.0), kw.get("m", ""), kw.get("e"),  # noqa: E731
+                                             kw.get("at", now))  # fmt: skip
+    assert data.job_phrase(None) == "Not analysed yet."
+    assert data.job_phrase(job(JobStatus.queued), now) == "Waiting for the analysis worker to pick it up."
+    late = data.job_phrase(job(JobStatus.queued, at=now - timedelta(minutes=10)), now)
+    assert "waited 10 minutes: check that the analysis worker is running" in late
+    assert data.job_phrase(job(JobStatus.running, p=0.257, m="detecting faces"), now) == "Analysing: detecting faces (26% done)."
+    assert data.job_phrase(job(JobStatus.done), now) == "Analysis finished."
+    assert data.job_phrase(job(JobStatus.failed, e="Traceback (most recent call last):\n  ...\nValueError: x.mp4: no video stream\n"), now) == (
+        "Analysis failed: ValueError: x.mp4: no video stream")
+    assert data.job_phrase(job(JobStatus.failed), now) == "Analysis failed: no reason was recorded"
