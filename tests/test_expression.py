@@ -152,3 +152,12 @@ def test_cuda_model_matches_the_keras_reference(ref):
     gpu = ExpressionModel.load(device="cuda")
     # cuDNN may run the convolutions in TF32 (torch's default for convs), hence the looser bound.
     np.testing.assert_allclose(gpu.forward_probs(to_input(ref["crops"])), ref["probs"], atol=2e-3, rtol=0)
+
+
+def test_load_can_pin_torch_threads():
+    before = torch.get_num_threads()
+    try:
+        ExpressionModel.load(threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
