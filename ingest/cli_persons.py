@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 
 @contextmanager
-def _db() -> Iterator["Session"]:  # noqa: F821
+def _db() -> Iterator[Session]:
     """One transaction; the storage layer's lookup and validation errors become one-line CLI errors."""
     from ingest.cli import _url
     from storage.db import session_scope

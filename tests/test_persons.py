@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
+from storage import people
 from storage.db import from_blob, get_engine, session_scope, to_blob
 from storage.models import (
     AuditEntry,
@@ -27,7 +28,6 @@ from storage.models import (
     TimeBin,
     Track,
 )
-from storage import people
 from storage.people import OverrideSpec, apply_overrides
 from storage.repo import AnalysisResult, TrackRecord, replace_analysis
 
@@ -354,6 +354,7 @@ def test_split_time_range_cuts_the_track(s, w):
     assert from_blob(new.face_boxes, 4).shape == (4, 4) and (new.t_start, new.t_end, new.n_samples) == (2.0, 3.5, 4)
     old = s.get(Track, tr.id)
     assert from_blob(old.times).tolist() == [0.0, 0.5, 1.0, 1.5, 4.0, 4.5, 5.0, 5.5] and old.person_id == old_pid
+
     # Bins go with most of their samples: [2,3) and [3,4) move; the old track keeps 0, 1, 4, 5.
     def bins(tid):
         return [b.t_start for b in s.scalars(select(TimeBin).where(TimeBin.track_id == tid).order_by(TimeBin.t_start))]

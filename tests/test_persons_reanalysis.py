@@ -75,9 +75,11 @@ def tracks(db_url, session_id: int) -> list[dict]:
         for t in s.scalars(select(Track).where(Track.session_id == session_id)):
             p = s.get(Person, t.person_id)
             boxes = from_blob(t.face_boxes, 4)
-            rows.append(dict(key=t.track_key, person=p.id, label=p.label, enrolled=p.enrolled, score=t.match_score,
-                             x=float((boxes[:, 0] + boxes[:, 2]).mean() / 2), times=from_blob(t.times).tolist(),
-                             emb=from_blob(t.embedding), bins=bin_starts(s, t.id)))  # fmt: skip
+            rows.append({
+                "key": t.track_key, "person": p.id, "label": p.label, "enrolled": p.enrolled, "score": t.match_score,
+                "x": float((boxes[:, 0] + boxes[:, 2]).mean() / 2), "times": from_blob(t.times).tolist(),
+                "emb": from_blob(t.embedding), "bins": bin_starts(s, t.id),
+            })  # fmt: skip
     return sorted(rows, key=lambda r: r["x"])
 
 
@@ -149,7 +151,9 @@ def test_rename_merge_split_and_delete_survive_reanalysis(db_url, settings, memo
         left, right = tracks(db_url, sid)
         assert [(left["person"], left["label"]), (right["person"], right["label"])] == [(ann, "Ann"), (ben, "Ben")]
     with session_scope(db_url) as s:
-        ann_embs = [from_blob(v) for v in s.scalars(select(PersonEmbedding.vector).where(PersonEmbedding.person_id == ann))]
+        ann_embs = [
+            from_blob(v) for v in s.scalars(select(PersonEmbedding.vector).where(PersonEmbedding.person_id == ann))
+        ]
     assert min(np.linalg.norm(e - right["emb"]) for e in ann_embs) > settings.enroll_threshold, "Ben's face left Ann"
 
     # split a time range of Ann's track off to an unnamed person: the re-analysis cuts the new
