@@ -73,7 +73,8 @@ def test_crowd_video_gives_several_tracks_stored_and_exported(db_url, settings, 
         assert rec.academic_model.startswith("cues@") and rec.expression_model.startswith("fer2013")
     assert list(df.columns) == list(EXPORT_COLUMNS)
     assert df["person_id"].nunique() == n_tracks
-    assert ((df["engagement"] >= 0) & (df["engagement"] <= 1)).all()
+    eng = df["engagement"].dropna()  # empty where no landmarks were found on a tiny face: unknown, not 0
+    assert len(eng) >= 0.7 * len(df) and ((eng >= 0) & (eng <= 1)).all()
     acad = df[["neutrality", "enjoyment", "confusion", "fatigue", "distraction"]].to_numpy()
     assert np.allclose(acad.sum(axis=1), 1, atol=1e-3)
     expr = df[df.face_visible][["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
