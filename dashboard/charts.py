@@ -106,6 +106,34 @@ def visible_runs(grid: pd.DataFrame) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _band_polygons(
+    x: np.ndarray, lower: np.ndarray, upper: np.ndarray, value: np.ndarray, runs: list[tuple[int, int]], step: float
+) -> tuple[list, list, list]:  # fmt: skip
+    """One closed polygon per visible run between ``lower`` and ``upper``, separated by None.
+
+    Plotly's stacked areas and 'tonexty' fills bridge missing values; 'toself' closes each
+    gap-separated segment on its own, so a stacked band made of these has real gaps, in one trace.
+    A run of a single bin is widened to 80 % of a bin so it stays visible.
+    """
+    px: list = []
+    py: list = []
+    pc: list = []
+    for i0, i1 in runs:
+        xs, lo, hi, v = x[i0:i1], lower[i0:i1], upper[i0:i1], value[i0:i1]
+        if i1 - i0 == 1:
+            xs, lo, hi, v = (np.array([xs[0] - 0.4 * step, xs[0] + 0.4 * step]), np.repeat(lo, 2), np.repeat(hi, 2),
+                             np.repeat(v, 2))  # fmt: skip
+        px += [*xs, *xs[::-1], None]
+        py += [*hi, *lo[::-1], None]
+        pc += [*v, *v[::-1], None]
+    return px, py, pc
+
+
 def _shade(fig: go.Figure, ranges: Iterable[tuple[float, float]], label: str = "face not visible") -> None:
     for i, (a, b) in enumerate(ranges):
         fig.add_vrect(x0=a, x1=b, fillcolor=GAP_COLOR, line_width=0, layer="below",
@@ -140,20 +168,23 @@ def engagement_figure(class_eng: pd.DataFrame, step: float = 1.0, title: str = "
 def person_figure(bins: pd.DataFrame, title: str, step: float = 1.0, show_legend: bool = True) -> go.Figure:
     """One person's small multiple: academic emotions (stacked areas) with engagement, and expressions.
 
-    Row 1: the 5 academic-emotion probabilities stacked to 1, engagement as a black line.
+    Row 1: the 5 academic-emotion probabilities stacked to 1 (one filled band per class), engagement as
+    a black line.
     Row 2: the 7 expression probabilities as lines. Hidden-face bins are gaps in both.
     """
     g = on_grid(bins, step, ["engagement", *ACADEMIC_COLUMNS, *EXPRESSION_COLUMNS])
     x = g["t_start"] + step / 2
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("academic emotions and engagement", "expressions"))  # fmt: skip
-    # Stacked areas would be interpolated across missing values, so each visible run is its own stack.
-    for k, (i0, i1) in enumerate(visible_runs(g)):
-        for c in ACADEMIC_COLUMNS:
-            fig.add_scatter(x=x[i0:i1], y=g[c][i0:i1], mode="lines" if i1 - i0 > 1 else "lines+markers", name=c,
-                            stackgroup=f"academic{k}",
-                            line=dict(width=0.5, color=ACADEMIC_COLORS[c]), legendgroup=c,
-                            showlegend=show_legend and k == 0, row=1, col=1)  # fmt: skip
+    runs = visible_runs(g)
+    probs = g[list(ACADEMIC_COLUMNS)].to_numpy(float)
+    cum = np.cumsum(probs, axis=1)
+    for k, c in enumerate(ACADEMIC_COLUMNS):
+        lower = cum[:, k - 1] if k else np.zeros(len(g))
+        px, py, pc = _band_polygons(x.to_numpy(float), lower, cum[:, k], probs[:, k], runs, step)
+        fig.add_scatter(x=px, y=py, customdata=pc, mode="lines", fill="toself", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.75),
+                        line=dict(width=0.5, color=ACADEMIC_COLORS[c]), name=c, legendgroup=c, showlegend=show_legend,
+                        hoveron="points", hovertemplate=f"{c} %{{customdata:.2f}}<extra></extra>", row=1, col=1)  # fmt: skip
     fig.add_scatter(x=x, y=g["engagement"], mode="lines", name="engagement", line=dict(color="black", width=2),
                     connectgaps=False, showlegend=show_legend, row=1, col=1)  # fmt: skip
     for c in EXPRESSION_COLUMNS:

@@ -81,17 +81,21 @@ def test_engagement_figure_line_breaks_where_no_face_is_visible():
 def test_person_figure_has_every_class_and_gaps_in_all_of_them():
     b = _bins(15, hidden=(4, 7))
     fig = charts.person_figure(b, "Ada", 1.0)
-    # Stacks are per visible run (0-3 s and 7-14 s), so no area is interpolated across the gap.
-    stacks = [t for t in fig.data if t.stackgroup]
-    assert [t.name for t in stacks] == list(ACADEMIC_COLUMNS) * 2
-    assert {t.stackgroup for t in stacks} == {"academic0", "academic1"}
-    assert [t.name for t in fig.data if t.showlegend is not False and t.stackgroup] == list(ACADEMIC_COLUMNS)
-    xs = np.concatenate([np.array(t.x, dtype=float) for t in stacks])
-    assert not ((xs > 4) & (xs < 7)).any()
-    assert sorted(set(xs)) == [i + 0.5 for i in (*range(4), *range(7, 15))]
-    run0 = np.array([t.y for t in stacks[:5]], dtype=float)
-    assert np.allclose(run0.sum(axis=0), 1.0)  # academic probabilities stack to 1
-    lines = [t for t in fig.data if not t.stackgroup]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [t.name for t in bands] == list(ACADEMIC_COLUMNS)
+    # Each band is one closed polygon per visible run (0-3 s, 7-14 s), None-separated: nothing spans the gap.
+    for t in bands:
+        xs = [v for v in t.x]
+        assert xs.count(None) == 2
+        pts = np.array([v for v in xs if v is not None], dtype=float)
+        assert not ((pts > 4) & (pts < 7)).any()
+        assert sorted(set(pts)) == [i + 0.5 for i in (*range(4), *range(7, 15))]
+    top = np.array([v for v in bands[-1].y if v is not None], dtype=float)
+    n_run0 = 4
+    assert np.allclose(top[:n_run0], 1.0)  # the upper edge of the last band: probabilities stack to 1
+    assert np.allclose(np.array(bands[0].y[n_run0:2 * n_run0], dtype=float), 0.0)  # first band starts at 0
+    assert np.allclose(np.array(bands[1].customdata[:n_run0], dtype=float), b["enjoyment"].iloc[:4])
+    lines = [t for t in fig.data if t.fill != "toself"]
     assert [t.name for t in lines] == ["engagement", *EXPRESSION_COLUMNS]
     for t in lines:
         y = np.array(t.y, dtype=float)
@@ -100,6 +104,13 @@ def test_person_figure_has_every_class_and_gaps_in_all_of_them():
         assert t.connectgaps is False
     assert fig.layout.title.text == "Ada"
     assert len(fig.layout.shapes) == 2  # one grey band per panel
+
+
+def test_a_single_visible_bin_is_still_drawn():
+    b = _bins(6, hidden=(1, 6))
+    fig = charts.person_figure(b, "Flicker", 1.0)
+    xs = [v for v in fig.data[0].x if v is not None]
+    assert np.allclose(sorted(set(xs)), [0.1, 0.9])
 
 
 def test_visible_runs():
