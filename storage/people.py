@@ -278,11 +278,11 @@ def rename(s: Session, person_id: int, name: str, actor: str) -> Person:
             f"person {other.id} of the same group is already named {other.label!r}; "
             f"to make them one, merge them (persons merge {other.id} {p.id})"
         )
-    was, was_enrolled = p.label, p.enrolled
+    was_enrolled = p.enrolled
     added = _promote(s, p, name)
     s.flush()
-    audit(s, actor, "rename_person", f"person:{p.id}", old_label=was, new_label=name, enrolled_now=not was_enrolled,
-          embeddings_added=added)  # fmt: skip
+    # Ids only, never names, in the audit log: it outlives a deleted person.
+    audit(s, actor, "rename_person", f"person:{p.id}", enrolled_now=not was_enrolled, embeddings_added=added)
     return p
 
 
@@ -309,20 +309,20 @@ def merge(s: Session, keep_id: int, other_id: int, actor: str) -> Person:
         if tr.embedding is not None:
             _override(s, tr.session_id, keep_id, tr.t_start, tr.t_end, from_blob(tr.embedding), actor)
             n_overrides += 1
-    other_was_enrolled, other_label = other.enrolled, other.label
+    other_was_enrolled, other_group = other.enrolled, other.group_id
     if not other.enrolled:
         _promote(s, other)  # its track embeddings become embeddings, then move with the rest
     s.flush()
     _absorb(s, keep_id, other_id)
     _delete_row(s, other_id)
-    if keep.group_id is None and other.group_id is not None:
-        keep.group_id = other.group_id
+    if keep.group_id is None and other_group is not None:
+        keep.group_id = other_group
     if not keep.enrolled and keep.label.startswith("Unknown") and label is None:
         label = f"Person {keep.id}"  # 'Unknown N' is a per-session label, not a name for a roster
     _promote(s, keep, label)
     s.flush()
-    audit(s, actor, "merge_persons", f"person:{keep_id}", merged=other_id, merged_label=other_label,
-          merged_was_enrolled=other_was_enrolled, tracks_moved=len(moved), overrides=n_overrides)  # fmt: skip
+    audit(s, actor, "merge_persons", f"person:{keep_id}", merged=other_id, merged_was_enrolled=other_was_enrolled,
+          tracks_moved=len(moved), overrides=n_overrides)  # fmt: skip
     return keep
 
 
