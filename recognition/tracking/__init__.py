@@ -1,0 +1,19 @@
+"""Face tracking over time, joining tracks across chunks, context boxes and roster matching."""
+
+from recognition.tracking.context import context_box, context_boxes
+from recognition.tracking.merge import link_chunks, link_fragments
+from recognition.tracking.persons import assign_to_persons, similarity
+from recognition.tracking.tracker import Tracker, TrackerConfig, TrackSummary, smooth_boxes
+
+__all__ = [
+    "Tracker",
+    "TrackerConfig",
+    "TrackSummary",
+    "assign_to_persons",
+    "context_box",
+    "context_boxes",
+    "link_chunks",
+    "link_fragments",
+    "similarity",
+    "smooth_boxes",
+]
