@@ -25,6 +25,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one long video at a time per worker process
         task_ignore_result=True,  # job state lives in our own `jobs` table
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.5},
     )
+    # kombu's SQLAlchemy transport hands its transport options to create_engine, which
+    # rejects unknown keys; the faster poll is only for brokers that accept it.
+    if not s.resolved_broker_url.startswith("sqla+"):
+        app.conf.broker_transport_options = {"polling_interval": 0.5}
     return app

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     bin_seconds: float = Field(default=1.0, gt=0)
     chunk_seconds: float = Field(default=60.0, gt=0)
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads per worker; 0 = cores // 2 (min 1).")
     detector: str = Field(default="mtcnn", description="Face detector: mtcnn, dlib_hog, dlib_mmod, mediapipe.")
     min_face_px: int = Field(default=12, ge=6)
     store_thumbnails: bool = Field(default=False, description="Keep small face thumbnails to help name tracks.")
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_torch_threads(self) -> int:
+        import os
+
+        return self.torch_threads or max(1, (os.cpu_count() or 2) // 2)
 
     def torch_device(self) -> str:
         """The torch device string; 'auto' picks CUDA when present (imports torch lazily)."""

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
-from storage.db import to_blob
+from storage.db import from_blob, to_blob
 from storage.models import (
     AuditEntry,
     FeatureSeries,
@@ -138,9 +138,18 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
     track_key -> person_id.
     """
     rid = result.recording_id
+    # The 'Unknown N' persons of the previous run go, but a clinician's tags on them must
+    # not: remember who they were (embedding, time span) to re-link their tags below.
+    old_unknown = set(s.scalars(select(Person.id).where(Person.origin_session_id == rid, Person.enrolled.is_(False))))
+    old_tracks = [
+        (pid, t0, t1, from_blob(emb) if emb is not None else None)
+        for pid, t0, t1, emb in s.execute(
+            select(Track.person_id, Track.t_start, Track.t_end, Track.embedding).where(Track.session_id == rid)
+        )
+        if pid in old_unknown
+    ]
     for model in (TimeBin, FeatureSeries, Track):
         s.execute(delete(model).where(model.session_id == rid))
-    s.execute(delete(Person).where(Person.origin_session_id == rid, Person.enrolled.is_(False)))
     rec = s.get(Recording, rid)
     rec.fps, rec.n_frames, rec.width, rec.height = result.fps, result.n_frames, result.width, result.height
     rec.duration = result.n_frames / result.fps if result.fps else 0.0
@@ -178,7 +187,48 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
                 grid_step=result.bin_seconds, n=len(tr.features), names=list(tr.feature_names),
                 data=to_blob(tr.features),
             ))  # fmt: skip
+    kept = _relink_tags(s, rid, old_unknown, old_tracks, result.tracks, person_of)
+    if old_unknown - kept:
+        s.execute(delete(Person).where(Person.id.in_(old_unknown - kept)))
     return person_of
+
+
+SAME_FACE_DISTANCE = 0.6  # dlib's 128-d descriptors: same person below ~0.6
+
+
+def _relink_tags(s: Session, rid: int, old_unknown: set[int], old_tracks: list, new_tracks: list[TrackRecord],
+                 person_of: dict[int, int]) -> set[int]:  # fmt: skip
+    """Move tags of replaced 'Unknown N' persons to the new person who is the same face at that time.
+
+    The new track must overlap the tag in time; among those, the nearest embedding to the
+    old person's wins (largest overlap when embeddings are missing). A tag with no such
+    track keeps its old person, who is then not deleted: tags are never lost.
+    """
+    from storage.models import Tag
+
+    tags = list(s.scalars(select(Tag).where(Tag.session_id == rid, Tag.person_id.in_(old_unknown)))) if old_unknown else []
+    kept: set[int] = set()
+    for tag in tags:
+        old_embs = [e for pid, _, _, e in old_tracks if pid == tag.person_id and e is not None and len(e)]
+        best, best_key = None, None
+        for tr in new_tracks:
+            if not len(tr.times):
+                continue
+            overlap = min(tag.t_end, float(tr.times[-1])) - max(tag.t_start, float(tr.times[0]))
+            if overlap < 0:
+                continue
+            if old_embs and tr.embedding is not None:
+                key = (0, min(float(np.linalg.norm(e - tr.embedding)) for e in old_embs))
+            else:
+                key = (1, -overlap)
+            if best_key is None or key < best_key:
+                best, best_key = tr, key
+        if best is None or (best_key[0] == 0 and best_key[1] > SAME_FACE_DISTANCE):
+            kept.add(tag.person_id)
+        else:
+            tag.person_id = person_of[best.track_key]
+    s.flush()
+    return kept
 
 
 # --- reading timelines -------------------------------------------------------------------

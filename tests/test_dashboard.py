@@ -219,9 +219,6 @@ def test_upload_saves_the_video_commits_a_job_then_enqueues_it(seeded, db_url, s
     assert row["status"] == "queued" and row["state"].startswith("Waiting for the analysis worker")
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="affectline/queue.py sets broker_transport_options polling_interval, which kombu's "
-                          "SQLAlchemy transport passes on to create_engine (TypeError); remove this mark once fixed")
 def test_send_analysis_puts_the_task_on_the_default_sqlite_broker(settings):
     data.send_analysis(settings, 42)
     con = sqlite3.connect(settings.data_dir / "broker.db")
