@@ -59,7 +59,8 @@ author_option = click.option(
 
 
 def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e).strip("'\""))
+    # args[0], not str(e): str() of a LookupError subclass such as KeyError adds quotes.
+    return click.ClickException(str(e.args[0]) if e.args else str(e))
 
 
 def _tag_line(t) -> str:

@@ -196,3 +196,30 @@ def test_too_few_tags_is_one_clear_error(db_url, settings):
         personalize_person(db_url, pid, settings)
     r = CliRunner().invoke(personalize, ["Child B"])
     assert r.exit_code == 1 and "Error: need at least 2 labels with 2+ separate tag runs" in r.output
+
+
+def test_real_analysis_is_scored_and_tilted_heads_are_uncertain(db_url, settings, media_dir):
+    """The real pipeline's stored features (two people tilting their heads) through
+    ``population_rescore``: every seen bin gets an output, and where FER alone would
+    report sadness on a tilted head the clinician sees "uncertain"."""
+    from affectline.settings import Settings
+    from ingest.analysis import run_analysis
+    from ingest.pipeline import Pipeline
+    from storage.repo import create_recording, session_bins
+
+    with session_scope(db_url) as s:
+        rec = create_recording(s, str(media_dir / "two_people_head_turns_270p.mp4"), "therapy")
+        job_id = create_job(s, "affectline.analyze_session", session_id=rec.id, params={"analysis_fps": 4.0}).id
+        sid = rec.id
+    with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
+        run_analysis(job_id, settings, pipeline=p)
+    assert population_rescore(db_url, sid, settings) > 0
+    with session_scope(db_url) as s:
+        b = session_bins(s, sid)
+    seen = b[b["face_visible"].astype(bool)]
+    assert len(seen) >= 8 and b["person_id"].nunique() == 2
+    assert seen["personal_label"].notna().all() and seen["personal_confidence"].between(0, 1).all()
+    assert set(seen["personal_label"]) <= set(EXPRESSION_CLASSES) | {"uncertain"}
+    fer_top = seen[list(EXPRESSION_CLASSES)].astype(float).idxmax(axis=1)
+    assert (fer_top == "sad").mean() > 0.5  # FER alone, on tilted heads
+    assert (seen["personal_label"] == "uncertain").mean() > 0.7
