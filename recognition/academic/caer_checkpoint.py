@@ -250,3 +250,125 @@ def recover_descriptors(
             raise CheckpointError(f"class {c}: a descriptor token does not match the token table")
         out.append(tok.decode(ids).strip())
     return out
+
+
+# ----------------------------------------------------------------------------- locating weights (never downloads)
+
+
+class WeightsNotFound(FileNotFoundError):
+    """No local file for a model that needs real weights; the message says what to put where."""
+
+
+CAER_CHECKPOINT_NAMES = ("clip_caer.pth", "model_best.pth")
+CLIP_WEIGHT_NAMES = (
+    "ViT-B-32.pt",  # OpenAI's release (TorchScript archive), as clip.load / open_clip cache it
+    "ViT-B-32-quickgelu.pt",
+    "open_clip_pytorch_model.bin",
+    "open_clip_model.safetensors",
+)
+# open_clip's Hugging Face repos for QuickGELU ViT-B/32 weights (OpenAI first).
+CLIP_HF_REPOS = (
+    "timm/vit_base_patch32_clip_224.openai",
+    "timm/vit_base_patch32_clip_224.laion400m_e32",
+    "timm/vit_base_patch32_clip_224.laion400m_e31",
+)
+
+
+def _hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def clip_weight_candidates(model_dir: str | os.PathLike) -> list[Path]:
+    """Where pretrained CLIP weights are looked for, in order: model_dir, OpenAI's clip cache, the HF hub cache."""
+    out = [Path(model_dir).expanduser() / n for n in CLIP_WEIGHT_NAMES]
+    out.append(Path.home() / ".cache" / "clip" / "ViT-B-32.pt")
+    hub = _hf_hub_cache()
+    for repo in CLIP_HF_REPOS:
+        snaps = hub / ("models--" + repo.replace("/", "--")) / "snapshots"
+        for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            out += sorted(snaps.glob(f"*/{fname}")) or [snaps / "<revision>" / fname]
+    return out
+
+
+def find_clip_weights(path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None) -> Path:
+    """A local pretrained CLIP ViT-B/32 (QuickGELU) weight file to initialise training from."""
+    if path is not None:
+        if Path(path).is_file():
+            return Path(path)
+        raise WeightsNotFound(f"CLIP weights {path} do not exist")
+    if model_dir is None:
+        from affectline.settings import get_settings
+
+        model_dir = get_settings().model_dir
+    tried = clip_weight_candidates(model_dir)
+    for p in tried:
+        if p.is_file():
+            return p
+    raise WeightsNotFound(
+        "no pretrained CLIP ViT-B/32 weights found (nothing is downloaded): put OpenAI's ViT-B-32.pt, or open_clip's "
+        f"open_clip_pytorch_model.bin / open_clip_model.safetensors for a QuickGELU ViT-B-32, into {Path(model_dir).expanduser()} "
+        "(AFFECTLINE_MODEL_DIR), or pass its path (--clip-weights); looked at: " + ", ".join(str(p) for p in tried)
+    )
+
+
+def find_caer_checkpoint(path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None) -> Path:
+    """The trained CLIP-CAER checkpoint for inference: ``path``, else AFFECTLINE_CAER_CHECKPOINT, else model_dir/clip_caer.pth."""
+    if path is None or model_dir is None:
+        from affectline.settings import get_settings
+
+        s = get_settings()
+        path = path if path is not None else s.caer_checkpoint
+        model_dir = model_dir if model_dir is not None else s.model_dir
+    if path is not None:
+        if Path(path).is_file():
+            return Path(path)
+        raise WeightsNotFound(f"CLIP-CAER checkpoint {path} does not exist")
+    tried = [Path(model_dir).expanduser() / n for n in CAER_CHECKPOINT_NAMES]
+    for p in tried:
+        if p.is_file():
+            return p
+    raise WeightsNotFound(
+        "no trained CLIP-CAER checkpoint found (nothing is downloaded): get the official trained model_best.pth "
+        f"(zgsfer/CLIP-CAER) or train one with `affectline caer train`, then put it at {tried[0]} or set "
+        "AFFECTLINE_CAER_CHECKPOINT=/path/to/model_best.pth; looked at: " + ", ".join(str(p) for p in tried)
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def load_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A CLIP state dict from OpenAI's TorchScript ``.pt``, a torch state dict (``.pt/.bin``) or ``.safetensors``.
+
+    Plain torch files are read with ``weights_only=True``; TorchScript archives hold
+    TorchScript (not Python pickles) and are read with ``torch.jit.load`` as OpenAI's
+    and open_clip's loaders do.
+    """
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(p))
+    elif _is_torchscript(p):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, but OpenAI ships TorchScript
+            sd = torch.jit.load(str(p), map_location="cpu").state_dict()
+    else:
+        sd = load_checkpoint(p)["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    # Scalars in OpenAI's archives, and the causal mask (rebuilt, never learned).
+    for extra in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+        sd.pop(extra, None)
+    if "visual.conv1.weight" not in sd:
+        raise CheckpointError(f"{p}: not a ViT CLIP state dict (no visual.conv1.weight)")
+    return {k: v.float() for k, v in sd.items()}

@@ -255,7 +255,11 @@ class CaerClipDataset:
         self.context_boxes = context_boxes if isinstance(context_boxes, Mapping) else _load_boxes(context_boxes)
         self.augment = (augment or Augment()) if train else None
         self.seed = seed
-        self._calls = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Random draws depend on (seed, epoch, index) only: reproducible, worker-independent and resumable."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
@@ -272,9 +276,7 @@ class CaerClipDataset:
 
         rec = self.records[i]
         reader = ClipReader(rec.path)
-        # Fresh randomness per call that still depends on the seed (workers would otherwise repeat draws).
-        self._calls += 1
-        rng = random.Random(hash((self.seed, i, self._calls, torch.initial_seed())))
+        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         n = len(reader)
         idx = train_indices(n, self.segments, np.random.default_rng(rng.getrandbits(64))) if self.train else test_indices(n, self.segments)
         frames = reader.frames(idx)

@@ -53,6 +53,25 @@ def build_clip(dims: ckpt.ClipDims):
     return CLIP(dims.embed_dim, vision, text, quick_gelu=True)
 
 
+# Named CLIP shapes for random initialisation (benchmarks, tests, smoke runs). "tiny" keeps the
+# official 512-d embedding (forced by the temporal nets) but shrinks both towers to one layer
+# and the images to 32 px.
+CLIP_ARCHS: dict[str, ckpt.ClipDims] = {
+    "vit-b-32": ckpt.ClipDims(512, 768, 12, 32, 7, 512, 12, 8, 77, 49408),
+    "tiny": ckpt.ClipDims(512, 64, 1, 8, 4, 64, 1, 1, 77, 49408),
+}
+
+
+def clip_from_weights(path: str | Path):
+    """An open_clip CLIP of the file's dimensions holding its weights (OpenAI ``.pt``, open_clip ``.bin``/``.safetensors``)."""
+    sd = ckpt.load_clip_state_dict(path)
+    clip = build_clip(ckpt.infer_clip_dims(sd, prefix=""))
+    missing, unexpected = clip.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ckpt.CheckpointError(f"{path}: does not fit an OpenAI-style CLIP: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return clip
+
+
 # ----------------------------------------------------------------------------- temporal transformer
 # Submodule names (fn, norm, to_qkv, to_out.0, net.0, net.3) are fixed by the official key layout.
 
