@@ -227,8 +227,7 @@ def recover_token_ids(rows: torch.Tensor, token_embedding: torch.Tensor) -> list
     probe = torch.randn(token_embedding.shape[1], generator=g, dtype=torch.float64)
     table_key = token_embedding.double() @ probe
     ids = []
-    for row in rows:
-        key = row.double() @ probe
+    for row, key in zip(rows, rows.double() @ probe):
         cand = torch.nonzero(torch.isclose(table_key, key, rtol=0, atol=1e-9)).flatten()
         match = [int(i) for i in cand if torch.equal(token_embedding[i], row)]
         ids.append(match[0] if match else -1)

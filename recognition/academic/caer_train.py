@@ -140,14 +140,12 @@ def evaluate(model: ClipCaer, dataset, batch_size: int = 8, device=None, amp: st
     return EvalResult(uar, war, cm, loss_sum / max(1, len(y_true)), len(y_true))
 
 
-def _meta(model: ClipCaer, cfg: TrainConfig, epoch: int, best_epoch: int, history: list[dict]) -> dict:
+def _meta(cfg: TrainConfig, best_epoch: int, history: list[dict]) -> dict:
+    """Our resume state, stored beside the official entries."""
     return {
-        "text_heads": model.dims.clip.text_heads,
-        "class_names": list(model.class_names),
-        "descriptors": list(model.descriptors or []),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "best_epoch": best_epoch,
-        "history": json.loads(json.dumps(history)),
+        "history": history,
         "torch_rng": torch.get_rng_state(),
         "python_rng": json.dumps(random.getstate()),
     }
@@ -237,14 +235,7 @@ def train(
         improved = val.uar > best_uar
         if improved:
             best_uar, best_epoch, best_val = val.uar, epoch + 1, val
-        ckpt.save_checkpoint(last_path, {
-            "epoch": epoch + 1,
-            "state_dict": model.official_state_dict(),
-            "best_acc": np.float64(best_uar),
-            "optimizer": optim.state_dict(),
-            "recorder": dict(recorder),
-            ckpt.META_KEY: _meta(model, cfg, epoch + 1, best_epoch, history),
-        })
+        model.save_checkpoint(last_path, epoch + 1, best_uar, optim.state_dict(), dict(recorder), _meta(cfg, best_epoch, history))
         if improved:
             shutil.copyfile(last_path, best_path)
         log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_war']:.1f}% | "

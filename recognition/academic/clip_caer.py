@@ -368,6 +368,42 @@ class ClipCaer(nn.Module):
             order.append((first.setdefault(group, i), rank.get(rest.split(".")[0], 0) if sep else 0, i, k))
         return {k: sd[k] for *_, k in sorted(order)}
 
+    def save_checkpoint(
+        self,
+        path: str | Path,
+        epoch: int = 0,
+        best_acc: float = 0.0,
+        optimizer_state: dict | None = None,
+        recorder: dict | None = None,
+        extra: dict | None = None,
+        with_meta: bool = True,
+    ) -> Path:
+        """Write the official layout: epoch, state_dict, best_acc (numpy float64), optimizer, recorder.
+
+        ``optimizer_state`` defaults to a fresh SGD state over the five official groups
+        (empty ``state``, like the fixture). ``recorder`` is a plain dict with the official
+        RecorderMeter fields, since pickling a ``__main__`` class would tie the file to a
+        script. With ``with_meta`` an extra ``affectline`` entry records text_heads, class
+        names and descriptors (the official loader ignores it).
+        """
+        if optimizer_state is None:
+            optimizer_state = torch.optim.SGD(self.param_groups(), lr=1e-2, momentum=0.9, weight_decay=1e-4).state_dict()
+        state = {
+            "epoch": int(epoch),
+            "state_dict": self.official_state_dict(),
+            "best_acc": np.float64(best_acc),
+            "optimizer": optimizer_state,
+            "recorder": recorder if recorder is not None else {"total_epoch": 0, "current_epoch": int(epoch)},
+        }
+        if with_meta:
+            state[ckpt.META_KEY] = {
+                "text_heads": self.dims.clip.text_heads,
+                "class_names": list(self.class_names),
+                "descriptors": list(self.descriptors or []),
+                **(extra or {}),
+            }
+        return ckpt.save_checkpoint(path, state)
+
     def recovered_descriptors(self) -> list[str]:
         """The descriptor text, decoded from the prompt buffers and the token table (SPEC.md section 5)."""
         pl = self.prompt_learner
