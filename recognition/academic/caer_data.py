@@ -95,7 +95,7 @@ def fit_frames(frames: np.ndarray, size: int, stream: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- sampling
 
 
-def test_indices(n_frames: int, segments: int = NUM_SEGMENTS) -> np.ndarray:
+def tsn_test_indices(n_frames: int, segments: int = NUM_SEGMENTS) -> np.ndarray:
     """Segment centres: int(tick/2 + tick*k), tick = n/segments; short clips repeat their last frame."""
     if n_frames > segments:
         tick = n_frames / segments
@@ -103,7 +103,7 @@ def test_indices(n_frames: int, segments: int = NUM_SEGMENTS) -> np.ndarray:
     return np.pad(np.arange(n_frames, dtype=np.int64), (0, segments - n_frames), mode="edge")
 
 
-def train_indices(n_frames: int, segments: int = NUM_SEGMENTS, rng: np.random.Generator | None = None) -> np.ndarray:
+def tsn_train_indices(n_frames: int, segments: int = NUM_SEGMENTS, rng: np.random.Generator | None = None) -> np.ndarray:
     """TSN training sampling: one random frame inside each of ``segments`` equal segments."""
     rng = rng or np.random.default_rng()
     seg = n_frames // segments
@@ -201,23 +201,38 @@ def _load_boxes(path: str | Path | None) -> dict:
 
 
 class ClipReader:
-    """Frames of one clip: a folder of images (sorted by name) or a video file (decoded with decord)."""
+    """Frames of one clip: a folder of images (sorted by name) or a short video file.
+
+    Videos are decoded with decord; PyAV is the fallback for files decord mishandles
+    (it fails on some narrow frame widths), decoding the whole clip once.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.files: list[Path] | None = None
+        self._vr = None
+        self._frames: list[np.ndarray] | None = None
         if path.is_dir():
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS)
-            self.names = [p.name for p in self.files]
             if not self.files:
                 raise FileNotFoundError(f"clip folder {path} holds no frame images ({', '.join(sorted(FRAME_EXTS))})")
-        elif path.is_file():
+            self.names = [p.name for p in self.files]
+            return
+        if not path.is_file():
+            raise FileNotFoundError(f"clip {path} is neither a frame folder nor a video file")
+        try:
             import decord
 
             self._vr = decord.VideoReader(str(path))
-            self.files = None
-            self.names = [str(i) for i in range(len(self._vr))]
-        else:
-            raise FileNotFoundError(f"clip {path} is neither a frame folder nor a video file")
+            self._vr.get_batch([0])  # decord can open a file yet fail to copy its frames
+            n = len(self._vr)
+        except Exception:
+            self._vr = None
+            self._frames = _decode_all_av(path)
+            n = len(self._frames)
+        if n == 0:
+            raise ValueError(f"video {path} has no frames")
+        self.names = [str(i) for i in range(n)]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -225,7 +240,19 @@ class ClipReader:
     def frames(self, indices: np.ndarray) -> list[np.ndarray]:
         if self.files is not None:
             return [np.asarray(Image.open(self.files[i]).convert("RGB")) for i in indices]
-        return list(self._vr.get_batch([int(i) for i in indices]).asnumpy())
+        if self._vr is not None:
+            return list(self._vr.get_batch([int(i) for i in indices]).asnumpy())
+        return [self._frames[int(i)] for i in indices]
+
+
+def _decode_all_av(path: Path) -> list[np.ndarray]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except Exception as e:
+        raise ValueError(f"video {path} cannot be decoded: {e}") from None
 
 
 class CaerClipDataset:
@@ -278,7 +305,7 @@ class CaerClipDataset:
         reader = ClipReader(rec.path)
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         n = len(reader)
-        idx = train_indices(n, self.segments, np.random.default_rng(rng.getrandbits(64))) if self.train else test_indices(n, self.segments)
+        idx = tsn_train_indices(n, self.segments, np.random.default_rng(rng.getrandbits(64))) if self.train else tsn_test_indices(n, self.segments)
         frames = reader.frames(idx)
         face_table = self._boxes_for(self.face_boxes, rec) or {}
         ctx_box = self._boxes_for(self.context_boxes, rec)

@@ -220,7 +220,7 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optim)
             scaler.update()
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
