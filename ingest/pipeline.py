@@ -103,6 +103,66 @@ def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 48) -> bytes:
     return buf.tobytes() if ok else b""
 
 
+class _CaerWindows:
+    """CLIP-CAER over per-person windows of 16 samples (4 s at 4 fps)."""
+
+    window = 16
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.name = scorer.name
+        self.sha256 = scorer.sha256 or ""
+
+    def new_stream(self) -> "_CaerStream":
+        return _CaerStream(self.scorer, self.window)
+
+
+class _CaerStream:
+    """Collects each track's crops as they arrive and scores full windows in batches across persons.
+
+    Memory is bounded by (active tracks + batch) x 16 crops, never by the video length.
+    A track's last, partial window is padded by repeating its last crop (the official
+    loader does the same for clips shorter than 16 frames).
+    """
+
+    def __init__(self, scorer, window: int):
+        self.scorer, self.T = scorer, window
+        self.buf: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.results: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
+
+    def push(self, tid: int, t: float, frame: np.ndarray, box: np.ndarray, context: np.ndarray) -> None:
+        from recognition.academic.caer_runner import window_crops
+
+        f, c = window_crops([frame], box[None], context[None])
+        self.buf[tid].append((f[0], c[0]))
+        if len(self.buf[tid]) == self.T:
+            self._emit(tid)
+
+    def _emit(self, tid: int) -> None:
+        items = self.buf.pop(tid)
+        n = len(items)
+        items = items + [items[-1]] * (self.T - n)
+        self.pending.append((tid, n, np.stack([i[0] for i in items]), np.stack([i[1] for i in items])))
+        if len(self.pending) >= self.scorer.batch_size:
+            self._score()
+
+    def _score(self) -> None:
+        if not self.pending:
+            return
+        probs = self.scorer.score(np.stack([p[2] for p in self.pending]), np.stack([p[3] for p in self.pending]))
+        for (tid, n, _, _), pr in zip(self.pending, probs):
+            self.results[tid].append((n, pr))
+        self.pending = []
+
+    def flush(self, samples: dict[int, "_Samples"]) -> None:
+        for tid in list(self.buf):
+            self._emit(tid)
+        self._score()
+        for tid, res in self.results.items():
+            samples[tid].academic = [pr for n, pr in res for _ in range(n)]
+
+
 class Pipeline:
     """Holds the loaded models; one instance per worker process (models load once)."""
 
@@ -137,9 +197,13 @@ class Pipeline:
                     "checkpoint, or AFFECTLINE_ACADEMIC_MODEL=cues for the offline cue model"
                 )
             return None
-        from recognition.academic.caer_runner import CaerWindowScorer
+        from recognition.academic.caer_runner import CaerScorer
+        from recognition.academic.clip_caer import ClipCaer
 
-        return CaerWindowScorer.from_checkpoint(ckpt, device=self.device)
+        model = ClipCaer.from_official_checkpoint(ckpt, device=self.device)
+        if tuple(model.class_names) != ACADEMIC_CLASSES:
+            raise ValueError(f"{ckpt}: classes {model.class_names} are not the academic classes {ACADEMIC_CLASSES}")
+        return _CaerWindows(CaerScorer(model, batch_size=16 if self.device == "cpu" else 128))
 
     @property
     def academic_name(self) -> str:

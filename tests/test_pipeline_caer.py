@@ -1,0 +1,46 @@
+"""CLIP-CAER in the pipeline: per-person windows, batched across persons, provenance recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectline.settings import Settings
+from affectline.types import ACADEMIC_CLASSES
+from recognition.registry import sha256_of
+
+
+@pytest.fixture(scope="module")
+def checkpoint(shared_dir: Path) -> Path:
+    return shared_dir / "fixtures" / "clip_caer" / "checkpoint.pth"
+
+
+def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, media_dir):
+    from ingest.pipeline import Pipeline
+
+    s = Settings(academic_model="auto", caer_checkpoint=checkpoint)
+    with Pipeline(s, device="cpu") as p:
+        out = p.apply(media_dir / "two_people_head_turns_270p.mp4", fps=4)
+    assert out.academic_model == f"clip-caer@{sha256_of(checkpoint)[:12]}"
+    assert len(out.tracks) == 2
+    for tr in out.tracks:
+        acad = tr.bins[[c.lower() for c in ACADEMIC_CLASSES]].to_numpy()
+        vis = tr.bins["face_visible"].to_numpy()
+        assert np.allclose(acad[vis].sum(axis=1), 1, atol=1e-4)
+        # 18 samples at 4 fps: window 1 = samples 0-15 (0-4 s), window 2 = samples 16-17 (padded).
+        # Bins 0-2 lie inside window 1, so they carry exactly its probabilities; bin 4 is window 2's.
+        assert len(tr.times) == 18
+        assert np.ptp(acad[:3], axis=0).max() < 1e-6
+        assert np.abs(acad[4] - acad[0]).max() > 1e-4
+    a, b = (tr.bins[[c.lower() for c in ACADEMIC_CLASSES]].to_numpy()[0] for tr in out.tracks)
+    assert not np.allclose(a, b, atol=1e-4)  # the two people's windows were scored on their own crops
+
+
+def test_missing_checkpoint_says_what_and_where(tmp_path):
+    from ingest.pipeline import Pipeline
+
+    s = Settings(academic_model="clip_caer", caer_checkpoint=tmp_path / "clip_caer.pth")
+    with pytest.raises(FileNotFoundError, match="AFFECTLINE_CAER_CHECKPOINT"):
+        Pipeline(s, device="cpu")
