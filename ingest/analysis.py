@@ -127,8 +127,11 @@ def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipel
             hook(f, m)
 
     try:
-        src = VideoSource(video)
-        out = (pipeline or get_pipeline(s_)).apply(src, hook=both, fps=fps)
+        src = VideoSource(video)  # bad input fails here, before minutes of model loading
+        if pipeline is None:
+            both(0.0, "loading models")
+            pipeline = get_pipeline(s_)
+        out = pipeline.apply(src, hook=both, fps=fps)
         store(url, rec.id, out, s_)
         # The clinicians' per-window label and confidence ("uncertain" when unreliable),
         # from each person's active personal model, baseline, or the population model.
