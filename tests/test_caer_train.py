@@ -145,7 +145,7 @@ def test_video_file_clips(tmp_path, width):
     means = [f.mean() for f in reader.frames(np.array([0, 12, 23]))]
     assert means[0] < means[1] < means[2]
     (tmp_path / "list.txt").write_text("clip.mp4 24 3\n")
-    face, ctx, label = CaerClipDataset(read_label_list(tmp_path / "list.txt"), 32)[0]
+    face, _ctx, label = CaerClipDataset(read_label_list(tmp_path / "list.txt"), 32)[0]
     assert face.shape == (16, 32, 32, 3) and label == 2
 
 
@@ -168,7 +168,9 @@ def test_learns_toy_task_and_resumes(toy, tmp_path):
     model = reactive_tiny_model()
     cfg = TrainConfig(epochs=6, milestones=(5,), progress=False)  # the published rates, batch 8
     logs: list[str] = []
-    res = train(model, CaerClipDataset(tr, 32, train=True), CaerClipDataset(va, 32), tmp_path / "run", cfg, log=logs.append)
+    res = train(
+        model, CaerClipDataset(tr, 32, train=True), CaerClipDataset(va, 32), tmp_path / "run", cfg, log=logs.append
+    )
     losses = [h["train_loss"] for h in res.history]
     print("train losses", [round(v, 3) for v in losses], "val UAR", [round(h["val_uar"], 1) for h in res.history])
     assert len(res.history) == 6 and len(logs) == 6
@@ -191,8 +193,14 @@ def test_learns_toy_task_and_resumes(toy, tmp_path):
 
     # Resume: one more epoch on top of model.pth, learning rates not decayed a second time.
     cfg7 = TrainConfig(epochs=7, milestones=(5,), progress=False)
-    res7 = train(reactive_tiny_model(1), CaerClipDataset(tr, 32, train=True), CaerClipDataset(va, 32), tmp_path / "run", cfg7,
-                 log=logs.append)
+    res7 = train(
+        reactive_tiny_model(1),
+        CaerClipDataset(tr, 32, train=True),
+        CaerClipDataset(va, 32),
+        tmp_path / "run",
+        cfg7,
+        log=logs.append,
+    )
     assert "resumed" in logs[6] and len(res7.history) == 7 and res7.history[:6] == res.history
     raw = torch.load(tmp_path / "run" / "model.pth", weights_only=False)
     assert raw["epoch"] == 7 and raw["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
@@ -206,16 +214,40 @@ def test_cli_train_and_eval(toy, tmp_path, monkeypatch):
 
     runner = CliRunner()
     out = tmp_path / "cli"
-    args = ["train", "--train-list", str(toy["train"]), "--test-list", str(toy["test"]), "--out", str(out),
-            "--random-init", "tiny", "--epochs", "1", "--val-fraction", "0.2", "--quiet"]
+    args = [
+        "train",
+        "--train-list",
+        str(toy["train"]),
+        "--test-list",
+        str(toy["test"]),
+        "--out",
+        str(out),
+        "--random-init",
+        "tiny",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0.2",
+        "--quiet",
+    ]
     res = runner.invoke(caer, args)
     assert res.exit_code == 0, res.output
     assert "best epoch 1" in res.output and "UAR" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["n"] == 20 and len(metrics["test"]["confusion"]) == 5
 
-    res = runner.invoke(caer, ["eval", "--checkpoint", str(out / "model_best.pth"), "--list", str(toy["test"]),
-                               "--json", str(tmp_path / "e.json")])
+    res = runner.invoke(
+        caer,
+        [
+            "eval",
+            "--checkpoint",
+            str(out / "model_best.pth"),
+            "--list",
+            str(toy["test"]),
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e.json").read_text())["war"] == pytest.approx(metrics["test"]["war"])
 
@@ -243,7 +275,9 @@ def test_mixed_precision_training_on_gpu(toy, tmp_path):
     tr, va = split_validation(recs, 0.2, seed=0)
     model = reactive_tiny_model()
     cfg = TrainConfig(epochs=4, progress=False, amp="auto")
-    res = train(model, CaerClipDataset(tr, 32, train=True), CaerClipDataset(va, 32), tmp_path / "gpu", cfg, device="cuda")
+    res = train(
+        model, CaerClipDataset(tr, 32, train=True), CaerClipDataset(va, 32), tmp_path / "gpu", cfg, device="cuda"
+    )
     losses = [h["train_loss"] for h in res.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert model.device.type == "cuda"

@@ -25,7 +25,9 @@ def config() -> dict:
 
 @pytest.fixture(scope="module")
 def fixture_model(config) -> ClipCaer:
-    return ClipCaer.from_official_checkpoint(FIXTURE / "checkpoint.pth", text_heads=config["small_clip"]["transformer_heads"])
+    return ClipCaer.from_official_checkpoint(
+        FIXTURE / "checkpoint.pth", text_heads=config["small_clip"]["transformer_heads"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +64,15 @@ def test_intermediates_match_official_fixture(fixture_model, inputs, expected):
         prompts = m.prompt_learner()
         text_raw = m.text_encoder(prompts, m.eot_index)
         got = {
-            "frame_face_features": frames_f, "frame_context_features": frames_c,
-            "video_face_features": vid_f, "video_context_features": vid_c, "fused_unnormalised": fused,
-            "video_features": m.video_features(face, ctx), "prompt_embeddings": prompts,
-            "text_features_unnormalised": text_raw, "text_features": m.text_features(),
+            "frame_face_features": frames_f,
+            "frame_context_features": frames_c,
+            "video_face_features": vid_f,
+            "video_context_features": vid_c,
+            "fused_unnormalised": fused,
+            "video_features": m.video_features(face, ctx),
+            "prompt_embeddings": prompts,
+            "text_features_unnormalised": text_raw,
+            "text_features": m.text_features(),
         }
     for name, value in got.items():
         assert np.abs(value.numpy() - expected[name]).max() < 1e-4, name
@@ -121,7 +128,7 @@ def test_crop_geometry():
     frame[:, :50] = 200
     lb = letterbox(frame, 224)  # r = 2.24 -> 224 x 112, 56 black rows above and below
     assert lb.shape == (224, 224, 3)
-    assert lb[:56].max() == 0 and lb[-56:].max() == 0 and lb[60:160, 5, 0] .min() == 200
+    assert lb[:56].max() == 0 and lb[-56:].max() == 0 and lb[60:160, 5, 0].min() == 200
     img = np.arange(80 * 90 * 3, dtype=np.uint8).reshape(80, 90, 3)
     crop = face_crop(img, (30.7, 25.2, 50.9, 45.0), 41, margin=20)  # -> [10, 5, 70, 65), resized 60x60 -> 41x41
     from PIL import Image
@@ -150,7 +157,10 @@ def test_other_dims_round_trip_through_official_layout(tmp_path):
     assert sorted(raw) == ["best_acc", "epoch", "optimizer", "recorder", "state_dict"]
     assert len(raw["optimizer"]["param_groups"]) == 5
     sd = raw["state_dict"]
-    assert sd["image_encoder.proj"].untyped_storage().data_ptr() == sd["clip_model_.visual.proj"].untyped_storage().data_ptr()
+    assert (
+        sd["image_encoder.proj"].untyped_storage().data_ptr()
+        == sd["clip_model_.visual.proj"].untyped_storage().data_ptr()
+    )
 
     loaded = ClipCaer.from_official_checkpoint(path, text_heads=2)
     assert loaded.dims == model.dims
@@ -229,7 +239,12 @@ def test_missing_weights_say_what_and_where(tmp_path, monkeypatch):
     with pytest.raises(ckpt.WeightsNotFound) as e:
         ckpt.find_clip_weights(model_dir=tmp_path / "models")
     msg = str(e.value)
-    assert "ViT-B-32.pt" in msg and str(tmp_path / "models") in msg and "--clip-weights" in msg and "nothing is downloaded" in msg
+    assert (
+        "ViT-B-32.pt" in msg
+        and str(tmp_path / "models") in msg
+        and "--clip-weights" in msg
+        and "nothing is downloaded" in msg
+    )
     monkeypatch.delenv("AFFECTLINE_CAER_CHECKPOINT", raising=False)
     from affectline.settings import get_settings
 

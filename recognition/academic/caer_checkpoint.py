@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,10 @@ def _allowed_globals() -> list[Any]:
     ]
     # Files written under numpy 1 (the official Python 3.8 environment) name numpy.core.*;
     # register the numpy 2 objects under those names instead of importing the deprecated shim.
-    allowed += [(core.scalar, "numpy.core.multiarray.scalar"), (core._reconstruct, "numpy.core.multiarray._reconstruct")]
+    allowed += [
+        (core.scalar, "numpy.core.multiarray.scalar"),
+        (core._reconstruct, "numpy.core.multiarray._reconstruct"),
+    ]
     return allowed
 
 
@@ -95,7 +99,7 @@ def _refused(p: Path) -> list[str]:
     """Globals the file names that the allow-list does not cover (read from the pickle opcodes, nothing run)."""
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(p)
-    except Exception:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError):
         return []
     allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _allowed_globals()}
     return [g for g in needed if g not in allowed]
@@ -159,7 +163,9 @@ def _count_blocks(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len(ids)
 
 
-def infer_clip_dims(sd: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX, text_heads: int | None = None) -> ClipDims:
+def infer_clip_dims(
+    sd: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX, text_heads: int | None = None
+) -> ClipDims:
     """Read a CLIP's dimensions from the state-dict shapes under ``prefix``.
 
     The text head count is not visible in any shape. Default rule: ``text_width // 64``
@@ -307,13 +313,17 @@ def find_clip_weights(path: str | os.PathLike | None = None, model_dir: str | os
             return p
     raise WeightsNotFound(
         "no pretrained CLIP ViT-B/32 weights found (nothing is downloaded): put OpenAI's ViT-B-32.pt, or open_clip's "
-        f"open_clip_pytorch_model.bin / open_clip_model.safetensors for a QuickGELU ViT-B-32, into {Path(model_dir).expanduser()} "
+        "open_clip_pytorch_model.bin / open_clip_model.safetensors for a QuickGELU ViT-B-32, "
+        f"into {Path(model_dir).expanduser()} "
         "(AFFECTLINE_MODEL_DIR), or pass its path (--clip-weights); looked at: " + ", ".join(str(p) for p in tried)
     )
 
 
 def find_caer_checkpoint(path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None) -> Path:
-    """The trained CLIP-CAER checkpoint for inference: ``path``, else AFFECTLINE_CAER_CHECKPOINT, else model_dir/clip_caer.pth."""
+    """The trained CLIP-CAER checkpoint for inference.
+
+    ``path``, else AFFECTLINE_CAER_CHECKPOINT, else model_dir/clip_caer.pth (or model_best.pth).
+    """
     if path is None or model_dir is None:
         from affectline.settings import get_settings
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -78,7 +78,10 @@ def letterbox(frame: np.ndarray, size: int) -> np.ndarray:
 
 
 def context_crop(frame: np.ndarray, box: Sequence[float] | None, size: int) -> np.ndarray:
-    """The context ("body") box cropped (PIL semantics: rounded, zero-padded outside) and letterboxed; None = whole frame."""
+    """The context ("body") box cropped and letterboxed; None = the whole frame.
+
+    Cropping has PIL semantics (rounded coordinates, zero padding outside the frame).
+    """
     if box is not None and np.all(np.isfinite(box)):
         frame = np.asarray(Image.fromarray(frame).crop(tuple(float(v) for v in box)))
     return letterbox(frame, size)
@@ -103,7 +106,9 @@ def tsn_test_indices(n_frames: int, segments: int = NUM_SEGMENTS) -> np.ndarray:
     return np.pad(np.arange(n_frames, dtype=np.int64), (0, segments - n_frames), mode="edge")
 
 
-def tsn_train_indices(n_frames: int, segments: int = NUM_SEGMENTS, rng: np.random.Generator | None = None) -> np.ndarray:
+def tsn_train_indices(
+    n_frames: int, segments: int = NUM_SEGMENTS, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """TSN training sampling: one random frame inside each of ``segments`` equal segments."""
     rng = rng or np.random.default_rng()
     seg = n_frames // segments
@@ -220,13 +225,13 @@ class ClipReader:
             return
         if not path.is_file():
             raise FileNotFoundError(f"clip {path} is neither a frame folder nor a video file")
-        try:
-            import decord
+        import decord
 
+        try:
             self._vr = decord.VideoReader(str(path))
             self._vr.get_batch([0])  # decord can open a file yet fail to copy its frames
             n = len(self._vr)
-        except Exception:
+        except (decord.DECORDError, RuntimeError):
             self._vr = None
             self._frames = _decode_all_av(path)
             n = len(self._frames)
@@ -251,7 +256,7 @@ def _decode_all_av(path: Path) -> list[np.ndarray]:
     try:
         with av.open(str(path)) as container:
             return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except Exception as e:
+    except (av.error.FFmpegError, OSError, ValueError) as e:
         raise ValueError(f"video {path} cannot be decoded: {e}") from None
 
 
@@ -305,7 +310,11 @@ class CaerClipDataset:
         reader = ClipReader(rec.path)
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         n = len(reader)
-        idx = tsn_train_indices(n, self.segments, np.random.default_rng(rng.getrandbits(64))) if self.train else tsn_test_indices(n, self.segments)
+        idx = (
+            tsn_train_indices(n, self.segments, np.random.default_rng(rng.getrandbits(64)))
+            if self.train
+            else tsn_test_indices(n, self.segments)
+        )
         frames = reader.frames(idx)
         face_table = self._boxes_for(self.face_boxes, rec) or {}
         ctx_box = self._boxes_for(self.context_boxes, rec)
@@ -319,4 +328,3 @@ class CaerClipDataset:
             faces = self.augment(raw_faces, self.size, rng, resize_square)
             ctxs = self.augment([context_crop(f, ctx_box, self.size) for f in frames], self.size, rng, letterbox)
         return torch.from_numpy(faces), torch.from_numpy(ctxs), rec.label
-

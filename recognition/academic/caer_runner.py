@@ -10,8 +10,8 @@ size, not on how many windows come in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,7 +69,9 @@ class CaerScorer:
     ``name`` and ``sha256`` say which model and weights produced the numbers.
     """
 
-    def __init__(self, model: ClipCaer, batch_size: int = 32, device: str | torch.device | None = None, amp: str = "auto"):
+    def __init__(
+        self, model: ClipCaer, batch_size: int = 32, device: str | torch.device | None = None, amp: str = "auto"
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device) if device is not None else model.device
@@ -100,7 +102,9 @@ class CaerScorer:
         for f in faces:
             c = next(contexts, None)
             if c is None or len(c) != len(f):
-                raise ValueError(f"fewer context windows than face windows (after {done + (0 if c is None else len(c))})")
+                raise ValueError(
+                    f"fewer context windows than face windows (after {done + (0 if c is None else len(c))})"
+                )
             done += len(f)
             with torch.inference_mode(), self._cast:
                 logits = self.model(self.model.to_input(f, "face"), self.model.to_input(c, "context"), self._text)
@@ -111,6 +115,9 @@ class CaerScorer:
     def score(
         self, face_windows: np.ndarray | Iterable[np.ndarray], context_windows: np.ndarray | Iterable[np.ndarray]
     ) -> np.ndarray:
-        """(N, n_classes) probabilities for N windows given as (N, T, H, W, 3) uint8 arrays or iterators of (T, H, W, 3)."""
+        """(N, n_classes) probabilities for N windows.
+
+        Windows come as (N, T, H, W, 3) uint8 arrays or as iterators of (T, H, W, 3) arrays.
+        """
         out = list(self.iter_scores(face_windows, context_windows))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -67,7 +67,10 @@ class EvalResult:
 
     def format(self, class_names: tuple[str, ...]) -> str:
         w = max(len(c) for c in class_names)
-        lines = [f"UAR {self.uar:.2f}%  WAR {self.war:.2f}%  loss {self.loss:.4f}  clips {self.n}", "confusion (rows: true, cols: predicted)"]
+        lines = [
+            f"UAR {self.uar:.2f}%  WAR {self.war:.2f}%  loss {self.loss:.4f}  clips {self.n}",
+            "confusion (rows: true, cols: predicted)",
+        ]
         lines.append(" " * (w + 1) + " ".join(f"{c[:6]:>6}" for c in class_names))
         for c, row in zip(class_names, self.confusion):
             lines.append(f"{c:>{w}} " + " ".join(f"{v:6d}" for v in row))
@@ -113,21 +116,36 @@ def autocast_for(device: torch.device, amp: str = "auto"):
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int, drop_last: bool = False):
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=g, drop_last=drop_last,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=g,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
     )
 
 
 @torch.no_grad()
-def evaluate(model: ClipCaer, dataset, batch_size: int = 8, device=None, amp: str = "auto", workers: int = 0,
-             progress: bool = True, desc: str = "eval") -> EvalResult:
+def evaluate(
+    model: ClipCaer,
+    dataset,
+    batch_size: int = 8,
+    device=None,
+    amp: str = "auto",
+    workers: int = 0,
+    progress: bool = True,
+    desc: str = "eval",
+) -> EvalResult:
     """Scores ``model`` on a test-mode dataset (segment-centre sampling, no augmentation)."""
     dev = resolve_device(device or model.device)
     model.to(dev).eval()
     cast, _ = autocast_for(dev, amp)
     text = None
     preds, labels, loss_sum = [], [], 0.0
-    for face, ctx, y in tqdm(_loader(dataset, batch_size, False, workers, 0), desc=desc, disable=not progress, leave=False):
+    for face, ctx, y in tqdm(
+        _loader(dataset, batch_size, False, workers, 0), desc=desc, disable=not progress, leave=False
+    ):
         y = y.to(dev)
         with cast:
             text = model.text_features() if text is None else text
@@ -179,7 +197,9 @@ def train(
     model.freeze_for_training()
     optim = torch.optim.SGD(
         model.param_groups(cfg.lr_temporal, cfg.lr_image, cfg.lr_prompt, cfg.lr_fc),
-        lr=cfg.lr_temporal, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        lr=cfg.lr_temporal,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     )
     sched = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=list(cfg.milestones), gamma=cfg.gamma)
     start, best_uar, best_epoch, history = 0, -1.0, 0, []
@@ -198,8 +218,12 @@ def train(
         log(f"resumed from {last_path} after epoch {start} (best validation UAR {best_uar:.2f}% at epoch {best_epoch})")
     cast, dtype = autocast_for(dev, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    recorder = {"total_epoch": cfg.epochs, "current_epoch": start,
-                "epoch_losses": np.zeros((cfg.epochs, 2), np.float32), "epoch_accuracy": np.zeros((cfg.epochs, 2), np.float32)}
+    recorder = {
+        "total_epoch": cfg.epochs,
+        "current_epoch": start,
+        "epoch_losses": np.zeros((cfg.epochs, 2), np.float32),
+        "epoch_accuracy": np.zeros((cfg.epochs, 2), np.float32),
+    }
     for h in history:
         recorder["epoch_losses"][h["epoch"] - 1] = (h["train_loss"], h["val_loss"])
         recorder["epoch_accuracy"][h["epoch"] - 1] = (h["train_war"], h["val_uar"])
@@ -208,7 +232,9 @@ def train(
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         model.train()
-        loader = _loader(train_set, cfg.batch_size, True, cfg.workers, cfg.seed + epoch, drop_last=len(train_set) > cfg.batch_size)
+        loader = _loader(
+            train_set, cfg.batch_size, True, cfg.workers, cfg.seed + epoch, drop_last=len(train_set) > cfg.batch_size
+        )
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
         loss_sum, correct, seen = 0.0, 0, 0
         for face, ctx, y in bar:
@@ -226,8 +252,14 @@ def train(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
         sched.step()
         val = evaluate(model, val_set, cfg.batch_size, dev, cfg.amp, cfg.workers, cfg.progress, desc="validation")
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_war": 100 * correct / max(1, seen),
-               "val_loss": val.loss, "val_uar": val.uar, "val_war": val.war}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(1, seen),
+            "train_war": 100 * correct / max(1, seen),
+            "val_loss": val.loss,
+            "val_uar": val.uar,
+            "val_war": val.war,
+        }
         history.append(row)
         recorder["epoch_losses"][epoch] = (row["train_loss"], val.loss)
         recorder["epoch_accuracy"][epoch] = (row["train_war"], val.uar)
@@ -235,14 +267,20 @@ def train(
         improved = val.uar > best_uar
         if improved:
             best_uar, best_epoch, best_val = val.uar, epoch + 1, val
-        model.save_checkpoint(last_path, epoch + 1, best_uar, optim.state_dict(), dict(recorder), _meta(cfg, best_epoch, history))
+        model.save_checkpoint(
+            last_path, epoch + 1, best_uar, optim.state_dict(), dict(recorder), _meta(cfg, best_epoch, history)
+        )
         if improved:
             shutil.copyfile(last_path, best_path)
-        log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_war']:.1f}% | "
-            f"val UAR {val.uar:.2f}% WAR {val.war:.2f}% loss {val.loss:.4f}" + ("  (best)" if improved else ""))
+        log(
+            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_war']:.1f}% | "
+            f"val UAR {val.uar:.2f}% WAR {val.war:.2f}% loss {val.loss:.4f}" + ("  (best)" if improved else "")
+        )
 
     if not best_path.exists():
-        raise RuntimeError(f"no epoch was trained: {last_path} already covers {cfg.epochs} epochs and no best file exists")
+        raise RuntimeError(
+            f"no epoch was trained: {last_path} already covers {cfg.epochs} epochs and no best file exists"
+        )
     best = ckpt.load_checkpoint(best_path)
     model.load_state_dict(ckpt.canonical_state_dict(best["state_dict"]))
     if best_val is None:  # the best epoch predates this run (resumed): score it again
