@@ -173,6 +173,17 @@ def crossing(n: int = 30, fps: float = 5.0) -> Sequence:
     return render({1: one, 4: four}, fps=fps)
 
 
+def meet_and_turn_back(fps: float = 5.0) -> Sequence:
+    """Persons 1 and 4 walk towards each other, stand together 0.6 s (4 hides 1), and both turn back.
+
+    Motion alone predicts person 1 walking on through person 4, so only appearance keeps ids.
+    """
+    walk = list(range(8))  # 8 frames towards the middle
+    x1 = [160.0 + 23 * k for k in walk] + [322.0] * 3 + [322.0 - 23 * k for k in range(1, 10)]
+    x4 = [480.0 - 23 * k for k in walk] + [318.0] * 3 + [318.0 + 23 * k for k in range(1, 10)]
+    return render({1: [(x, 180.0, 64.0, 1.0) for x in x1], 4: [(x, 184.0, 64.0, 1.0) for x in x4]}, fps=fps)
+
+
 def classroom_of(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(1080, 1920), seed: int = 1) -> Sequence:
     """``n_faces`` seated people on a grid (the six real faces repeated, some mirrored), swaying slightly."""
     sprites = list(group_sprites())
@@ -240,3 +251,40 @@ def sequence_figures(seq: Sequence, run: TrackRun):
         p += label_rows(d.boxes, gb, gp).tolist()
         k += final_ids(d.track_id, run.summaries).tolist()
     return identity_figures(np.array(t), np.array(p), np.array(k))
+
+
+# -- the crowd video ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def crowd_people() -> dict:
+    return json.loads((FIXTURES / "crowd_people.json").read_text())
+
+
+@lru_cache(maxsize=4)
+def crowd_detections(scale: float = 0.75, step: int = 5):
+    """Frames (every ``step``-th, resized by ``scale``), their times and MTCNN detections."""
+    from recognition.detection import load_detector
+
+    frames, fps = read_frames("crowd_walk_1080p.mp4", scale=scale)
+    idx = list(range(0, len(frames), step))
+    frames = [frames[i] for i in idx]
+    det = load_detector("mtcnn")
+    return tuple(frames), np.array(idx) / fps, tuple(det.detect(frames)), tuple(idx)
+
+
+def crowd_labels(dets, idx, scale: float) -> list[np.ndarray]:
+    """Per frame, the person (index into faces_1s) of each detection at annotated keyframes; -1 elsewhere."""
+    from recognition.tracking.evaluate import label_rows
+
+    people = crowd_people()
+    names = list(people["faces_1s"])
+    out = []
+    for d, i in zip(dets, idx):
+        kf = people["keyframes"].get(str(i))
+        if kf is None:
+            out.append(np.full(len(d), -1, np.int64))
+            continue
+        boxes = np.array(list(kf.values()), np.float32) * scale
+        out.append(label_rows(d.boxes, boxes, np.array([names.index(n) for n in kf])))
+    return out

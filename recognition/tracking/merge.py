@@ -1,40 +1,157 @@
 """Joining tracks that belong to one person: fragments within a video, tracks across chunks.
 
-Both use one constrained agglomerative linker: candidate pairs are taken cheapest first
-and joined unless the two groups may not be one person (they overlap in time, or come
-from the same chunk) or their mean embeddings have drifted apart (which stops chains
-A~B~C from joining A and C when A and C differ).
+Both follow the tracker's own rules (``pair_cost``), so that what a single pass would
+have kept together is joined again. One constrained agglomerative linker does the work:
+candidate pairs are taken cheapest first and joined unless the two groups may not be
+one person (they overlap in time, or come from the same chunk) or their mean embeddings
+have drifted apart (which stops chains A~B~C from joining A and C when A and C differ).
+It runs again on the joined groups until nothing changes, since a joined group knows
+its direction of motion better than its pieces (a fast walker seen at 4 fps leaves a
+trail of one-detection tracks).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 
-from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance
-from recognition.tracking.tracker import TrackerConfig, TrackSummary, motion_cost
+from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance, robust_mean
+from recognition.tracking.tracker import TrackerConfig, TrackSummary, _cxcywh, _xyxy, motion_cost
 
 
-def _link(
-    n: int,
-    pairs: list[tuple[float, int, int, bool]],
-    means: np.ndarray,
-    weights: np.ndarray,
-    compatible: Callable[[list[int], list[int]], bool],
-    mean_bar: float,
-) -> list[list[int]]:
-    """Union items over ``pairs`` (cost < 1, i, j, near), cheapest first; returns groups of item indices.
+def extrapolate(times: np.ndarray, boxes: np.ndarray, t: float, window_s: float = 0.6) -> np.ndarray:
+    """Where a track's face box would be at time ``t``: a straight-line fit of its last ``window_s``
+    of boxes, run on for at most one second (as the tracker's Kalman prediction is)."""
+    times, boxes = np.asarray(times, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
+    if t <= times[-1]:
+        return boxes[-1]
+    recent = times >= times[-1] - window_s
+    tt, bb = times[recent], _cxcywh(boxes[recent])
+    if len(tt) < 2 or np.ptp(tt) <= 0:
+        return boxes[-1]
+    slope = ((tt - tt.mean())[:, None] * (bb - bb.mean(0))).sum(0) / ((tt - tt.mean()) ** 2).sum()
+    last = _cxcywh(boxes[-1:])[0]
+    return _xyxy(last + slope * min(t - times[-1], 1.0))[0]
 
-    Groups join only if ``compatible`` and, unless the pair is ``near`` (one track picks up
-    where the other stopped, which already vouches for it), their weighted mean
-    embeddings are closer than ``mean_bar``.
+
+def pair_cost(
+    end_t: float, end_box: np.ndarray, start_t: float, start_box: np.ndarray, dist: float, cfg: TrackerConfig
+) -> tuple[float, bool] | None:
+    """Cost (in [0, 1)) of one track continuing as another that starts later, and whether it is ``near``;
+    None when they cannot be one person.
+
+    Mirrors the tracker's own decisions. Starting where the first track was heading
+    (``end_box``, extrapolated to ``start_t``; the tracker's motion gate) within
+    ``max_gap_s``, it is the same track by motion; with embeddings on both sides they must
+    also stay under ``appearance_veto`` (within ``embed_after_gap_s``) or
+    ``appearance_gate`` (later). Near but later (up to ``near_reid_s``), only appearance
+    under ``appearance_gate`` joins; anywhere else, under ``reid_threshold``. Without
+    embeddings only a motion continuation joins.
     """
-    parent = list(range(n))
-    members = {i: [i] for i in range(n)}
-    mean = {i: means[i].astype(np.float64) for i in range(n)}
-    weight = {i: float(weights[i]) for i in range(n)}
+    gap = start_t - end_t
+    if gap < -0.5 * cfg.embed_after_gap_s:
+        return None
+    motion = float(motion_cost(end_box[None], np.array([gap]), start_box[None], cfg)[0, 0])
+    near = bool(np.isfinite(motion)) and gap <= cfg.near_reid_s
+    by_motion = near and gap <= cfg.max_gap_s
+    if np.isnan(dist):
+        return (motion, True) if by_motion else None
+    if by_motion:
+        bar = cfg.appearance_veto if gap < cfg.embed_after_gap_s else cfg.appearance_gate
+    else:
+        bar = cfg.appearance_gate if near else cfg.reid_threshold
+    if dist >= bar:
+        return None
+    w = cfg.appearance_weight
+    return ((1 - w) * motion + w * dist / bar if by_motion else dist / bar), near
+
+
+@dataclass
+class _Piece:
+    """A track, or a group of tracks already joined: what the linker compares."""
+
+    members: list[int]
+    times: np.ndarray  # sorted
+    boxes: np.ndarray
+    spans: list[tuple[float, float]]  # (start, end) of each member track
+    chunks: set[int]
+    mean: np.ndarray  # (128,) NaN when no embedding
+    weight: float
+    samples: np.ndarray  # (k, 128) a few views, as the tracker's gallery
+
+    @classmethod
+    def join(cls, parts: list["_Piece"]) -> "_Piece":
+        times = np.concatenate([p.times for p in parts])
+        order = np.argsort(times, kind="stable")
+        known = [p for p in parts if not np.isnan(p.mean).any()]
+        w = sum(p.weight for p in known)
+        mean = sum(p.mean * p.weight for p in known) / w if known and w > 0 else np.full(EMBEDDING_DIM, np.nan)
+        return cls(
+            members=sorted(m for p in parts for m in p.members),
+            times=times[order],
+            boxes=np.concatenate([p.boxes for p in parts])[order],
+            spans=[s for p in parts for s in p.spans],
+            chunks=set().union(*(p.chunks for p in parts)),
+            mean=mean,
+            weight=sum(p.weight for p in parts),
+            samples=_spread(np.concatenate([p.samples for p in parts])),
+        )
+
+
+def _spread(samples: np.ndarray, k: int = 16) -> np.ndarray:
+    samples = np.asarray(samples, np.float64).reshape(-1, EMBEDDING_DIM)
+    samples = samples[~np.isnan(samples).any(1)]
+    return samples if len(samples) <= k else samples[np.linspace(0, len(samples) - 1, k).round().astype(int)]
+
+
+def _compatible(a: _Piece, b: _Piece) -> bool:
+    """Never one person: two tracks of one chunk, or two tracks at the same time."""
+    if a.chunks & b.chunks:
+        return False
+    return not any(s0 <= e1 and s1 <= e0 for s0, e0 in a.spans for s1, e1 in b.spans)
+
+
+def _pairs(pieces: list[_Piece], cfg: TrackerConfig) -> list[tuple[float, int, int, bool]]:
+    n = len(pieces)
+    m = np.array([p.mean for p in pieces], np.float64).reshape(n, EMBEDDING_DIM)
+    unknown = np.isnan(m).any(1)
+    dist = pairwise_distance(np.nan_to_num(m), np.nan_to_num(m))
+    dist[unknown] = np.nan
+    dist[:, unknown] = np.nan
+    starts = np.array([p.times[0] for p in pieces])
+    ends = np.array([p.times[-1] for p in pieces])
+    # Cheap vectorised screen before the per-pair rules: a pair can only join if it is close in
+    # appearance, or (without embeddings) follows within max_gap_s.
+    first_end = np.where(starts[:, None] <= starts[None, :], ends[:, None], ends[None, :])
+    second_start = np.maximum(starts[:, None], starts[None, :])
+    gap = second_start - first_end
+    maybe = np.where(np.isnan(dist), gap <= cfg.max_gap_s, dist < cfg.appearance_veto)
+    maybe &= (gap >= -0.5 * cfg.embed_after_gap_s) & (np.isnan(dist) | (dist < cfg.reid_threshold) | (gap <= cfg.near_reid_s))
+    out = []
+    for i, j in zip(*np.nonzero(np.triu(maybe, 1))):
+        a, b = (i, j) if starts[i] <= starts[j] else (j, i)
+        pa, pb = pieces[a], pieces[b]
+        if not _compatible(pa, pb):
+            continue
+        # Like the tracker: the closest pair of views counts, and only a motion continuation
+        # (within max_gap_s) is extrapolated; a re-identification looks at the last place seen.
+        d = float(dist[a, b])
+        if len(pa.samples) and len(pb.samples):
+            d = min(d, float(pairwise_distance(pa.samples, pb.samples).min()))
+        gap = starts[b] - ends[a]
+        head = extrapolate(pa.times, pa.boxes, starts[b]) if gap <= cfg.max_gap_s else pa.boxes[-1]
+        got = pair_cost(float(ends[a]), head, float(starts[b]), pb.boxes[0], d, cfg)
+        if got is not None:
+            out.append((got[0], int(a), int(b), got[1]))
+    return out
+
+
+def _link_once(pieces: list[_Piece], pairs: list[tuple[float, int, int, bool]], mean_bar: float) -> list[_Piece]:
+    """Union pieces over ``pairs``, cheapest first (see the module docstring)."""
+    parent = list(range(len(pieces)))
+    group = {i: pieces[i] for i in range(len(pieces))}
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -44,89 +161,42 @@ def _link(
 
     for _, i, j, near in sorted(pairs):
         a, b = root(i), root(j)
-        if a == b or not compatible(members[a], members[b]):
+        if a == b or not _compatible(group[a], group[b]):
             continue
-        ma, mb = mean[a], mean[b]
-        known_a, known_b = not np.isnan(ma).any(), not np.isnan(mb).any()
-        if known_a and known_b and not near and np.linalg.norm(ma - mb) >= mean_bar:
+        ma, mb = group[a].mean, group[b].mean
+        if not near and not (np.isnan(ma).any() or np.isnan(mb).any()) and np.linalg.norm(ma - mb) >= mean_bar:
             continue
         parent[b] = a
-        members[a] += members.pop(b)
-        wa, wb = weight[a], weight.pop(b)
-        mb = mean.pop(b)
-        if known_a and known_b:
-            mean[a] = (ma * wa + mb * wb) / max(wa + wb, 1e-9)
-        elif known_b:
-            mean[a] = mb
-        weight[a] = wa + wb
-    return sorted((sorted(m) for m in members.values()), key=lambda m: m[0])
+        group[a] = _Piece.join([group[a], group.pop(b)])
+    return list(group.values())
 
 
-def pair_cost(
-    end_t: float, end_box: np.ndarray, start_t: float, start_box: np.ndarray, dist: float, cfg: TrackerConfig
-) -> tuple[float, bool] | None:
-    """Cost (< 1 to join) of one track continuing as another that starts later, and whether it is ``near``.
-
-    The appearance bar depends on where and when the second track starts, as in the
-    tracker: picking up within ``embed_after_gap_s`` at the place the first stopped (the
-    tracker's motion gate), the distance must stay under ``appearance_veto``; near the place
-    but later, under ``appearance_gate``; anywhere else, under ``reid_threshold``. Without
-    embeddings only an immediate pick-up at the same place joins.
-    """
-    gap = start_t - end_t
-    if gap < -0.5 * cfg.embed_after_gap_s:
-        return None
-    near = bool(np.isfinite(motion_cost(end_box[None], np.array([gap]), start_box[None], cfg)[0, 0]))
-    soon = gap < cfg.embed_after_gap_s
-    if np.isnan(dist):
-        return (0.99, True) if near and soon else None
-    bar = cfg.appearance_veto if near and soon else cfg.appearance_gate if near else cfg.reid_threshold
-    cost = dist / bar
-    return (float(cost), near) if cost < 1 else None
-
-
-def _span_pairs(
-    starts: np.ndarray, ends: np.ndarray, first_boxes: np.ndarray, last_boxes: np.ndarray, dist: np.ndarray,
-    allowed: np.ndarray, cfg: TrackerConfig,
-) -> list[tuple[float, int, int, bool]]:
-    pairs = []
-    for i, j in zip(*np.nonzero(np.triu(allowed, 1))):
-        a, b = (i, j) if starts[i] <= starts[j] else (j, i)
-        got = pair_cost(ends[a], last_boxes[a], starts[b], first_boxes[b], dist[a, b], cfg)
-        if got is not None:
-            pairs.append((got[0], int(a), int(b), got[1]))
-    return pairs
-
-
-def _mean_distances(means: np.ndarray) -> np.ndarray:
-    m = np.asarray(means, np.float64).reshape(-1, EMBEDDING_DIM)
-    unknown = np.isnan(m).any(1)
-    d = pairwise_distance(np.nan_to_num(m), np.nan_to_num(m))
-    d[unknown] = np.nan
-    d[:, unknown] = np.nan
-    return d
+def _link(pieces: list[_Piece], cfg: TrackerConfig, max_rounds: int = 5) -> list[list[int]]:
+    for _ in range(max_rounds):
+        joined = _link_once(pieces, _pairs(pieces, cfg), cfg.reid_threshold)
+        done = len(joined) == len(pieces)
+        pieces = joined
+        if done:
+            break
+    return sorted((p.members for p in pieces), key=lambda m: m[0])
 
 
 def link_fragments(
-    times: Sequence[np.ndarray], boxes: Sequence[np.ndarray], means: Sequence[np.ndarray], cfg: TrackerConfig
+    times: Sequence[np.ndarray], boxes: Sequence[np.ndarray], embeddings: Sequence[np.ndarray], cfg: TrackerConfig
 ) -> list[list[int]]:
-    """Group tracks of one video that never overlap in time and look alike (see ``pair_cost``)."""
-    n = len(times)
-    if n == 0:
-        return []
-    starts = np.array([t[0] for t in times], np.float64)
-    ends = np.array([t[-1] for t in times], np.float64)
-    overlap = (starts[:, None] <= ends[None, :]) & (starts[None, :] <= ends[:, None])
-    pairs = _span_pairs(
-        starts, ends, np.array([b[0] for b in boxes]), np.array([b[-1] for b in boxes]), _mean_distances(means),
-        ~overlap, cfg,
-    )
+    """Group tracks of one video that never overlap in time and are one person by ``pair_cost``.
 
-    def compatible(a: list[int], b: list[int]) -> bool:
-        return not overlap[np.ix_(a, b)].any()
-
-    weights = np.array([len(t) for t in times], np.float64)
-    return _link(n, pairs, np.array(means, np.float64).reshape(n, EMBEDDING_DIM), weights, compatible, cfg.reid_threshold)
+    ``embeddings[i]`` holds all (k, 128) embeddings of track i (k may be 0).
+    """
+    pieces = []
+    for i, (t, b, e) in enumerate(zip(times, boxes, embeddings)):
+        e = np.asarray(e, np.float64).reshape(-1, EMBEDDING_DIM)
+        span = [(float(t[0]), float(t[-1]))]
+        pieces.append(
+            _Piece([i], np.asarray(t, np.float64), np.asarray(b, np.float64), span, set(), robust_mean(e).astype(np.float64),
+                   float(max(len(e), 1)), _spread(e))
+        )
+    return _link(pieces, cfg) if pieces else []
 
 
 def link_chunks(
@@ -138,33 +208,25 @@ def link_chunks(
 
     Chunks are consecutive time windows tracked separately (``times`` in session seconds).
     Tracks of different chunks join by the tracker's own rules (``pair_cost``): one that
-    picks up at a boundary where another stopped needs only to stay under
-    ``appearance_veto``; one that appears elsewhere, later, must be within ``threshold``
-    (default: the tracker's ``reid_threshold``) of the other's mean embedding, as a single
-    pass would re-identify it. So a chunked run gives the persons of a single pass.
-    Tracks of one chunk never join each other. Global ids are numbered 0, 1, ... in order
-    of first appearance.
+    picks up at a boundary where another was heading continues it as the tracker's
+    motion match would (unless their faces are further apart than ``appearance_veto``);
+    one that appears elsewhere, later, must be within ``threshold`` (default: the
+    tracker's ``reid_threshold``) of the other's mean embedding, as a single pass would
+    re-identify it. So a chunked run gives the persons of a single pass. Tracks of one
+    chunk never join each other. Global ids are numbered 0, 1, ... in order of first
+    appearance.
     """
     cfg = config or TrackerConfig()
     if threshold is not None:
         cfg = replace(cfg, reid_threshold=threshold)
     items = [(ci, s) for ci, chunk in enumerate(chunks) for s in chunk]
-    n = len(items)
-    if n == 0:
+    if not items:
         return {}
-    chunk_of = np.array([ci for ci, _ in items])
-    tracks = [s for _, s in items]
-    means = np.array([s.embedding for s in tracks], np.float64).reshape(n, EMBEDDING_DIM)
-    pairs = _span_pairs(
-        np.array([s.start for s in tracks]), np.array([s.end for s in tracks]),
-        np.array([s.boxes[0] for s in tracks]), np.array([s.boxes[-1] for s in tracks]),
-        _mean_distances(means), chunk_of[:, None] != chunk_of[None, :], cfg,
-    )
-
-    def compatible(x: list[int], y: list[int]) -> bool:
-        return not (set(chunk_of[x].tolist()) & set(chunk_of[y].tolist()))
-
-    weights = np.array([max(len(s.embedding_samples), 1) for s in tracks], np.float64)
-    groups = _link(n, pairs, means, weights, compatible, cfg.reid_threshold)
-    groups.sort(key=lambda g: min((tracks[k].start, chunk_of[k], tracks[k].track_id) for k in g))
-    return {(int(chunk_of[k]), tracks[k].track_id): gid for gid, g in enumerate(groups) for k in g}
+    pieces = [
+        _Piece([k], np.asarray(s.times, np.float64), np.asarray(s.boxes, np.float64), [(s.start, s.end)], {ci},
+               np.asarray(s.embedding, np.float64), float(max(len(s.embedding_samples), 1)), _spread(s.embedding_samples))
+        for k, (ci, s) in enumerate(items)
+    ]
+    groups = _link(pieces, cfg)
+    groups.sort(key=lambda g: min((items[k][1].start, items[k][0], items[k][1].track_id) for k in g))
+    return {(items[k][0], items[k][1].track_id): gid for gid, g in enumerate(groups) for k in g}

@@ -5,23 +5,26 @@ Per frame (``update``), in the spirit of ByteTrack with DeepSORT's appearance te
 1. Every track's box is predicted to the frame time by a constant-velocity Kalman filter.
 2. Confident detections are matched to recently seen tracks (Hungarian) on a cost that
    mixes the centre distance (in face widths, gated) and, where both sides have one,
-   the embedding distance (gated: two faces further apart than ``appearance_gate`` are
-   never the same track, which is what stops id switches when people cross).
+   the embedding distance (gated: faces further apart than ``appearance_veto``, or than
+   ``appearance_gate`` for a track unseen a moment, are never the same track, which is
+   what stops id switches when people cross).
 3. Less confident detections only extend the remaining recent tracks, on motion alone,
    so a face that turns away or is half hidden keeps its track.
 4. Detections still unmatched are compared by embedding with every track not seen in
-   this frame (lost ones included, up to ``reid_window_s``): a person who left and came
-   back gets their old id.
+   this frame (lost ones included, up to ``reid_window_s``): within ``reid_threshold``
+   anywhere, or ``appearance_gate`` near where the track was lost (someone reappearing
+   from behind another person), a person who left and came back gets their old id.
 5. Confident detections left over start new tracks; the rest get track id -1.
 
 Embeddings are expensive (about 0.1 s a face with dlib on CPU), so ``needs_embedding``
 says which detections of a frame need one: new or re-appearing faces, ambiguous
-matches (two faces near one track, or one face near two tracks), tracks that have gone
-``embed_every_s`` without one, and none of the faces below ``min_embed_px``. Rows
+matches (two faces near one track, or one face near two tracks), tracks due for a fresh
+view (0.5 s after the first, doubling up to every ``embed_every_s``), and none of the
+faces below ``min_embed_px``. Rows
 without an embedding carry NaN and are tracked by motion.
 
-``finish`` links fragments of one person (non-overlapping in time, embeddings within
-``reid_threshold``), drops tracks shorter than ``min_hits`` detections and smooths boxes.
+``finish`` links fragments of one person (non-overlapping in time, alike by the rules of
+``merge.pair_cost``), drops tracks shorter than ``min_hits`` detections and smooths boxes.
 """
 
 from __future__ import annotations
@@ -79,9 +82,18 @@ class TrackerConfig:
     motion backs it up. Higher: fewer fragments, more risk of merging two look-alikes."""
     reid_window_s: float = 600.0
     """How long a lost track can still be re-identified."""
+    near_reid_s: float = 3.0
+    """A face reappearing within this long near where a track was lost (the motion gate
+    widened by the time away) needs only ``appearance_gate``: someone stepping out from
+    behind another person. Later, the place says little and ``reid_threshold`` applies."""
     embed_every_s: float = 5.0
-    """An unambiguously matched track gets a fresh embedding this often. Shorter: a richer
-    appearance gallery (better re-identification after pose changes) at ~0.1 s a face."""
+    """An unambiguously matched track gets a fresh embedding this often once it is
+    established. Shorter: a richer appearance gallery (better re-identification after pose
+    changes) at ~0.1 s a face."""
+    embed_first_s: float = 0.5
+    """A new track's second embedding comes this long after its first, and the interval
+    doubles up to ``embed_every_s``: a person seen only briefly still leaves a few views to be
+    re-identified by (one occluded view alone often is not enough)."""
     embed_after_gap_s: float = 0.5
     """A face that resumes a track unseen for this long is embedded, to check it is the same person."""
     min_embed_px: float = 24.0
@@ -91,7 +103,9 @@ class TrackerConfig:
     """Embeddings kept per track for matching; the most redundant is dropped first."""
     min_hits: int = 3
     """``finish`` drops tracks with fewer detections (after joining fragments): spurious
-    detections rarely repeat in one place. Higher: fewer ghost tracks, but brief glimpses vanish."""
+    detections rarely repeat in one place. Higher: fewer ghost tracks, but brief glimpses
+    vanish. Tracks seen in the first or last frame are kept whatever their length: in a
+    chunked run they may continue in the neighbouring chunk (``link_chunks``)."""
     smooth_sigma_s: float = 0.2
     """Gaussian smoothing of boxes in time in ``finish``; 0 disables it."""
     summary_samples: int = 8
@@ -304,7 +318,8 @@ class Tracker:
                 continue
             tr = tracks[cand[0]]
             last = tr.last_emb_t
-            need[j] = last is None or t - last >= c.embed_every_s or t - tr.last_t >= c.embed_after_gap_s
+            every = min(c.embed_every_s, c.embed_first_s * 2 ** max(len(tr.embs) - 1, 0))
+            need[j] = last is None or t - last >= every or t - tr.last_t >= c.embed_after_gap_s
         return need & big
 
     def update(self, dets: Detections, t: float) -> Detections:
@@ -357,12 +372,12 @@ class Tracker:
             if tr.id not in taken_tracks
             and tr.last_t < t
             and t - tr.last_t <= c.reid_window_s
-            and len(tr.times) >= c.min_hits
         ]
         if len(open_) and pool:
             app = self._app_dist(pool, emb[open_])
             last = np.array([tr.boxes[-1] for tr in pool])
-            near = np.isfinite(motion_cost(last, np.array([t - tr.last_t for tr in pool]), dets.boxes[open_], c))
+            away = np.array([t - tr.last_t for tr in pool])
+            near = np.isfinite(motion_cost(last, away, dets.boxes[open_], c)) & (away <= c.near_reid_s)[:, None]
             ok = np.nan_to_num(app, nan=np.inf) < np.where(near, c.appearance_gate, c.reid_threshold)
             for r, k in self._assign(np.where(ok, app, np.inf)):
                 ids[open_[k]] = pool[r].id
@@ -391,14 +406,17 @@ class Tracker:
         groups = link_fragments(
             [np.array(tr.times) for tr in self._tracks],
             [np.array(tr.boxes) for tr in self._tracks],
-            [robust_mean(np.array(tr.embs)) if tr.embs else np.full(EMBEDDING_DIM, np.nan) for tr in self._tracks],
+            [np.array(tr.embs).reshape(-1, EMBEDDING_DIM) for tr in self._tracks],
             c,
         )
         out = []
+        first = min((tr.times[0] for tr in self._tracks), default=0.0)
         for members in groups:
             parts = [self._tracks[i] for i in members]
             times = np.concatenate([p.times for p in parts])
-            if len(times) < c.min_hits:
+            # A short track at the first or last frame may go on in the neighbouring chunk: keep it.
+            at_edge = times.min() <= first or times.max() >= (self._last_t or 0.0)
+            if len(times) < c.min_hits and not at_edge:
                 continue
             order = np.argsort(times, kind="stable")
             boxes = np.concatenate([np.array(p.boxes) for p in parts])[order]
