@@ -276,3 +276,17 @@ def test_clip_weights_from_local_files(tmp_path, monkeypatch, fmt):
     assert found == path
     loaded = clip_from_weights(found)
     assert all(torch.equal(a, b) for a, b in zip(clip.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_wrong_layouts_fail_with_one_clear_line():
+    sd = dict(ClipCaer.from_official_checkpoint(FIXTURE / "checkpoint.pth", text_heads=2).official_state_dict())
+    del sd["project_fc.bias"]
+    with pytest.raises(ckpt.CheckpointError, match="missing.*project_fc.bias"):
+        ClipCaer.from_state_dict(sd, text_heads=2)
+    sd["project_fc.bias"] = torch.zeros(7)
+    with pytest.raises(ckpt.CheckpointError, match="size mismatch.*project_fc.bias"):
+        ClipCaer.from_state_dict(sd, text_heads=2)
+    with pytest.raises(ckpt.CheckpointError, match="no 'prompt_learner.ctx'"):
+        ClipCaer.from_state_dict({"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="embed dim 256"):
+        ClipCaer.for_training(build_clip(ckpt.ClipDims(256, 64, 1, 16, 2, 64, 1, 1, 77, 49408)), class_descriptors())

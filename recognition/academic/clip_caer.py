@@ -270,6 +270,10 @@ class ClipCaer(nn.Module):
         super().__init__()
         if len(class_names) != dims.n_classes:
             raise ValueError(f"{len(class_names)} class names for {dims.n_classes} classes")
+        if dims.clip.embed_dim != EMBED_DIM:
+            raise ValueError(
+                f"CLIP embed dim {dims.clip.embed_dim}: CLIP-CAER's temporal nets and project_fc are {EMBED_DIM}-d"
+            )
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip)
         self.image_encoder = clip.visual
@@ -318,7 +322,11 @@ class ClipCaer(nn.Module):
             sd["prompt_learner.ctx"], sd["prompt_learner.token_prefix"], sd["prompt_learner.token_suffix"]
         )
         model = cls(clip, prompts, eot, dims, class_names or ACADEMIC_CLASSES[: dims.n_classes])
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+        except RuntimeError as e:  # shape mismatches: keep the first offending tensor
+            detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+            raise ckpt.CheckpointError(f"state dict does not fit the CLIP-CAER layout: {detail}") from None
         if missing or unexpected:
             raise ckpt.CheckpointError(
                 "state dict does not fit the CLIP-CAER layout: "
