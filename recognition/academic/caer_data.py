@@ -149,7 +149,11 @@ class Augment:
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One labelled clip of a list file; ``label`` is 0-based."""
+    """One labelled clip of a list file; ``label`` is 0-based.
+
+    ``num_frames`` is kept as the list declares it; sampling uses the frames actually
+    found (the official loader trusts the list, which only matters when they disagree).
+    """
 
     path: Path
     key: str  # the path as written in the list (box files are keyed by it)
@@ -295,10 +299,6 @@ class CaerClipDataset:
 
     def __len__(self) -> int:
         return len(self.records)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.array([r.label for r in self.records], dtype=np.int64)
 
     def _boxes_for(self, table: Mapping, rec: ClipRecord):
         return table.get(rec.key, table.get(str(rec.path)))

@@ -218,11 +218,12 @@ def train(
         log(f"resumed from {last_path} after epoch {start} (best validation UAR {best_uar:.2f}% at epoch {best_epoch})")
     cast, dtype = autocast_for(dev, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    rows = max(cfg.epochs, len(history))  # the official RecorderMeter fields, as a plain dict
     recorder = {
         "total_epoch": cfg.epochs,
         "current_epoch": start,
-        "epoch_losses": np.zeros((cfg.epochs, 2), np.float32),
-        "epoch_accuracy": np.zeros((cfg.epochs, 2), np.float32),
+        "epoch_losses": np.zeros((rows, 2), np.float32),
+        "epoch_accuracy": np.zeros((rows, 2), np.float32),
     }
     for h in history:
         recorder["epoch_losses"][h["epoch"] - 1] = (h["train_loss"], h["val_loss"])
