@@ -43,6 +43,7 @@ class _Samples:
     expr: list[np.ndarray] = field(default_factory=list)
     face_px: list[float] = field(default_factory=list)
     sharp: list[float] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)  # detector confidence
     academic: list[np.ndarray] = field(default_factory=list)  # filled by a window model (CLIP-CAER) if any
 
     def extend(self, other: "_Samples") -> None:
@@ -299,6 +300,7 @@ class Pipeline:
                 sm.expr.append(expr[i])
                 sm.face_px.append(float(box[3] - box[1]))
                 sm.sharp.append(_sharpness(gray, box))
+                sm.score.append(float(dets.scores[i]))
                 if self.settings.store_thumbnails and tid not in thumbs and box[3] - box[1] >= 24:
                     thumbs[tid] = _thumbnail(frame, box)
                 if window is not None:
@@ -319,7 +321,8 @@ class Pipeline:
                 if summ.track_id in th:
                     thumbs.setdefault(gid, th[summ.track_id])
         out = []
-        for key, (gid, sm) in enumerate(sorted(merged.items(), key=lambda kv: min(kv[1].times))):
+        confirmed = {gid: sm for gid, sm in merged.items() if self._is_face(sm)}
+        for key, (gid, sm) in enumerate(sorted(confirmed.items(), key=lambda kv: min(kv[1].times))):
             arr = sm.arrays()
             emb = np.mean(embs[gid], axis=0) if embs[gid] else None
             bins, feats = self._bins(arr, fps, info.duration)
@@ -329,6 +332,15 @@ class Pipeline:
                 thumbnail=thumbs.get(gid),
             ))  # fmt: skip
         return out
+
+    CONFIRM_SCORE = 0.95
+
+    def _is_face(self, sm: _Samples) -> bool:
+        """A track counts as a person once the landmarker confirmed a face in it at least once,
+        or the detector was sure of it (median confidence >= 0.95). Detector false positives
+        (hair, patterned cloth) persist for seconds at ~0.88 and never give landmarks; real
+        faces too small to landmark (10-20 px classroom faces) score above 0.95."""
+        return any(sm.found) or float(np.median(sm.score)) >= self.CONFIRM_SCORE
 
     def _bins(self, a: dict[str, np.ndarray], fps: float, duration: float) -> tuple[pd.DataFrame, np.ndarray]:
         """Average a track's samples into bins of ``bin_seconds`` over the track's span."""
