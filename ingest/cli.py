@@ -216,6 +216,58 @@ def sessions_delete(session_id: int) -> None:
     click.echo(f"deleted session {session_id}", err=True)
 
 
+@main.group()
+def users() -> None:
+    """Dashboard users, roles and the classes or caseloads they may see."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["teacher", "clinician", "admin"]), required=True)
+@click.password_option(help="Password for the dashboard login.")
+def users_add(username: str, role: str, password: str) -> None:
+    from storage.access import create_user
+    from storage.db import session_scope
+
+    with session_scope(_url()) as s:
+        try:
+            create_user(s, username, role, password)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"user {username} ({role}) created", err=True)
+
+
+@users.command("grant")
+@click.argument("username")
+@click.argument("group")
+def users_grant(username: str, group: str) -> None:
+    """Let USERNAME see GROUP (a class for a teacher, a caseload for a clinician)."""
+    from sqlalchemy import select
+
+    from storage.access import get_user, grant
+    from storage.db import session_scope
+    from storage.models import Group
+
+    with session_scope(_url()) as s:
+        u = get_user(s, username)
+        g = s.scalar(select(Group).where(Group.name == group))
+        if u is None or g is None:
+            names = ", ".join(s.scalars(select(Group.name))) or "none yet"
+            raise click.ClickException(f"no user {username!r}" if u is None else f"no group {group!r}; groups: {names}")
+        grant(s, u.id, g.id)
+    click.echo(f"{username} may now see {group}", err=True)
+
+
+@users.command("list")
+def users_list() -> None:
+    from storage.access import granted_group_ids, list_users
+    from storage.db import session_scope
+
+    with session_scope(_url()) as s:
+        for u in list_users(s):
+            click.echo(f"{u.username}\t{u.role.value}\tgroups {granted_group_ids(s, u.id)}")
+
+
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes (each loads its own models).")
 def worker(concurrency: int) -> None:

@@ -96,3 +96,23 @@ def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
             assert s.scalar(select(func.count(func.distinct(TimeBin.session_id)))) == 2
         logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
         assert sum(log.count("succeeded") for log in logs) == 2
+
+
+def test_users_cli_creates_grants_and_lists(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from ingest.cli import main
+
+    env = {"AFFECTLINE_DATA_DIR": str(tmp_path / "d")}
+    from affectline.settings import get_settings
+
+    r = CliRunner(env=env)
+    get_settings.cache_clear()
+    try:
+        assert r.invoke(main, ["users", "add", "ms_a", "--role", "teacher", "--password", "pw"]).exit_code == 0
+        out = r.invoke(main, ["users", "grant", "ms_a", "Year 9"])
+        assert out.exit_code == 1 and "no group 'Year 9'; groups: none yet" in out.output
+        listing = r.invoke(main, ["users", "list"])
+        assert "ms_a\tteacher\tgroups []" in listing.output
+    finally:
+        get_settings.cache_clear()
