@@ -276,7 +276,13 @@ class Pipeline:
         landmarks = []
         for frame, t, dets in zip(frames, times, dets_list):
             if len(dets):
-                dets.data["embedding"] = self.embedder.embed(frame, dets)
+                # dlib embeddings cost ~0.1 s a face on one core: compute only those that
+                # decide or check an association (new or ambiguous faces, periodic refresh).
+                need = tracker.needs_embedding(dets, float(t))
+                emb = np.full((len(dets), 128), np.nan, np.float32)
+                if need.any():
+                    emb[need] = self.embedder.embed(frame, dets[need])
+                dets.data["embedding"] = emb
             dets = tracker.update(dets, float(t))
             dets = dets[dets.track_id >= 0]
             tracked.append(dets)
@@ -324,7 +330,8 @@ class Pipeline:
         confirmed = {gid: sm for gid, sm in merged.items() if self._is_face(sm)}
         for key, (gid, sm) in enumerate(sorted(confirmed.items(), key=lambda kv: min(kv[1].times))):
             arr = sm.arrays()
-            emb = np.mean(embs[gid], axis=0) if embs[gid] else None
+            valid = [e for e in embs[gid] if e.shape == (128,) and np.isfinite(e).all()]
+            emb = np.mean(valid, axis=0) if valid else None  # faces too small to embed have none
             bins, feats = self._bins(arr, fps, info.duration)
             out.append(PersonTrack(
                 key=key, times=arr["times"].astype(np.float32), face_boxes=arr["boxes"].astype(np.float32),
