@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         default="auto", description="'cues', 'clip_caer' or 'auto' (clip_caer when a checkpoint is present)."
     )
     caer_checkpoint: Path | None = Field(default=None, description="Trained CLIP-CAER checkpoint for inference.")
+    caer_text_heads: int | None = Field(
+        default=None, description="Text-tower heads of the CLIP-CAER checkpoint when not width // 64."
+    )
     enroll_threshold: float = Field(default=0.5, description="dlib embedding distance under which a track matches a person.")
     dashboard_user: str | None = Field(
         default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."

@@ -190,18 +190,18 @@ class Pipeline:
         s = self.settings
         if s.academic_model == "cues":
             return None
-        ckpt = s.caer_checkpoint or (Path(s.model_dir).expanduser() / "clip_caer.pth")
-        if not Path(ckpt).exists():
+        from recognition.academic.caer_checkpoint import WeightsNotFound, find_caer_checkpoint
+
+        try:
+            ckpt = find_caer_checkpoint(s.caer_checkpoint, s.model_dir)
+        except WeightsNotFound:
             if s.academic_model == "clip_caer":
-                raise FileNotFoundError(
-                    f"CLIP-CAER checkpoint not found at {ckpt}: set AFFECTLINE_CAER_CHECKPOINT to a trained "
-                    "checkpoint, or AFFECTLINE_ACADEMIC_MODEL=cues for the offline cue model"
-                )
+                raise  # asked for explicitly: say what is missing and where to put it
             return None
         from recognition.academic.caer_runner import CaerScorer
         from recognition.academic.clip_caer import ClipCaer
 
-        model = ClipCaer.from_official_checkpoint(ckpt, device=self.device)
+        model = ClipCaer.from_official_checkpoint(ckpt, text_heads=s.caer_text_heads, device=self.device)
         if tuple(model.class_names) != ACADEMIC_CLASSES:
             raise ValueError(f"{ckpt}: classes {model.class_names} are not the academic classes {ACADEMIC_CLASSES}")
         return _CaerWindows(CaerScorer(model, batch_size=16 if self.device == "cpu" else 128))

@@ -20,7 +20,7 @@ def checkpoint(shared_dir: Path) -> Path:
 def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, media_dir):
     from ingest.pipeline import Pipeline
 
-    s = Settings(academic_model="auto", caer_checkpoint=checkpoint)
+    s = Settings(academic_model="auto", caer_checkpoint=checkpoint, caer_text_heads=2)  # the fixture's heads
     with Pipeline(s, device="cpu") as p:
         out = p.apply(media_dir / "two_people_head_turns_270p.mp4", fps=4)
     assert out.academic_model == f"clip-caer@{sha256_of(checkpoint)[:12]}"
@@ -41,6 +41,8 @@ def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, me
 def test_missing_checkpoint_says_what_and_where(tmp_path):
     from ingest.pipeline import Pipeline
 
-    s = Settings(academic_model="clip_caer", caer_checkpoint=tmp_path / "clip_caer.pth")
-    with pytest.raises(FileNotFoundError, match="AFFECTLINE_CAER_CHECKPOINT"):
+    s = Settings(academic_model="clip_caer", model_dir=tmp_path)
+    from recognition.academic.caer_checkpoint import WeightsNotFound
+
+    with pytest.raises(WeightsNotFound, match="AFFECTLINE_CAER_CHECKPOINT"):
         Pipeline(s, device="cpu")
