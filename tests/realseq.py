@@ -52,7 +52,9 @@ def read_frames(name: str, indices: list[int] | None = None, scale: float = 1.0)
     vr = decord.VideoReader(str(MEDIA / name))
     idx = list(range(len(vr))) if indices is None else list(indices)
     batch = vr.get_batch(idx).asnumpy()
-    frames = [f if scale == 1.0 else cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for f in batch]
+    frames = [
+        f if scale == 1.0 else cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for f in batch
+    ]
     return frames, float(vr.get_avg_fps())
 
 
@@ -96,7 +98,7 @@ def paste(canvas: np.ndarray, sprite: FaceSprite, cx: float, cy: float, face_w: 
     img = cv2.resize(sprite.image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     img = (img.astype(np.float32) * brightness).clip(0, 255)
     fx1, fy1, fx2, fy2 = sprite.face * s
-    ox, oy = int(round(cx - (fx1 + fx2) / 2)), int(round(cy - (fy1 + fy2) / 2))
+    ox, oy = round(cx - (fx1 + fx2) / 2), round(cy - (fy1 + fy2) / 2)
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     # Feathered ellipse: no hard rectangle edges for the detector to latch onto.
@@ -124,7 +126,9 @@ class Sequence:
     gt_person: list[np.ndarray] = field(default_factory=list)
 
 
-def render(paths: dict[int, list[tuple[float, float, float, float] | None]], size=(360, 640), fps=5.0, seed=0) -> Sequence:
+def render(
+    paths: dict[int, list[tuple[float, float, float, float] | None]], size=(360, 640), fps=5.0, seed=0
+) -> Sequence:
     """Render people along paths {person: [(cx, cy, face_w, brightness) or None per frame]}.
 
     Later people in ``paths`` are pasted over earlier ones (they walk in front).
@@ -187,21 +191,37 @@ def meet_and_turn_back(fps: float = 5.0) -> Sequence:
 def classroom_of(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(1080, 1920), seed: int = 1) -> Sequence:
     """``n_faces`` seated people on a grid (the six real faces repeated, some mirrored), swaying slightly."""
     sprites = list(group_sprites())
-    sprites += [FaceSprite(s.image[:, ::-1].copy(), np.array([s.image.shape[1] - s.face[2], s.face[1],
-                 s.image.shape[1] - s.face[0], s.face[3]]), s.person + 6) for s in group_sprites()]
+    sprites += [
+        FaceSprite(
+            s.image[:, ::-1].copy(),
+            np.array([s.image.shape[1] - s.face[2], s.face[1], s.image.shape[1] - s.face[0], s.face[3]]),
+            s.person + 6,
+        )
+        for s in group_sprites()
+    ]
     rng = np.random.default_rng(seed)
     cols = int(np.ceil(np.sqrt(n_faces * size[1] / size[0])))
     rows = int(np.ceil(n_faces / cols))
     h, w = size
     bg = background(h, w, seed=seed)
-    base = [((c + 0.5) * w / cols, (r + 0.5) * h / rows, float(rng.uniform(40, 70))) for r in range(rows) for c in range(cols)][:n_faces]
+    base = [
+        ((c + 0.5) * w / cols, (r + 0.5) * h / rows, float(rng.uniform(40, 70)))
+        for r in range(rows)
+        for c in range(cols)
+    ][:n_faces]
     phase = rng.uniform(0, 2 * np.pi, n_faces)
     seq = Sequence([], np.arange(n_frames) / fps)
     for i in range(n_frames):
         canvas = bg.copy()
         boxes = []
         for k, (cx, cy, fw) in enumerate(base):
-            box = paste(canvas, sprites[k % len(sprites)], cx + 6 * np.sin(i / 2 + phase[k]), cy + 3 * np.cos(i / 3 + phase[k]), fw)
+            box = paste(
+                canvas,
+                sprites[k % len(sprites)],
+                cx + 6 * np.sin(i / 2 + phase[k]),
+                cy + 3 * np.cos(i / 3 + phase[k]),
+                fw,
+            )
             boxes.append(box)
         seq.frames.append(canvas)
         seq.gt_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
@@ -261,16 +281,41 @@ def crowd_people() -> dict:
     return json.loads((FIXTURES / "crowd_people.json").read_text())
 
 
-@lru_cache(maxsize=4)
-def crowd_detections(scale: float = 0.75, step: int = 5):
-    """Frames (every ``step``-th, resized by ``scale``), their times and MTCNN detections."""
+@lru_cache(maxsize=2)
+def mtcnn(min_face_px: int = 12):
+    """One MTCNN detector per process (and minimum face size), shared by the test modules."""
+    from affectline.settings import Settings
     from recognition.detection import load_detector
 
+    return load_detector("mtcnn", Settings(min_face_px=min_face_px))
+
+
+@lru_cache(maxsize=1)
+def embedder():
+    from recognition.reid import FaceEmbedder
+
+    return FaceEmbedder()
+
+
+@lru_cache(maxsize=8)
+def detected(name: str):
+    """A built sequence (``leave_and_return``, ``crossing``, ...) and its MTCNN detections."""
+    seq = globals()[name]()
+    return seq, mtcnn().detect(seq.frames)
+
+
+# What the tests track: the crowd at 3/4 size (faces 19-95 px) every 5th frame (5 fps, close to the
+# default 4 fps); MTCNN searches from 16 px there, 21 px at full size (the smallest crowd face is 25 px).
+CROWD = {"scale": 0.75, "step": 5, "min_face_px": 16}
+
+
+@lru_cache(maxsize=4)
+def crowd_detections(scale: float = 0.75, step: int = 5, min_face_px: int = 12):
+    """Frames (every ``step``-th, resized by ``scale``), their times, MTCNN detections and frame indices."""
     frames, fps = read_frames("crowd_walk_1080p.mp4", scale=scale)
     idx = list(range(0, len(frames), step))
     frames = [frames[i] for i in idx]
-    det = load_detector("mtcnn")
-    return tuple(frames), np.array(idx) / fps, tuple(det.detect(frames)), tuple(idx)
+    return tuple(frames), np.array(idx) / fps, tuple(mtcnn(min_face_px).detect(frames)), tuple(idx)
 
 
 def crowd_labels(dets, idx, scale: float) -> list[np.ndarray]:

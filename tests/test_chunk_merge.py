@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import numpy as np
 
-from recognition.detection import load_detector
-from recognition.reid import FaceEmbedder
 from recognition.tracking import TrackSummary, link_chunks
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows
 from tests import realseq
 
-
-@lru_cache(maxsize=1)
-def embedder() -> FaceEmbedder:
-    return FaceEmbedder()
+embedder = realseq.embedder
 
 
 def chunked(frames, times, dets, bounds: list[int]):
     """Track each chunk [bounds[i], bounds[i+1]) separately; return per-row global ids and the mapping."""
-    runs = [
-        realseq.run_tracker(frames[a:b], times[a:b], dets[a:b], embedder()) for a, b in zip(bounds[:-1], bounds[1:])
-    ]
+    runs = [realseq.run_tracker(frames[a:b], times[a:b], dets[a:b], embedder()) for a, b in itertools.pairwise(bounds)]
     mapping = link_chunks([r.summaries for r in runs])
     ids = []
     for ci, r in enumerate(runs):
@@ -42,7 +36,7 @@ def same_partition(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[int, int]:
 
 @lru_cache(maxsize=1)
 def crowd():
-    frames, times, dets, idx = realseq.crowd_detections(scale=0.75, step=5)
+    frames, times, dets, idx = realseq.crowd_detections(**realseq.CROWD)
     single = realseq.run_tracker(frames, times, dets, embedder())
     return frames, times, dets, idx, single
 
@@ -50,12 +44,12 @@ def crowd():
 def test_chunked_crowd_gives_the_persons_of_a_single_pass():
     frames, times, dets, idx, single = crowd()
     single_ids = [final_ids(d.track_id, single.summaries) for d in single.dets]
-    ids, mapping, runs = chunked(frames, times, dets, [0, 7, 14, len(frames)])  # three 1.4 s chunks
+    ids, _mapping, runs = chunked(frames, times, dets, [0, 7, 14, len(frames)])  # three 1.4 s chunks
     rows, disagree = same_partition(single_ids, ids)
     assert disagree == 0 and rows >= 0.9 * sum(len(d) for d in dets), (rows, disagree)
     # Same persons, counted the same way, and still no id shared by two people.
     assert len(set(np.concatenate(ids)) - {-1}) == len(set(np.concatenate(single_ids)) - {-1})
-    labels = realseq.crowd_labels(dets, idx, scale=0.75)
+    labels = realseq.crowd_labels(dets, idx, scale=realseq.CROWD["scale"])
     t = np.concatenate([[ti] * len(d) for ti, d in zip(times, dets)])
     fig = identity_figures(t, np.concatenate(labels), np.concatenate(ids))
     assert fig.shared_ids == 0 and fig.id_switches == 0, fig
@@ -64,10 +58,9 @@ def test_chunked_crowd_gives_the_persons_of_a_single_pass():
 
 
 def test_a_person_returning_in_a_later_chunk_is_linked_by_appearance():
-    seq = realseq.leave_and_return()
-    dets = load_detector("mtcnn").detect(seq.frames)
+    seq, dets = realseq.detected("leave_and_return")
     # Cut while the walker is away (frames 14-25): only appearance can link them.
-    ids, mapping, runs = chunked(seq.frames, seq.times, dets, [0, 20, len(seq.frames)])
+    ids, _mapping, _runs = chunked(seq.frames, seq.times, dets, [0, 20, len(seq.frames)])
     t = np.concatenate([[ti] * len(d) for ti, d in zip(seq.times, dets)])
     people = np.concatenate([label_rows(d.boxes, b, p) for d, b, p in zip(dets, seq.gt_boxes, seq.gt_person)])
     fig = identity_figures(t, people, np.concatenate(ids))
@@ -112,13 +105,17 @@ def test_boundary_continuity_and_appearance_thresholds():
     m = link_chunks([[_track(0, 0, 9.9, box, _e(0))], [_track(0, 10, 19, box, _at(0.9))]])
     assert m[(0, 0)] != m[(1, 0)]
     # Far away and much later at distance 0.7: two people; at 0.3 the same person, wherever they reappear.
-    m = link_chunks([[_track(0, 0, 5, box, _e(0))], [_track(0, 30, 39, far, _at(0.7)), _track(1, 30, 39, box, _at(0.9))]])
+    m = link_chunks(
+        [[_track(0, 0, 5, box, _e(0))], [_track(0, 30, 39, far, _at(0.7)), _track(1, 30, 39, box, _at(0.9))]]
+    )
     assert len(set(m.values())) == 3
     m = link_chunks([[_track(0, 0, 5, box, _e(0))], [_track(0, 30, 39, far, _at(0.3))]])
     assert m[(0, 0)] == m[(1, 0)]
     # No embedding at all: only a motion continuation links, to the nearer of two candidates.
     nan = np.full(128, np.nan)
-    m = link_chunks([[_track(0, 0, 9.9, box, nan)], [_track(0, 10, 19, far, nan), _track(1, 10, 19, [110, 100, 160, 160], nan)]])
+    m = link_chunks(
+        [[_track(0, 0, 9.9, box, nan)], [_track(0, 10, 19, far, nan), _track(1, 10, 19, [110, 100, 160, 160], nan)]]
+    )
     assert m[(0, 0)] == m[(1, 1)] != m[(1, 0)]
     assert link_chunks([]) == {} and link_chunks([[], []]) == {}
 
@@ -128,7 +125,11 @@ def test_a_chain_of_lookalikes_does_not_merge_two_different_people():
     a, c = _e(0), _e(1)
     mid = (a + c) / 2
     m = link_chunks(
-        [[_track(0, 0, 5, [0, 0, 50, 60], a)], [_track(0, 20, 25, [300, 0, 350, 60], mid)], [_track(0, 40, 45, [600, 0, 650, 60], c)]],
+        [
+            [_track(0, 0, 5, [0, 0, 50, 60], a)],
+            [_track(0, 20, 25, [300, 0, 350, 60], mid)],
+            [_track(0, 40, 45, [600, 0, 650, 60], c)],
+        ],
         threshold=0.75,
     )
     assert len({m[(0, 0)], m[(1, 0)], m[(2, 0)]}) >= 2 and m[(0, 0)] != m[(2, 0)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from tests.realseq import annotated, read_frames, read_image
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@lru_cache(maxsize=None)
+@cache
 def detector(name: str, min_face_px: int = 12):
     return load_detector(name, Settings(min_face_px=min_face_px))
 
@@ -82,7 +82,7 @@ def test_batching_frames_changes_nothing():
 
 
 def test_frames_of_different_sizes_in_one_batch():
-    img, faces, _ = group()
+    img, _faces, _ = group()
     frames, _ = classroom()
     out = detector("mtcnn").detect([frames[0], img, frames[1]])
     assert [len(d) for d in out] == [4, 6, 4]
@@ -150,7 +150,7 @@ def test_errors_name_the_problem():
 
 @pytest.mark.gpu
 def test_mtcnn_on_cuda_matches_cpu():
-    img, faces, _ = group()
+    img, _faces, _ = group()
     frames, _ = classroom()
     cpu = detector("mtcnn").detect([img, *frames])
     gpu = load_detector("mtcnn", Settings(), device="cuda").detect([img, *frames])

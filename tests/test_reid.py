@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from affectline.types import Detections
-from tests.realseq import annotated, read_frames, read_image
 from recognition.reid import FaceEmbedder, pairwise_distance, robust_mean
 from recognition.tracking import assign_to_persons, similarity
+from tests import realseq
+from tests.realseq import annotated, read_frames, read_image
 
-
-@lru_cache(maxsize=1)
-def embedder() -> FaceEmbedder:
-    return FaceEmbedder()
+embedder = realseq.embedder
 
 
 @lru_cache(maxsize=1)
@@ -43,9 +41,7 @@ def test_same_person_is_close_and_different_people_are_far():
 
 def test_two_people_stay_apart_through_head_turns():
     frames, _ = read_frames("two_people_head_turns_270p.mp4", [0, 20, 40, 55])
-    from recognition.detection import load_detector
-
-    dets = load_detector("mtcnn").detect(frames)
+    dets = realseq.mtcnn().detect(frames)
     embs, side = [], []
     for f, d in zip(frames, dets):
         assert len(d) == 2

@@ -2,58 +2,48 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 
 from affectline.types import Detections
-from recognition.detection import load_detector
-from recognition.reid import FaceEmbedder, pairwise_distance
+from recognition.reid import pairwise_distance
 from recognition.tracking import Tracker, TrackerConfig, context_box, smooth_boxes
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows
 from tests import realseq
 
-
-@lru_cache(maxsize=1)
-def mtcnn():
-    return load_detector("mtcnn")
+mtcnn, embedder = realseq.mtcnn, realseq.embedder
 
 
-@lru_cache(maxsize=1)
-def embedder() -> FaceEmbedder:
-    return FaceEmbedder()
-
-
-@lru_cache(maxsize=None)
+@cache
 def synthetic(name: str):
-    seq = getattr(realseq, name)()
-    dets = mtcnn().detect(seq.frames)
+    seq, dets = realseq.detected(name)
     return seq, dets, realseq.run_tracker(seq.frames, seq.times, dets, embedder())
 
 
-@lru_cache(maxsize=1)
+@cache
 def crowd():
-    frames, times, dets, idx = realseq.crowd_detections(scale=0.75, step=5)
+    frames, times, dets, idx = realseq.crowd_detections(**realseq.CROWD)
     return frames, times, dets, idx, realseq.run_tracker(frames, times, dets, embedder())
 
 
 def test_a_person_who_leaves_and_returns_keeps_their_id():
-    seq, dets, run = synthetic("leave_and_return")
+    seq, _, run = synthetic("leave_and_return")
     fig = realseq.sequence_figures(seq, run)
     assert fig.people == 2 and fig.ids == 2, fig
     assert fig.id_switches == 0 and fig.fragments == 0 and fig.shared_ids == 0, fig
     # The walker really was gone for longer than motion can bridge: re-identification did it.
     walker = final_ids(np.concatenate([d.track_id for d in run.dets]), run.summaries)
     people = np.concatenate([label_rows(d.boxes, b, p) for d, b, p in zip(run.dets, seq.gt_boxes, seq.gt_person)])
-    track = [s for s in run.summaries if s.track_id == walker[people == 2][0]][0]
+    track = next(s for s in run.summaries if s.track_id == walker[people == 2][0])
     assert np.diff(track.times).max() > TrackerConfig().max_gap_s
     # And only a fraction of the faces had to be embedded.
     assert run.embedded < 0.4 * run.rows
 
 
 def test_two_people_crossing_paths_keep_different_ids():
-    seq, dets, run = synthetic("crossing")
+    seq, _, run = synthetic("crossing")
     fig = realseq.sequence_figures(seq, run)
     assert fig.people == 2 and fig.ids == 2, fig
     assert fig.id_switches == 0 and fig.shared_ids == 0, fig
@@ -64,7 +54,7 @@ def test_two_people_crossing_paths_keep_different_ids():
 
 
 def test_two_people_who_meet_and_turn_back_keep_their_ids():
-    seq, dets, run = synthetic("meet_and_turn_back")
+    seq, _, run = synthetic("meet_and_turn_back")
     fig = realseq.sequence_figures(seq, run)
     assert fig.people == 2 and fig.ids == 2, fig
     assert fig.id_switches == 0 and fig.shared_ids == 0, fig
@@ -76,20 +66,23 @@ def test_without_appearance_people_who_turn_back_swap():
     tr = Tracker()
     out = [tr.update(d, float(t)) for d, t in zip(dets, seq.times)]  # no embeddings at all
     summaries = tr.finish()
-    rows = [(t, p, k) for t, d, b, g in zip(seq.times, out, seq.gt_boxes, seq.gt_person)
-            for p, k in zip(label_rows(d.boxes, b, g), final_ids(d.track_id, summaries))]
+    rows = [
+        (t, p, k)
+        for t, d, b, g in zip(seq.times, out, seq.gt_boxes, seq.gt_person)
+        for p, k in zip(label_rows(d.boxes, b, g), final_ids(d.track_id, summaries))
+    ]
     t, p, k = (np.array(x) for x in zip(*rows))
     fig = identity_figures(t, p, k)
     assert fig.id_switches > 0 or fig.shared_ids > 0, fig
 
 
 def test_crowd_video_counts_people_and_shares_no_id():
-    frames, times, dets, idx, run = crowd()
+    _frames, times, dets, idx, run = crowd()
     step_s = float(times[1] - times[0])
     visible = [s for s in run.summaries if len(s.times) * step_s >= 1.0]
     people = len(realseq.crowd_people()["faces_1s"])
     assert abs(len(visible) - people) <= 1, (len(visible), people)
-    labels = realseq.crowd_labels(dets, idx, scale=0.75)
+    labels = realseq.crowd_labels(dets, idx, scale=realseq.CROWD["scale"])
     t = np.concatenate([[ti] * len(d) for ti, d in zip(times, run.dets)])
     k = np.concatenate([final_ids(d.track_id, run.summaries) for d in run.dets])
     fig = identity_figures(t, np.concatenate(labels), k)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class FaceDetector(ABC):
     def close(self) -> None:
         """Release native resources; the detector is unusable afterwards."""
 
-    def __enter__(self) -> "FaceDetector":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

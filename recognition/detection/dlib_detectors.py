@@ -10,7 +10,7 @@ Scores are dlib's detection margins squashed to [0, 1] with a logistic function.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

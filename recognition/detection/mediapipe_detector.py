@@ -11,7 +11,7 @@ to ``8 * min_face_px``, and merge the levels with NMS: many more calls, each abo
 from __future__ import annotations
 
 import zipfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,7 +58,9 @@ class MediaPipeDetector(FaceDetector):
         settings = settings or get_settings()
         with zipfile.ZipFile(resolve("face_landmarker", settings)) as z:
             model = z.read("face_detector.tflite")
-        opts = FaceDetectorOptions(base_options=BaseOptions(model_asset_buffer=model), min_detection_confidence=min_confidence)
+        opts = FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_buffer=model), min_detection_confidence=min_confidence
+        )
         self._det = MPFaceDetector.create_from_options(opts)
         self.tiled = tiled
         self.min_face_px = min_face_px or settings.min_face_px

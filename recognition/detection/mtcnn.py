@@ -10,7 +10,7 @@ Boxes use continuous pixel coordinates: [x1, x2) x [y1, y2), width ``x2 - x1``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ class MTCNN(nn.Module):
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         self.min_face_px, self.thresholds, self.factor = min_face_px, thresholds, factor
 
-    def load(self, settings: Settings) -> "MTCNN":
+    def load(self, settings: Settings) -> MTCNN:
         from recognition.registry import resolve
 
         for net, name in ((self.pnet, "mtcnn_pnet"), (self.rnet, "mtcnn_rnet"), (self.onet, "mtcnn_onet")):
@@ -158,7 +158,7 @@ class MTCNN(nn.Module):
     @torch.inference_mode()
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return boxes (k, 4), scores (k,), landmarks (k, 5, 2) and the frame index (k,) of each face."""
-        n_img, _, h, w = imgs.shape
+        h, w = imgs.shape[2:]
         t1, t2, t3 = self.thresholds
         dev = imgs.device
         # Stage 1: proposals from every pyramid level, NMS within each level and then across levels.
@@ -217,7 +217,7 @@ class MTCNNDetector(FaceDetector):
         self.device = torch.device(device)
         self.model = MTCNN(min_face_px or settings.min_face_px).load(settings).to(self.device)
         # Bounds the first pyramid level's activations: (B, 10, H, W) float32 at ~40 bytes a pixel.
-        self.max_batch_pixels = max_batch_pixels or (64 if self.device.type == "cuda" else 8) * 1920 * 1080
+        self.max_batch_pixels = max_batch_pixels or (16 if self.device.type == "cuda" else 4) * 1920 * 1080
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         frames = check_frames(frames)

@@ -32,8 +32,8 @@ def _dlib_box(box: np.ndarray):
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1) * 0.9
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
-    l, t = int(round(cx - side / 2)), int(round(cy - side / 2))
-    s = max(int(round(side)), 1)
+    l, t = round(cx - side / 2), round(cy - side / 2)
+    s = max(round(side), 1)
     return dlib.rectangle(l, t, l + s, t + s)  # dlib reads pixels outside the frame as black
 
 

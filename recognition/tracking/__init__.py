@@ -6,9 +6,9 @@ from recognition.tracking.persons import assign_to_persons, similarity
 from recognition.tracking.tracker import Tracker, TrackerConfig, TrackSummary, smooth_boxes
 
 __all__ = [
+    "TrackSummary",
     "Tracker",
     "TrackerConfig",
-    "TrackSummary",
     "assign_to_persons",
     "context_box",
     "context_boxes",

@@ -40,4 +40,6 @@ def context_box(face_box: np.ndarray, frame_w: int, frame_h: int) -> np.ndarray:
 
 def context_boxes(face_boxes: np.ndarray, frame_w: int, frame_h: int) -> np.ndarray:
     """(n, 4) context boxes for (n, 4) face boxes."""
-    return np.array([context_box(b, frame_w, frame_h) for b in np.asarray(face_boxes).reshape(-1, 4)], np.float32).reshape(-1, 4)
+    return np.array(
+        [context_box(b, frame_w, frame_h) for b in np.asarray(face_boxes).reshape(-1, 4)], np.float32
+    ).reshape(-1, 4)

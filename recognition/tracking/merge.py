@@ -12,8 +12,8 @@ trail of one-detection tracks).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ class _Piece:
     samples: np.ndarray  # (k, 128) a few views, as the tracker's gallery
 
     @classmethod
-    def join(cls, parts: list["_Piece"]) -> "_Piece":
+    def join(cls, parts: list[_Piece]) -> _Piece:
         times = np.concatenate([p.times for p in parts])
         order = np.argsort(times, kind="stable")
         known = [p for p in parts if not np.isnan(p.mean).any()]
@@ -128,7 +128,9 @@ def _pairs(pieces: list[_Piece], cfg: TrackerConfig) -> list[tuple[float, int, i
     second_start = np.maximum(starts[:, None], starts[None, :])
     gap = second_start - first_end
     maybe = np.where(np.isnan(dist), gap <= cfg.max_gap_s, dist < cfg.appearance_veto)
-    maybe &= (gap >= -0.5 * cfg.embed_after_gap_s) & (np.isnan(dist) | (dist < cfg.reid_threshold) | (gap <= cfg.near_reid_s))
+    maybe &= (gap >= -0.5 * cfg.embed_after_gap_s) & (
+        np.isnan(dist) | (dist < cfg.reid_threshold) | (gap <= cfg.near_reid_s)
+    )
     out = []
     for i, j in zip(*np.nonzero(np.triu(maybe, 1))):
         a, b = (i, j) if starts[i] <= starts[j] else (j, i)
@@ -193,8 +195,16 @@ def link_fragments(
         e = np.asarray(e, np.float64).reshape(-1, EMBEDDING_DIM)
         span = [(float(t[0]), float(t[-1]))]
         pieces.append(
-            _Piece([i], np.asarray(t, np.float64), np.asarray(b, np.float64), span, set(), robust_mean(e).astype(np.float64),
-                   float(max(len(e), 1)), _spread(e))
+            _Piece(
+                [i],
+                np.asarray(t, np.float64),
+                np.asarray(b, np.float64),
+                span,
+                set(),
+                robust_mean(e).astype(np.float64),
+                float(max(len(e), 1)),
+                _spread(e),
+            )
         )
     return _link(pieces, cfg) if pieces else []
 
@@ -223,8 +233,16 @@ def link_chunks(
     if not items:
         return {}
     pieces = [
-        _Piece([k], np.asarray(s.times, np.float64), np.asarray(s.boxes, np.float64), [(s.start, s.end)], {ci},
-               np.asarray(s.embedding, np.float64), float(max(len(s.embedding_samples), 1)), _spread(s.embedding_samples))
+        _Piece(
+            [k],
+            np.asarray(s.times, np.float64),
+            np.asarray(s.boxes, np.float64),
+            [(s.start, s.end)],
+            {ci},
+            np.asarray(s.embedding, np.float64),
+            float(max(len(s.embedding_samples), 1)),
+            _spread(s.embedding_samples),
+        )
         for k, (ci, s) in enumerate(items)
     ]
     groups = _link(pieces, cfg)

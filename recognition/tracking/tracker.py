@@ -369,9 +369,7 @@ class Tracker:
         pool = [
             tr
             for tr in self._tracks
-            if tr.id not in taken_tracks
-            and tr.last_t < t
-            and t - tr.last_t <= c.reid_window_s
+            if tr.id not in taken_tracks and tr.last_t < t and t - tr.last_t <= c.reid_window_s
         ]
         if len(open_) and pool:
             app = self._app_dist(pool, emb[open_])
