@@ -122,14 +122,14 @@ def _pairs(pieces: list[_Piece], cfg: TrackerConfig) -> list[tuple[float, int, i
     dist[:, unknown] = np.nan
     starts = np.array([p.times[0] for p in pieces])
     ends = np.array([p.times[-1] for p in pieces])
-    # Cheap vectorised screen before the per-pair rules: a pair can only join if it is close in
-    # appearance, or (without embeddings) follows within max_gap_s.
+    # Cheap vectorised screen before the per-pair rules (which also look at the closest views):
+    # mean embeddings under the veto, and beyond near_reid_s under reid_threshold; without
+    # embeddings, a follow-up within max_gap_s.
     first_end = np.where(starts[:, None] <= starts[None, :], ends[:, None], ends[None, :])
-    second_start = np.maximum(starts[:, None], starts[None, :])
-    gap = second_start - first_end
-    maybe = np.where(np.isnan(dist), gap <= cfg.max_gap_s, dist < cfg.appearance_veto)
-    maybe &= (gap >= -0.5 * cfg.embed_after_gap_s) & (
-        np.isnan(dist) | (dist < cfg.reid_threshold) | (gap <= cfg.near_reid_s)
+    gaps = np.maximum(starts[:, None], starts[None, :]) - first_end
+    maybe = np.where(np.isnan(dist), gaps <= cfg.max_gap_s, dist < cfg.appearance_veto)
+    maybe &= (gaps >= -0.5 * cfg.embed_after_gap_s) & (
+        np.isnan(dist) | (dist < cfg.reid_threshold) | (gaps <= cfg.near_reid_s)
     )
     out = []
     for i, j in zip(*np.nonzero(np.triu(maybe, 1))):
