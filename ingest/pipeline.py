@@ -320,12 +320,15 @@ class Pipeline:
             samples, th = chunk_samples[c]
             for summ in summaries:
                 gid = mapping.get((c, summ.track_id))
-                if gid is None or summ.track_id not in samples:
+                if gid is None:
                     continue
-                merged[gid].extend(samples[summ.track_id])
+                # finish() joins fragments of one person; their samples live under each fragment id.
+                for sid in summ.source_ids or (summ.track_id,):
+                    if sid in samples:
+                        merged[gid].extend(samples[sid])
+                    if sid in th:
+                        thumbs.setdefault(gid, th[sid])
                 embs[gid].append(np.asarray(summ.embedding, np.float32))
-                if summ.track_id in th:
-                    thumbs.setdefault(gid, th[summ.track_id])
         out = []
         confirmed = {gid: sm for gid, sm in merged.items() if self._is_face(sm)}
         for key, (gid, sm) in enumerate(sorted(confirmed.items(), key=lambda kv: min(kv[1].times))):
