@@ -104,6 +104,21 @@ def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 48) -> bytes:
     return buf.tobytes() if ok else b""
 
 
+def _limit_heap_fragmentation() -> None:
+    """Serve large allocations with mmap so they go back to the OS when freed.
+
+    The detector allocates differently sized tensors every frame; with glibc's default
+    dynamic threshold they fragment the heap and RSS climbs with video length
+    (measured +2.8 MB a frame at 360p). With a fixed 128 KiB threshold RSS stays flat.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 class _CaerWindows:
     """CLIP-CAER over per-person windows of 16 samples (4 s at 4 fps)."""
 
@@ -174,6 +189,7 @@ class Pipeline:
         from recognition.face.landmarks import FaceLandmarker
         from recognition.reid import FaceEmbedder
 
+        _limit_heap_fragmentation()
         self.settings = s = settings or get_settings()
         self.device = device or s.torch_device()
         self.detector = load_detector(s.detector, s, device=self.device)
