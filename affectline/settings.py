@@ -31,9 +31,13 @@ class Settings(BaseSettings):
     bin_seconds: float = Field(default=1.0, gt=0)
     chunk_seconds: float = Field(default=60.0, gt=0)
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads per worker; 0 = cores // 2 (min 1).")
+    torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads per worker process; 0 = all cores (set cores/N for N workers on one machine).")
     detector: str = Field(default="mtcnn", description="Face detector: mtcnn, dlib_hog, dlib_mmod, mediapipe.")
-    min_face_px: int = Field(default=12, ge=6)
+    min_face_px: int = Field(default=12, ge=6, description="Smallest face searched for, in pixels.")
+    min_face_frac: float = Field(
+        default=1 / 54, ge=0, lt=0.5,
+        description="Smallest face as a fraction of frame height, when larger than min_face_px (20 px in 1080p).",
+    )
     store_thumbnails: bool = Field(default=False, description="Keep small face thumbnails to help name tracks.")
     academic_model: str = Field(
         default="auto", description="'cues', 'clip_caer' or 'auto' (clip_caer when a checkpoint is present)."
@@ -60,7 +64,7 @@ class Settings(BaseSettings):
     def resolved_torch_threads(self) -> int:
         import os
 
-        return self.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+        return self.torch_threads or max(1, os.cpu_count() or 1)
 
     def torch_device(self) -> str:
         """The torch device string; 'auto' picks CUDA when present (imports torch lazily)."""

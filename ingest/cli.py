@@ -274,6 +274,8 @@ def worker(concurrency: int) -> None:
     """Run a Celery worker for the configured broker (blocks)."""
     _url()
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
+    # Share the cores between the worker processes rather than oversubscribing them.
+    os.environ.setdefault("AFFECTLINE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "--loglevel", "INFO"])
 
 

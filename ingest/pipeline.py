@@ -195,8 +195,8 @@ class Pipeline:
         self.detector = load_detector(s.detector, s, device=self.device)
         self.embedder = FaceEmbedder()
         self.landmarker = FaceLandmarker(s)
-        # One intra-op thread per worker by default: idle torch threads spin and starve the
-        # decoder, dlib and MediaPipe sharing the cores (measured 6-40x slower FER under load).
+        # Threads per worker are explicit: with several workers on one machine, oversubscribed
+        # torch threads spin and starve each other (measured 6-40x slower FER under load).
         self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)
         self.cues = CueModel()
         self.window_model = self._load_window_model()
