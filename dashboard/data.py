@@ -14,21 +14,20 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal, Sequence
+from typing import BinaryIO, Literal, Sequence
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
 from storage import access, people, repo, tags
-from storage.db import migrate, session_factory
+from storage.db import migrate, session_scope
 from storage.models import (
     AuditEntry,
     Group,
@@ -53,23 +52,15 @@ ExportFormat = Literal["csv", "parquet"]
 
 
 @st.cache_resource(max_entries=4)
-def _sessionmaker(url: str) -> sessionmaker[Session]:
+def _migrated(url: str) -> bool:
     migrate(url)  # idempotent; the dashboard may be the first thing to open a fresh database
-    return session_factory(url)
+    return True
 
 
-@contextmanager
-def scope(url: str) -> Iterator[Session]:
+def scope(url: str):
     """A transaction on the dashboard's database: committed on success, rolled back on error."""
-    s = _sessionmaker(url)()
-    try:
-        yield s
-        s.commit()
-    except BaseException:
-        s.rollback()
-        raise
-    finally:
-        s.close()
+    _migrated(url)
+    return session_scope(url)
 
 
 def invalidate() -> None:

@@ -5,9 +5,7 @@ Attached to the main CLI lazily by ``ingest.cli`` (names ``tags``, ``personalize
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,18 +15,15 @@ from affectline.settings import get_settings
 
 
 def _url() -> str:
-    from storage.db import migrate
+    from ingest.cli import _url as url
 
-    url = get_settings().resolved_database_url
-    migrate(url)
-    return url
+    return url()
 
 
 def _default_author() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except Exception:
-        return "unknown"
+    from ingest.cli import _actor
+
+    return _actor()
 
 
 def _seconds(text: str) -> float:
