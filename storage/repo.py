@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
@@ -49,10 +50,14 @@ def now() -> datetime:
 
 def get_or_create_group(s: Session, name: str, kind: SessionKind | str) -> Group:
     g = s.scalar(select(Group).where(Group.name == name))
-    if g is None:
-        g = Group(name=name, kind=SessionKind(kind))
-        s.add(g)
-        s.flush()
+    if g is not None:
+        return g
+    try:
+        with s.begin_nested():  # two uploads may create the same group at once
+            g = Group(name=name, kind=SessionKind(kind))
+            s.add(g)
+    except IntegrityError:
+        g = s.scalar(select(Group).where(Group.name == name))
     return g
 
 

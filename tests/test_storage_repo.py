@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from affectline.features import FEATURE_NAMES
 from storage.db import session_scope
-from storage.models import AuditEntry, Person, Tag, TimeBin
+from storage.models import AuditEntry, Person, Recording, Tag, TimeBin
 from storage.repo import (
     EXPORT_COLUMNS,
     AnalysisResult,
@@ -78,3 +78,22 @@ def test_export_order_engagement_and_delete_audit(db_url):
         assert s.scalar(select(func.count()).select_from(TimeBin)) == 0
         entry = s.scalars(select(AuditEntry)).one()
         assert (entry.actor, entry.action, entry.target) == ("admin1", "delete_session", f"session:{rid}")
+
+
+def test_group_creation_race_returns_the_existing_group(db_url, monkeypatch):
+    from storage.repo import get_or_create_group
+
+    with session_scope(db_url) as s:
+        first = get_or_create_group(s, "Year 9", "classroom").id
+    with session_scope(db_url) as s:
+        # Another upload created the group between our lookup and our insert:
+        # the first lookup misses, the insert collides, the retry finds the row.
+        real, calls = s.scalar, []
+
+        def scalar(q, *a, **k):
+            calls.append(q)
+            return None if len(calls) == 1 else real(q, *a, **k)
+
+        monkeypatch.setattr(s, "scalar", scalar)
+        assert get_or_create_group(s, "Year 9", "classroom").id == first
+        assert len(calls) == 2
