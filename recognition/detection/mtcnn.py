@@ -110,6 +110,16 @@ def _crops(imgs: torch.Tensor, boxes: torch.Tensor, img_idx: torch.Tensor, size:
     return _normalize(roi_align(imgs, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True))
 
 
+def _refine(net: nn.Module, imgs: torch.Tensor, boxes: torch.Tensor, idx: torch.Tensor, size: int,
+            chunk: int = 2048) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Run R/O-Net on the proposals a chunk at a time: a busy frame can yield tens of
+    thousands of stage-1 boxes, and their crops in one tensor would take gigabytes."""
+    if len(boxes) <= chunk:
+        return net(_crops(imgs, boxes, idx, size))
+    outs = [net(_crops(imgs, boxes[i : i + chunk], idx[i : i + chunk], size)) for i in range(0, len(boxes), chunk)]
+    return tuple(torch.cat(parts) for parts in zip(*outs))
+
+
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr: float) -> torch.Tensor:
     """NMS on intersection over the smaller box, per frame (drops a face part nested in a face)."""
     if len(boxes) == 0:
@@ -188,7 +198,7 @@ class MTCNN(nn.Module):
         bx, b = _square(_regress(bx[keep], reg[keep])), b[keep]
 
         # Stage 2: refine on 24x24 crops.
-        prob, reg = self.rnet(_crops(imgs, bx, b, 24))
+        prob, reg = _refine(self.rnet, imgs, bx, b, 24)
         ok = prob > t2
         bx, sc, reg, b = bx[ok], prob[ok], reg[ok], b[ok]
         keep = batched_nms(bx, sc, b, 0.7)
@@ -197,7 +207,7 @@ class MTCNN(nn.Module):
             return *empty, b
 
         # Stage 3: score, final box and landmarks on 48x48 crops.
-        prob, reg, pts = self.onet(_crops(imgs, bx, b, 48))
+        prob, reg, pts = _refine(self.onet, imgs, bx, b, 48)
         ok = prob > t3
         bx, sc, reg, pts, b = bx[ok], prob[ok], reg[ok], pts[ok], b[ok]
         wh = bx[:, 2:] - bx[:, :2]
