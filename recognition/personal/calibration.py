@@ -8,13 +8,12 @@ population model and the personal model read.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from affectline.features import BLENDSHAPE_NAMES, EXPRESSION_FEATURE_NAMES, FEATURE_NAMES, POSE_NAMES
+from recognition.personal import blob
 from recognition.personal.population import BLEND_IDX, COL, PROB_IDX, TAU
 
 POSE_IDX = np.array([COL[n] for n in POSE_NAMES])
@@ -82,18 +81,12 @@ class Baseline:
         return {"baseline_center": self.center, "baseline_scale": self.scale}
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        meta = json.dumps({"format": BASELINE_FORMAT, "n_bins": self.n_bins, "source": self.source})
-        np.savez_compressed(buf, meta=np.array(meta), **self.to_arrays())
-        return buf.getvalue()
+        return blob.pack({"format": BASELINE_FORMAT, "n_bins": self.n_bins, "source": self.source}, **self.to_arrays())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Baseline:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != BASELINE_FORMAT:
-                raise ValueError(f"baseline blob has format {meta.get('format')!r}, expected {BASELINE_FORMAT!r}")
-            return cls(z["baseline_center"], z["baseline_scale"], int(meta["n_bins"]), meta["source"])
+        meta, z = blob.unpack(data, BASELINE_FORMAT, "baseline")
+        return cls(z["baseline_center"], z["baseline_scale"], int(meta["n_bins"]), meta["source"])
 
 
 def fit_baseline(X: np.ndarray, baseline_mask: np.ndarray | None = None, min_bins: int = MIN_BASELINE_BINS) -> Baseline:

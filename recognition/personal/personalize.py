@@ -19,8 +19,6 @@ expected calibration error of the quality-tempered probabilities.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +30,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from threadpoolctl import threadpool_limits
 
 from affectline.types import EXPRESSION_CLASSES
+from recognition.personal import blob
 from recognition.personal.calibration import Baseline, observed
 from recognition.personal.population import PopulationModel, smooth, softmax
 from recognition.personal.reliability import decide, expected_calibration_error
@@ -127,18 +126,13 @@ class PersonalModel:
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "labels": list(self.labels), "l2": self.l2, "window": self.window,
                 "baseline_n_bins": self.baseline.n_bins, "baseline_source": self.baseline.source}  # fmt: skip
-        buf = io.BytesIO()
-        np.savez_compressed(buf, meta=np.array(json.dumps(meta)), W=self.W, b=self.b, **self.baseline.to_arrays())
-        return buf.getvalue()
+        return blob.pack(meta, W=self.W, b=self.b, **self.baseline.to_arrays())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PersonalModel:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"personal model blob has format {meta.get('format')!r}, expected {FORMAT!r}")
-            base = Baseline(z["baseline_center"], z["baseline_scale"], meta["baseline_n_bins"], meta["baseline_source"])
-            return cls(tuple(meta["labels"]), base, z["W"], z["b"], float(meta["l2"]), int(meta["window"]))
+        meta, z = blob.unpack(data, FORMAT, "personal model")
+        base = Baseline(z["baseline_center"], z["baseline_scale"], meta["baseline_n_bins"], meta["baseline_source"])
+        return cls(tuple(meta["labels"]), base, z["W"], z["b"], float(meta["l2"]), int(meta["window"]))
 
 
 @dataclass
