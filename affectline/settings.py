@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=1 / 54, ge=0, lt=0.5,
         description="Smallest face as a fraction of frame height, when larger than min_face_px (20 px in 1080p).",
     )
+    full_search_every_s: float = Field(
+        default=1.0, ge=0,
+        description="Search the whole frame for faces this often (seconds); in between, search only around tracked faces. 0 = every frame.",
+    )
     store_thumbnails: bool = Field(default=False, description="Keep small face thumbnails to help name tracks.")
     academic_model: str = Field(
         default="auto", description="'cues', 'clip_caer' or 'auto' (clip_caer when a checkpoint is present)."

@@ -12,7 +12,13 @@
    Baseline: MTCNN on these frames. Then the tracker fed with the true face boxes, with
    dlib embeddings (a) of every face in every frame, (b) only where the tracker asks
    (``Tracker.needs_embedding``), whole run and steady state (after 4 s).
-3. Identity figures (id switches, fragments, ids shared by two people) on the real
+3. Local search between full searches (``Settings.full_search_every_s``): the 30-face
+   classroom at 1080p and the real crowd at 4 fps, MTCNN searching every frame whole
+   (baseline) against a whole search once a second and ``detect_near`` around the
+   tracker's predicted boxes in between (the pipeline's rule, fallback included):
+   detection time as a ratio, recall and false positives of both against ground truth
+   (the crowd: against the whole search of the same frame).
+4. Identity figures (id switches, fragments, ids shared by two people) on the real
    sequences: faces of the group photo leaving/returning, crossing, turning back; the
    crowd video (every frame at full size, and at 4 fps); the classroom; two people turning
    their heads; and chunked vs single pass on the crowd.
@@ -202,17 +208,56 @@ def bench_identity(device: str) -> None:
     print(f"two people turning heads (56 frames): {_figures(times, run.dets, labels, run.summaries)}")
 
 
+def bench_local_search(device: str) -> None:
+    from ingest.pipeline import full_search_frames
+
+    print("\n## 3. Local search between whole-frame searches (MTCNN, 4 fps, one whole search a second)")
+    det = load_detector("mtcnn", Settings(), device=device)
+    seq = realseq.classroom_of(n_faces=30, n_frames=12, fps=4.0, size=(1080, 1920))
+    crowd, fps = realseq.read_frames("crowd_walk_1080p.mp4", list(range(0, 105, 6)))
+    sets = [("30-face classroom, 1080p", seq.frames, seq.times, seq.gt_boxes),
+            ("crowd, 1080p (truth: whole search)", crowd, np.arange(len(crowd)) * 6 / fps, None)]  # fmt: skip
+    det.detect(seq.frames[:1])
+    for name, frames, times, gt in sets:
+        t0 = time.perf_counter()
+        whole = [det.detect([f])[0] for f in frames]
+        whole_s = time.perf_counter() - t0
+        truth = gt or [d.boxes for d in whole]
+        tr, local, n_whole = Tracker(), [], 0
+        full, _ = full_search_frames(np.asarray(times), 1.0, None)
+        t0 = time.perf_counter()
+        for f, t, k in zip(frames, times, full):
+            if k:
+                d = det.detect([f])[0]
+            else:
+                expected, n_current = tr.expected_boxes(float(t))
+                d = det.detect_near(f, expected)
+                if len(d) < n_current:
+                    d, k = det.detect([f])[0], True
+            n_whole += int(k)
+            local.append(d)
+            tr.update(d, float(t))
+        local_s = time.perf_counter() - t0
+        sw = sum((score_frame(d.boxes, g) for d, g in zip(whole, truth)), Score())
+        sl = sum((score_frame(d.boxes, g) for d, g in zip(local, truth)), Score())
+        print(f"{name}: {len(frames)} frames; whole search every frame {1000 * whole_s / len(frames):.0f} ms/frame, "
+              f"recall {sw.recall:.3f}, {sw.fp} FP | local search {1000 * local_s / len(frames):.0f} ms/frame "
+              f"({n_whole} frames searched whole), recall {sl.recall:.3f}, {sl.fp} FP | time ratio {local_s / whole_s:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-mmod", action="store_true", help="leave out dlib MMOD (minutes on CPU)")
     ap.add_argument("--frames", type=int, default=80, help="frames of the 30-face sequence (4 fps)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", choices=["detectors", "overhead", "identity"], help="run one part")
+    ap.add_argument("--only", choices=["detectors", "overhead", "local", "identity"], help="run one part")
     a = ap.parse_args()
     if a.only in (None, "detectors"):
         bench_detectors(a.skip_mmod, a.device)
     if a.only in (None, "overhead"):
         bench_overhead(a.frames, a.device)
+    if a.only in (None, "local"):
+        bench_local_search(a.device)
     if a.only in (None, "identity"):
         bench_identity(a.device)
 

@@ -57,7 +57,7 @@ def run_one(video: str, fps: float, warmup: bool) -> dict:
     rss = [v for k, v in chunk_rss.items() if k.startswith("chunk")]
     return {"frames": n, "decode_s": decode, "e2e_s": e2e, "face_samples": out.n_face_samples,
             "persons": len(out.tracks), "peak_rss_mb": peak_rss_mb(), "duration_s": src.info.duration,
-            "chunk_rss_mb": rss}  # fmt: skip
+            "chunk_rss_mb": rss, "full_searches": out.n_full_searches}  # fmt: skip
 
 
 def make_long(path: Path, minutes: float) -> Path:
@@ -113,7 +113,8 @@ def main() -> None:
 def throughput(a: argparse.Namespace) -> None:
     r = child(a.video, a.fps)
     ratio = r["e2e_s"] / r["decode_s"]
-    print(f"[throughput] {Path(a.video).name}: {r['frames']} frames at {a.fps:g} fps, {r['face_samples']} face-frames, {r['persons']} persons")
+    print(f"[throughput] {Path(a.video).name}: {r['frames']} frames at {a.fps:g} fps, {r['face_samples']} face-frames, "
+          f"{r['persons']} persons, {r['full_searches']} frames searched whole for faces")  # fmt: skip
     print(f"  decode-only {r['decode_s']:.2f} s | end-to-end {r['e2e_s']:.2f} s | end-to-end / decode-only = {ratio:.1f}x (target <= 2x)")
     print(f"  face-frames per second (end-to-end): {r['face_samples'] / r['e2e_s']:.1f}; "
           f"realtime factor: {r['duration_s'] / r['e2e_s']:.2f}x ; peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip

@@ -84,6 +84,7 @@ class PipelineOutput:
     expression_model: str
     tracks: list[PersonTrack]
     n_face_samples: int = 0
+    n_full_searches: int = 0  # frames searched whole for faces; the others only near tracked faces
 
 
 def _sharpness(gray: np.ndarray, box: np.ndarray) -> float:
@@ -102,6 +103,26 @@ def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 48) -> bytes:
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
     return buf.tobytes() if ok else b""
+
+
+def full_search_frames(times: np.ndarray, every_s: float, last_slot: int | None) -> tuple[np.ndarray, int | None]:
+    """Which frames get a whole-frame face search, and the time slot of the last frame.
+
+    The first frame of each ``every_s`` slot of the time grid is searched in full (and the
+    first frame of a chunk, ``last_slot=None``), so chunked and single-pass runs agree. The
+    other frames are searched only around the faces being tracked (``detect_near``, ~5x
+    cheaper on 1080p) and in full again when a face seen a frame ago is not found there
+    (turned, moved fast, left): the faces being followed keep the full search's recall, and
+    a face entering the scene waits at most one slot to be found. ``every_s=0``: every frame.
+    """
+    full = np.ones(len(times), bool)
+    if every_s <= 0:
+        return full, None
+    for i, t in enumerate(times):
+        slot = int(math.floor(float(t) / every_s + 1e-9))
+        full[i] = slot != last_slot
+        last_slot = slot
+    return full, last_slot
 
 
 def _limit_heap_fragmentation() -> None:
@@ -200,6 +221,7 @@ class Pipeline:
         self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)
         self.cues = CueModel()
         self.window_model = self._load_window_model()
+        self.n_full_searches = 0  # whole-frame face searches so far (the rest were local)
 
     def _load_window_model(self):
         """CLIP-CAER when a trained checkpoint is configured (or 'auto' finds one); else None (cue model)."""
@@ -256,16 +278,19 @@ class Pipeline:
         chunk_summaries, chunk_samples = [], []
         done = 0
         tracker = Tracker()
-        n_faces = 0
+        n_faces, searches0 = 0, self.n_full_searches
         for c in range(n_chunks):
             tracker.reset()
             samples: dict[int, _Samples] = defaultdict(_Samples)
             thumbs: dict[int, bytes] = {}
             window = self.window_model.new_stream() if self.window_model else None
+            last_slot = None
             for batch in src.batches(fps, batch_size=8, start=c * s.chunk_seconds, end=(c + 1) * s.chunk_seconds):
-                dets_list = self.detector.detect(list(batch.frames))
-                n_faces += sum(len(d) for d in dets_list)
-                self._batch(batch.frames, batch.times, dets_list, tracker, samples, thumbs, window)
+                full, last_slot = full_search_frames(batch.times, s.full_search_every_s, last_slot)
+                found = iter(self.detector.detect([f for f, k in zip(batch.frames, full) if k]) if full.any() else [])
+                self.n_full_searches += int(full.sum())
+                dets_list = [next(found) if k else None for k in full]
+                n_faces += self._batch(batch.frames, batch.times, dets_list, tracker, samples, thumbs, window)
                 done += len(batch.indices)
                 hook(min(done / n_expected, 1.0) * 0.95, f"chunk {c + 1}/{n_chunks}: {done}/{n_expected} frames")
             if window is not None:
@@ -282,15 +307,27 @@ class Pipeline:
         return PipelineOutput(
             info=info, analysis_fps=fps, bin_seconds=s.bin_seconds, academic_model=self.academic_name,
             expression_model=self.expression_name, tracks=tracks, n_face_samples=n_faces,
+            n_full_searches=self.n_full_searches - searches0,
         )  # fmt: skip
 
-    def _batch(self, frames, times, dets_list: list[Detections], tracker, samples, thumbs, window) -> None:
-        """Track each frame in order, then score every tracked face of the batch at once."""
+    def _batch(self, frames, times, dets_list: list[Detections | None], tracker, samples, thumbs, window) -> int:
+        """Track each frame in order, then score every tracked face of the batch at once.
+
+        A ``None`` in ``dets_list`` means: search near the tracked faces only. Returns the
+        number of faces detected."""
         from recognition.tracking import context_box
 
         tracked: list[Detections] = []
         landmarks = []
+        n_found = 0
         for frame, t, dets in zip(frames, times, dets_list):
+            if dets is None:
+                expected, n_current = tracker.expected_boxes(float(t))
+                dets = self.detector.detect_near(frame, expected)
+                if len(dets) < n_current:  # a face seen a frame ago is not near its track: look everywhere
+                    dets = self.detector.detect([frame])[0]
+                    self.n_full_searches += 1
+            n_found += len(dets)
             if len(dets):
                 # dlib embeddings cost ~0.1 s a face on one core: compute only those that
                 # decide or check an association (new or ambiguous faces, periodic refresh).
@@ -327,6 +364,7 @@ class Pipeline:
                     thumbs[tid] = _thumbnail(frame, box)
                 if window is not None:
                     window.push(tid, float(t), frame, box, sm.context[-1])
+        return n_found
 
     def _assemble(self, chunk_summaries, chunk_samples, mapping, info: VideoInfo, fps: float) -> list[PersonTrack]:
         merged: dict[int, _Samples] = defaultdict(_Samples)

@@ -157,3 +157,38 @@ def test_mtcnn_on_cuda_matches_cpu():
     for a, b in zip(cpu, gpu):
         assert len(a) == len(b)
         np.testing.assert_allclose(np.sort(a.boxes, 0), np.sort(b.boxes, 0), atol=0.5)
+
+
+def test_detect_near_follows_the_walking_crowd():
+    """The local search between whole searches, fed the faces of the frame before (4 fps):
+    it finds the faces the whole search finds, and nothing else."""
+    frames, _ = read_frames("crowd_walk_1080p.mp4", list(range(0, 60, 6)))
+    det = detector("mtcnn")
+    whole = [det.detect([f])[0] for f in frames]
+    total = Score()
+    for i in range(1, len(frames)):
+        near = det.detect_near(frames[i], whole[i - 1].boxes)
+        total += score_frame(near.boxes, whole[i].boxes)
+    # Faces entering between frames are not near any previous box: the pipeline's next whole search finds them.
+    assert total.recall >= 0.8 and total.fp == 0, total
+    assert len(det.detect_near(frames[0], np.zeros((0, 4), np.float32))) == 0
+
+
+def test_detect_near_finds_every_face_of_a_30_face_class():
+    from tests.realseq import classroom_of
+
+    seq = classroom_of(n_faces=30, n_frames=3, size=(540, 960))  # faces of 20-35 px, swaying
+    det = detector("mtcnn")
+    for i in (1, 2):
+        near = det.detect_near(seq.frames[i], seq.gt_boxes[i - 1])
+        s = score_frame(near.boxes, seq.gt_boxes[i])
+        assert s.recall == 1.0 and s.fp == 0, s
+        assert near.data["landmarks5"].shape == (len(near), 5, 2)
+
+
+def test_detectors_without_a_local_search_search_the_whole_frame():
+    img, faces, _ = group()
+    det = detector("dlib_hog")
+    whole = det.detect([img])[0]
+    near = det.detect_near(img, faces[:1])
+    assert np.array_equal(near.boxes, whole.boxes) and len(near) == len(faces)

@@ -161,3 +161,39 @@ def test_bad_input_fails_the_job_and_touches_nothing_else(db_url, settings, pipe
         assert str(bad) in job.error and "\n" not in job.error
         assert s.scalar(select(func.count()).select_from(TimeBin).where(TimeBin.session_id == rid)) == 0
         pd.testing.assert_frame_equal(export_frame(s, rid_good), snapshot)
+
+
+def test_whole_frame_searches_follow_the_time_grid_whatever_the_chunking():
+    from ingest.pipeline import full_search_frames
+
+    times = np.arange(0, 6, 0.25)  # 4 fps
+    single, _ = full_search_frames(times, 1.0, None)
+    assert np.flatnonzero(single).tolist() == [0, 4, 8, 12, 16, 20]
+    # In chunks of 2 s, batches of 3: the same frames (a chunk starts with last_slot=None).
+    chunked = []
+    for c in range(3):
+        last = None
+        for b in range(0, 8, 3):
+            full, last = full_search_frames(times[c * 8 : (c + 1) * 8][b : b + 3], 1.0, last)
+            chunked.extend(full.tolist())
+    assert chunked == single.tolist()
+    assert full_search_frames(times, 0.0, None)[0].all()  # 0: every frame
+
+
+def test_local_search_between_whole_searches_keeps_every_person(media_dir):
+    """On real footage, searching whole once a second gives the persons and samples of
+    searching every frame whole, with fewer whole searches."""
+    from affectline.settings import Settings
+    from ingest.pipeline import Pipeline
+
+    runs = {}
+    for every in (0.0, 1.0):
+        with Pipeline(Settings(academic_model="cues", full_search_every_s=every), device="cpu") as p:
+            runs[every] = p.apply(media_dir / "two_people_head_turns_270p.mp4", fps=4)
+    whole, local = runs[0.0], runs[1.0]
+    assert len(local.tracks) == len(whole.tracks) == 2
+    assert whole.n_full_searches == sum(1 for _ in np.arange(0, whole.info.duration, 0.25))
+    assert local.n_full_searches < whole.n_full_searches
+    for a, b in zip(whole.tracks, local.tracks):
+        assert abs(len(a.times) - len(b.times)) <= 1
+        assert np.nanmax(np.abs(a.bins["engagement"].to_numpy() - b.bins["engagement"].to_numpy())) < 0.1

@@ -238,3 +238,15 @@ def test_context_box_geometry(face, expect):
 def test_context_box_rejects_bad_boxes():
     with pytest.raises(ValueError, match="positive size"):
         context_box(np.array([10, 10, 5, 20]), 640, 360)
+
+
+def test_expected_boxes_extrapolate_each_track_and_count_those_seen_a_frame_ago():
+    tr = Tracker()
+    for k in range(5):  # face 0 moves right 10 px a frame at 5 fps; face 1 stops being seen after frame 2
+        boxes = [[100 + 10 * k, 100, 160 + 10 * k, 170]] + ([[400, 100, 460, 170]] if k <= 2 else [])
+        tr.update(Detections(np.array(boxes, np.float32), np.ones(len(boxes))), k / 5)
+    expected, n_current = tr.expected_boxes(1.0)
+    assert n_current == 1 and len(expected) == 2  # face 1 is unseen for 0.4 s: still expected, not current
+    moving = expected[np.argmin(expected[:, 0])]
+    assert np.allclose(moving, [150, 100, 210, 170], atol=4)  # one more 10 px step
+    assert len(tr.expected_boxes(5.0)[0]) == 0  # long gone: nothing to look for

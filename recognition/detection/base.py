@@ -71,6 +71,14 @@ class FaceDetector(ABC):
     @abstractmethod
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]: ...
 
+    def detect_near(self, frame: np.ndarray, boxes: np.ndarray) -> Detections:
+        """Faces near ``boxes`` (n, 4 xyxy): where a tracker expects the faces it follows.
+
+        Detectors with a cheap local search override this (MTCNN searches a few face-widths
+        around each box); the default searches the whole frame, so any detector can be used.
+        """
+        return self.detect([frame])[0]
+
     def close(self) -> None:
         """Release native resources; the detector is unusable afterwards."""
 

@@ -107,7 +107,10 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 def _crops(imgs: torch.Tensor, boxes: torch.Tensor, img_idx: torch.Tensor, size: int) -> torch.Tensor:
     # Parts of a box outside the frame read as black, as in the original MTCNN's zero padding.
     rois = torch.cat([img_idx[:, None].to(boxes.dtype), boxes], 1)
-    return _normalize(roi_align(imgs, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True))
+    crops = _normalize(roi_align(imgs, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True))
+    # Channels-last puts R/O-Net's convolutions and max-pools on oneDNN's fast path on CPU
+    # (measured: the whole search of a 30-face 1080p frame 0.77 -> 0.56 s, same boxes).
+    return crops.contiguous(memory_format=torch.channels_last)
 
 
 def _refine(net: nn.Module, imgs: torch.Tensor, boxes: torch.Tensor, idx: torch.Tensor, size: int,
@@ -160,11 +163,11 @@ class MTCNN(nn.Module):
             net.load_state_dict(torch.load(resolve(name, settings), map_location="cpu", weights_only=True))
         return self.eval()
 
-    def scales(self, h: int, w: int) -> list[float]:
+    def scales(self, h: int, w: int, min_face: float | None = None) -> list[float]:
         # The smallest face searched for: min_face_px, or a fraction of the frame height when
         # that is larger (a 20 px back-row face in 1080p; 12 px in 270p). The first pyramid
         # level dominates the cost, so 1080p at 20 px runs ~2.8x faster than at 12 px.
-        mf = max(self.min_face_px, self.min_face_frac * h)
+        mf = min_face or max(self.min_face_px, self.min_face_frac * h)
         s, side, out = 12.0 / mf, min(h, w) * 12.0 / mf, []
         while side >= 12:
             out.append(s)
@@ -172,14 +175,14 @@ class MTCNN(nn.Module):
         return out
 
     @torch.inference_mode()
-    def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, imgs: torch.Tensor, min_face: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return boxes (k, 4), scores (k,), landmarks (k, 5, 2) and the frame index (k,) of each face."""
         h, w = imgs.shape[2:]
         t1, t2, t3 = self.thresholds
         dev = imgs.device
         # Stage 1: proposals from every pyramid level, NMS within each level and then across levels.
         boxes, scores, regs, idx = [], [], [], []
-        for s in self.scales(h, w):
+        for s in self.scales(h, w, min_face):
             x = F.interpolate(imgs, size=(int(h * s + 1), int(w * s + 1)), mode="area")
             prob, reg = self.pnet(_normalize(x))
             b, i, j = (prob >= t1).nonzero(as_tuple=True)
@@ -256,6 +259,38 @@ class MTCNNDetector(FaceDetector):
                     m = idx == j
                     out[i] = Detections(boxes[m], scores[m], data={"landmarks5": lms[m].astype(np.float32)})
         return out  # type: ignore[return-value]
+
+    # Local search: a square region REGION_FACES face-widths wide around each expected box,
+    # resampled to REGION_PX pixels, so the expected face measures REGION_PX / REGION_FACES px
+    # and the cascade finds faces from 1/2x to 3x that size (a face that came closer or
+    # moved away) anywhere within a face-width of the prediction.
+    REGION_FACES, REGION_PX, REGION_MIN_FACE = 3.0, 72, 12
+
+    def detect_near(self, frame: np.ndarray, boxes: np.ndarray) -> Detections:
+        """The full cascade on small regions around ``boxes`` only, all regions in one batch."""
+        frame = check_frames([frame])[0]
+        h, w = frame.shape[:2]
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), data={"landmarks5": np.zeros((0, 5, 2), np.float32)})
+        c = (boxes[:, :2] + boxes[:, 2:]) / 2
+        side = np.maximum(boxes[:, 2:] - boxes[:, :2], 1).max(1, keepdims=True) * self.REGION_FACES
+        regions = np.concatenate([c - side / 2, c + side / 2], 1)
+        img = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float().contiguous()
+        rois = torch.cat([torch.zeros(len(regions), 1), torch.from_numpy(regions)], 1).to(self.device)
+        # Parts of a region outside the frame read as black, like the cascade's own crops.
+        crops = roi_align(img, rois, (self.REGION_PX, self.REGION_PX), 1.0, sampling_ratio=-1, aligned=True)
+        bx, sc, lm, idx = (t.cpu().numpy() for t in self.model(crops, min_face=self.REGION_MIN_FACE))
+        # Back to frame pixels, then one face per place (regions of neighbours overlap).
+        scale = (side[:, 0] / self.REGION_PX)[idx]
+        origin = regions[idx, :2]
+        bx = bx * np.repeat(scale[:, None], 4, 1) + np.tile(origin, 2)
+        lm = lm * scale[:, None, None] + origin[:, None, :]
+        keep = nms(bx, sc, 0.5, overlap="min") if len(bx) else np.zeros(0, np.int64)
+        bx, sc, lm = bx[keep], sc[keep], lm[keep]
+        bx[:, 0::2] = bx[:, 0::2].clip(0, w)
+        bx[:, 1::2] = bx[:, 1::2].clip(0, h)
+        return Detections(bx.astype(np.float32), sc.astype(np.float32), data={"landmarks5": lm.astype(np.float32)})
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

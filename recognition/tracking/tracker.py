@@ -301,6 +301,13 @@ class Tracker:
         rows, cols = linear_sum_assignment(finite)
         return [(int(r), int(c)) for r, c in zip(rows, cols) if finite[r, c] < _INF]
 
+    def expected_boxes(self, t: float) -> tuple[np.ndarray, int]:
+        """Where the recent tracks' faces should be at time ``t`` (Kalman prediction): (k, 4)
+        xyxy boxes, and how many of those tracks were seen in the previous frame."""
+        tracks = self._recent(t)
+        boxes = _xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4)).astype(np.float32)
+        return boxes, sum(tr.last_t == self._last_t for tr in tracks)
+
     def needs_embedding(self, dets: Detections, t: float) -> np.ndarray:
         """(n,) bool: the rows whose embedding would change or check a decision in ``update``."""
         c = self.config
