@@ -106,8 +106,34 @@ def main() -> None:
     print(f"torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, cores: {os.cpu_count()}")
     if not a.skip_throughput:
         throughput(a)
+    if not a.skip_throughput:
+        landmarks()
     if not a.skip_memory:
         memory(a)
+
+
+def landmarks(reps: int = 3) -> None:
+    """MediaPipe landmarks on a 30-face 1080p class frame: one landmarker, then one per core side by side."""
+    import numpy as np
+
+    from affectline.settings import Settings
+    from affectline.types import Detections
+    from recognition.face.landmarks import FaceLandmarker
+    from tests.realseq import classroom_of
+
+    seq = classroom_of(n_faces=30, n_frames=1, size=(1080, 1920))
+    frame, dets = seq.frames[0], Detections(seq.gt_boxes[0], np.ones(len(seq.gt_boxes[0])))
+    n = min(Settings().resolved_torch_threads, 4)
+    times = {}
+    for threads in (1, n):
+        with FaceLandmarker(threads=threads) as lm:
+            lm.analyze(frame, dets)  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                found = int(lm.analyze(frame, dets).found.sum())
+            times[threads] = (time.perf_counter() - t0) / reps
+    print(f"[landmarks] 30-face 1080p frame ({found} landmarked): one landmarker {times[1] * 1000:.0f} ms, "
+          f"{n} side by side {times[n] * 1000:.0f} ms = {times[n] / times[1]:.2f}x")
 
 
 def throughput(a: argparse.Namespace) -> None:

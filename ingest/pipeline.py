@@ -215,7 +215,8 @@ class Pipeline:
         self.device = device or s.torch_device()
         self.detector = load_detector(s.detector, s, device=self.device)
         self.embedder = FaceEmbedder()
-        self.landmarker = FaceLandmarker(s)
+        # One MediaPipe landmarker per core, up to 4: each runs one face crop at a time.
+        self.landmarker = FaceLandmarker(s, threads=min(s.resolved_torch_threads, 4))
         # Threads per worker are explicit: with several workers on one machine, oversubscribed
         # torch threads spin and starve each other (measured 6-40x slower FER under load).
         self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)

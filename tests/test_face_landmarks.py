@@ -194,3 +194,18 @@ def test_crop_transform_is_a_square_around_the_box():
     assert side == 60 and (x0, y0) == (80, 35)
     np.testing.assert_allclose(a @ [110, 65, 1], [128, 128])  # box centre -> crop centre
     assert LandmarkResult.empty(2).found.tolist() == [False, False]
+
+
+def test_landmarkers_side_by_side_give_the_same_results(landmarker, group):
+    """Two MediaPipe landmarkers on threads split a frame's faces between them; every row
+    gets the numbers the single landmarker gives (each face is one independent crop)."""
+    frame, dets = group
+    one = landmarker.analyze(frame, dets)
+    with FaceLandmarker(threads=2) as two:
+        assert len(two._landmarkers) == 2
+        both = two.analyze(frame, dets)
+        assert two.crops_seen >= len(dets)
+    assert both.found.all() and one.found.all()
+    assert np.allclose(both.blendshapes, one.blendshapes, atol=1e-5)
+    assert np.allclose(both.pose, one.pose, atol=1e-3)
+    assert np.allclose(both.landmarks, one.landmarks, atol=1e-3)
