@@ -54,6 +54,7 @@ class VideoSource:
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: file is empty")
         self._reader = None
+        self._keys: np.ndarray | None = None  # decord's keyframe indices, read on first seek
         self.backend = ""
         self.info = self._open()
 
@@ -112,7 +113,7 @@ class VideoSource:
     BURST_BYTES = 256 * 2**20
 
     def _keyframes(self) -> np.ndarray:
-        if getattr(self, "_keys", None) is None:
+        if self._keys is None:
             keys = np.asarray(self._reader.get_key_indices(), np.int64)
             self._keys = np.unique(np.concatenate([[0], keys]))
         return self._keys

@@ -266,10 +266,14 @@ class Tracker:
     def _recent(self, t: float) -> list[_Track]:
         return [tr for tr in self._tracks if t - tr.last_t <= self.config.max_gap_s]
 
+    @staticmethod
+    def _predicted(tracks: list[_Track], t: float) -> np.ndarray:
+        """(tracks, 4) xyxy boxes: each track's Kalman prediction at ``t``."""
+        return _xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4))
+
     def _motion_cost(self, tracks: list[_Track], dets: Detections, t: float) -> np.ndarray:
         """(tracks, dets) gated motion cost against each track's Kalman prediction at ``t``."""
-        pred = _xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4))
-        return motion_cost(pred, np.array([t - tr.last_t for tr in tracks]), dets.boxes, self.config)
+        return motion_cost(self._predicted(tracks, t), np.array([t - tr.last_t for tr in tracks]), dets.boxes, self.config)
 
     def _app_dist(self, tracks: list[_Track], emb: np.ndarray) -> np.ndarray:
         """(tracks, dets) smallest distance between a detection and a track's gallery; NaN if unknown."""
@@ -305,8 +309,7 @@ class Tracker:
         """Where the recent tracks' faces should be at time ``t`` (Kalman prediction): (k, 4)
         xyxy boxes, and how many of those tracks were seen in the previous frame."""
         tracks = self._recent(t)
-        boxes = _xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4)).astype(np.float32)
-        return boxes, sum(tr.last_t == self._last_t for tr in tracks)
+        return self._predicted(tracks, t).astype(np.float32), sum(tr.last_t == self._last_t for tr in tracks)
 
     def needs_embedding(self, dets: Detections, t: float) -> np.ndarray:
         """(n,) bool: the rows whose embedding would change or check a decision in ``update``."""
