@@ -220,6 +220,15 @@ class MTCNN(nn.Module):
         return bx[keep], sc[keep], lm[keep], b[keep]
 
 
+def _faces(boxes: np.ndarray, scores: np.ndarray, lms: np.ndarray, w: int, h: int) -> Detections:
+    """Detections in a w x h frame: boxes clipped to it, the five landmarks kept."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    lms = np.asarray(lms, np.float32).reshape(-1, 5, 2)
+    return Detections(boxes, np.asarray(scores, np.float32), data={"landmarks5": lms})
+
+
 class MTCNNDetector(FaceDetector):
     """The default detector: best recall on small classroom faces (see docs/detectors.md)."""
 
@@ -253,11 +262,9 @@ class MTCNNDetector(FaceDetector):
                 batch = torch.from_numpy(np.stack([frames[i] for i in part])).to(self.device)
                 imgs = batch.permute(0, 3, 1, 2).float()
                 boxes, scores, lms, idx = (t.cpu().numpy() for t in self.model(imgs))
-                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
                 for j, i in enumerate(part):
                     m = idx == j
-                    out[i] = Detections(boxes[m], scores[m], data={"landmarks5": lms[m].astype(np.float32)})
+                    out[i] = _faces(boxes[m], scores[m], lms[m], w, h)
         return out  # type: ignore[return-value]
 
     # Local search: a square region REGION_FACES face-widths wide around each expected box,
@@ -272,7 +279,7 @@ class MTCNNDetector(FaceDetector):
         h, w = frame.shape[:2]
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) == 0:
-            return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), data={"landmarks5": np.zeros((0, 5, 2), np.float32)})
+            return _faces(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), w, h)
         c = (boxes[:, :2] + boxes[:, 2:]) / 2
         side = np.maximum(boxes[:, 2:] - boxes[:, :2], 1).max(1, keepdims=True) * self.REGION_FACES
         regions = np.concatenate([c - side / 2, c + side / 2], 1)
@@ -287,10 +294,7 @@ class MTCNNDetector(FaceDetector):
         bx = bx * np.repeat(scale[:, None], 4, 1) + np.tile(origin, 2)
         lm = lm * scale[:, None, None] + origin[:, None, :]
         keep = nms(bx, sc, 0.5, overlap="min") if len(bx) else np.zeros(0, np.int64)
-        bx, sc, lm = bx[keep], sc[keep], lm[keep]
-        bx[:, 0::2] = bx[:, 0::2].clip(0, w)
-        bx[:, 1::2] = bx[:, 1::2].clip(0, h)
-        return Detections(bx.astype(np.float32), sc.astype(np.float32), data={"landmarks5": lm.astype(np.float32)})
+        return _faces(bx[keep], sc[keep], lm[keep], w, h)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
