@@ -1,0 +1,326 @@
+"""MediaPipe's FaceLandmarker (IMAGE mode, one face per crop) re-implemented in torch, batched.
+
+Per face box, as ``recognition.face.landmarks.FaceLandmarker`` does it, a square crop of
+``scale`` x the box's longer side is resampled to ``size`` px; on that crop this module
+then reproduces MediaPipe's graph step by step, for all crops of many frames at once:
+  1. face detector (BlazeFace short range, 128 x 128, [-1, 1]): 896 SSD anchors, sigmoid
+     scores >= min_confidence, weighted NMS (IoU > 0.3); the best cluster is the face;
+  2. its box grown 1.5x around its centre and rotated so the eye keypoints (0, 1) are
+     level is the region of interest for the mesh network;
+  3. face mesh v2 (256 x 256, [0, 1], border replicated): 478 landmarks and a presence
+     logit (sigmoid >= min_confidence), projected back to the crop;
+  4. blendshapes: the 146-landmark subset, x and y in crop pixels, through the MLP-Mixer;
+  5. pose matrix: the face geometry pipeline (``geometry.FaceGeometry``) on the first
+     468 landmarks, then ``pose_from_matrix`` as for MediaPipe's matrix.
+Resampling follows OpenCV's warps as MediaPipe's CPU path runs them: pixel index
+coordinates (a region's corner at the first pixel's centre), source positions rounded to
+1/32 px and results rounded to uint8 before scaling, zero border for the crop and the
+detector, replicated border for the mesh input.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from affectline.settings import Settings
+from affectline.types import Detections
+from recognition.face.landmarks import LandmarkResult, crop_transform, pose_from_matrix
+from recognition.face.mesh.geometry import FaceGeometry
+from recognition.face.mesh.graph import TFLiteGraph
+from recognition.face.mesh.weights import load_converted
+
+# MediaPipe face_blendshapes_graph.cc, kLandmarksSubsetIdxs: the blendshape model's input points.
+BLENDSHAPE_LANDMARKS = (
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66,
+    67, 70, 78, 80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145,
+    146, 148, 149, 150, 152, 153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176,
+    178, 181, 185, 191, 195, 197, 234, 246, 249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285,
+    288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312, 314, 317, 318, 321, 323, 324, 332, 334,
+    336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381, 382, 384, 385, 386, 387,
+    388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472, 473, 474,
+    475, 476, 477,
+)  # fmt: skip
+DETECTOR_SIZE = 128
+MESH_SIZE = 256
+ROI_SCALE = 1.5  # face_detector_graph.cc RectTransformation
+NMS_IOU = 0.3  # FaceDetectorGraphOptions.min_suppression_threshold default
+N_KEYPOINTS = 6
+
+
+def _anchors() -> torch.Tensor:
+    """SSD anchor centres of the short-range detector: (896, 2) normalised (x, y)."""
+    out = []
+    for stride, per_cell in ((8, 2), (16, 6)):  # layers 1-3 share stride 16: 3 x 2 anchors a cell
+        n = -(-DETECTOR_SIZE // stride)
+        for y in range(n):
+            for x in range(n):
+                out += [((x + 0.5) / n, (y + 0.5) / n)] * per_cell
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def _round_u8(x: torch.Tensor) -> torch.Tensor:
+    return torch.floor(x + 0.5).clamp_(0.0, 255.0)
+
+
+def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
+    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded."""
+    h, w = img.shape[-2:]
+    sx = torch.round(sx * 32.0) / 32.0  # OpenCV's INTER_TAB_SIZE
+    sy = torch.round(sy * 32.0) / 32.0
+    grid = torch.stack((sx * (2.0 / max(w - 1, 1)) - 1.0, sy * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
+    out = F.grid_sample(img, grid.to(img.dtype), mode="bilinear", padding_mode=border, align_corners=True)
+    return _round_u8(out)
+
+
+def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -> torch.Tensor:
+    """Rotated rectangles (cx, cy, w, h, angle; pixels, radians) of ``img`` (B, C, H, W) -> (B, C, size, size).
+
+    Output pixel (u, v) samples cx + R(angle) . ((u/size - 1/2) w, (v/size - 1/2) h), as
+    OpenCV's warpPerspective between a RotatedRect's corners and the output's corners.
+    """
+    t = (torch.arange(size, dtype=img.dtype, device=img.device) / size - 0.5)
+    cx, cy, w, h, a = (rects[:, i, None, None] for i in range(5))
+    dx, dy = t[None, None, :] * w, t[None, :, None] * h
+    c, s = torch.cos(a), torch.sin(a)
+    return _sample(img, cx + c * dx - s * dy, cy + s * dx + c * dy, border)
+
+
+@dataclass
+class CropResult:
+    """Outputs for a batch of crops; coordinates normalised to the crop (z shares x's scale)."""
+
+    landmarks: np.ndarray  # (B, 478, 3) float32
+    blendshapes: np.ndarray  # (B, 52) float32
+    matrix: np.ndarray  # (B, 4, 4) float64
+    found: np.ndarray  # (B,) bool: detector face and presence >= min_confidence
+    presence: np.ndarray  # (B,) float32, NaN where the detector found nothing
+
+
+class TorchFaceLandmarker:
+    """Drop-in for ``FaceLandmarker`` (same ``analyze`` and ``LandmarkResult``), batched in torch.
+
+    device: torch device string (default: ``settings.torch_device()``); ``.to(device)`` moves it.
+    batch_size: crops per forward pass; ``analyze_many`` runs all crops of all its frames in
+        batches of this size, one pass per crop scale still needed.
+    ``crops_seen`` and ``seconds`` count crops and the time spent in the networks, as the
+    MediaPipe wrapper's counters do.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        device: str | None = None,
+        scales: tuple[float, ...] = (1.8, 1.3, 2.5),
+        size: int = 256,
+        min_confidence: float = 0.5,
+        batch_size: int = 64,
+    ) -> None:
+        from affectline.settings import get_settings
+
+        if not scales or min(scales) < 1.0 or size < 64:
+            raise ValueError(f"TorchFaceLandmarker needs scales >= 1 and size >= 64, got scales={scales}, size={size}")
+        s = settings or get_settings()
+        data = load_converted(s)
+        self.detector = TFLiteGraph(data["programs"]["detector"]).eval()
+        self.mesh = TFLiteGraph(data["programs"]["mesh"]).eval()
+        self.blend = TFLiteGraph(data["programs"]["blendshapes"]).eval()
+        self.geometry = FaceGeometry(data["canonical"].numpy(), data["weights"].numpy())
+        self.anchors = _anchors()
+        self.subset = torch.tensor(BLENDSHAPE_LANDMARKS, dtype=torch.long)
+        self.scales, self.size, self.min_confidence = tuple(scales), size, min_confidence
+        self.batch_size = max(1, batch_size)
+        self.device = torch.device("cpu")
+        self.crops_seen = 0
+        self.seconds = 0.0
+        self.to(device or s.torch_device())
+
+    def to(self, device: str | torch.device) -> Self:
+        self.device = torch.device(device)
+        for m in (self.detector, self.mesh, self.blend, self.geometry):
+            m.to(self.device)
+        self.anchors = self.anchors.to(self.device)
+        self.subset = self.subset.to(self.device)
+        return self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing native to release; kept so the pipeline can treat both landmarkers alike."""
+
+    # --- the MediaPipe graph on a batch of crops -------------------------------------------
+
+    def _detect(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Best face of each crop (B, 3, S, S, 0..255): found (B,), box (B, 4) xyxy and keypoints (B, 6, 2), normalised."""
+        b, s = crops.shape[0], crops.shape[-1]
+        whole = torch.tensor([[s / 2, s / 2, s, s, 0.0]], dtype=crops.dtype, device=crops.device).expand(b, 5)
+        x = warp_rects(crops, whole, DETECTOR_SIZE, "zeros") * (2.0 / 255.0) - 1.0
+        reg, cls = self.detector(x.permute(0, 2, 3, 1).contiguous())
+        score = torch.sigmoid(cls[..., 0].clamp(-100.0, 100.0))  # (B, 896)
+        a = self.anchors
+        reg = reg / DETECTOR_SIZE
+        cx, cy = reg[..., 0] + a[:, 0], reg[..., 1] + a[:, 1]
+        w, h = reg[..., 2], reg[..., 3]
+        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)  # (B, 896, 4)
+        kps = reg[..., 4 : 4 + 2 * N_KEYPOINTS].reshape(b, -1, N_KEYPOINTS, 2) + a[:, None, :]
+        keep = score >= self.min_confidence
+        best = torch.where(keep, score, torch.full_like(score, -1.0)).argmax(dim=1)
+        found = keep.gather(1, best[:, None])[:, 0]
+        top = boxes.gather(1, best[:, None, None].expand(b, 1, 4))  # (B, 1, 4)
+        ix = (torch.minimum(boxes[..., 2], top[..., 2]) - torch.maximum(boxes[..., 0], top[..., 0])).clamp(min=0)
+        iy = (torch.minimum(boxes[..., 3], top[..., 3]) - torch.maximum(boxes[..., 1], top[..., 1])).clamp(min=0)
+        inter = ix * iy
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        union = area + area.gather(1, best[:, None]) - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+        wgt = torch.where(keep & (iou > NMS_IOU), score, torch.zeros_like(score))
+        wgt = wgt / wgt.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        box = (boxes * wgt[..., None]).sum(dim=1)
+        kp = (kps * wgt[..., None, None]).sum(dim=1)
+        return found, box, kp
+
+    @torch.no_grad()
+    def _run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All outputs for crops (B, 3, S, S) float 0..255 on ``self.device``."""
+        s = crops.shape[-1]
+        found, box, kp = self._detect(crops)
+        # Region of interest: the box grown 1.5x, turned so the eyes (keypoints 0 and 1) are level.
+        cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
+        w, h = (box[:, 2] - box[:, 0]) * ROI_SCALE, (box[:, 3] - box[:, 1]) * ROI_SCALE
+        d = (kp[:, 1] - kp[:, 0]) * s
+        angle = torch.atan2(d[:, 1], d[:, 0])
+        rect = torch.stack((cx * s, cy * s, w * s, h * s, angle), dim=1)
+        x = warp_rects(crops, rect, MESH_SIZE, "border") * (1.0 / 255.0)
+        raw, presence_logit, _ = self.mesh(x.permute(0, 2, 3, 1).contiguous())
+        presence = torch.sigmoid(presence_logit.reshape(-1))
+        lm = raw.reshape(-1, 478, 3) / MESH_SIZE
+        # MediaPipe's LandmarkProjectionCalculator: rotate in the rect's normalised frame, then scale.
+        u, v = lm[..., 0] - 0.5, lm[..., 1] - 0.5
+        c, sn = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
+        px = (c * u - sn * v) * w[:, None] + cx[:, None]
+        py = (sn * u + c * v) * h[:, None] + cy[:, None]
+        pz = lm[..., 2] * w[:, None]
+        lm = torch.stack((px, py, pz), dim=-1)
+        pts = lm[:, self.subset, :2] * torch.tensor([float(s), float(s)], device=lm.device)
+        (blend,) = self.blend(pts)
+        matrix = self.geometry(lm, s, s)
+        return {
+            "landmarks": lm,
+            "blendshapes": blend,
+            "matrix": matrix,
+            "found": found & (presence >= self.min_confidence),
+            "presence": torch.where(found, presence, torch.full_like(presence, float("nan"))),
+        }
+
+    def analyze_crops(self, crops: np.ndarray | torch.Tensor) -> CropResult:
+        """Run square crops (B x S x S x 3 uint8 RGB, as fed to MediaPipe) through the graph."""
+        t = torch.as_tensor(np.asarray(crops) if not isinstance(crops, torch.Tensor) else crops)
+        if t.dim() != 4 or t.shape[-1] != 3 or t.shape[1] != t.shape[2]:
+            raise ValueError(f"crops must be B x S x S x 3, got {tuple(t.shape)}")
+        x = t.to(self.device).permute(0, 3, 1, 2).float()
+        parts = [self._timed(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        cat = {k: torch.cat([p[k] for p in parts]) if parts else None for k in ("landmarks", "blendshapes", "matrix", "found", "presence")}
+        if not parts:
+            return CropResult(
+                np.zeros((0, 478, 3), np.float32), np.zeros((0, 52), np.float32), np.zeros((0, 4, 4)),
+                np.zeros(0, bool), np.zeros(0, np.float32),
+            )  # fmt: skip
+        return CropResult(
+            cat["landmarks"].float().cpu().numpy(),
+            cat["blendshapes"].float().cpu().numpy(),
+            cat["matrix"].double().cpu().numpy(),
+            cat["found"].cpu().numpy(),
+            cat["presence"].float().cpu().numpy(),
+        )
+
+    def _timed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        out = self._run(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        self.seconds += time.perf_counter() - t
+        self.crops_seen += len(x)
+        return out
+
+    # --- frames and boxes -------------------------------------------------------------------
+
+    def _crops(self, frame: torch.Tensor, boxes: np.ndarray, scale: float) -> tuple[torch.Tensor, np.ndarray]:
+        """Square crops of one frame (1, 3, H, W) float: (n, 3, size, size) and their (x0, y0, side)."""
+        n, s = len(boxes), self.size
+        geo = np.array([crop_transform(b, scale, s)[1:] for b in boxes], np.float64).reshape(n, 3)
+        k = torch.as_tensor(geo, dtype=torch.float32, device=frame.device)
+        t = torch.arange(s, dtype=torch.float32, device=frame.device)
+        # cv2.warpAffine(frame, [[k, 0, -k x0], [0, k, -k y0]]): output pixel u samples x0 + u * side / size.
+        sx = k[:, 0, None, None] + t[None, None, :] * (k[:, 2, None, None] / s)
+        sy = k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)
+        sx, sy = sx.expand(n, s, s), sy.expand(n, s, s)
+        # One grid_sample per frame: the n crops side by side in one output row.
+        out = _sample(frame, sx.permute(1, 0, 2).reshape(1, s, n * s), sy.permute(1, 0, 2).reshape(1, s, n * s), "zeros")
+        return out.reshape(3, s, n, s).permute(2, 0, 1, 3).contiguous(), geo
+
+    def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
+        """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB); see ``analyze_many``."""
+        return self.analyze_many([frame], [dets])[0]
+
+    def analyze_many(self, frames: Sequence[np.ndarray], dets_list: Sequence[Detections]) -> list[LandmarkResult]:
+        """One ``LandmarkResult`` per frame; all boxes of all frames go through the networks together.
+
+        Each box is tried at each of ``scales`` in turn until a face is found whose landmarks
+        are centred inside the box (as the MediaPipe wrapper does); each scale is one batched
+        pass over the boxes still missing.
+        """
+        if len(frames) != len(dets_list):
+            raise ValueError(f"{len(frames)} frames but {len(dets_list)} detection sets")
+        outs, gpu_frames, todo = [], [], []
+        for fi, (frame, dets) in enumerate(zip(frames, dets_list)):
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+            outs.append(LandmarkResult.empty(len(dets)))
+            ok = [i for i, b in enumerate(dets.boxes) if np.all(np.isfinite(b)) and b[2] > b[0] and b[3] > b[1]]
+            gpu_frames.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
+            todo += [(fi, i) for i in ok]
+        for scale in self.scales:
+            if not todo:
+                break
+            crops, geos = [], []
+            for fi in sorted({f for f, _ in todo}):
+                rows = [i for f, i in todo if f == fi]
+                c, g = self._crops(gpu_frames[fi], np.asarray(dets_list[fi].boxes)[rows], scale)
+                crops.append(c)
+                geos.append(g)
+            order = [(f, i) for f in sorted({f for f, _ in todo}) for i in [i for ff, i in todo if ff == f]]
+            res = self.analyze_crops(torch.cat(crops).permute(0, 2, 3, 1))
+            geo = np.concatenate(geos)
+            missing = []
+            for j, (fi, i) in enumerate(order):
+                if not res.found[j] or not self._place(res, j, geo[j], dets_list[fi].boxes[i], outs[fi], i):
+                    missing.append((fi, i))
+            todo = missing
+        return outs
+
+    @staticmethod
+    def _place(res: CropResult, j: int, geo: np.ndarray, box: np.ndarray, out: LandmarkResult, i: int) -> bool:
+        x0, y0, side = geo
+        lm = res.landmarks[j] * np.float32(side) + np.array([x0, y0, 0], np.float32)
+        # A wide crop can hold a neighbour's face: keep only a face centred inside the box.
+        cx, cy = (lm[:, 0].min() + lm[:, 0].max()) / 2, (lm[:, 1].min() + lm[:, 1].max()) / 2
+        if not (box[0] <= cx <= box[2] and box[1] <= cy <= box[3]):
+            return False
+        out.landmarks[i] = lm
+        out.blendshapes[i] = res.blendshapes[j]
+        out.pose[i] = pose_from_matrix(res.matrix[j])
+        out.found[i] = True
+        return True
