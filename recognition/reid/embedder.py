@@ -21,20 +21,28 @@ from affectline.types import Detections
 EMBEDDING_DIM = 128
 
 
-def _dlib_box(box: np.ndarray):
-    """A square box like dlib's HOG boxes, which the shape predictor was trained on.
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(n, 4) integer dlib rectangles (left, top, right, bottom) like dlib's HOG boxes,
+    which the shape predictor was trained on.
 
     Detector boxes (MTCNN's are taller than wide, forehead to chin) are turned into a
     square of the larger side, centred a little below the box centre.
     """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = b.T
+    side = np.maximum(x2 - x1, y2 - y1) * 0.9
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
+    l, t = np.round(cx - side / 2), np.round(cy - side / 2)  # half to even, as Python's round
+    s = np.maximum(np.round(side), 1)
+    return np.stack([l, t, l + s, t + s], 1).astype(np.int64)
+
+
+def _dlib_box(box: np.ndarray):
+    """One detector box as a ``dlib.rectangle`` (see :func:`square_boxes`)."""
     import dlib
 
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(x2 - x1, y2 - y1) * 0.9
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
-    l, t = round(cx - side / 2), round(cy - side / 2)
-    s = max(round(side), 1)
-    return dlib.rectangle(l, t, l + s, t + s)  # dlib reads pixels outside the frame as black
+    l, t, r, b = (int(v) for v in square_boxes(box)[0])
+    return dlib.rectangle(l, t, r, b)  # dlib reads pixels outside the frame as black
 
 
 class FaceEmbedder:
