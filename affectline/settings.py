@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         default=None, description="Text-tower heads of the CLIP-CAER checkpoint when not width // 64."
     )
     enroll_threshold: float = Field(default=0.5, description="dlib embedding distance under which a track matches a person.")
+    embedder: Literal["torch", "dlib"] = Field(
+        default="torch",
+        description="Face descriptors: dlib's network run in torch, batched, CPU or CUDA ('torch'), or dlib itself ('dlib'); same numbers.",
+    )
     dashboard_user: str | None = Field(
         default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
     )
