@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CROWD = ROOT.parent / "shared" / "media" / "crowd_walk_1080p.mp4"
+CROWD = ROOT / "data" / "media" / "crowd_walk_1080p.mp4"
 
 
 def peak_rss_mb() -> float:

@@ -11,23 +11,24 @@ dashboard never imports the worker code, torch, ``recognition`` or ``ingest``.
 
 from __future__ import annotations
 
-import io
-import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Literal, Sequence
+from typing import BinaryIO, Sequence
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
+from services import analyses, exports
+from services.actor import Actor, GroupIds, actor_for_user, require
+from services.analyses import VIDEO_TYPES, safe_filename  # noqa: F401  (pages and tests use them from here)
+from services.db import scope as services_scope
+from services.db import visible_session
+from services.exports import Export, ExportFormat, frame_bytes  # noqa: F401
 from storage import access, people, repo, tags
-from storage.db import migrate, session_scope
 from storage.models import (
     AuditEntry,
     Group,
@@ -43,24 +44,14 @@ from storage.models import (
     UserGroup,
 )
 
-GroupIds = tuple[int, ...] | None  # hashable form of visible_group_ids, for cache keys
-VIDEO_TYPES = ("mp4", "mov", "avi", "mkv", "webm", "m4v")
-ExportFormat = Literal["csv", "parquet"]
 
 
 # --- engine and transactions ----------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=4)
-def _migrated(url: str) -> bool:
-    migrate(url)  # idempotent; the dashboard may be the first thing to open a fresh database
-    return True
-
-
 def scope(url: str):
-    """A transaction on the dashboard's database: committed on success, rolled back on error."""
-    _migrated(url)
-    return session_scope(url)
+    """A transaction on the dashboard's database (migrated on first use): committed on success."""
+    return services_scope(url)
 
 
 def invalidate() -> None:
@@ -71,43 +62,21 @@ def invalidate() -> None:
 # --- who is looking -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """The logged-in user as the pages need them: a plain value, safe to keep in session state."""
-
-    id: int
-    username: str
-    role: Role
-    group_ids: GroupIds  # None = every group (admin)
-
-    def can(self, action: str) -> bool:
-        return access.can(self, action)  # type: ignore[arg-type]  # only .role is read
-
-    def sees(self, group_id: int | None) -> bool:
-        return self.group_ids is None or group_id in self.group_ids
+Viewer = Actor  # the logged-in user, as the shared services know them
 
 
 def viewer_for(url: str, user_id: int) -> Viewer | None:
     """Re-read the user and their grants (never cached: a revoked grant takes effect at once)."""
     with scope(url) as s:
-        user = s.get(User, user_id)
-        if user is None:
-            return None
-        ids = access.visible_group_ids(s, user)
-        return Viewer(user.id, user.username, Role(user.role), None if ids is None else tuple(ids))
+        return actor_for_user(s, user_id)
 
 
 def _require(viewer: Viewer, action: str) -> None:
-    if not viewer.can(action):
-        raise PermissionError(f"{viewer.username} ({viewer.role.value}) may not {action.replace('_', ' ')}")
+    require(viewer, action)
 
 
 def _visible_session(s: Session, viewer_groups: GroupIds, session_id: int) -> Recording:
-    rec = s.get(Recording, session_id)
-    if rec is None or not (viewer_groups is None or rec.group_id in viewer_groups):
-        # Same message whether it is missing or hidden: do not reveal that it exists.
-        raise LookupError(f"session {session_id} does not exist or is not visible to you")
-    return rec
+    return visible_session(s, viewer_groups, session_id)
 
 
 # --- jobs in plain words --------------------------------------------------------------------
@@ -256,21 +225,13 @@ def class_engagement(bins: pd.DataFrame) -> pd.DataFrame:
 # --- upload and enqueue ---------------------------------------------------------------------
 
 
-def safe_filename(name: str) -> str:
-    """A file name that cannot escape the uploads folder or carry odd characters."""
-    base = Path(name).name
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "video"
-    return stem[-120:]
-
-
 def send_analysis(settings: Settings, job_id: int) -> None:
-    """Enqueue the analysis task by name (the worker imports torch; we do not)."""
-    make_celery(settings).send_task(ANALYZE_TASK, args=[job_id])
+    analyses.send_analysis(settings, job_id)
 
 
 def enqueue_analysis(
     url: str, settings: Settings, viewer: Viewer, filename: str, video: bytes | BinaryIO, kind: SessionKind | str,
-    group_id: int, title: str | None = None,
+    group_id: int, title: str | None = None, analysis_fps: float | None = None,
 ) -> tuple[int, int]:  # fmt: skip
     """Save an uploaded video under ``data_dir/uploads``, commit a session and a queued job, then enqueue it.
 
@@ -278,73 +239,30 @@ def enqueue_analysis(
     error is raised.
     """
     _require(viewer, "upload")
-    kind = SessionKind(kind)
-    if Path(filename).suffix.lower().lstrip(".") not in VIDEO_TYPES:
-        raise ValueError(f"{filename}: not a video file type the analysis reads ({', '.join(VIDEO_TYPES)})")
-    with scope(url) as s:
+    with scope(url) as s:  # refuse before writing gigabytes to disk
         group = s.get(Group, group_id)
         if group is None or not viewer.sees(group_id):
             raise LookupError(f"group {group_id} does not exist or is not visible to you")
-        if SessionKind(group.kind) is not kind:
-            raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {kind.value}")
-    dest_dir = settings.data_dir / "uploads"
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = (dest_dir / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}_{safe_filename(filename)}")
-    with open(dest, "wb") as f:  # stream in chunks: a lesson video can be gigabytes
-        if isinstance(video, (bytes, bytearray, memoryview)):
-            f.write(video)
-        else:
-            while chunk := video.read(1 << 20):
-                f.write(chunk)
-    size = dest.stat().st_size
-    with scope(url) as s:
-        rec = repo.create_recording(s, str(dest.resolve()), kind, title=title or Path(filename).stem, group_id=group_id)
-        job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": settings.analysis_fps})
-        repo.audit(s, viewer.username, "upload", f"session:{rec.id}", file=safe_filename(filename), bytes=size)
-        sid, jid = rec.id, job.id
+        if SessionKind(group.kind) is not SessionKind(kind):
+            raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {SessionKind(kind).value}")
+    dest = analyses.save_upload(settings, filename, video)
+    sid, jid = analyses.create_analysis(
+        url, viewer, dest, kind, group_id, analysis_fps or settings.analysis_fps, title=title or Path(filename).stem,
+        audit_action="upload", file=analyses.safe_filename(filename), bytes=dest.stat().st_size,
+    )  # fmt: skip
     invalidate()
-    try:
-        send_analysis(settings, jid)  # only after the commit: the worker must find the row
-    except Exception as e:
-        with scope(url) as s:
-            repo.update_job(s, jid, status=JobStatus.failed, error=f"could not queue the analysis: {e}")
-        raise RuntimeError(f"session {sid} saved, but the analysis could not be queued: {e}") from e
+    analyses.enqueue(url, settings, sid, jid)
     return sid, jid
 
 
 # --- export ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Export:
-    data: bytes
-    file_name: str
-    mime: str
-    n_rows: int
-    columns: tuple[str, ...]
-
-
-def frame_bytes(df: pd.DataFrame, fmt: ExportFormat) -> bytes:
-    if fmt == "csv":
-        return df.to_csv(index=False).encode()
-    if fmt == "parquet":
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        return buf.getvalue()
-    raise ValueError(f"export format {fmt!r} is not one of csv, parquet")
-
-
 def export_session(url: str, viewer: Viewer, session_id: int, fmt: ExportFormat) -> Export:
-    """The session's export (``storage.repo.EXPORT_COLUMNS``) and an audit entry (actor, session, format, rows)."""
-    _require(viewer, "export")
-    with scope(url) as s:
-        _visible_session(s, viewer.group_ids, session_id)
-        df = repo.export_frame(s, session_id)
-        data = frame_bytes(df, fmt)
-        repo.audit(s, viewer.username, "export", f"session:{session_id}", format=fmt, rows=len(df))
+    """The session's export (``services.exports``: the same bytes as the CLI's), audited."""
+    out = exports.export_session(url, viewer, session_id, fmt)
     invalidate()
-    mime = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
-    return Export(data, f"affectline_session_{session_id}.{fmt}", mime, len(df), tuple(df.columns))
+    return out
 
 
 # --- groups, persons, tracks ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared, an isolated Settings and a migrated database."""
+"""Shared fixtures: the sample media, an isolated Settings and a migrated database."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-MEDIA = SHARED / "media"
+from tests.paths import MEDIA, caer_fixture
 
 # Model files are cached across test runs (and shared with `make demo`), never re-fetched per test.
 os.environ.setdefault("AFFECTLINE_MODEL_DIR", str(Path.home() / ".cache" / "affectline" / "models"))
@@ -30,14 +29,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    assert SHARED.is_dir(), f"test assets missing: {SHARED} (see shared/README.md)"
-    return SHARED
+def media_dir() -> Path:
+    assert MEDIA.is_dir(), f"sample media missing: {MEDIA} (see data/media/README.md)"
+    return MEDIA
 
 
 @pytest.fixture(scope="session")
-def media_dir(shared_dir: Path) -> Path:
-    return shared_dir / "media"
+def caer_fixture_dir() -> Path:
+    """The official CLIP-CAER parity fixture (skips with its reason where absent)."""
+    return caer_fixture()
 
 
 @pytest.fixture()

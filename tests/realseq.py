@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MEDIA = ROOT.parent / "shared" / "media"
+from tests.paths import MEDIA  # noqa: E402
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -243,21 +243,19 @@ class TrackRun:
 
 
 def run_tracker(frames, times, detections, embedder, config=None, embed_all: bool = False) -> TrackRun:
-    """Track precomputed ``detections`` over ``frames``, embedding only what the tracker asks for."""
-    from recognition.reid import EMBEDDING_DIM
+    """Track precomputed ``detections`` over ``frames``, embedding only what the tracker asks for
+    (the pipeline's own per-frame rule, ``recognition.tracking.follow.embed_then_update``)."""
+    from ingest.stages.faces import embed_one_frame
     from recognition.tracking import Tracker
+    from recognition.tracking.follow import embed_then_update
 
-    tr = Tracker(config)
+    tr, embed = Tracker(config), embed_one_frame(embedder)
     out, embedded, rows = [], 0, 0
     for frame, t, d in zip(frames, times, detections):
-        need = np.ones(len(d), bool) if embed_all else tr.needs_embedding(d, float(t))
-        emb = np.full((len(d), EMBEDDING_DIM), np.nan, np.float32)
-        if need.any():
-            emb[need] = embedder.embed(frame, d[need])
-        embedded += int(need.sum())
+        d, n = embed_then_update(tr, embed, frame, float(t), d, embed_all=embed_all)
+        embedded += n
         rows += len(d)
-        d = type(d)(d.boxes, d.scores, d.track_id, {**d.data, "embedding": emb})
-        out.append(tr.update(d, float(t)))
+        out.append(d)
     return TrackRun(out, tr.finish(), embedded, rows)
 
 

@@ -14,8 +14,10 @@ from recognition.academic.caer_data import letterbox
 from recognition.academic.caer_runner import CaerScorer, window_crops
 from recognition.academic.clip_caer import ClipCaer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURE = SHARED / "fixtures" / "clip_caer"
+from tests.paths import caer_fixture
+from tests.paths import MEDIA
+
+FIXTURE = caer_fixture(module=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_window_crops_on_real_footage():
     """A 16-frame window of a person in real footage: widened face box, letterboxed context, NaN = no face."""
     import decord
 
-    vr = decord.VideoReader(str(SHARED / "media" / "two_people_head_turns_270p.mp4"))
+    vr = decord.VideoReader(str(MEDIA / "two_people_head_turns_270p.mp4"))
     frames = vr.get_batch(list(range(0, 48, 3))).asnumpy()
     assert frames.shape == (16, 270, 480, 3)
     face_boxes = np.tile(np.array([[100.0, 60.0, 160.0, 130.0]]), (16, 1))

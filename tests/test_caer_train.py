@@ -204,7 +204,7 @@ def test_learns_toy_task_and_resumes(toy, tmp_path):
 
 
 def test_cli_train_and_eval(toy, tmp_path, monkeypatch):
-    from ingest.cli_caer import caer
+    from cli.caer import caer
 
     runner = CliRunner()
     out = tmp_path / "cli"

@@ -15,7 +15,9 @@ from recognition.academic.caer_data import context_crop, face_crop, letterbox
 from recognition.academic.clip_caer import CLIP_ARCHS, ClipCaer, build_clip, clip_from_weights
 from recognition.academic.descriptors import class_descriptors
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "clip_caer"
+from tests.paths import caer_fixture
+
+FIXTURE = caer_fixture(module=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from affectline.features import BLENDSHAPE_NAMES
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES, Detections
 from recognition.academic.cues import CUE_NAMES, CueModel, CueParams
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+from tests.paths import MEDIA
 NEU, ENJ, CONF, FAT, DIS = range(5)
 assert ACADEMIC_CLASSES == ("Neutrality", "Enjoyment", "Confusion", "Fatigue", "Distraction")
 MODEL = CueModel()

@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import auth, data
+from services import analyses
 from storage import repo
 from storage.db import get_engine, migrate, session_scope
 from storage.models import Job, JobStatus, Recording
@@ -195,7 +196,7 @@ def test_upload_saves_the_video_commits_a_job_then_enqueues_it(seeded, db_url, s
         with session_scope(db_url) as s:
             sent.append((job_id, s.get(Job, job_id).status))
 
-    monkeypatch.setattr(data, "send_analysis", record)
+    monkeypatch.setattr(analyses, "send_analysis", record)
     at = run_as(seeded.users["teacher"])
     assert at.radio(key="upload_kind").value == "classroom"
     assert at.selectbox(key="upload_group").options == ["class-a"]  # only the teacher's class
@@ -234,7 +235,7 @@ def test_a_broker_failure_marks_the_job_failed_in_plain_words(seeded, db_url, mo
     def refuse(settings, job_id):
         raise ConnectionError("broker at redis://nowhere refused the connection")
 
-    monkeypatch.setattr(data, "send_analysis", refuse)
+    monkeypatch.setattr(analyses, "send_analysis", refuse)
     at = run_as(seeded.users["teacher"])
     at.file_uploader(key="upload_video").set_value(("x.mp4", b"0" * 100, "video/mp4"))
     at.run()
@@ -399,7 +400,7 @@ def empty_db(settings):
 
 
 def test_upload_refuses_other_groups_wrong_kinds_and_non_videos(seeded, db_url, settings, monkeypatch):
-    monkeypatch.setattr(data, "send_analysis", lambda *a: pytest.fail("nothing may be enqueued"))
+    monkeypatch.setattr(analyses, "send_analysis", lambda *a: pytest.fail("nothing may be enqueued"))
     teacher = data.viewer_for(db_url, seeded.users["teacher"])
     admin = data.viewer_for(db_url, seeded.users["admin"])
     with pytest.raises(LookupError, match=f"group {seeded.groups['class-b']} does not exist or is not visible"):

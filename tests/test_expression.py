@@ -31,8 +31,7 @@ from recognition.face.expression import (
 )
 from recognition.registry import resolve
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MEDIA = SHARED / "media"
+from tests.paths import MEDIA
 FIXTURE = Path(__file__).with_name("fixtures") / "fer_reference.npz"
 HAPPY = EXPRESSION_CLASSES.index("happy")
 

@@ -19,7 +19,7 @@ from affectline.features import BLENDSHAPE_NAMES
 from affectline.types import Detections
 from recognition.face.landmarks import FaceLandmarker, LandmarkResult, crop_transform, pose_from_matrix
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+from tests.paths import MEDIA
 HOG = dlib.get_frontal_face_detector()
 # MediaPipe's 478-point mesh: nose tip, cheek extremes, outer eye corners, forehead, chin.
 NOSE, CHEEK_R, CHEEK_L, EYE_R, EYE_L, FOREHEAD, CHIN = 1, 234, 454, 33, 263, 10, 152

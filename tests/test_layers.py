@@ -1,4 +1,4 @@
-"""Dependencies point one way: affectline <- recognition, storage <- ingest; dashboard reads storage only."""
+"""Dependencies point one way: affectline <- recognition, storage <- ingest <- cli; services serve cli and dashboard."""
 
 import ast
 from pathlib import Path
@@ -6,15 +6,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"affectline", "recognition", "storage", "ingest", "dashboard"}
+OURS = {"affectline", "recognition", "storage", "ingest", "services", "cli", "dashboard"}
 ALLOWED = {
     "affectline": {"affectline"},
     "recognition": {"affectline", "recognition"},
     "storage": {"affectline", "storage"},
-    "dashboard": {"affectline", "storage", "dashboard"},
-    "ingest": OURS - {"dashboard"},
+    "services": {"affectline", "storage", "services"},
+    "ingest": {"affectline", "recognition", "storage", "ingest"},
+    "cli": OURS - {"dashboard"},
+    "dashboard": {"affectline", "storage", "services", "dashboard"},
 }
-FORBIDDEN_THIRD_PARTY = {"dashboard": {"torch", "torchvision", "open_clip", "mediapipe", "dlib", "cv2", "decord"}}
+_TORCH_STACK = {"torch", "torchvision", "open_clip", "mediapipe", "dlib", "cv2", "decord"}
+FORBIDDEN_THIRD_PARTY = {"dashboard": _TORCH_STACK, "services": _TORCH_STACK}
 
 
 def _imports(path: Path) -> set[str]:

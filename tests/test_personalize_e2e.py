@@ -163,7 +163,7 @@ def test_celery_tasks_are_idempotent(child, settings):
 
 
 def test_cli_personalize_models_list_and_rollback(child, settings):
-    from ingest.cli_clinic import models, personalize
+    from cli.clinic import models, personalize
 
     _, pid, _ = child
     run = CliRunner().invoke
@@ -188,7 +188,7 @@ def test_cli_personalize_models_list_and_rollback(child, settings):
 
 
 def test_too_few_tags_is_one_clear_error(db_url, settings):
-    from ingest.cli_clinic import personalize
+    from cli.clinic import personalize
 
     sessions = simulate_child(n_sessions=1, tags_per_session=2, seed=1)  # one run of each of two labels
     pid, _ = store_child(db_url, sessions, label="Child B")

@@ -544,9 +544,10 @@ def test_corrections_survive_a_simulated_reanalysis(s, w):
 
 
 def test_cli_persons(settings, db_url, monkeypatch):
-    from ingest.cli import main
+    from cli.main import main
+    from services.actor import operator
 
-    monkeypatch.setenv("AFFECTLINE_ACTOR", "ms-k")
+    monkeypatch.setenv("AFFECTLINE_ACTOR", "someone-else")  # no longer read: it would let anyone pose as anyone
     with session_scope(db_url) as s:
         w = World(s)
         g = w.group("Room 5")
@@ -554,7 +555,7 @@ def test_cli_persons(settings, db_url, monkeypatch):
         for k in range(3):
             w.track(rec, k, face(k))
         rid = rec.id
-    run = lambda *a, **kw: CliRunner().invoke(main, ["persons", *a], catch_exceptions=False, **kw)
+    run = lambda *a, **kw: CliRunner().invoke(main, ["--as", "ms-k", "persons", *a], catch_exceptions=False, **kw)
 
     r = run("enroll", str(rid), "3", "--name", "Ada")
     assert r.exit_code == 1 and f"Error: session {rid} has no track 3; tracks: 0, 1, 2" in r.output
@@ -584,5 +585,6 @@ def test_cli_persons(settings, db_url, monkeypatch):
     assert "person 9999 does not exist" in run("delete", "9999", "--yes").output
     with session_scope(db_url) as s:
         acts = [(a.actor, a.action) for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
-    assert acts == [("ms-k", a) for a in ("enroll_person", "rename_person", "merge_persons", "split_person",
+    me = f"os:{operator().username.removeprefix('os:')} (as ms-k)"  # the OS account, with the claim beside it
+    assert acts == [(me, a) for a in ("enroll_person", "rename_person", "merge_persons", "split_person",
                                           "split_person", "delete_person")]  # fmt: skip

@@ -20,7 +20,9 @@ from storage.db import from_blob, session_scope
 from storage.models import Job, JobStatus, Person, PersonEmbedding, TimeBin, Track
 from storage.repo import create_job, create_recording, get_or_create_group
 
-VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "two_people_head_turns_270p.mp4"
+from tests.paths import MEDIA
+
+VIDEO = MEDIA / "two_people_head_turns_270p.mp4"
 FPS = 2.0
 
 

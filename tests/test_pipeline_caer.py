@@ -13,8 +13,8 @@ from recognition.registry import sha256_of
 
 
 @pytest.fixture(scope="module")
-def checkpoint(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "clip_caer" / "checkpoint.pth"
+def checkpoint(caer_fixture_dir: Path) -> Path:
+    return caer_fixture_dir / "checkpoint.pth"
 
 
 def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, media_dir):

@@ -180,7 +180,7 @@ def test_resolve_person_by_id_or_label(world):
 
 
 def test_tags_cli(world, tmp_path, monkeypatch):
-    from ingest.cli_clinic import tags
+    from cli.clinic import tags
 
     _, sid, pid = world
     monkeypatch.setenv("USER", "dr_cli")

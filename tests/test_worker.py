@@ -15,7 +15,7 @@ from storage.db import migrate, session_scope
 from storage.models import Job, JobStatus, TimeBin
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "ingest.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
@@ -101,7 +101,7 @@ def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
 def test_users_cli_creates_grants_and_lists(tmp_path: Path):
     from click.testing import CliRunner
 
-    from ingest.cli import main
+    from cli.main import main
 
     env = {"AFFECTLINE_DATA_DIR": str(tmp_path / "d")}
     from affectline.settings import get_settings

@@ -1,0 +1,1 @@
+"""The ``affectline`` command line: a thin face over ``services`` (shared with the dashboard) and ``ingest``."""

