@@ -51,12 +51,14 @@ class JobStatus(str, enum.Enum):
     running = "running"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"  # by an operator (affectline jobs cancel); retry re-queues it
 
 
 class Group(Base):
     """A class (teacher) or a child's caseload (clinician): the unit of access."""
 
     __tablename__ = "groups"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[SessionKind] = mapped_column(Enum(SessionKind, native_enum=False, length=20))
@@ -65,10 +67,13 @@ class Group(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=20))
-    password_hash: Mapped[str | None] = mapped_column(String(300))  # pbkdf2; None = cannot log in
+    password_hash: Mapped[str | None] = mapped_column(String(300))  # argon2id (or legacy pbkdf2); None = cannot log in
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # cannot log in; kept for the audit trail
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -82,6 +87,7 @@ class Person(Base):
     """Someone seen on video. Unmatched tracks become unenrolled persons labelled 'Unknown N'."""
 
     __tablename__ = "persons"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
     label: Mapped[str] = mapped_column(String(200))
@@ -96,6 +102,7 @@ class PersonEmbedding(Base):
     """A 128-d dlib face descriptor (float32 blob) that identifies an enrolled person."""
 
     __tablename__ = "person_embeddings"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
@@ -107,6 +114,7 @@ class IdentityOverride(Base):
     """A human correction (split/reassign) keyed by appearance, so it survives re-analysis."""
 
     __tablename__ = "identity_overrides"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
@@ -121,6 +129,7 @@ class Recording(Base):
     """An uploaded video and what was learnt from it (a 'session' to users)."""
 
     __tablename__ = "sessions"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
     kind: Mapped[SessionKind] = mapped_column(Enum(SessionKind, native_enum=False, length=20))
@@ -141,6 +150,7 @@ class Recording(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused (issue 12)
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
@@ -153,6 +163,41 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Chunked analyses (issue 10, storage/jobs.py): phase plan -> chunks -> link; a lease on
+    # the job row covers plan and link, the chunk rows carry their own.
+    phase: Mapped[str] = mapped_column(String(20), default="plan", server_default="plan")
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobChunk(Base):
+    """One time window of an analysis job: its lease and, once done, its ``ChunkResult`` bytes.
+
+    Keyed by (job, chunk index, pipeline version): a retried chunk replaces its own row only."""
+
+    __tablename__ = "job_chunks"
+    __table_args__ = (UniqueConstraint("job_id", "idx", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=20), default=JobStatus.queued)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)  # ingest.stages.chunk.ChunkResult.to_bytes()
 
 
 class Track(Base):
@@ -235,7 +280,7 @@ class Tag(Base):
     """A clinician's label on a time range. Versioned: an edit adds a row with the same uid."""
 
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("uid", "version"),)
+    __table_args__ = (UniqueConstraint("uid", "version"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(primary_key=True)
     uid: Mapped[str] = mapped_column(String(36), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -255,7 +300,7 @@ class PersonModel(Base):
     """A per-child calibration or personalised model: versioned, one active per person and kind."""
 
     __tablename__ = "person_models"
-    __table_args__ = (UniqueConstraint("person_id", "kind", "version"),)
+    __table_args__ = (UniqueConstraint("person_id", "kind", "version"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(50))  # "baseline" | "personal"
@@ -267,12 +312,102 @@ class PersonModel(Base):
 
 
 class AuditEntry(Base):
-    """Who exported or deleted what, and when. Never updated, never deleted."""
+    """Who exported or deleted what, and when. Never updated, never deleted: database triggers
+    refuse both (migration 0003), and ids are never handed out again."""
 
     __tablename__ = "audit_log"
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str] = mapped_column(String(200))
+    # The target's name when the row was written ("session:3" -> its title): the row must still
+    # say who or what it was about after the target is renamed or deleted.
+    target_label: Mapped[str] = mapped_column(String(300), default="", server_default="")
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- logins (issue 12, migration 0003) -----------------------------------------------------------
+
+
+class LoginThrottle(Base):
+    """Failed-login state of one account name or one client address (``storage.logins``)."""
+
+    __tablename__ = "login_throttle"
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)  # "user" | "client"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginSession(Base):
+    """A dashboard login: the browser holds the random token, the database only its SHA-256."""
+
+    __tablename__ = "login_sessions"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- consent and retention (issue 12, migration 0002) ------------------------------------------
+
+
+class ConsentPurpose(str, enum.Enum):
+    analysis = "analysis"  # per-person timelines, tracks, embeddings
+    thumbnails = "thumbnails"  # small face images beside a track
+
+
+class Consent(Base):
+    """A guardian's (or patient's) answer for one person and purpose: the current state, kept
+    in place; every grant and withdrawal is also an audit row, which keeps the history."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("person_id", "purpose"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[ConsentPurpose] = mapped_column(Enum(ConsentPurpose, native_enum=False, length=20))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    scope: Mapped[str] = mapped_column(String(200), default="")  # what was agreed, as on the form
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_by: Mapped[str | None] = mapped_column(String(100))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GroupPolicy(Base):
+    """A group's privacy policy; a group without a row requires no consent and keeps sessions forever."""
+
+    __tablename__ = "group_policies"
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    consent_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    retention_days: Mapped[int | None] = mapped_column(Integer)  # None: keep forever
+    updated_by: Mapped[str] = mapped_column(String(100), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClassBin(Base):
+    """Class-level aggregate of the faces whose per-person timelines were not stored (no valid
+    consent, or matched to no enrolled person, in a group that requires consent): means over
+    the visible ones, so the class curve still counts them without keeping anyone's timeline."""
+
+    __tablename__ = "class_bins"
+    __table_args__ = (UniqueConstraint("session_id", "t_start"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))  # the unique key indexes it
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    n_faces: Mapped[int] = mapped_column(Integer)  # withheld faces present in the bin
+    n_visible: Mapped[int] = mapped_column(Integer)  # of which visible: the weight of the means
+    engagement: Mapped[float | None] = mapped_column(Float)
+    neutrality: Mapped[float | None] = mapped_column(Float)
+    enjoyment: Mapped[float | None] = mapped_column(Float)
+    confusion: Mapped[float | None] = mapped_column(Float)
+    fatigue: Mapped[float | None] = mapped_column(Float)
+    distraction: Mapped[float | None] = mapped_column(Float)
