@@ -60,14 +60,48 @@ def alembic_config(url: str):
 
 
 def migrate(url: str) -> None:
-    """Bring the database schema to the newest migration (idempotent)."""
+    """Bring the database schema to the newest migration (idempotent, safe to call concurrently).
+
+    Several processes may open a fresh database at once (three ``affectline analyze``, a
+    worker and the dashboard): one migrates while the others wait on a lock, then find
+    the schema at head and do nothing. SQLite: an exclusive lock on a file beside the
+    database; PostgreSQL: a transaction-level advisory lock.
+    """
+    if url.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".migrate.lock", timeout=600):
+            _upgrade(url)
+    else:
+        _upgrade(url)
+
+
+MIGRATE_LOCK_KEY = 0x4146464C  # 'AFFL': one advisory lock id for every Affectline database
+
+
+def _upgrade(url: str) -> None:
     from alembic import command
+    from sqlalchemy import text
 
     cfg = alembic_config(url)
     # Reuse our engine (SQLite pragmas, folder creation) rather than letting env.py make its own.
     with get_engine(url).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
+        if _at_head(conn, cfg):
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def _at_head(conn, cfg) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
 # Arrays live in the database as little-endian float32 blobs with the shape kept by the caller.
