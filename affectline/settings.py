@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
     )
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Workers and leases (issue 10, storage/jobs.py).
+    lease_seconds: float = Field(
+        default=30.0, ge=2, le=3600,
+        description="A chunk or job a worker holds is renewed every third of this; a dead worker's is taken again after it.",
+    )
+    requeue_after_s: float = Field(
+        default=300.0, ge=5, description="Re-send a queued chunk no worker has taken after this long (a lost message)."
+    )
+    chunk_queue: str = Field(default="celery", min_length=1, description="Celery queue for chunk tasks ('gpu' for GPU workers).")
 
     @property
     def resolved_database_url(self) -> str:
@@ -83,6 +92,27 @@ class Settings(BaseSettings):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class SettingsError(ValueError):
+    """An ``AFFECTLINE_*`` value is invalid; the message is one line naming it."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with a bad value reported in one line instead of pydantic's traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        import os
+
+        problems = []
+        for err in e.errors():
+            name = "AFFECTLINE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+            got = os.environ.get(name, err.get("input"))
+            problems.append(f"{name}={got!r}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
