@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AFFECTLINE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AFFECTLINE_", extra="ignore", allow_inf_nan=False)
 
     data_dir: Path = Field(default=Path(".affectline"), description="Where the default SQLite files live.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
