@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         default="torch",
         description="Face descriptors: dlib's network run in torch, batched, CPU or CUDA ('torch'), or dlib itself ('dlib'); same numbers.",
     )
+    landmarker: Literal["torch", "mediapipe"] = Field(
+        default="mediapipe",
+        description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph run in torch, batched, CPU or CUDA ('torch'), or MediaPipe itself ('mediapipe').",
+    )
     dashboard_user: str | None = Field(
         default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
     )

@@ -69,7 +69,10 @@ class TFLiteGraph(nn.Module):
                 else:
                     w = w.transpose(3, 0, 1, 2)
                 opts["kernel"] = tuple(w.shape[2:])
-                opts["linear"] = name == "CONV_2D" and w.shape[2:] == (1, 1) and tuple(opts["stride"]) == (1, 1)
+                # 1x1 convs on (B, 1, W, C) rows (the blendshape MLP-Mixer) are plain matmuls.
+                opts["linear"] = (
+                    name == "CONV_2D" and w.shape[2:] == (1, 1) and tuple(opts["stride"]) == (1, 1) and shapes[ins[0]][1] == 1
+                )
                 if opts["linear"]:
                     w = w[:, :, 0, 0]
                 self._set(ins[1], w)
@@ -90,6 +93,23 @@ class TFLiteGraph(nn.Module):
         for j in self.inputs:
             if j in consts:
                 raise ValueError("graph input is a constant")
+        # Liveness: each activation is dropped after its last reader, and an elementwise op whose
+        # first operand dies there writes into it (the mesh network is memory-bound at 128 x 128).
+        last: dict[int, int] = {}
+        for k, (_, ins, _, _) in enumerate(self._ops):
+            for j in ins:
+                last[j] = k
+        keep = set(self.outputs) | set(self.inputs)
+        self._free = [[j for j in set(ins) if last.get(j) == k and j not in keep] for k, (_, ins, _, _) in enumerate(self._ops)]
+        for k, (name, ins, out, opts) in enumerate(self._ops):
+            opts["inplace"] = (
+                name in ("ADD", "SUB", "MUL", "DIV")
+                and ins[0] not in keep
+                and str(ins[0]) not in self._params
+                and last.get(ins[0]) == k
+                and ins.count(ins[0]) == 1
+                and list(shapes[ins[0]]) == list(shapes[out])
+            )
 
     def _set(self, j: int, arr: np.ndarray) -> None:
         self._params[str(j)] = nn.Parameter(torch.from_numpy(np.ascontiguousarray(arr)), requires_grad=False)
@@ -101,8 +121,10 @@ class TFLiteGraph(nn.Module):
     @torch.no_grad()
     def forward(self, *xs: torch.Tensor) -> list[torch.Tensor]:
         env: dict[int, torch.Tensor] = dict(zip(self.inputs, xs))
-        for name, ins, out, o in self._ops:
+        for (name, ins, out, o), free in zip(self._ops, self._free):
             env[out] = self._run(name, ins, o, env)
+            for j in free:
+                env.pop(j, None)
         return [env[j] for j in self.outputs]
 
     def _run(self, name: str, ins: list[int], o: dict[str, Any], env: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -123,7 +145,9 @@ class TFLiteGraph(nn.Module):
             return F.max_pool2d(xn, (kh, kw), (sh, sw)).permute(0, 2, 3, 1)
         if name in ("ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE"):
             y = self._get(env, ins[1])
-            if name == "ADD":
+            if o["inplace"] and x.shape == torch.broadcast_shapes(x.shape, y.shape):
+                r = {"ADD": x.add_, "SUB": x.sub_, "MUL": x.mul_, "DIV": x.div_}[name](y)
+            elif name == "ADD":
                 r = x + y
             elif name == "SUB":
                 r = x - y
@@ -136,6 +160,8 @@ class TFLiteGraph(nn.Module):
             return _act(r, o.get("act", 0))
         if name == "PRELU":
             a = self._get(env, ins[1])
+            if x.dim() == 4 and a.numel() == x.shape[3]:  # per-channel: torch's prelu on the NCHW view is ~20x where()
+                return F.prelu(x.permute(0, 3, 1, 2), a.reshape(-1)).permute(0, 2, 3, 1)
             return torch.where(x >= 0, x, x * a)
         if name == "RELU":
             return F.relu(x)
