@@ -101,6 +101,53 @@ def list_sessions(s: Session, group_ids: Sequence[int] | None = None) -> list[Re
     return list(s.scalars(q))
 
 
+SESSION_STATES = ("ready", "empty", "analysing", "queued", "failed", "cancelled", "new")
+"""ready: analysed with timelines; empty: analysed, no one found; analysing/queued: its latest
+analysis is under way; failed/cancelled: its latest analysis ended so (earlier results, if any,
+are kept); new: never analysed."""
+
+
+def session_states(s: Session, session_ids: Sequence[int] | None = None) -> dict[int, str]:
+    """Each session's state (``SESSION_STATES``) from its latest analysis job and its stored bins."""
+    q = select(Recording.id)
+    if session_ids is not None:
+        q = q.where(Recording.id.in_(list(session_ids)))
+    ids = list(s.scalars(q))
+    if not ids:
+        return {}
+    last = dict(s.execute(
+        select(Job.session_id, func.max(Job.id)).where(Job.session_id.in_(ids), Job.person_id.is_(None))
+        .group_by(Job.session_id)
+    ).all())  # fmt: skip
+    status = dict(s.execute(select(Job.id, Job.status).where(Job.id.in_(list(last.values())))).all()) if last else {}
+    with_bins = set(s.scalars(select(TimeBin.session_id).where(TimeBin.session_id.in_(ids)).distinct()))
+    out = {}
+    for sid in ids:
+        st = status.get(last.get(sid))
+        if st in (JobStatus.queued, JobStatus.running):
+            out[sid] = "analysing" if st == JobStatus.running else "queued"
+        elif st in (JobStatus.failed, JobStatus.cancelled):
+            out[sid] = st.value
+        elif sid in with_bins:
+            out[sid] = "ready"
+        else:
+            out[sid] = "empty" if st == JobStatus.done else "new"
+    return out
+
+
+def default_session(s: Session, group_ids: Sequence[int] | None = None) -> Recording | None:
+    """The session to show first: the newest one that is ready (failed, empty or running ones never are)."""
+    recs = list_sessions(s, group_ids)
+    states = session_states(s, [r.id for r in recs])
+    return next((r for r in recs if states.get(r.id) == "ready"), None)
+
+
+def active_job(s: Session, session_id: int) -> Job | None:
+    """The session's queued or running job, if any."""
+    q = select(Job).where(Job.session_id == session_id, Job.status.in_((JobStatus.queued, JobStatus.running)))
+    return s.scalar(q.order_by(Job.id.desc()).limit(1))
+
+
 # --- analysis results ---------------------------------------------------------------------
 
 
@@ -295,10 +342,19 @@ def audit_log(s: Session, limit: int = 200) -> list[AuditEntry]:
     return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
 
 
-def delete_session(s: Session, session_id: int, actor: str) -> None:
+class SessionBusy(ValueError):
+    """The session has an analysis under way."""
+
+
+def delete_session(s: Session, session_id: int, actor: str, force: bool = False) -> None:
+    """Delete a session (audited); refused while it is analysed unless ``force`` (the job then fails)."""
     rec = s.get(Recording, session_id)
     if rec is None:
         raise LookupError(f"session {session_id} does not exist")
+    busy = active_job(s, session_id)
+    if busy is not None and not force:
+        raise SessionBusy(f"session {session_id} is being analysed (job {busy.id}, {busy.status.value}); "
+                          f"cancel it first: affectline jobs cancel {busy.id}")  # fmt: skip
     audit(s, actor, "delete_session", f"session:{session_id}", title=rec.title)
     s.delete(rec)
 
