@@ -21,6 +21,7 @@ Permission table (``PERMISSIONS``)::
     delete_session                         x     delete a session (audited)
     manage_users                           x     create users, set roles and passwords, grant groups
     view_audit                             x     read the audit log
+    manage_privacy                         x     consent records, consent-required groups, retention (audited)
 
 Passwords are stored as ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>``;
 a user with no password hash cannot log in with a password.
@@ -51,6 +52,7 @@ ACTIONS = (
     "delete_session",
     "manage_users",
     "view_audit",
+    "manage_privacy",
 )
 
 _ALL = frozenset(Role)
@@ -65,6 +67,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "delete_session": frozenset({Role.admin}),
     "manage_users": frozenset({Role.admin}),
     "view_audit": frozenset({Role.admin}),
+    "manage_privacy": frozenset({Role.admin}),
 }
 assert set(PERMISSIONS) == set(ACTIONS)
 

@@ -203,6 +203,11 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
     for model in (TimeBin, FeatureSeries, Track):
         s.execute(delete(model).where(model.session_id == rid))
     rec = s.get(Recording, rid)
+    # Consent decides what is stored per person; the rest counts only in the class aggregates.
+    from storage.consent import replace_class_bins, withhold
+
+    kept, withheld = withhold(s, rec.group_id, result.tracks)
+    replace_class_bins(s, rid, withheld)
     rec.fps, rec.n_frames, rec.width, rec.height = result.fps, result.n_frames, result.width, result.height
     rec.duration = result.n_frames / result.fps if result.fps else 0.0
     rec.analysis_fps, rec.bin_seconds = result.analysis_fps, result.bin_seconds
@@ -211,7 +216,7 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
 
     person_of: dict[int, int] = {}
     unknown = 0
-    for tr in sorted(result.tracks, key=lambda t: float(t.times[0]) if len(t.times) else 0.0):
+    for tr in sorted(kept, key=lambda t: float(t.times[0]) if len(t.times) else 0.0):
         pid = tr.person_id
         if pid is None:
             unknown += 1
@@ -239,9 +244,9 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
                 grid_step=result.bin_seconds, n=len(tr.features), names=list(tr.feature_names),
                 data=to_blob(tr.features),
             ))  # fmt: skip
-    kept = _relink_tags(s, rid, old_unknown, old_tracks, result.tracks, person_of)
-    if old_unknown - kept:
-        s.execute(delete(Person).where(Person.id.in_(old_unknown - kept)))
+    tagged = _relink_tags(s, rid, old_unknown, old_tracks, kept, person_of)
+    if old_unknown - tagged:
+        s.execute(delete(Person).where(Person.id.in_(old_unknown - tagged)))
     return person_of
 
 
@@ -299,8 +304,13 @@ def session_bins(s: Session, session_id: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols + ["person_label"])
 
 
-def class_engagement(bins: pd.DataFrame) -> pd.DataFrame:
-    """Mean engagement of the persons whose face is visible, per time bin."""
+def class_engagement(bins: pd.DataFrame, withheld: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean engagement of the persons whose face is visible, per time bin.
+
+    ``withheld``: the session's class aggregates of faces not stored per person
+    (``storage.consent.class_aggregates``), counted in as well."""
+    if withheld is not None and len(withheld):
+        return _with_withheld(bins, withheld)
     if bins.empty:
         return pd.DataFrame(columns=["t_start", "engagement", "n_visible"])
     vis = bins[bins["face_visible"].astype(bool)]
@@ -310,6 +320,27 @@ def class_engagement(bins: pd.DataFrame) -> pd.DataFrame:
         "n_visible": vis.groupby("t_start").size(),
         "n_persons": g.size(),
     }).fillna({"n_visible": 0}).reset_index()  # fmt: skip
+
+
+def _with_withheld(bins: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
+    vis = bins[bins["face_visible"].astype(bool)] if len(bins) else bins
+    e = vis.groupby("t_start")["engagement"] if len(vis) else None
+    own = pd.DataFrame({
+        "s": e.sum() if e is not None else pd.Series(dtype=float),
+        "k": e.count() if e is not None else pd.Series(dtype=float),
+        "v": vis.groupby("t_start").size() if len(vis) else pd.Series(dtype=float),
+        "p": bins.groupby("t_start").size() if len(bins) else pd.Series(dtype=float),
+    })
+    a = agg.set_index("t_start")
+    w = a["n_visible"].where(a["engagement"].notna(), 0)
+    df = own.join(pd.DataFrame({"as": (a["engagement"] * w).fillna(0), "ak": w, "av": a["n_visible"],
+                                "ap": a["n_faces"]}), how="outer").fillna(0)  # fmt: skip
+    k = df["k"] + df["ak"]
+    return pd.DataFrame({
+        "engagement": ((df["s"] + df["as"]) / k).where(k > 0),
+        "n_visible": (df["v"] + df["av"]).astype(int),
+        "n_persons": (df["p"] + df["ap"]).astype(int),
+    }).rename_axis("t_start").reset_index()  # fmt: skip
 
 
 def export_frame(s: Session, session_id: int) -> pd.DataFrame:
