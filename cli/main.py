@@ -33,6 +33,8 @@ class _LazyGroup(click.Group):
         "personalize": ("cli.clinic", "personalize"),
         "models": ("cli.clinic", "models"),
         "persons": ("cli.persons", "persons"),
+        "consent": ("cli.privacy", "consent"),
+        "retention": ("cli.privacy", "retention"),
     }
 
     def list_commands(self, ctx):
