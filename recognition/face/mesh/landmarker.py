@@ -70,11 +70,16 @@ def _round_u8(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5).clamp_(0.0, 255.0)
 
 
-def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
-    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded."""
+def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str, quantise: bool = True) -> torch.Tensor:
+    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded.
+
+    quantise: round source positions to 1/32 px as the OpenCV inside MediaPipe does
+    (INTER_TAB_SIZE); the project's own crops (cv2 5's warpAffine) sample exactly.
+    """
     h, w = img.shape[-2:]
-    sx = torch.round(sx * 32.0) / 32.0  # OpenCV's INTER_TAB_SIZE
-    sy = torch.round(sy * 32.0) / 32.0
+    if quantise:
+        sx = torch.round(sx * 32.0) / 32.0
+        sy = torch.round(sy * 32.0) / 32.0
     grid = torch.stack((sx * (2.0 / max(w - 1, 1)) - 1.0, sy * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
     out = F.grid_sample(img, grid.to(img.dtype), mode="bilinear", padding_mode=border, align_corners=True)
     return _round_u8(out)
@@ -267,7 +272,8 @@ class TorchFaceLandmarker:
         sy = k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)
         sx, sy = sx.expand(n, s, s), sy.expand(n, s, s)
         # One grid_sample per frame: the n crops side by side in one output row.
-        out = _sample(frame, sx.permute(1, 0, 2).reshape(1, s, n * s), sy.permute(1, 0, 2).reshape(1, s, n * s), "zeros")
+        gx, gy = sx.permute(1, 0, 2).reshape(1, s, n * s), sy.permute(1, 0, 2).reshape(1, s, n * s)
+        out = _sample(frame, gx, gy, "zeros", quantise=False)
         return out.reshape(3, s, n, s).permute(2, 0, 1, 3).contiguous(), geo
 
     def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
