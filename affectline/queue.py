@@ -13,6 +13,7 @@ from affectline.settings import Settings, get_settings
 ANALYZE_TASK = "affectline.analyze_session"
 PERSONALIZE_TASK = "affectline.personalize"
 RESCORE_TASK = "affectline.rescore_person"
+RETENTION_TASK = "affectline.retention_expire"  # delete expired sessions (beat schedule below)
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -25,6 +26,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one long video at a time per worker process
         task_ignore_result=True,  # job state lives in our own `jobs` table
         broker_connection_retry_on_startup=True,
+        # `celery -A ingest.tasks beat` (or a worker with -B) deletes expired sessions on this schedule.
+        beat_schedule={"retention": {"task": RETENTION_TASK, "schedule": s.retention_every_s}},
     )
     # kombu's SQLAlchemy transport hands its transport options to create_engine, which
     # rejects unknown keys; the faster poll is only for brokers that accept it.

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
     )
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
+    retention_every_s: float = Field(
+        default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
+    )
     # Workers and leases (issue 10, storage/jobs.py).
     lease_seconds: float = Field(
         default=30.0, ge=2, le=3600,

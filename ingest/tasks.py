@@ -22,6 +22,10 @@ def analyze_session(job_id: int) -> None:
         pass  # already recorded on the job row; retrying bad input would not help
 
 
+from ingest.tasks_retention import register as _register_retention  # noqa: E402
+
+_register_retention(app)  # expired sessions, on the beat schedule (issue 12)
+
 try:  # the clinicians' tasks (issue 5) register themselves when present
     from ingest.tasks_clinic import register as _register_clinic
 
