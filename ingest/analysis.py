@@ -1,14 +1,14 @@
 """Run one analysis job end to end: job row -> pipeline -> stored timelines.
 
-Shared by the Celery task and ``affectline analyze --eager`` so both run the same
-code. Idempotent: re-running a job replaces the session's earlier results in one
+The chunked job itself is ``ingest.jobs`` (plan -> chunks -> link); this module keeps what
+both the link task and ``affectline analyze --eager`` use: the per-process pipeline and
+``store``. Idempotent: re-running a job replaces the session's earlier results in one
 transaction, and a failure leaves whatever was stored before untouched.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from functools import lru_cache
 
 import numpy as np
@@ -16,10 +16,9 @@ from sqlalchemy import select
 
 from affectline.settings import Settings, get_settings
 from ingest.pipeline import Pipeline, PipelineOutput
-from ingest.video import VideoError, VideoSource
 from storage.db import from_blob, session_scope
 from storage.models import JobStatus, Person, PersonEmbedding, Recording
-from storage.repo import AnalysisResult, TrackRecord, replace_analysis, update_job
+from storage.repo import AnalysisResult, TrackRecord, replace_analysis
 from affectline.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
@@ -37,20 +36,6 @@ def _pipeline(settings_json: str) -> Pipeline:
 
 def get_pipeline(settings: Settings) -> Pipeline:
     return _pipeline(settings.model_dump_json())
-
-
-def _progress_writer(url: str, job_id: int, min_interval: float = 1.0):
-    last = [0.0]
-
-    def hook(fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - last[0] < min_interval and fraction < 1.0:
-            return
-        last[0] = now
-        with session_scope(url) as s:
-            update_job(s, job_id, progress=round(float(fraction), 4), message=message)
-
-    return hook
 
 
 def _enrolled_embeddings(s, group_id: int | None) -> dict[int, np.ndarray]:
@@ -75,6 +60,8 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
 
     with session_scope(url) as s:
         rec = s.get(Recording, recording_id)
+        if rec is None:
+            raise JobFailed(f"session {recording_id} was deleted during its analysis; nothing stored")
         enrolled = _enrolled_embeddings(s, rec.group_id)
         records = [
             TrackRecord(
@@ -101,56 +88,23 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
 
 
 def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipeline: Pipeline | None = None) -> None:
-    """Do job ``job_id``. Raises JobFailed with a user-facing message on bad input.
+    """Do job ``job_id`` in this process: plan, its chunks, then the link (``ingest.jobs``).
 
-    ``pipeline`` defaults to this process's cached one (models load once per worker).
+    The same rows, leases and code as on workers. Raises JobFailed with the job's one-line
+    error when it did not end done. ``pipeline`` defaults to this process's cached one.
     """
+    from ingest.jobs import run_job_here
+    from storage.models import Job
+
     s_ = settings or get_settings()
     url = s_.resolved_database_url
     with session_scope(url) as s:
-        from storage.models import Job
-
+        if s.get(Job, job_id) is None:
+            raise JobFailed(f"job {job_id} does not exist")
+    run_job_here(job_id, s_, hook=hook, pipeline=pipeline)
+    with session_scope(url) as s:
         job = s.get(Job, job_id)
         if job is None:
-            raise JobFailed(f"job {job_id} does not exist")
-        if job.status == JobStatus.done:
-            return  # already done: a redelivered message is a no-op
-        rec = s.get(Recording, job.session_id)
-        video, params = rec.video_path, dict(job.params or {})
-        update_job(s, job_id, status=JobStatus.running, progress=0.0, message="opening video", error=None)
-    fps = float(params.get("analysis_fps") or s_.analysis_fps)
-    writer = _progress_writer(url, job_id)
-
-    def both(f: float, m: str) -> None:
-        writer(f, m)
-        if hook:
-            hook(f, m)
-
-    try:
-        src = VideoSource(video)  # bad input fails here, before minutes of model loading
-        if pipeline is None:
-            both(0.0, "loading models")
-            pipeline = get_pipeline(s_)
-        out = pipeline.apply(src, hook=both, fps=fps)
-        store(url, rec.id, out, s_)
-        # The clinicians' per-window label and confidence ("uncertain" when unreliable),
-        # from each person's active personal model, baseline, or the population model.
-        from ingest.clinic import population_rescore
-
-        population_rescore(url, rec.id, s_)
-    except VideoError as e:
-        _fail(url, job_id, str(e))
-        raise JobFailed(str(e)) from None
-    except Exception as e:
-        log.exception("job %s failed", job_id)
-        msg = f"{video}: analysis failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-        _fail(url, job_id, msg)
-        raise JobFailed(msg) from e
-    with session_scope(url) as s:
-        n = len(out.tracks)
-        update_job(s, job_id, status=JobStatus.done, progress=1.0, message=f"done: {n} person{'s' * (n != 1)}")
-
-
-def _fail(url: str, job_id: int, message: str) -> None:
-    with session_scope(url) as s:
-        update_job(s, job_id, status=JobStatus.failed, error=message, message="failed")
+            raise JobFailed(f"job {job_id} is gone (its session was deleted)")
+        if job.status != JobStatus.done:
+            raise JobFailed(job.error or f"job {job_id} ended {job.status.value}")

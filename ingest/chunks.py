@@ -1,0 +1,224 @@
+"""One chunk of an analysis job on whichever worker takes it: lease, heartbeat, analyse, store.
+
+The chunk's lease (``storage.jobs``) is renewed by a heartbeat thread while the pipeline
+runs; if the lease is lost (this worker stalled past it and another took the chunk, or the
+job was cancelled) the chunk stops at its next progress step and stores nothing. The result
+is written only while the lease is still ours, into the chunk's own row, so a chunk done
+twice is stored once and a retried chunk replaces only itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from affectline.settings import Settings, get_settings
+from storage import jobs
+from storage.db import session_scope
+from storage.models import Job, JobChunk, Recording
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TOKEN = uuid.uuid4().hex[:8]  # a restarted container reuses host name and pid; this tells them apart
+
+
+def owner_id() -> str:
+    """This process as a lease owner: host, pid and a per-process token."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+def owner_dead(owner: str) -> bool:
+    """True when ``owner`` is a process of this machine that no longer runs (or is a zombie).
+
+    Other machines' owners are never known dead: their leases simply expire.
+    """
+    try:
+        host, pid, _ = owner.rsplit(":", 2)
+        pid_i = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid_i == os.getpid():
+        return owner != owner_id()  # an earlier process that had our pid
+    import psutil
+
+    try:
+        return psutil.Process(pid_i).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+DB_ERRORS = (OperationalError, DBAPIError)
+
+
+def with_db(url: str, fn: Callable, deadline_s: float = 600.0, what: str = "database write") -> T:
+    """Run ``fn(session)`` in a transaction, retrying while the database is unreachable (a restart).
+
+    A chunk's result took minutes to compute: losing it because PostgreSQL restarted would be
+    worse than waiting for it to come back."""
+    t0, wait = time.monotonic(), 0.5
+    while True:
+        try:
+            with session_scope(url) as s:
+                return fn(s)
+        except DB_ERRORS as e:
+            if isinstance(e, DBAPIError) and not isinstance(e, OperationalError) and not e.connection_invalidated:
+                raise
+            if time.monotonic() - t0 > deadline_s:
+                raise
+            log.warning("%s failed (%s); retrying in %.1f s", what, str(e).splitlines()[0][:120], wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+
+class LeaseLost(RuntimeError):
+    """Our lease on the chunk is gone (taken over, or the job stopped): stop and store nothing."""
+
+
+class Heartbeat:
+    """Renews a lease every third of its length from a thread, with the latest progress."""
+
+    def __init__(self, renew: Callable[[float | None], bool], lease_s: float):
+        self.renew, self.every = renew, max(lease_s / 3.0, 0.5)
+        self.progress: float | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="affectline-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def beat(self) -> None:
+        try:
+            if not self.renew(self.progress):
+                self.lost = True
+        except DB_ERRORS as e:  # database away for a moment: keep working, the final write checks the lease
+            log.warning("lease renewal failed: %s", str(e).splitlines()[0][:120])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.beat()
+            if self.lost:
+                return
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    status: str  # 'done', 'skipped', 'lost', 'released', 'failed'
+    job_id: int | None = None
+    link: bool = False  # this chunk was the job's last: the caller sends the link task
+
+
+def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
+              hook: Callable[[float, str], None] | None = None) -> ChunkOutcome:  # fmt: skip
+    """Analyse chunk ``chunk_id`` if it is ours to do. Never raises for bad input: the job is failed instead."""
+    from ingest.analysis import get_pipeline
+    from ingest.video import VideoError, VideoSource
+
+    s_ = settings or get_settings()
+    url, me, lease = s_.resolved_database_url, owner_id(), s_.lease_seconds
+
+    def claim(s):
+        c = jobs.claim_chunk(s, chunk_id, me, lease, dead=owner_dead)
+        if c is None:
+            return None
+        job = s.get(Job, c.job_id)
+        rec = s.get(Recording, job.session_id) if job.session_id is not None else None
+        return (c.job_id, c.idx, c.t_start, c.t_end, c.attempts, dict(job.params or {}),
+                rec.video_path if rec is not None else None)  # fmt: skip
+
+    got = with_db(url, claim, what=f"claiming chunk {chunk_id}")
+    if got is None:
+        return ChunkOutcome("skipped")
+    job_id, idx, t0, t1, attempts, params, video = got
+    log.info("chunk %s (job %s, #%s, %.1f-%.1f s) taken by %s", chunk_id, job_id, idx, t0, t1, me)
+    if video is None:
+        with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, f"job {job_id}: its session was deleted"))
+        return ChunkOutcome("failed", job_id)
+
+    def renew(progress: float | None) -> bool:
+        with session_scope(url) as s:
+            return jobs.renew_chunk(s, chunk_id, me, lease, progress=progress)
+
+    last = [0.0]
+    try:
+        with Heartbeat(renew, lease) as hb:
+
+            def progress(frac: float, message: str) -> None:
+                hb.progress = min(max(float(frac), 0.0), 1.0)
+                now = time.monotonic()
+                if now - last[0] >= 1.0:  # the bar moves every second, not every frame
+                    last[0] = now
+                    hb.beat()
+                if hb.lost:
+                    raise LeaseLost(f"chunk {chunk_id}: lease lost")
+                if hook:
+                    hook(hb.progress, message)
+
+            src = VideoSource(video)
+            fps = float(params.get("analysis_fps") or s_.analysis_fps)
+            if not (math.isfinite(fps) and fps > 0):
+                raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
+            pl = pipeline or get_pipeline(s_)
+            overlap = float(params.get("overlap_s", getattr(pl, "chunk_overlap_s", 2.0)))
+            res = pl.analyse_chunk(src, idx, t0, t1, fps, overlap_s=overlap, hook=progress)
+            data = res.to_bytes()
+    except LeaseLost:
+        log.warning("chunk %s: lease lost (taken over or job stopped); result dropped", chunk_id)
+        return ChunkOutcome("lost", job_id)
+    except VideoError as e:
+        with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, str(e)))
+        return ChunkOutcome("failed", job_id)
+    except Exception as e:
+        log.exception("chunk %s failed", chunk_id)
+        msg = f"{video}: chunk {idx} ({t0:.0f}-{t1:.0f} s) failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        if attempts >= jobs.MAX_ATTEMPTS:
+            with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, msg))
+            return ChunkOutcome("failed", job_id)
+        with_db(url, lambda s: jobs.release_chunk(s, chunk_id, me, error=msg))
+        return ChunkOutcome("released", job_id)
+
+    def finish(s):
+        if not jobs.finish_chunk(s, chunk_id, me, data):
+            return None
+        return jobs.start_link(s, job_id)
+
+    link = with_db(url, finish, what=f"storing chunk {chunk_id}")
+    if link is None:
+        log.warning("chunk %s: lease lost before storing; another worker's result stands", chunk_id)
+        return ChunkOutcome("lost", job_id)
+    return ChunkOutcome("done", job_id, link=bool(link))
+
+
+def load_results(url: str, job_id: int, version: str):
+    """The job's stored chunk results, decoded one row at a time, in chunk order."""
+    from ingest.stages.chunk import ChunkResult
+
+    with session_scope(url) as s:
+        ids = [c.id for c in jobs.job_chunks(s, job_id, version)]
+    out = []
+    for cid in ids:
+        with session_scope(url) as s:
+            c = s.get(JobChunk, cid)
+            if c is None or c.result is None:
+                raise RuntimeError(f"job {job_id}: chunk {cid} has no stored result")
+            out.append(ChunkResult.from_bytes(c.result))
+    return out

@@ -1,0 +1,256 @@
+"""An analysis job as a Celery canvas: plan -> group of chunk tasks -> link, with a reaper in every worker.
+
+- **plan** (``ANALYZE_TASK``): opens the video, cuts it into chunk windows, writes one
+  row per chunk (``storage.jobs.plan_chunks``) and sends the chunks as a ``group``.
+- **chunk** (``CHUNK_TASK``): ``ingest.chunks.run_chunk`` on any worker.
+- **link** (``LINK_TASK``): sent by whichever chunk finishes last (``storage.jobs.start_link``
+  is true exactly once); stitches identities, stores the timelines in one transaction,
+  rescores for the clinicians, marks the job done.
+
+Why not a chord: a chord counts its header's task results in the result backend, and a
+chunk re-sent by the reaper (a new message for a dead worker's chunk) or skipped as a
+duplicate would be miscounted. Here the chunk rows are the count, so "all chunks done" is
+one query whoever asks, on Redis and the embedded SQLite broker alike.
+
+The reaper (``Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` finds:
+expired leases of dead workers, and messages a broker lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from typing import Callable
+
+from affectline.queue import ANALYZE_TASK, CHUNK_TASK, LINK_TASK
+from affectline.settings import Settings, get_settings
+from ingest.chunks import Heartbeat, owner_dead, owner_id, with_db
+from storage import jobs
+from storage.db import session_scope
+from storage.models import Job, Recording
+
+log = logging.getLogger(__name__)
+Hook = Callable[[float, str], None]
+
+
+def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
+    """What a chunk's result depends on besides the video: the same version means reusable results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code = version("affectline")
+    except PackageNotFoundError:
+        code = "dev"
+    keys = ("chunk_seconds", "bin_seconds", "detector", "min_face_px", "min_face_frac", "full_search_every_s",
+            "academic_model", "caer_checkpoint", "embedder", "store_thumbnails")  # fmt: skip
+    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+def send_chunks(app, chunk_ids: list[int], queue: str | None) -> None:
+    """The chunks as one Celery group: any worker on ``queue`` may take any of them."""
+    from celery import group
+
+    if chunk_ids:
+        group(app.signature(CHUNK_TASK, args=[cid], queue=queue) for cid in chunk_ids).apply_async()
+
+
+def send(app, r: jobs.Resend, settings: Settings) -> None:
+    if r.kind == "chunk":
+        app.send_task(CHUNK_TASK, args=[r.id], queue=r.queue or settings.chunk_queue)
+    elif r.kind == "plan":
+        app.send_task(ANALYZE_TASK, args=[r.id])
+    elif r.kind == "link":
+        app.send_task(LINK_TASK, args=[r.id])
+
+
+# --- plan ----------------------------------------------------------------------------------------
+
+
+def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], bool, str | None]:
+    """Plan job ``job_id``: (chunk ids to send, whether to send the link now, chunk queue).
+
+    Returns ([], False, None) when the job is not ours to plan (done, taken, gone). Bad input
+    fails the job with a one-line error.
+    """
+    from ingest.pipeline import Pipeline, chunk_windows
+    from ingest.video import VideoError, VideoSource
+
+    s_ = settings or get_settings()
+    url, me = s_.resolved_database_url, owner_id()
+
+    def claim(s):
+        job = jobs.claim_job(s, job_id, "plan", me, s_.lease_seconds, dead=owner_dead)
+        if job is None:
+            return None
+        rec = s.get(Recording, job.session_id) if job.session_id is not None else None
+        job.message = "planning chunks"
+        return dict(job.params or {}), rec.video_path if rec else None
+
+    got = with_db(url, claim, what=f"claiming job {job_id}")
+    if got is None:
+        return [], False, None
+    params, video = got
+    try:
+        if video is None:
+            raise VideoError(f"job {job_id}: its session was deleted")
+        src = VideoSource(video)  # bad input fails here, before any worker loads models
+        fps = float(params.get("analysis_fps") or s_.analysis_fps)
+        if not (math.isfinite(fps) and fps > 0):
+            raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
+        fps = min(fps, src.info.fps)
+    except VideoError as e:
+        with_db(url, lambda s: jobs.fail_job(s, job_id, str(e)))
+        return [], False, None
+    overlap = float(params.get("overlap_s", Pipeline.chunk_overlap_s))
+    chunk_s = float(params.get("chunk_seconds") or s_.chunk_seconds)
+    windows = [(w.start, w.end) for w in chunk_windows(src.info.duration, chunk_s, s_.bin_seconds)]
+    version = pipeline_version(s_.model_copy(update={"chunk_seconds": chunk_s}), fps, overlap)
+    queue = params.get("queue") or s_.chunk_queue
+
+    def plan(s):
+        job = s.get(Job, job_id)
+        if job is None or job.lease_owner != me:
+            return None
+        job.params = {**(job.params or {}), "version": version, "analysis_fps": fps, "overlap_s": overlap,
+                      "chunk_seconds": chunk_s, "queue": queue}  # fmt: skip
+        chunks = jobs.plan_chunks(s, job_id, version, windows)
+        if not jobs.enter_chunks(s, job_id, me):
+            return None
+        todo = [c.id for c in chunks if c.status != jobs.JobStatus.done]
+        jobs.mark_sent(s, todo)
+        jobs.refresh_progress(s, job_id)
+        return todo, (not todo) and jobs.start_link(s, job_id)
+
+    out = with_db(url, plan, what=f"planning job {job_id}")
+    if out is None:
+        return [], False, None
+    log.info("job %s: %d chunks of %.0f s (%d to do), version %s", job_id, len(windows), chunk_s, len(out[0]), version)
+    return out[0], bool(out[1]), queue
+
+
+# --- link ----------------------------------------------------------------------------------------
+
+
+def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = None) -> bool:
+    """Stitch the job's chunks and store the session's timelines; False when not ours to do."""
+    from ingest.analysis import JobFailed, store
+    from ingest.chunks import load_results
+    from ingest.stages.link import link_chunk_results
+
+    s_ = settings or get_settings()
+    url, me, lease = s_.resolved_database_url, owner_id(), s_.lease_seconds
+
+    def claim(s):
+        job = jobs.claim_job(s, job_id, "link", me, lease, dead=owner_dead)
+        if job is None:
+            return None
+        job.message = "linking identities across chunks"
+        return job.session_id, dict(job.params or {})
+
+    got = with_db(url, claim, what=f"claiming job {job_id}")
+    if got is None:
+        return False
+    session_id, params = got
+
+    def renew(_p) -> bool:
+        with session_scope(url) as s:
+            return jobs.renew_job(s, job_id, me, lease)
+
+    try:
+        with Heartbeat(renew, lease):
+            if hook:
+                hook(jobs.LINK_SHARE, "linking identities across chunks")
+            results = load_results(url, job_id, params["version"])
+            out = link_chunk_results(results, results[0].info, float(params["analysis_fps"]), s_)
+            del results
+            store(url, session_id, out, s_)
+            from ingest.clinic import population_rescore
+
+            population_rescore(url, session_id, s_)
+    except JobFailed as e:
+        with_db(url, lambda s: jobs.fail_job(s, job_id, str(e)))
+        return True
+    except Exception as e:
+        log.exception("job %s: link failed", job_id)
+        msg = f"job {job_id}: linking the chunks failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
+        return True
+    n = len(out.tracks)
+    with_db(url, lambda s: jobs.finish_job(s, job_id, me, f"done: {n} person{'s' * (n != 1)}"))
+    if hook:
+        hook(1.0, f"done: {n} person{'s' * (n != 1)}")
+    return True
+
+
+# --- in one process (``affectline analyze --eager``) ---------------------------------------------
+
+
+def run_job_here(job_id: int, settings: Settings | None = None, hook: Hook | None = None, pipeline=None) -> None:
+    """Plan, every chunk and the link in this process: the same code and rows as on workers."""
+    from ingest.chunks import run_chunk
+
+    s_ = settings or get_settings()
+    todo, link, _ = run_plan(job_id, s_)
+    n = max(len(todo), 1)
+    for k, cid in enumerate(todo):
+        sub = (lambda f, m, k=k: hook(jobs.LINK_SHARE * (k + f) / n, f"chunk {k + 1}/{len(todo)}: {m}")) if hook else None
+        out = run_chunk(cid, s_, pipeline=pipeline, hook=sub)
+        if out.status in ("failed", "lost"):
+            return
+        if out.status == "released":  # one retry here, as a worker's reaper would
+            out = run_chunk(cid, s_, pipeline=pipeline, hook=sub)
+            if out.status != "done":
+                return
+        link = link or out.link
+    if link:
+        run_link(job_id, s_, hook=hook)
+
+
+# --- the reaper ----------------------------------------------------------------------------------
+
+
+class Reaper:
+    """Every ``lease_seconds / 3`` seconds, re-send what dead workers held or brokers lost."""
+
+    def __init__(self, app, settings: Settings | None = None):
+        self.app, self.settings = app, settings or get_settings()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="affectline-reaper", daemon=True)
+
+    def start(self) -> "Reaper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def once(self) -> list[jobs.Resend]:
+        s_ = self.settings
+
+        def find(s):
+            return jobs.reap(s, ANALYZE_TASK, s_.lease_seconds, s_.requeue_after_s, dead=owner_dead,
+                             default_queue=s_.chunk_queue)  # fmt: skip
+
+        with session_scope(s_.resolved_database_url) as s:
+            found = find(s)
+        for r in found:
+            log.warning("reaper: sending %s %s again", r.kind, r.id)
+            send(self.app, r, s_)
+        return found
+
+    def _run(self) -> None:
+        every = max(self.settings.lease_seconds / 3.0, 0.5)
+        while True:
+            try:
+                self.once()
+            except Exception as e:  # database or broker away: try again next round
+                log.warning("reaper: %s", str(e).splitlines()[0][:200])
+            if self._stop.wait(every):
+                return
