@@ -19,9 +19,10 @@ Functions (stable signatures):
     ``SUMMARY_COLUMNS``: rank, person_id, person_label, mean_engagement, minutes_visible,
     minutes_confused, minutes_fatigued, minutes_distracted, minutes_not_visible.
 
-``class_series(bins, bin_seconds=1.0) -> pd.DataFrame``
+``class_series(bins, bin_seconds=1.0, aggregates=None) -> pd.DataFrame``
     Per bin: t_start, engagement (mean over visible faces), n_visible, and the mean of each
-    academic emotion over visible faces.
+    academic emotion over visible faces; ``aggregates`` (``storage.consent.class_aggregates``)
+    adds the faces whose per-person timeline was not stored (no consent).
 
 ``resample(series, t0, t1, max_points, bin_seconds=1.0, how="mean") -> pd.DataFrame``
     A per-bin frame (``t_start`` + value columns) reduced to at most ``max_points`` equal buckets
@@ -38,6 +39,7 @@ Functions (stable signatures):
     Class-wide events found automatically: engagement dips, confusion and fatigue rises, distraction
     spikes, each with start, end, duration, size (how far from the session's usual level) and the
     students involved (whose own value moved the same way in that span). In time order.
+    ``aggregates`` as for ``class_series``.
 
 ``trends(sessions) -> Trends``
     Across sessions of one group: ``sessions`` is a sequence of (``SessionKey``, bins, bin_seconds)
@@ -186,19 +188,44 @@ def student_summary(bins: pd.DataFrame, bin_seconds: float = 1.0, duration: floa
 # --- class series and resampling ---------------------------------------------------------------
 
 
-def class_series(bins: pd.DataFrame, bin_seconds: float = 1.0) -> pd.DataFrame:
-    """Per bin: mean engagement and academic emotions over the visible faces, and how many faces were visible."""
+def class_series(bins: pd.DataFrame, bin_seconds: float = 1.0, aggregates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per bin: mean engagement and academic emotions over the visible faces, and how many faces were visible.
+
+    ``aggregates`` (``storage.consent.class_aggregates``: t_start, n_visible and means of faces whose
+    per-person timeline was not stored) are weighed in by their visible faces, so the class curve
+    counts every face.
+    """
     cols = ["t_start", "engagement", "n_visible", *ACADEMIC]
-    if bins.empty:
+    values = ["engagement", *ACADEMIC]
+    parts = []
+    if not bins.empty:
+        vis = _visible(bins)
+        frame = pd.DataFrame({"t_start": bins["t_start"].to_numpy(float), "n": vis.astype(float)})
+        for c in values:
+            frame[c] = np.where(vis, _num(bins, c), np.nan)
+        parts.append(frame)
+    if aggregates is not None and len(aggregates):
+        a = pd.DataFrame({"t_start": aggregates["t_start"].to_numpy(float),
+                          "n": pd.to_numeric(aggregates["n_visible"], errors="coerce").fillna(0).to_numpy(float)})  # fmt: skip
+        for c in values:
+            a[c] = pd.to_numeric(aggregates[c], errors="coerce").to_numpy(float) if c in aggregates else np.nan
+        parts.append(a)
+    if not parts:
         return pd.DataFrame(columns=cols)
-    vis = _visible(bins)
-    t = bins["t_start"].to_numpy(float)
-    frame = pd.DataFrame({"t_start": t, "vis": vis.astype(float)})
-    for c in ("engagement", *ACADEMIC):
-        frame[c] = np.where(vis, _num(bins, c), np.nan)
-    g = frame.groupby("t_start", sort=True)
-    out = g[["engagement", *ACADEMIC]].mean()
-    out["n_visible"] = g["vis"].sum().astype(int)
+    frame = pd.concat(parts, ignore_index=True)
+    w = frame["n"].to_numpy(float)
+    weighted = pd.DataFrame({"t_start": frame["t_start"], "n": w})
+    for c in values:  # weighted sums over rows that have a value; the weight counted only there
+        v = frame[c].to_numpy(float)
+        ok = np.isfinite(v) & (w > 0)
+        weighted[c] = np.where(ok, v * w, 0.0)
+        weighted[f"w_{c}"] = np.where(ok, w, 0.0)
+    g = weighted.groupby("t_start", sort=True).sum()
+    out = pd.DataFrame(index=g.index)
+    for c in values:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[c] = np.where(g[f"w_{c}"] > 0, g[c] / g[f"w_{c}"], np.nan)
+    out["n_visible"] = g["n"].round().astype(int)
     return out.reset_index()[cols]
 
 
@@ -350,6 +377,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def moments(
     bins: pd.DataFrame, bin_seconds: float = 1.0, rules: Sequence[MomentRule] = DEFAULT_RULES, spread_k: float = 2.0,
     min_visible: int = 2, max_moments: int = 20, person_delta: float | None = None,
+    aggregates: pd.DataFrame | None = None,
 ) -> list[Moment]:  # fmt: skip
     """Class-wide dips and rises, in time order (at most ``max_moments``, the largest kept).
 
@@ -360,8 +388,8 @@ def moments(
     visible in the span whose own mean there moved from their own session mean the same way by at
     least ``person_delta`` (default: the rule's ``min_delta``), largest change first.
     """
-    series = class_series(bins, bin_seconds)
-    if series.empty:
+    series = class_series(bins, bin_seconds, aggregates)
+    if series.empty or bins.empty:
         return []
     t0, t1 = _span(bins, bin_seconds)
     grid = resample(series, t0, t1, max_points=10**9, bin_seconds=bin_seconds)  # one row per bin, gaps NaN

@@ -87,6 +87,15 @@ def test_class_series_ignores_hidden_faces():
     assert c["n_visible"].tolist() == [2, 1, 0]
 
 
+def test_class_series_weighs_in_faces_without_a_stored_timeline():
+    bins = _tiny({1: [0.8, 0.8, None]})
+    agg = pd.DataFrame({"t_start": [0.0, 2.0], "n_visible": [3, 1], "engagement": [0.4, 0.2],
+                        **{c: [0.2, 0.2] for c in sm.ACADEMIC}})  # fmt: skip
+    c = sm.class_series(bins, aggregates=agg)
+    assert c["engagement"].tolist() == pytest.approx([(0.8 + 3 * 0.4) / 4, 0.8, 0.2])
+    assert c["n_visible"].tolist() == [4, 1, 1]
+
+
 def test_resample_bounds_points_keeps_gaps_and_refines_on_zoom():
     t = np.arange(5400.0)
     v = np.sin(t / 300.0)
