@@ -1,7 +1,8 @@
 """Small typed values shared by every layer.
 
-Time is always float seconds; frame indices become seconds in exactly one place
-(`TimeGrid`).
+Time is always float seconds. ``Segment`` is a [start, end) window (a chunk of a video);
+``TimeGrid`` is a regular grid of bins (the session's timeline), used wherever bins are
+built or joined so every stage agrees on which bin a time falls in.
 """
 
 from __future__ import annotations
@@ -159,27 +160,3 @@ class Detections:
             np.concatenate([d.track_id for d in items]),
             {k: np.concatenate([d.data[k] for d in items]) for k in keys},
         )
-
-
-@dataclass
-class ScoreSeries:
-    """A (n, d) array of per-step values on a regular time grid (pyannote's SlidingWindowFeature)."""
-
-    data: np.ndarray
-    grid: TimeGrid
-    labels: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        self.data = np.asarray(self.data, dtype=np.float32)
-        if self.data.ndim != 2 or self.data.shape[1] != len(self.labels):
-            raise ValueError(f"data must be (n, {len(self.labels)}) for labels {self.labels}, got {self.data.shape}")
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def column(self, label: str) -> np.ndarray:
-        return self.data[:, self.labels.index(label)]
-
-    @property
-    def times(self) -> np.ndarray:
-        return self.grid.start + np.arange(len(self)) * self.grid.step

@@ -43,7 +43,9 @@ from affectline.types import Detections
 from recognition.detection import load_detector
 from recognition.detection.evaluate import Score, score_frame
 from recognition.reid import EMBEDDING_DIM, FaceEmbedder
+from ingest.stages.faces import embed_one_frame
 from recognition.tracking import Tracker, link_chunks
+from recognition.tracking.follow import FaceFollower, embed_then_update
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows
 from tests import realseq
 
@@ -114,7 +116,7 @@ def bench_overhead(n_frames: int, device: str) -> None:
     detect_s = (time.perf_counter() - t0) / k
     print(f"baseline: MTCNN detection {detect_s * 1000:.0f} ms/frame (mean of {k} frames, "
           f"{np.mean([len(d) for d in found]):.1f} faces found of 30)")  # fmt: skip
-    emb = FaceEmbedder()
+    embed = embed_one_frame(FaceEmbedder())
     steady_from = 4.0
     for mode in ("embed every face", "embed where needed"):
         # Embedding every face costs the same every frame: a few frames measure it.
@@ -124,15 +126,10 @@ def bench_overhead(n_frames: int, device: str) -> None:
         for frame, t, boxes in zip(seq.frames[:n], seq.times[:n], seq.gt_boxes[:n]):
             d = Detections(boxes, np.ones(len(boxes)))
             t0 = time.perf_counter()
-            need = np.ones(len(d), bool) if mode == "embed every face" else tr.needs_embedding(d, float(t))
-            e = np.full((len(d), EMBEDDING_DIM), np.nan, np.float32)
-            if need.any():
-                e[need] = emb.embed(frame, d[need])
-            d.data["embedding"] = e
-            out = tr.update(d, float(t))
+            out, n_emb = embed_then_update(tr, embed, frame, float(t), d, embed_all=mode == "embed every face")
             dt = time.perf_counter() - t0
             cost.append(dt)
-            embedded += int(need.sum())
+            embedded += n_emb
             ids.append(out.track_id)
             if t >= steady_from:
                 steady_cost += dt
@@ -209,8 +206,6 @@ def bench_identity(device: str) -> None:
 
 
 def bench_local_search(device: str) -> None:
-    from ingest.pipeline import full_search_frames
-
     print("\n## 3. Local search between whole-frame searches (MTCNN, 4 fps, one whole search a second)")
     det = load_detector("mtcnn", Settings(), device=device)
     seq = realseq.classroom_of(n_faces=30, n_frames=12, fps=4.0, size=(1080, 1920))
@@ -223,20 +218,11 @@ def bench_local_search(device: str) -> None:
         whole = [det.detect([f])[0] for f in frames]
         whole_s = time.perf_counter() - t0
         truth = gt or [d.boxes for d in whole]
-        tr, local, n_whole = Tracker(), [], 0
-        full, _ = full_search_frames(np.asarray(times), 1.0, None)
+        # The pipeline's own rule (whole once a second, else near the tracks), motion-only tracking.
+        follower = FaceFollower(det, None, 1.0)
         t0 = time.perf_counter()
-        for f, t, k in zip(frames, times, full):
-            if k:
-                d = det.detect([f])[0]
-            else:
-                expected, n_current = tr.expected_boxes(float(t))
-                d = det.detect_near(f, expected)
-                if len(d) < n_current:
-                    d, k = det.detect([f])[0], True
-            n_whole += int(k)
-            local.append(d)
-            tr.update(d, float(t))
+        local = [d for f, t in zip(frames, times) for d in follower.step([f], np.array([t]))]
+        n_whole = follower.counts.full_searches
         local_s = time.perf_counter() - t0
         sw = sum((score_frame(d.boxes, g) for d, g in zip(whole, truth)), Score())
         sl = sum((score_frame(d.boxes, g) for d, g in zip(local, truth)), Score())

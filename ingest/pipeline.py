@@ -1,10 +1,17 @@
 """The analysis pipeline: video -> per-person tracks -> per-bin emotion and engagement.
 
-``Pipeline.apply(video, hook=None)`` drives the models over the video in chunks
-(``Settings.chunk_seconds``). Each chunk is tracked on its own and the chunks are
-linked by face embedding afterwards, so a chunk can run anywhere and a long video
-never sits in memory. The hook receives ``(fraction_done, message)`` and feeds the
-CLI progress bar and the Celery job row alike.
+Stages, each in its own module:
+
+    decode (ingest.video)  ->  detect + track (recognition.tracking.follow)
+      ->  batched face step (ingest.stages.faces)  ->  windows (ingest.stages.windows)
+      ->  bins (ingest.stages.bins)  ->  chunk result (ingest.stages.chunk)
+      ->  link chunks (ingest.stages.link)
+
+``Pipeline.analyse_chunk`` analyses one time window of a video on its own (with a few
+seconds of overlap each side) and returns a ``ChunkResult`` a worker can store;
+``link_chunk_results`` stitches chunks into persons. ``Pipeline.apply(video, hook=None)``
+does both for a whole video in one process. The hook receives ``(fraction_done,
+message)`` and feeds the CLI progress bar and the Celery job row alike.
 """
 
 from __future__ import annotations
@@ -20,14 +27,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectline.features import FEATURE_NAMES
 from affectline.settings import Settings, get_settings
-from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES, Detections, VideoInfo
-from ingest.video import VideoSource
+from affectline.types import ACADEMIC_CLASSES, Segment, TimeGrid
+from ingest.stages.bins import bin_samples, owned_bins
+from ingest.stages.chunk import ChunkResult, ChunkTrack
+from ingest.stages.faces import FaceStep, StageClock, embed_one_frame
+from ingest.stages.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
+from ingest.stages.decode import open_video
+from ingest.video import VideoSource, sample_indices
+from recognition.tracking.follow import full_search_frames
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[float, str], None]
+
+__all__ = ["Pipeline", "PipelineOutput", "PersonTrack", "ChunkResult", "link_chunk_results", "full_search_frames"]
 
 
 @dataclass
@@ -44,6 +58,7 @@ class _Samples:
     face_px: list[float] = field(default_factory=list)
     sharp: list[float] = field(default_factory=list)
     score: list[float] = field(default_factory=list)  # detector confidence
+    emb: list[np.ndarray] = field(default_factory=list)  # re-id embedding where the tracker asked for one
     academic: list[np.ndarray] = field(default_factory=list)  # filled by a window model (CLIP-CAER) if any
 
     def extend(self, other: "_Samples") -> None:
@@ -61,68 +76,12 @@ class _Samples:
         return out
 
 
-@dataclass
-class PersonTrack:
-    """One linked person-track of the analysed video, before storage."""
-
-    key: int
-    times: np.ndarray
-    face_boxes: np.ndarray
-    context_boxes: np.ndarray
-    embedding: np.ndarray | None
-    bins: pd.DataFrame
-    features: np.ndarray
-    thumbnail: bytes | None = None
-
-
-@dataclass
-class PipelineOutput:
-    info: VideoInfo
-    analysis_fps: float
-    bin_seconds: float
-    academic_model: str
-    expression_model: str
-    tracks: list[PersonTrack]
-    n_face_samples: int = 0
-    n_full_searches: int = 0  # frames searched whole for faces; the others only near tracked faces
-
-
-def _sharpness(gray: np.ndarray, box: np.ndarray) -> float:
-    x0, y0, x1, y1 = [int(round(v)) for v in box]
-    crop = gray[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
-    if crop.size < 16:
-        return float("nan")
-    # Normalise to a fixed size so sharpness compares across face sizes.
-    crop = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(crop, cv2.CV_32F).var())
-
-
 def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 48) -> bytes:
     x0, y0, x1, y1 = [int(round(v)) for v in box]
     crop = frame[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
     return buf.tobytes() if ok else b""
-
-
-def full_search_frames(times: np.ndarray, every_s: float, last_slot: int | None) -> tuple[np.ndarray, int | None]:
-    """Which frames get a whole-frame face search, and the time slot of the last frame.
-
-    The first frame of each ``every_s`` slot of the time grid is searched in full (and the
-    first frame of a chunk, ``last_slot=None``), so chunked and single-pass runs agree. The
-    other frames are searched only around the faces being tracked (``detect_near``, ~5x
-    cheaper on 1080p) and in full again when a face seen a frame ago is not found there
-    (turned, moved fast, left): the faces being followed keep the full search's recall, and
-    a face entering the scene waits at most one slot to be found. ``every_s=0``: every frame.
-    """
-    full = np.ones(len(times), bool)
-    if every_s <= 0:
-        return full, None
-    for i, t in enumerate(times):
-        slot = int(math.floor(float(t) / every_s + 1e-9))
-        full[i] = slot != last_slot
-        last_slot = slot
-    return full, last_slot
 
 
 def _limit_heap_fragmentation() -> None:
@@ -140,89 +99,69 @@ def _limit_heap_fragmentation() -> None:
         pass
 
 
-class _CaerWindows:
-    """CLIP-CAER over per-person windows of 16 samples (4 s at 4 fps)."""
+def _load_landmarker(s: Settings, device: str):
+    """The batch landmarker (``recognition.face.load_landmarker``) where it exists, else MediaPipe's."""
+    import recognition.face as face
 
-    window = 16
+    if hasattr(face, "load_landmarker"):
+        return face.load_landmarker(s, device)
+    from recognition.face.landmarks import FaceLandmarker
 
-    def __init__(self, scorer):
-        self.scorer = scorer
-        self.name = scorer.name
-        self.sha256 = scorer.sha256 or ""
-
-    def new_stream(self) -> "_CaerStream":
-        return _CaerStream(self.scorer, self.window)
+    # One MediaPipe landmarker per core, up to 4: each runs one face crop at a time.
+    return FaceLandmarker(s, threads=min(s.resolved_torch_threads, 4))
 
 
-class _CaerStream:
-    """Collects each track's crops as they arrive and scores full windows in batches across persons.
+def _load_embedder(s: Settings, device: str):
+    """The batch embedder (``recognition.reid.load_embedder``) where it exists, else dlib's."""
+    import recognition.reid as reid
 
-    Memory is bounded by (active tracks + batch) x 16 crops, never by the video length.
-    A track's last, partial window is padded by repeating its last crop (the official
-    loader does the same for clips shorter than 16 frames).
-    """
+    if hasattr(reid, "load_embedder"):
+        return reid.load_embedder(s, device)
+    return reid.FaceEmbedder()
 
-    def __init__(self, scorer, window: int):
-        self.scorer, self.T = scorer, window
-        self.buf: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-        self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        self.results: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
 
-    def push(self, tid: int, t: float, frame: np.ndarray, box: np.ndarray, context: np.ndarray) -> None:
-        from recognition.academic.caer_runner import window_crops
-
-        f, c = window_crops([frame], box[None], context[None])
-        self.buf[tid].append((f[0], c[0]))
-        if len(self.buf[tid]) == self.T:
-            self._emit(tid)
-
-    def _emit(self, tid: int) -> None:
-        items = self.buf.pop(tid)
-        n = len(items)
-        items = items + [items[-1]] * (self.T - n)
-        self.pending.append((tid, n, np.stack([i[0] for i in items]), np.stack([i[1] for i in items])))
-        if len(self.pending) >= self.scorer.batch_size:
-            self._score()
-
-    def _score(self) -> None:
-        if not self.pending:
-            return
-        probs = self.scorer.score(np.stack([p[2] for p in self.pending]), np.stack([p[3] for p in self.pending]))
-        for (tid, n, _, _), pr in zip(self.pending, probs):
-            self.results[tid].append((n, pr))
-        self.pending = []
-
-    def flush(self, samples: dict[int, "_Samples"]) -> None:
-        for tid in list(self.buf):
-            self._emit(tid)
-        self._score()
-        for tid, res in self.results.items():
-            samples[tid].academic = [pr for n, pr in res for _ in range(n)]
+def chunk_windows(duration: float, chunk_seconds: float, bin_seconds: float) -> list[Segment]:
+    """Nominal chunk windows covering [0, duration): ``chunk_seconds`` rounded to whole bins,
+    so no bin straddles two chunks."""
+    step = max(1, round(chunk_seconds / bin_seconds)) * bin_seconds
+    n = max(1, math.ceil(duration / step - 1e-9))
+    return [Segment(c * step, duration if c == n - 1 else (c + 1) * step) for c in range(n)]
 
 
 class Pipeline:
     """Holds the loaded models; one instance per worker process (models load once)."""
 
+    chunk_overlap_s = 2.0
+    """Seconds analysed beyond each side of a chunk's window: the tracker sees the faces of a
+    boundary from both chunks, which is what stitches them (``link_chunk_results``)."""
+
+    CONFIRM_SCORE = CONFIRM_SCORE
+
+    frames_per_batch = 8
+    """Frames decoded, tracked and sent through the face step together (every face of them in one
+    call per face model). On CUDA 32: bigger batches keep the GPU busy; on CPU 8 keeps memory small."""
+
     def __init__(self, settings: Settings | None = None, device: str | None = None):
         from recognition.academic.cues import CueModel
         from recognition.detection import load_detector
         from recognition.face.expression import ExpressionModel
-        from recognition.face.landmarks import FaceLandmarker
-        from recognition.reid import FaceEmbedder
 
         _limit_heap_fragmentation()
         self.settings = s = settings or get_settings()
         self.device = device or s.torch_device()
+        self.clock = StageClock()
         self.detector = load_detector(s.detector, s, device=self.device)
-        self.embedder = FaceEmbedder()
-        # One MediaPipe landmarker per core, up to 4: each runs one face crop at a time.
-        self.landmarker = FaceLandmarker(s, threads=min(s.resolved_torch_threads, 4))
+        self.embedder = _load_embedder(s, self.device)
+        self.landmarker = _load_landmarker(s, self.device)
         # Threads per worker are explicit: with several workers on one machine, oversubscribed
         # torch threads spin and starve each other (measured 6-40x slower FER under load).
         self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)
+        self.faces = FaceStep(self.landmarker, self.expression, self.clock)
         self.cues = CueModel()
         self.window_model = self._load_window_model()
         self.n_full_searches = 0  # whole-frame face searches so far (the rest were local)
+        if str(self.device).startswith("cuda"):
+            self.frames_per_batch = 32
 
     def _load_window_model(self):
         """CLIP-CAER when a trained checkpoint is configured (or 'auto' finds one); else None (cue model)."""
@@ -237,13 +176,14 @@ class Pipeline:
             if s.academic_model == "clip_caer":
                 raise  # asked for explicitly: say what is missing and where to put it
             return None
+        from ingest.stages.windows import CaerWindows
         from recognition.academic.caer_runner import CaerScorer
         from recognition.academic.clip_caer import ClipCaer
 
         model = ClipCaer.from_official_checkpoint(ckpt, text_heads=s.caer_text_heads, device=self.device)
         if tuple(model.class_names) != ACADEMIC_CLASSES:
             raise ValueError(f"{ckpt}: classes {model.class_names} are not the academic classes {ACADEMIC_CLASSES}")
-        return _CaerWindows(CaerScorer(model, batch_size=16 if self.device == "cpu" else 128))
+        return CaerWindows(CaerScorer(model, batch_size=16 if self.device == "cpu" else 128))
 
     @property
     def academic_name(self) -> str:
@@ -255,8 +195,9 @@ class Pipeline:
         return f"{self.expression.name}@{self.expression.sha256[:12]}"
 
     def close(self) -> None:
-        self.landmarker.close()
-        self.detector.close()
+        for m in (self.landmarker, self.detector, self.embedder):
+            if hasattr(m, "close"):
+                m.close()
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -267,196 +208,175 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------
 
     def apply(self, video: str | Path | VideoSource, hook: Hook | None = None, fps: float | None = None) -> PipelineOutput:
-        """Analyse ``video`` at ``fps`` (default ``Settings.analysis_fps``)."""
-        from recognition.tracking import Tracker, link_chunks
-
-        src = video if isinstance(video, VideoSource) else VideoSource(video)
+        """Analyse ``video`` at ``fps`` (default ``Settings.analysis_fps``): every chunk, then link."""
+        src = video if hasattr(video, "batches") else open_video(video)
         info, s = src.info, self.settings
         fps = min(fps or s.analysis_fps, info.fps)
-        n_chunks = max(1, math.ceil(info.duration / s.chunk_seconds))
-        n_expected = max(1, int(info.duration * fps))
         hook = hook or (lambda f, m: None)
-        chunk_summaries, chunk_samples = [], []
-        done = 0
-        tracker = Tracker()
-        n_faces, searches0 = 0, self.n_full_searches
-        for c in range(n_chunks):
-            tracker.reset()
-            samples: dict[int, _Samples] = defaultdict(_Samples)
-            thumbs: dict[int, bytes] = {}
-            window = self.window_model.new_stream() if self.window_model else None
-            last_slot = None
-            for batch in src.batches(fps, batch_size=8, start=c * s.chunk_seconds, end=(c + 1) * s.chunk_seconds):
-                full, last_slot = full_search_frames(batch.times, s.full_search_every_s, last_slot)
-                found = iter(self.detector.detect([f for f, k in zip(batch.frames, full) if k]) if full.any() else [])
-                self.n_full_searches += int(full.sum())
-                dets_list = [next(found) if k else None for k in full]
-                n_faces += self._batch(batch.frames, batch.times, dets_list, tracker, samples, thumbs, window)
-                done += len(batch.indices)
-                hook(min(done / n_expected, 1.0) * 0.95, f"chunk {c + 1}/{n_chunks}: {done}/{n_expected} frames")
-            if window is not None:
-                window.flush(samples)
-            summaries = tracker.finish()
-            chunk_summaries.append(summaries)
-            chunk_samples.append((samples, thumbs))
+        windows = chunk_windows(info.duration, s.chunk_seconds, s.bin_seconds)
+        totals = [len(self._frames_in(src, self._analysed(src, w, self.chunk_overlap_s), fps)) for w in windows]
+        total, before = max(sum(totals), 1), 0
+        results = []
+        for c, w in enumerate(windows):
+            def sub(frac: float, _msg: str, c=c, before=before) -> None:
+                done = before + round(frac * totals[c])
+                hook(0.95 * done / total, f"chunk {c + 1}/{len(windows)}: {done}/{total} frames")
+
+            results.append(self.analyse_chunk(src, c, w.start, w.end, fps, self.chunk_overlap_s, hook=sub))
+            before += totals[c]
         hook(0.96, "linking identities across chunks")
-        mapping = link_chunks(chunk_summaries) if n_chunks > 1 else {
-            (0, t.track_id): t.track_id for t in chunk_summaries[0]
-        }  # fmt: skip
-        tracks = self._assemble(chunk_summaries, chunk_samples, mapping, info, fps)
-        hook(1.0, f"{len(tracks)} persons")
-        return PipelineOutput(
-            info=info, analysis_fps=fps, bin_seconds=s.bin_seconds, academic_model=self.academic_name,
-            expression_model=self.expression_name, tracks=tracks, n_face_samples=n_faces,
-            n_full_searches=self.n_full_searches - searches0,
-        )  # fmt: skip
-
-    def _batch(self, frames, times, dets_list: list[Detections | None], tracker, samples, thumbs, window) -> int:
-        """Track each frame in order, then score every tracked face of the batch at once.
-
-        A ``None`` in ``dets_list`` means: search near the tracked faces only. Returns the
-        number of faces detected."""
-        from recognition.tracking import context_box
-
-        tracked: list[Detections] = []
-        landmarks = []
-        n_found = 0
-        for frame, t, dets in zip(frames, times, dets_list):
-            if dets is None:
-                expected, n_current = tracker.expected_boxes(float(t))
-                dets = self.detector.detect_near(frame, expected)
-                if len(dets) < n_current:  # a face seen a frame ago is not near its track: look everywhere
-                    dets = self.detector.detect([frame])[0]
-                    self.n_full_searches += 1
-            n_found += len(dets)
-            if len(dets):
-                # dlib embeddings cost ~0.1 s a face on one core: compute only those that
-                # decide or check an association (new or ambiguous faces, periodic refresh).
-                need = tracker.needs_embedding(dets, float(t))
-                emb = np.full((len(dets), 128), np.nan, np.float32)
-                if need.any():
-                    emb[need] = self.embedder.embed(frame, dets[need])
-                dets.data["embedding"] = emb
-            dets = tracker.update(dets, float(t))
-            dets = dets[dets.track_id >= 0]
-            tracked.append(dets)
-            landmarks.append(self.landmarker.analyze(frame, dets) if len(dets) else None)
-        # One FER forward pass over all faces of the batch (per-frame calls cost ~5x more).
-        exprs = self.expression.predict_many(list(frames), tracked)
-        for frame, t, dets, lm, expr in zip(frames, times, tracked, landmarks, exprs):
-            if not len(dets):
-                continue
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            h, w = frame.shape[:2]
-            for i, tid in enumerate(dets.track_id.tolist()):
-                box = dets.boxes[i]
-                sm = samples[tid]
-                sm.times.append(float(t))
-                sm.boxes.append(box)
-                sm.context.append(context_box(box, w, h))
-                sm.blend.append(lm.blendshapes[i])
-                sm.pose.append(lm.pose[i])
-                sm.found.append(bool(lm.found[i]))
-                sm.expr.append(expr[i])
-                sm.face_px.append(float(box[3] - box[1]))
-                sm.sharp.append(_sharpness(gray, box))
-                sm.score.append(float(dets.scores[i]))
-                if self.settings.store_thumbnails and tid not in thumbs and box[3] - box[1] >= 24:
-                    thumbs[tid] = _thumbnail(frame, box)
-                if window is not None:
-                    window.push(tid, float(t), frame, box, sm.context[-1])
-        return n_found
-
-    def _assemble(self, chunk_summaries, chunk_samples, mapping, info: VideoInfo, fps: float) -> list[PersonTrack]:
-        merged: dict[int, _Samples] = defaultdict(_Samples)
-        embs: dict[int, list[np.ndarray]] = defaultdict(list)
-        thumbs: dict[int, bytes] = {}
-        for c, summaries in enumerate(chunk_summaries):
-            samples, th = chunk_samples[c]
-            for summ in summaries:
-                gid = mapping.get((c, summ.track_id))
-                if gid is None:
-                    continue
-                # finish() joins fragments of one person; their samples live under each fragment id.
-                for sid in summ.source_ids or (summ.track_id,):
-                    if sid in samples:
-                        merged[gid].extend(samples[sid])
-                    if sid in th:
-                        thumbs.setdefault(gid, th[sid])
-                embs[gid].append(np.asarray(summ.embedding, np.float32))
-        out = []
-        confirmed = {gid: sm for gid, sm in merged.items() if self._is_face(sm)}
-        for key, (gid, sm) in enumerate(sorted(confirmed.items(), key=lambda kv: min(kv[1].times))):
-            arr = sm.arrays()
-            valid = [e for e in embs[gid] if e.shape == (128,) and np.isfinite(e).all()]
-            emb = np.mean(valid, axis=0) if valid else None  # faces too small to embed have none
-            bins, feats = self._bins(arr, fps, info.duration)
-            out.append(PersonTrack(
-                key=key, times=arr["times"].astype(np.float32), face_boxes=arr["boxes"].astype(np.float32),
-                context_boxes=arr["context"].astype(np.float32), embedding=emb, bins=bins, features=feats,
-                thumbnail=thumbs.get(gid),
-            ))  # fmt: skip
+        out = link_chunk_results(results, info, fps, s)
+        hook(1.0, f"{len(out.tracks)} persons")
         return out
 
-    CONFIRM_SCORE = 0.95
+    @staticmethod
+    def _analysed(src: VideoSource, window: Segment, overlap_s: float) -> Segment:
+        return Segment(max(0.0, window.start - overlap_s), min(src.info.duration, window.end + overlap_s))
 
-    def _is_face(self, sm: _Samples) -> bool:
-        """A track counts as a person once the landmarker confirmed a face in it at least once,
-        or the detector was sure of it (median confidence >= 0.95). Detector false positives
-        (hair, patterned cloth) persist for seconds at ~0.88 and never give landmarks; real
-        faces too small to landmark (10-20 px classroom faces) score above 0.95."""
-        return any(sm.found) or float(np.median(sm.score)) >= self.CONFIRM_SCORE
+    @staticmethod
+    def _frames_in(src: VideoSource, span: Segment, fps: float) -> np.ndarray:
+        """Times of the sampled frames in ``span`` (as ``VideoSource.batches`` yields them)."""
+        info = src.info
+        t = sample_indices(info.n_frames, info.fps, fps) / info.fps
+        return t[(t >= span.start) & (t < span.end)]
 
-    def _bins(self, a: dict[str, np.ndarray], fps: float, duration: float) -> tuple[pd.DataFrame, np.ndarray]:
-        """Average a track's samples into bins of ``bin_seconds`` over the track's span."""
-        step = self.settings.bin_seconds
+    def analyse_chunk(self, video: str | Path | VideoSource, index: int, start: float, end: float, fps: float,
+                      overlap_s: float = 2.0, hook: Hook | None = None) -> ChunkResult:  # fmt: skip
+        """Analyse the window [start, end) of ``video`` as chunk ``index`` (see ``ingest.stages.chunk``).
+
+        Frames in [start - overlap_s, end + overlap_s) are analysed with a tracker of the
+        chunk's own; only bins starting inside the window are returned. ``hook`` gets
+        (fraction of this chunk done, "done/total frames").
+        """
+        from recognition.tracking import Tracker, context_box
+        from recognition.tracking.follow import FaceFollower
+
+        src = video if hasattr(video, "batches") else open_video(video)
+        info, s = src.info, self.settings
+        fps = min(float(fps), info.fps)
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"analysis fps must be a positive number, got {fps!r}")
+        window = Segment(max(0.0, float(start)), min(float(end), info.duration))
+        analysed = self._analysed(src, window, overlap_s)
+        grid = TimeGrid(s.bin_seconds)
+        lo, hi = owned_bins(grid, window)
+        total = len(self._frames_in(src, analysed, fps))
+        hook = hook or (lambda f, m: None)
+        clock = self.clock
+        follower = FaceFollower(self.detector, clock.timed("embed", embed_one_frame(self.embedder)), s.full_search_every_s,
+                                Tracker())  # fmt: skip
+        samples: dict[int, _Samples] = defaultdict(_Samples)
+        thumbs: dict[int, bytes] = {}
+        stream = self.window_model.new_stream() if self.window_model else None
+        res = ChunkResult(index=index, window=window, analysed=analysed, info=info, analysis_fps=fps,
+                          bin_seconds=s.bin_seconds, academic_model=self.academic_name,
+                          expression_model=self.expression_name, absent_academic=np.zeros(5, np.float32),
+                          absent_engagement=0.0)  # fmt: skip
+        done = 0
+        batches = iter(src.batches(fps, batch_size=self.frames_per_batch, start=analysed.start, end=analysed.end))
+        while True:
+            with _Timer(clock, "decode"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            with _Timer(clock, "detect+track"):
+                dets = follower.step(batch.frames, batch.times)
+            own = (np.asarray(grid.index(batch.times)) >= lo) & (np.asarray(grid.index(batch.times)) < hi)
+            res.n_face_samples += sum(len(d) for d, o in zip(dets, own) if o)
+            res.frames_nominal += int(own.sum())
+            tracked = [d[d.track_id >= 0] for d in dets]
+            rows = self.faces.run(batch.frames, tracked)
+            h, w = batch.frames.shape[1:3]
+            for frame, t, d, r, o in zip(batch.frames, batch.times, tracked, rows, own):
+                emb = d.data.get("embedding")
+                for i, tid in enumerate(d.track_id.tolist()):
+                    box = d.boxes[i]
+                    sm = samples[tid]
+                    sm.times.append(float(t))
+                    sm.boxes.append(box)
+                    sm.context.append(context_box(box, w, h))
+                    sm.blend.append(r.blend[i])
+                    sm.pose.append(r.pose[i])
+                    sm.found.append(bool(r.found[i]))
+                    sm.expr.append(r.expr[i])
+                    sm.face_px.append(float(box[3] - box[1]))
+                    sm.sharp.append(float(r.sharp[i]))
+                    sm.score.append(float(d.scores[i]))
+                    sm.emb.append(emb[i] if emb is not None else np.full(128, np.nan, np.float32))
+                    if s.store_thumbnails and o and tid not in thumbs and box[3] - box[1] >= 24:
+                        thumbs[tid] = _thumbnail(frame, box)
+                    if stream is not None:
+                        with _Timer(clock, "clip_caer"):
+                            stream.push(tid, frame, box, sm.context[-1])
+            done += len(batch.indices)
+            hook(min(done / max(total, 1), 1.0), f"{min(done, total)}/{total} frames")
+        if stream is not None:
+            with _Timer(clock, "clip_caer"):
+                for tid, probs in stream.flush().items():
+                    samples[tid].academic = probs
+        res.frames_done = done
+        res.n_full_searches = follower.counts.full_searches
+        self.n_full_searches += follower.counts.full_searches
+        a0, e0 = self.cues.predict(np.full((1, 52), np.nan, np.float32), np.full((1, 3), np.nan, np.float32),
+                                   np.full((1, 7), np.nan, np.float32), np.zeros(1, bool))  # fmt: skip
+        res.absent_academic, res.absent_engagement = a0[0], float(e0[0])
+        with _Timer(clock, "bins"):
+            for summ in follower.tracker.finish():
+                merged = _Samples()
+                for sid in summ.source_ids or (summ.track_id,):  # finish() joined these fragments
+                    if sid in samples:
+                        merged.extend(samples[sid])
+                if merged.times:
+                    thumb = next((thumbs[i] for i in summ.source_ids if i in thumbs), None)
+                    res.tracks.append(self._chunk_track(summ, merged.arrays(), grid, (lo, hi), window, overlap_s,
+                                                        fps, info.duration, thumb, res))  # fmt: skip
+        return res
+
+    def _chunk_track(self, summ, a: dict[str, np.ndarray], grid: TimeGrid, owned: tuple[int, int], window: Segment,
+                     overlap_s: float, fps: float, duration: float, thumb: bytes | None, res: ChunkResult) -> ChunkTrack:  # fmt: skip
         t = a["times"]
-        n = len(t)
-        visible = np.ones(n, bool)
-        if "academic" in a:
-            academic = a["academic"].astype(np.float32)
-            _, engagement = self.cues.predict(a["blend"], a["pose"], a["expr"], visible)
+        k = np.asarray(grid.index(t))
+        own = (k >= owned[0]) & (k < owned[1])
+        zone = (t < window.start + overlap_s) | (t >= window.end - overlap_s)
+        bins, feats = None, np.zeros((0, 0), np.float32)
+        if own.any():
+            o = {key: v[own] for key, v in a.items()}
+            academic, engagement = self.cues.predict(o["blend"], o["pose"], o["expr"], np.ones(int(own.sum()), bool))
+            if "academic" in o:
+                academic = o["academic"].astype(np.float32)
+            bins, feats = bin_samples(o, academic, engagement, grid, fps, duration,
+                                      (res.absent_academic, res.absent_engagement))  # fmt: skip
+        st = np.asarray(summ.times, np.float64)
+        sk = np.asarray(grid.index(st))
+        s_own = (sk >= owned[0]) & (sk < owned[1])
+        if s_own.any():
+            t0, t1 = st[s_own].min(), st[s_own].max()
+            link = s_own & ((st <= t0 + 1.0) | (st >= t1 - 1.0))
         else:
-            academic, engagement = self.cues.predict(a["blend"], a["pose"], a["expr"], visible)
-        first = int(math.floor(t.min() / step + 1e-9))
-        last = int(math.floor(t.max() / step + 1e-9))
-        nb = last - first + 1
-        b = np.floor(t / step + 1e-9).astype(np.int64) - first
-        counts = np.bincount(b, minlength=nb).astype(np.float32)
+            link = s_own
+        return ChunkTrack(
+            track_id=int(summ.track_id),
+            times=t[own].astype(np.float64), face_boxes=a["boxes"][own].astype(np.float32).reshape(-1, 4),
+            context_boxes=a["context"][own].astype(np.float32).reshape(-1, 4),
+            bins=bins if bins is not None else pd.DataFrame(), features=feats,
+            n_found=int(a["found"][own].sum()), n_confident=int((a["score"][own] >= self.CONFIRM_SCORE).sum()),
+            embedding=np.asarray(summ.embedding, np.float32), embedding_samples=np.asarray(summ.embedding_samples, np.float32).reshape(-1, 128),
+            link_times=st[link], link_boxes=np.asarray(summ.boxes, np.float32)[link].reshape(-1, 4),
+            overlap_times=t[zone].astype(np.float64), overlap_boxes=a["boxes"][zone].astype(np.float32).reshape(-1, 4),
+            overlap_embeddings=a["emb"][zone].astype(np.float32).reshape(-1, 128), thumbnail=thumb,
+        )  # fmt: skip
 
-        def mean(x: np.ndarray) -> np.ndarray:
-            x = np.asarray(x, np.float32).reshape(n, -1)
-            ok = ~np.isnan(x)
-            s = np.zeros((nb, x.shape[1]), np.float32)
-            c = np.zeros((nb, x.shape[1]), np.float32)
-            np.add.at(s, b, np.where(ok, x, 0))
-            np.add.at(c, b, ok)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
-        vis = counts > 0
-        acad, eng, expr = mean(academic), mean(engagement)[:, 0], mean(a["expr"])
-        # Bins inside the span with no face: the cue model's own verdict for "face not visible".
-        if (~vis).any():
-            nan = np.full((1, 52), np.nan, np.float32)
-            a0, e0 = self.cues.predict(nan, np.full((1, 3), np.nan, np.float32), np.full((1, 7), np.nan, np.float32), np.zeros(1, bool))
-            acad[~vis], eng[~vis] = a0[0], e0[0]
-        per_bin = max(1.0, step * fps)
-        quality = np.stack([
-            np.minimum(counts / per_bin, 1.0),
-            mean(a["found"].astype(np.float32))[:, 0],
-            mean(a["face_px"])[:, 0],
-            mean(a["sharp"])[:, 0],
-        ], axis=1)  # fmt: skip
-        feats = np.concatenate([mean(a["blend"]), mean(a["pose"]), expr, quality], axis=1)
-        assert feats.shape[1] == len(FEATURE_NAMES)
-        starts = (first + np.arange(nb)) * step
-        df = pd.DataFrame({"t_start": starts, "t_end": np.minimum(starts + step, max(duration, starts[-1] + step))})
-        df["face_visible"] = vis
-        df["engagement"] = eng
-        for j, c in enumerate(ACADEMIC_CLASSES):
-            df[c.lower()] = acad[:, j]
-        for j, c in enumerate(EXPRESSION_CLASSES):
-            df[c] = expr[:, j]
-        return df, feats.astype(np.float32)
+class _Timer:
+    def __init__(self, clock: StageClock, name: str) -> None:
+        self.clock, self.name = clock, name
 
+    def __enter__(self):
+        import time
+
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        self.clock.add(self.name, time.perf_counter() - self.t0)

@@ -188,8 +188,9 @@ def meet_and_turn_back(fps: float = 5.0) -> Sequence:
     return render({1: [(x, 180.0, 64.0, 1.0) for x in x1], 4: [(x, 184.0, 64.0, 1.0) for x in x4]}, fps=fps)
 
 
-def classroom_of(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(1080, 1920), seed: int = 1) -> Sequence:
-    """``n_faces`` seated people on a grid (the six real faces repeated, some mirrored), swaying slightly."""
+def classroom_frames(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(1080, 1920), seed: int = 1):
+    """Yield (frame, face boxes) of ``n_faces`` seated people on a grid (the six real faces
+    repeated, some mirrored), swaying slightly; one frame at a time, so long clips stay small."""
     sprites = list(group_sprites())
     sprites += [
         FaceSprite(
@@ -210,21 +211,24 @@ def classroom_of(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(
         for c in range(cols)
     ][:n_faces]
     phase = rng.uniform(0, 2 * np.pi, n_faces)
-    seq = Sequence([], np.arange(n_frames) / fps)
     for i in range(n_frames):
+        t = i / fps
         canvas = bg.copy()
         boxes = []
         for k, (cx, cy, fw) in enumerate(base):
-            box = paste(
-                canvas,
-                sprites[k % len(sprites)],
-                cx + 6 * np.sin(i / 2 + phase[k]),
-                cy + 3 * np.cos(i / 3 + phase[k]),
-                fw,
-            )
+            # Sway: 6 px sideways at 2 rad/s, 3 px up and down at 4/3 rad/s.
+            box = paste(canvas, sprites[k % len(sprites)], cx + 6 * np.sin(2 * t + phase[k]),
+                        cy + 3 * np.cos(4 * t / 3 + phase[k]), fw)  # fmt: skip
             boxes.append(box)
-        seq.frames.append(canvas)
-        seq.gt_boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
+        yield canvas, np.array(boxes, np.float32).reshape(-1, 4)
+
+
+def classroom_of(n_faces: int = 30, n_frames: int = 12, fps: float = 4.0, size=(1080, 1920), seed: int = 1) -> Sequence:
+    """``classroom_frames`` as a ``Sequence`` in memory (short clips)."""
+    seq = Sequence([], np.arange(n_frames) / fps)
+    for frame, boxes in classroom_frames(n_faces, n_frames, fps, size, seed):
+        seq.frames.append(frame)
+        seq.gt_boxes.append(boxes)
         seq.gt_person.append(np.arange(n_faces))
     return seq
 

@@ -6,6 +6,8 @@ import itertools
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from recognition.tracking import TrackSummary, link_chunks
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows
@@ -133,3 +135,96 @@ def test_a_chain_of_lookalikes_does_not_merge_two_different_people():
         threshold=0.75,
     )
     assert len({m[(0, 0)], m[(1, 0)], m[(2, 0)]}) >= 2 and m[(0, 0)] != m[(2, 0)]
+
+
+# -- the pipeline's chunk API on real footage ---------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _pipeline_run(video: str, chunk_seconds: float, overlap_s: float = 1.0):
+    from affectline.settings import Settings
+    from ingest.pipeline import Pipeline
+
+    msgs: list[tuple[float, str]] = []
+    with Pipeline(Settings(academic_model="cues", chunk_seconds=chunk_seconds), device="cpu") as p:
+        p.chunk_overlap_s = overlap_s
+        out = p.apply(realseq.MEDIA / video, hook=lambda f, m: msgs.append((f, m)), fps=4)
+    return out, msgs
+
+
+def _match_persons(a, b) -> dict[int, int]:
+    """Person key in ``a`` -> key in ``b`` with the same face boxes at the same times (most samples)."""
+    from recognition.tracking.geometry import iou
+
+    out = {}
+    for pa in a.tracks:
+        best, score = None, 0
+        for pb in b.tracks:
+            common, ia, ib = np.intersect1d(np.round(pa.times * 1000), np.round(pb.times * 1000), return_indices=True)
+            n = int((np.diag(iou(pa.face_boxes[ia], pb.face_boxes[ib])) >= 0.5).sum()) if len(common) else 0
+            if n > score:
+                best, score = pb.key, n
+        if best is not None and score >= 0.9 * len(pa.times):
+            out[pa.key] = best
+    return out
+
+
+def test_chunked_pipeline_gives_the_persons_and_bins_of_a_single_pass():
+    """The crowd (4.2 s, 1080p) in 1 s chunks with 1 s of overlap: the same persons, each bin once."""
+    single, _ = _pipeline_run("crowd_walk_1080p.mp4", 60.0)
+    chunked, msgs = _pipeline_run("crowd_walk_1080p.mp4", 1.0)
+    assert len(single.tracks) >= 3
+    assert len(chunked.tracks) == len(single.tracks)
+    m = _match_persons(single, chunked)
+    assert sorted(m) == sorted(t.key for t in single.tracks) and len(set(m.values())) == len(m), m
+    for pa in single.tracks:
+        pb = chunked.tracks[m[pa.key]]
+        assert len(pb.sources) >= 2 or pa.bins.t_start.max() < 1.0  # really cut into chunks
+        # Every bin once, the same bins, in order; the scores of the same samples.
+        assert pb.bins.t_start.is_unique and pb.bins.t_start.is_monotonic_increasing
+        assert pb.bins.t_start.tolist() == pa.bins.t_start.tolist()
+        assert pb.bins.face_visible.tolist() == pa.bins.face_visible.tolist()
+        both = pa.bins.engagement.notna() & pb.bins.engagement.notna()
+        assert np.abs(pa.bins.engagement[both].to_numpy() - pb.bins.engagement[both].to_numpy()).max(initial=0) < 0.15
+        assert len(pb.times) == len(np.unique(pb.times))  # no sample twice
+        assert abs(len(pb.times) - len(pa.times)) <= 1
+    # Same work counted once: faces per nominal frame add up to the single pass's.
+    assert abs(chunked.n_face_samples - single.n_face_samples) <= 0.05 * single.n_face_samples
+    # Progress: never past its total, ends at 1, and the last bin ends where the clip ends.
+    fr = [f for f, _ in msgs]
+    assert fr == sorted(fr) and fr[-1] == 1.0
+    for _, msg in msgs:
+        if "frames" in msg:
+            done, total = (int(x) for x in msg.split(": ")[1].split(" ")[0].split("/"))
+            assert done <= total, msg
+    assert max(t.bins.t_end.max() for t in chunked.tracks) == pytest.approx(chunked.info.duration)
+
+
+def test_a_chunk_result_survives_bytes_and_links_alone():
+    from affectline.settings import Settings
+    from ingest.pipeline import ChunkResult, Pipeline, link_chunk_results
+    from ingest.video import VideoSource
+
+    src = VideoSource(realseq.MEDIA / "two_people_head_turns_270p.mp4")
+    with Pipeline(Settings(academic_model="cues", store_thumbnails=True), device="cpu") as p:
+        parts = [p.analyse_chunk(src, i, a, b, fps=4, overlap_s=1.0) for i, (a, b) in enumerate([(0, 2), (2, 4.48)])]
+    back = [ChunkResult.from_bytes(c.to_bytes()) for c in parts]
+    for c, r in zip(parts, back):
+        assert (r.index, r.window, r.analysed, r.info) == (c.index, c.window, c.analysed, c.info)
+        assert r.analysed.start == max(0, c.window.start - 1.0)
+        assert len(r.tracks) == len(c.tracks)
+        for a, b in zip(c.tracks, r.tracks):
+            pd.testing.assert_frame_equal(a.bins, b.bins)
+            np.testing.assert_array_equal(a.features, b.features)
+            np.testing.assert_array_equal(a.overlap_boxes, b.overlap_boxes)
+            assert a.thumbnail == b.thumbnail and (a.thumbnail is None or a.thumbnail[:2] == b"\xff\xd8")
+            # Only the nominal window's samples and bins.
+            assert ((a.times >= c.window.start) & (a.times < c.window.end)).all()
+            assert ((a.bins.t_start >= c.window.start) & (a.bins.t_start < c.window.end)).all()
+    out = link_chunk_results(back[::-1], src.info, 4.0)  # order does not matter
+    assert len(out.tracks) == 2
+    for t in out.tracks:
+        assert [c for c, _ in t.sources] == [0, 1]  # stitched across the boundary
+        assert t.bins.t_start.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and t.bins.t_end.iloc[-1] == pytest.approx(4.48)
+    with pytest.raises(ValueError, match="repeat"):
+        link_chunk_results([back[0], back[0]], src.info, 4.0)

@@ -18,22 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance, robust_mean
-from recognition.tracking.tracker import TrackerConfig, TrackSummary, _cxcywh, _xyxy, motion_cost
-
-
-def extrapolate(times: np.ndarray, boxes: np.ndarray, t: float, window_s: float = 0.6) -> np.ndarray:
-    """Where a track's face box would be at time ``t``: a straight-line fit of its last ``window_s``
-    of boxes, run on for at most one second (as the tracker's Kalman prediction is)."""
-    times, boxes = np.asarray(times, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
-    if t <= times[-1]:
-        return boxes[-1]
-    recent = times >= times[-1] - window_s
-    tt, bb = times[recent], _cxcywh(boxes[recent])
-    if len(tt) < 2 or np.ptp(tt) <= 0:
-        return boxes[-1]
-    slope = ((tt - tt.mean())[:, None] * (bb - bb.mean(0))).sum(0) / ((tt - tt.mean()) ** 2).sum()
-    last = _cxcywh(boxes[-1:])[0]
-    return _xyxy(last + slope * min(t - times[-1], 1.0))[0]
+from recognition.tracking.config import TrackerConfig, TrackSummary
+from recognition.tracking.geometry import extrapolate, motion_cost
 
 
 def pair_cost(
@@ -209,10 +195,47 @@ def link_fragments(
     return _link(pieces, cfg) if pieces else []
 
 
+def match_by_overlap(
+    left: Sequence[tuple[np.ndarray, np.ndarray]],
+    right: Sequence[tuple[np.ndarray, np.ndarray]],
+    min_iou: float = 0.5,
+) -> list[tuple[int, int]]:
+    """Pairs (i, j) of tracks of two neighbouring chunks that are one face in the frames both analysed.
+
+    ``left[i]`` and ``right[j]`` are (times (n,), xyxy boxes (n, 4)) of each track in the
+    overlap of the two chunks. Both chunks decode the same frames there, so one face
+    gives boxes at the same times on both sides; two faces of one frame never overlap by
+    ``min_iou`` (the detector's NMS removes such pairs). A pair's score is the number of
+    shared times where its boxes overlap by ``min_iou``; a pair counts when that is more
+    than half of its shared times, and each track is paired at most once (Hungarian, most
+    agreement first).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from recognition.tracking.geometry import iou
+
+    if not len(left) or not len(right):
+        return []
+    agree = np.zeros((len(left), len(right)))
+    for i, (ta, ba) in enumerate(left):
+        ka = np.round(np.asarray(ta, np.float64) * 1000).astype(np.int64)
+        for j, (tb, bb) in enumerate(right):
+            kb = np.round(np.asarray(tb, np.float64) * 1000).astype(np.int64)
+            common, ia, ib = np.intersect1d(ka, kb, return_indices=True)
+            if not len(common):
+                continue
+            ok = np.diag(iou(np.asarray(ba)[ia], np.asarray(bb)[ib])) >= min_iou
+            if ok.sum() * 2 > len(common):
+                agree[i, j] = ok.sum()
+    rows, cols = linear_sum_assignment(-agree)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if agree[r, c] > 0]
+
+
 def link_chunks(
     chunks: list[list[TrackSummary]],
     threshold: float | None = None,
     config: TrackerConfig | None = None,
+    joined: Sequence[tuple[tuple[int, int], tuple[int, int]]] = (),
 ) -> dict[tuple[int, int], int]:
     """Map (chunk index, local track id) to a global person id across chunks of one video.
 
@@ -223,8 +246,9 @@ def link_chunks(
     one that appears elsewhere, later, must be within ``threshold`` (default: the
     tracker's ``reid_threshold``) of the other's mean embedding, as a single pass would
     re-identify it. So a chunked run gives the persons of a single pass. Tracks of one
-    chunk never join each other. Global ids are numbered 0, 1, ... in order of first
-    appearance.
+    chunk never join each other. ``joined`` lists pairs of (chunk, track id) known to be
+    one person already (seen in the overlap of two chunks, ``match_by_overlap``): they are
+    joined first. Global ids are numbered 0, 1, ... in order of first appearance.
     """
     cfg = config or TrackerConfig()
     if threshold is not None:
@@ -245,6 +269,30 @@ def link_chunks(
         )
         for k, (ci, s) in enumerate(items)
     ]
+    if joined:
+        pieces = _join_known(pieces, items, joined)
     groups = _link(pieces, cfg)
     groups.sort(key=lambda g: min((items[k][1].start, items[k][0], items[k][1].track_id) for k in g))
     return {(items[k][0], items[k][1].track_id): gid for gid, g in enumerate(groups) for k in g}
+
+
+def _join_known(pieces: list[_Piece], items, joined) -> list[_Piece]:
+    """Union the pieces named in ``joined`` (pairs of (chunk, track id)) before linking the rest."""
+    key = {(ci, s.track_id): k for k, (ci, s) in enumerate(items)}
+    parent = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in joined:
+        if a in key and b in key:
+            ra, rb = root(key[a]), root(key[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[_Piece]] = {}
+    for k, p in enumerate(pieces):
+        groups.setdefault(root(k), []).append(p)
+    return [g[0] if len(g) == 1 else _Piece.join(g) for g in groups.values()]

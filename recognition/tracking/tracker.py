@@ -36,105 +36,11 @@ from scipy.optimize import linear_sum_assignment
 
 from affectline.types import Detections
 from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance, robust_mean
+from recognition.tracking.config import TrackerConfig, TrackSummary
+from recognition.tracking.geometry import cxcywh, motion_cost, smooth_boxes, xyxy
+from recognition.tracking.merge import link_fragments
 
 _INF = 1e6
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tracker thresholds; each trades one failure for another (times in seconds)."""
-
-    high_score: float = 0.8
-    """Detections at or above this start tracks and are matched first. Lower: faint
-    detections (often false) start tracks; higher: a face must be clear to get a track."""
-    low_score: float = 0.5
-    """Detections in [low_score, high_score) only extend existing tracks, on motion alone
-    (ByteTrack's second pass). Lower: tracks survive worse views but may swallow a false
-    detection next to them."""
-    motion_gate: float = 1.0
-    """Largest distance, in face widths, between a track's predicted centre and a detection
-    one frame later. Larger: fast movers and low frame rates keep their tracks; smaller:
-    neighbours are less likely to be confused (matters when faces sit close together)."""
-    gate_growth_per_s: float = 1.0
-    """The motion gate widens by this fraction per second a track goes unseen, since the
-    prediction grows uncertain."""
-    max_scale_change: float = 1.5
-    """Largest ratio between the widths of a track's last box and a detection (a face that
-    turns or bows changes its box, a face twice the size is someone else)."""
-    appearance_veto: float = 0.8
-    """dlib distance above which a detection can never continue a track seen a moment ago
-    (within ``embed_after_gap_s``), whatever the motion says. Different people are mostly
-    0.7-0.9 apart, but one person's occluded or bowed face can be 0.7 from their frontal
-    one, so this bar only stops clear swaps (people crossing)."""
-    appearance_gate: float = 0.65
-    """The stricter bar for a track unseen a while: a face resuming it by motion, or
-    re-identified near where it was lost, must be this close. dlib's own same-person bar
-    is 0.6. Lower: fewer wrong joins, more broken tracks after occlusions."""
-    appearance_weight: float = 0.5
-    """Share of the embedding distance in the matching cost when both sides have one."""
-    max_gap_s: float = 1.0
-    """A track unseen for longer no longer matches by motion, only by appearance. Longer:
-    bridges longer occlusions by position; shorter: less risk of a different person
-    stepping into the empty place."""
-    reid_threshold: float = 0.5
-    """dlib distance under which an unmatched face is given a lost track's id wherever it
-    appears, and under which ``finish`` joins fragments. Stricter than matching because no
-    motion backs it up. Higher: fewer fragments, more risk of merging two look-alikes."""
-    reid_window_s: float = 600.0
-    """How long a lost track can still be re-identified."""
-    near_reid_s: float = 3.0
-    """A face reappearing within this long near where a track was lost (the motion gate
-    widened by the time away) needs only ``appearance_gate``: someone stepping out from
-    behind another person. Later, the place says little and ``reid_threshold`` applies."""
-    embed_every_s: float = 5.0
-    """An unambiguously matched track gets a fresh embedding this often once it is
-    established. Shorter: a richer appearance gallery (better re-identification after pose
-    changes) at ~0.1 s a face."""
-    embed_first_s: float = 0.5
-    """A new track's second embedding comes this long after its first, and the interval
-    doubles up to ``embed_every_s``: a person seen only briefly still leaves a few views to be
-    re-identified by (one occluded view alone often is not enough)."""
-    embed_after_gap_s: float = 0.5
-    """A face that resumes a track unseen for this long is embedded, to check it is the same person."""
-    min_embed_px: float = 24.0
-    """Faces narrower than this are not embedded (dlib descriptors of smaller faces are too
-    noisy to tell people apart); they are tracked by motion only."""
-    gallery_size: int = 16
-    """Embeddings kept per track for matching; the most redundant is dropped first."""
-    min_hits: int = 3
-    """``finish`` drops tracks with fewer detections (after joining fragments): spurious
-    detections rarely repeat in one place. Higher: fewer ghost tracks, but brief glimpses
-    vanish. Tracks seen in the first or last frame are kept whatever their length: in a
-    chunked run they may continue in the neighbouring chunk (``link_chunks``)."""
-    smooth_sigma_s: float = 0.2
-    """Gaussian smoothing of boxes in time in ``finish``; 0 disables it."""
-    summary_samples: int = 8
-    """Embeddings kept in each ``TrackSummary`` besides the mean, spread over the track."""
-
-
-@dataclass
-class TrackSummary:
-    """One person's final track: observed times, smoothed face boxes, appearance."""
-
-    track_id: int
-    times: np.ndarray  # (n,) seconds, increasing
-    boxes: np.ndarray  # (n, 4) smoothed xyxy face boxes
-    scores: np.ndarray  # (n,) detector scores
-    embedding: np.ndarray  # (128,) geometric median of the track's embeddings; NaN when it has none
-    embedding_samples: np.ndarray  # (k, 128) a few embeddings spread over the track
-    source_ids: tuple[int, ...] = ()  # online ids (as returned by update) joined into this track
-
-    @property
-    def start(self) -> float:
-        return float(self.times[0])
-
-    @property
-    def end(self) -> float:
-        return float(self.times[-1])
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 class _Kalman:
@@ -176,35 +82,6 @@ class _Kalman:
         self.P = self.P - K @ self.P[:4, :]
 
 
-def _cxcywh(boxes: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-
-
-def _xyxy(c: np.ndarray) -> np.ndarray:
-    c = np.asarray(c, np.float64).reshape(-1, 4)
-    return np.stack([c[:, 0] - c[:, 2] / 2, c[:, 1] - c[:, 3] / 2, c[:, 0] + c[:, 2] / 2, c[:, 1] + c[:, 3] / 2], 1)
-
-
-def motion_cost(ref: np.ndarray, dt: np.ndarray, boxes: np.ndarray, cfg: TrackerConfig) -> np.ndarray:
-    """(m, n) centre distance between reference boxes (m, 4) and boxes (n, 4), over the gate.
-
-    The distance is in face widths (the larger of the two boxes); the gate is
-    ``motion_gate`` widened by ``gate_growth_per_s`` for each of the ``dt`` (m,) seconds since
-    the reference was seen. Pairs outside the gate, or whose widths differ by more than
-    ``max_scale_change``, are inf; the rest lie in [0, 1).
-    """
-    a, b = _cxcywh(ref), _cxcywh(boxes)
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    width = np.maximum(a[:, None, 2], b[None, :, 2]).clip(1.0)
-    cost = np.linalg.norm(a[:, None, :2] - b[None, :, :2], axis=2) / width
-    cost /= cfg.motion_gate * (1 + cfg.gate_growth_per_s * np.maximum(np.asarray(dt, np.float64), 0))[:, None]
-    ratio = np.maximum(a[:, None, 2], b[None, :, 2]) / np.minimum(a[:, None, 2], b[None, :, 2]).clip(1.0)
-    cost[(cost >= 1) | (ratio > cfg.max_scale_change)] = np.inf
-    return cost
-
-
 @dataclass
 class _Track:
     id: int
@@ -227,7 +104,7 @@ class _Track:
     def add(self, t: float, box: np.ndarray, score: float, emb: np.ndarray | None, gallery_size: int) -> None:
         if self.times:
             self.kf.predict(t - self.last_t)
-            self.kf.update(_cxcywh(box)[0])
+            self.kf.update(cxcywh(box)[0])
         self.times.append(t)
         self.boxes.append(np.asarray(box, np.float32))
         self.scores.append(float(score))
@@ -269,7 +146,7 @@ class Tracker:
     @staticmethod
     def _predicted(tracks: list[_Track], t: float) -> np.ndarray:
         """(tracks, 4) xyxy boxes: each track's Kalman prediction at ``t``."""
-        return _xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4))
+        return xyxy(np.array([tr.kf.predicted(t - tr.last_t) for tr in tracks]).reshape(-1, 4))
 
     def _motion_cost(self, tracks: list[_Track], dets: Detections, t: float) -> np.ndarray:
         """(tracks, dets) gated motion cost against each track's Kalman prediction at ``t``."""
@@ -394,7 +271,7 @@ class Tracker:
         # 4. New tracks for the confident faces left over.
         by_id = {tr.id: tr for tr in self._tracks}
         for j in np.flatnonzero(high & (ids < 0)):
-            tr = _Track(self._next_id, _Kalman(_cxcywh(dets.boxes[j])[0]))
+            tr = _Track(self._next_id, _Kalman(cxcywh(dets.boxes[j])[0]))
             self._tracks.append(tr)
             by_id[tr.id] = tr
             ids[j] = tr.id
@@ -408,8 +285,6 @@ class Tracker:
     # -- end of video ------------------------------------------------------------------
     def finish(self) -> list[TrackSummary]:
         """Final tracks after the last frame: fragments joined, short tracks dropped, boxes smoothed."""
-        from recognition.tracking.merge import link_fragments
-
         c = self.config
         groups = link_fragments(
             [np.array(tr.times) for tr in self._tracks],
@@ -447,27 +322,4 @@ class Tracker:
         return sorted(out, key=lambda s: s.track_id)
 
 
-def smooth_boxes(times: np.ndarray, boxes: np.ndarray, sigma_s: float) -> np.ndarray:
-    """Local linear regression of (cx, cy, w, h) on time with Gaussian weights (sigma ``sigma_s``).
-
-    Unlike a plain moving average it does not drag the first and last boxes of a moving
-    face towards the middle of the track, nor lag behind steady motion.
-    """
-    boxes = np.asarray(boxes, np.float32)
-    if sigma_s <= 0 or len(boxes) < 3:
-        return boxes.copy()
-    t = np.asarray(times, np.float64)
-    c = _cxcywh(boxes)
-    lo = np.searchsorted(t, t - 3 * sigma_s, "left")
-    hi = np.searchsorted(t, t + 3 * sigma_s, "right")
-    out = c.copy()
-    for i in range(len(t)):
-        dt = t[lo[i] : hi[i]] - t[i]
-        w = np.exp(-0.5 * (dt / sigma_s) ** 2)
-        s0, s1, s2 = w.sum(), (w * dt).sum(), (w * dt * dt).sum()
-        y = c[lo[i] : hi[i]]
-        m0, m1 = (w[:, None] * y).sum(0), (w[:, None] * dt[:, None] * y).sum(0)
-        det = s0 * s2 - s1 * s1
-        # Intercept of the weighted line fit; a plain weighted mean where the fit is degenerate.
-        out[i] = (s2 * m0 - s1 * m1) / det if det > 1e-12 * max(s0 * s2, 1e-12) else m0 / s0
-    return _xyxy(out).astype(np.float32)
+__all__ = ["Tracker", "TrackerConfig", "TrackSummary", "smooth_boxes"]

@@ -1,0 +1,86 @@
+"""Decoding: the frames to analyse, sampled at the analysis rate, a small batch at a time.
+
+``open_video`` gives ``ingest.video.VideoSource`` (decord, PyAV fallback) where decord
+is installed, and otherwise ``Cv2Source``, which reads with OpenCV alone: a GPU box
+with only torch, numpy and OpenCV can still decode. Both sample the same frame indices
+(``sample_indices``), so results do not depend on the decoder that read them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from affectline.types import VideoInfo
+from ingest.video import FrameBatch, VideoError, VideoSource, sample_indices
+
+
+def open_video(path: str | Path):
+    """A decodable video (``VideoSource`` or ``Cv2Source``); ``VideoError`` for bad input."""
+    try:
+        return VideoSource(path)
+    except ModuleNotFoundError:  # no decord here (e.g. a bare GPU box): OpenCV decodes
+        return Cv2Source(path)
+
+
+class Cv2Source:
+    """``VideoSource``'s interface (``info``, ``batches``, ``decode_all``) on ``cv2.VideoCapture``."""
+
+    backend = "cv2"
+
+    def __init__(self, path: str | Path):
+        import cv2
+
+        self.path = Path(path)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path}: file not found or empty")
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            cap.release()
+        if n <= 0 or fps <= 0 or w <= 0:
+            raise VideoError(f"{self.path}: no video frames could be read")
+        self.info = VideoInfo(str(self.path), fps, n, w, h)
+
+    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None) -> Iterator[FrameBatch]:
+        import cv2
+
+        info = self.info
+        idx = sample_indices(info.n_frames, info.fps, fps)
+        times = idx / info.fps
+        keep = (times >= start) & (times < (end if end is not None else np.inf))
+        idx = idx[keep]
+        if not len(idx):
+            return
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx[0]))
+            pos = int(idx[0])
+            buf_i, buf_f = [], []
+            for k in idx.tolist():
+                while pos < k:  # grab() skips without converting colours
+                    if not cap.grab():
+                        raise VideoError(f"{self.path}: video is truncated near {pos / info.fps:.1f} s")
+                    pos += 1
+                ok, frame = cap.read()
+                pos += 1
+                if not ok:
+                    raise VideoError(f"{self.path}: video is truncated near {k / info.fps:.1f} s")
+                buf_i.append(k)
+                buf_f.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                if len(buf_i) == batch_size:
+                    ii = np.array(buf_i)
+                    yield FrameBatch(ii, ii / info.fps, np.stack(buf_f))
+                    buf_i, buf_f = [], []
+            if buf_i:
+                ii = np.array(buf_i)
+                yield FrameBatch(ii, ii / info.fps, np.stack(buf_f))
+        finally:
+            cap.release()
+
+    def decode_all(self, fps: float | None = None) -> int:
+        return sum(len(b.indices) for b in self.batches(fps or self.info.fps, batch_size=16))
