@@ -66,18 +66,21 @@ class DlibReader:
         """``n`` dlib-encoded floats, decoded in a tight loop (the shape predictor holds ~1M)."""
         out = np.empty(n, np.float64)
         data, pos = self.data, self.pos
-        for i in range(n):
-            vals = []
-            for _ in range(2):  # mantissa then exponent
-                ctrl = data[pos]
-                size = ctrl & 0x0F
-                v = int.from_bytes(data[pos + 1 : pos + 1 + size], "little")
-                vals.append(-v if ctrl & 0x80 else v)
-                pos += 1 + size
-            m, e = vals
-            out[i] = math.ldexp(m, e) if e < 32000 else {32000: math.inf, 32001: -math.inf}.get(e, math.nan)
+        try:
+            for i in range(n):
+                vals = []
+                for _ in range(2):  # mantissa then exponent
+                    ctrl = data[pos]
+                    size = ctrl & 0x0F
+                    v = int.from_bytes(data[pos + 1 : pos + 1 + size], "little")
+                    vals.append(-v if ctrl & 0x80 else v)
+                    pos += 1 + size
+                m, e = vals
+                out[i] = math.ldexp(m, e) if e < 32000 else {32000: math.inf, 32001: -math.inf}.get(e, math.nan)
+        except (IndexError, OverflowError):
+            pos = len(data) + 1
         if pos > len(data):
-            raise self.fail("file ends inside a float array")
+            raise self.fail("file ends (or is not dlib's) inside a float array")
         self.pos = pos
         return out
 
