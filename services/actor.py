@@ -42,7 +42,7 @@ class Actor:
 def actor_for_user(s: Session, user_id: int) -> Actor | None:
     """Re-read the user and their grants (never cached: a revoked grant takes effect at once)."""
     user = s.get(User, user_id)
-    if user is None:
+    if user is None or user.disabled:  # a disabled user acts nowhere, from their next request on
         return None
     ids = access.visible_group_ids(s, user)
     return Actor(user.id, user.username, Role(user.role), None if ids is None else tuple(ids))

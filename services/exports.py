@@ -8,6 +8,7 @@ from typing import Literal
 
 import pandas as pd
 
+from affectline.csvsafe import frame_to_csv
 from services.actor import Actor, require
 from services.db import scope, visible_session
 from storage import repo
@@ -29,8 +30,8 @@ class Export:
 
 def frame_bytes(df: pd.DataFrame, fmt: ExportFormat) -> bytes:
     """The export file's bytes (CSV or Parquet)."""
-    if fmt == "csv":
-        return df.to_csv(index=False, float_format=FLOAT_FORMAT).encode()
+    if fmt == "csv":  # text cells neutralised against spreadsheet formulas (affectline.csvsafe)
+        return frame_to_csv(df, FLOAT_FORMAT).encode()
     if fmt == "parquet":
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)

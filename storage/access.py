@@ -23,23 +23,31 @@ Permission table (``PERMISSIONS``)::
     view_audit                             x     read the audit log
     manage_privacy                         x     consent records, consent-required groups, retention (audited)
 
-Passwords are stored as ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>``;
-a user with no password hash cannot log in with a password.
+Passwords are hashed with argon2id (``argon2-cffi``, its RFC 9106 low-memory profile). Hashes
+of the earlier ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>`` form still verify and are
+replaced by an argon2id hash at the next successful login (``authenticate``). A password
+must have at least ``MIN_PASSWORD_LENGTH`` characters; a user with no password hash, or a
+disabled user, cannot log in. Throttling and lockout of repeated failures: ``storage.logins``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+from functools import lru_cache
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from storage.models import Group, Recording, Role, SessionKind, User, UserGroup
+from storage.labels import clean_label
+from storage.models import Group, LoginSession, Recording, Role, SessionKind, User, UserGroup, utcnow
 
-PBKDF2_ITERATIONS = 240_000
-_ALGO = "pbkdf2_sha256"
+MIN_PASSWORD_LENGTH = 12  # NIST SP 800-63B: length, not composition rules, makes a password hard to guess
+MAX_PASSWORD_LENGTH = 1024  # hashing a megabyte per guess would be a cheap denial of service
+_LEGACY = "pbkdf2_sha256"
+_HASHER = PasswordHasher()  # argon2id; parameters live in each hash, so they can be raised later
 
 ACTIONS = (
     "view_sessions",
@@ -78,31 +86,57 @@ ROLE_KIND: dict[Role, SessionKind] = {Role.teacher: SessionKind.classroom, Role.
 # --- passwords ---------------------------------------------------------------------------
 
 
-def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """A salted PBKDF2-SHA256 hash in ``algo$iterations$salt$hash`` form."""
+def check_password(password: str | None) -> str:
+    """``password`` if acceptable, else ``ValueError`` saying why (never echoes the password)."""
     if not password:
-        raise ValueError("password must not be empty")
-    salt = secrets.token_bytes(16)
+        raise ValueError("the password must not be empty")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"the password is {len(password)} characters long; at least {MIN_PASSWORD_LENGTH} are needed")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValueError(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (salted, ``$argon2id$v=19$m=...`` form) of an acceptable password."""
+    return _HASHER.hash(check_password(password))
+
+
+def legacy_pbkdf2_hash(password: str, iterations: int = 240_000, salt: bytes | None = None) -> str:
+    """A hash in the pre-argon2 form (what older databases hold); kept to test their upgrade."""
+    import secrets
+
+    salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"{_ALGO}${iterations}${salt.hex()}${digest.hex()}"
+    return f"{_LEGACY}${iterations}${salt.hex()}${digest.hex()}"
 
 
 def verify_password(stored: str | None, password: str) -> bool:
-    """True when ``password`` matches ``stored``; compares in constant time."""
-    if not stored or not password:
+    """True when ``password`` matches ``stored`` (argon2id, or a legacy PBKDF2 hash)."""
+    if not stored or not password or len(password) > MAX_PASSWORD_LENGTH:
         return False
-    try:
-        algo, iters, salt_hex, hash_hex = stored.split("$")
-        if algo != _ALGO:
+    if stored.startswith(_LEGACY + "$"):
+        try:
+            _, iters, salt_hex, hash_hex = stored.split("$")
+            digest = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt_hex), int(iters))
+        except ValueError:  # malformed stored hash: never matches
             return False
-        digest = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt_hex), int(iters))
-    except ValueError:  # malformed stored hash: never matches
+        return hmac.compare_digest(digest.hex(), hash_hex)
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-    return hmac.compare_digest(digest.hex(), hash_hex)
 
 
-# A fixed hash checked when the username is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = f"{_ALGO}${PBKDF2_ITERATIONS}${'00' * 16}${'00' * 32}"
+def needs_rehash(stored: str) -> bool:
+    """Whether a hash that just verified should be replaced (legacy form, or weaker parameters)."""
+    return stored.startswith(_LEGACY + "$") or _HASHER.check_needs_rehash(stored)
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Checked when the username is unknown (or has no password), so that costs as long as a wrong password."""
+    return _HASHER.hash("not a password of anyone here")
 
 
 # --- users -------------------------------------------------------------------------------
@@ -110,23 +144,22 @@ _DUMMY_HASH = f"{_ALGO}${PBKDF2_ITERATIONS}${'00' * 16}${'00' * 32}"
 
 def create_user(s: Session, username: str, role: Role | str, password: str | None = None) -> User:
     """Add a user; without a password they cannot log in (until ``set_password``)."""
-    username = username.strip()
-    if not username:
-        raise ValueError("username must not be empty")
-    if s.scalar(select(User).where(User.username == username)) is not None:
+    username = clean_label(username, "username", max_len=100)
+    if get_user(s, username) is not None:
         raise ValueError(f"user {username!r} already exists")
     try:
         role = Role(role)
     except ValueError:
         raise ValueError(f"role {role!r} is not one of {[r.value for r in Role]}") from None
-    user = User(username=username, role=role, password_hash=hash_password(password) if password else None)
+    user = User(username=username, role=role, password_hash=None if password is None else hash_password(password),
+                disabled=False)  # fmt: skip
     s.add(user)
     s.flush()
     return user
 
 
 def get_user(s: Session, username: str) -> User | None:
-    return s.scalar(select(User).where(User.username == username))
+    return s.scalar(select(User).where(User.username == username.strip()))
 
 
 def list_users(s: Session) -> list[User]:
@@ -134,22 +167,48 @@ def list_users(s: Session) -> list[User]:
 
 
 def set_password(s: Session, user_id: int, password: str | None) -> None:
-    """Set or (with ``None``) remove a user's password."""
+    """Set or (with ``None``) remove a user's password; their open dashboard logins end."""
     user = _user(s, user_id)
-    user.password_hash = hash_password(password) if password else None
+    user.password_hash = None if password is None else hash_password(password)
+    end_logins(s, user_id)
 
 
 def set_role(s: Session, user_id: int, role: Role | str) -> None:
     _user(s, user_id).role = Role(role)
 
 
+def set_disabled(s: Session, user_id: int, disabled: bool) -> None:
+    """Disable (cannot log in; open dashboard logins end) or re-enable a user. Kept, not deleted:
+    the audit trail names them."""
+    user = _user(s, user_id)
+    user.disabled = bool(disabled)
+    if disabled:
+        end_logins(s, user_id)
+    s.flush()
+
+
+def end_logins(s: Session, user_id: int) -> None:
+    """Close every dashboard login of a user (``storage.logins`` sessions)."""
+    s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+
+
 def authenticate(s: Session, username: str, password: str) -> User | None:
-    """The user when the name and password match, else None (no hint which was wrong)."""
-    user = get_user(s, username.strip())
-    if user is None:
-        verify_password(_DUMMY_HASH, password)  # same cost as a real check
+    """The user when the name and password match and the user is enabled, else None (no hint
+    which was wrong). A legacy or outdated hash is replaced by a fresh argon2id one. Counting
+    and locking out failures is ``storage.logins.attempt``'s job, not this function's."""
+    user = get_user(s, username) if username else None
+    if user is None or not user.password_hash:
+        verify_password(_dummy_hash(), password)  # same cost as a real check
         return None
-    return user if verify_password(user.password_hash, password) else None
+    if not verify_password(user.password_hash, password):
+        return None
+    if user.disabled:
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = _HASHER.hash(password)  # the password was fine when set; do not re-check its length
+    user.last_login_at = utcnow()
+    s.flush()
+    return user
 
 
 def _user(s: Session, user_id: int) -> User:
@@ -162,11 +221,25 @@ def _user(s: Session, user_id: int) -> User:
 # --- grants and visibility ---------------------------------------------------------------
 
 
+def grant_problem(role: Role | str, kind: SessionKind | str) -> str | None:
+    """Why granting a ``kind`` group to a ``role`` would change nothing, or None when it takes effect."""
+    role, kind = Role(role), SessionKind(kind)
+    if role is Role.admin:
+        return "an administrator already sees every group"
+    if ROLE_KIND[role] is not kind:
+        return f"a {role.value} sees only {ROLE_KIND[role].value} groups, not {kind.value} ones"
+    return None
+
+
 def grant(s: Session, user_id: int, group_id: int) -> None:
-    """Give a user access to a group (idempotent)."""
-    _user(s, user_id)
-    if s.get(Group, group_id) is None:
+    """Give a user access to a group (idempotent). Refused (``ValueError``) where it would have
+    no effect: a therapy group to a teacher, a class to a clinician, anything to an admin."""
+    user = _user(s, user_id)
+    group = s.get(Group, group_id)
+    if group is None:
         raise LookupError(f"group {group_id} does not exist")
+    if why := grant_problem(user.role, group.kind):
+        raise ValueError(f"not granted: {why} ({group.name} to {user.username})")
     if s.get(UserGroup, (user_id, group_id)) is None:
         s.add(UserGroup(user_id=user_id, group_id=group_id))
         s.flush()

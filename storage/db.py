@@ -87,13 +87,34 @@ def _upgrade(url: str) -> None:
 
     cfg = alembic_config(url)
     # Reuse our engine (SQLite pragmas, folder creation) rather than letting env.py make its own.
-    with get_engine(url).begin() as conn:
+    with _migration_connection(get_engine(url)) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
         if _at_head(conn, cfg):
             return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _migration_connection(engine: Engine) -> Iterator:
+    """A connection in a transaction for the migrations. On SQLite with foreign keys off, as
+    SQLite documents for table rebuilds (batch mode): with them on, dropping the old copy of a
+    parent table cascades into its children. Checked before commit, and on again after."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: before begin()
+            conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows whose foreign keys point nowhere; rolled back")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def _at_head(conn, cfg) -> bool:

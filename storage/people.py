@@ -28,6 +28,7 @@ from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import from_blob, to_blob
+from storage.labels import clean_label
 from storage.models import (
     FeatureSeries,
     IdentityOverride,
@@ -108,12 +109,8 @@ def find_enrolled(s: Session, group_id: int | None, name: str) -> Person | None:
 
 
 def _clean_name(name: str) -> str:
-    name = " ".join(name.split())
-    if not name:
-        raise ValueError("a person's name cannot be empty")
-    if len(name) > 200:
-        raise ValueError(f"name {name[:40]!r}... is {len(name)} characters long; at most 200")
-    return name
+    # One line of visible text (no tabs, newlines or other control characters), at most 200 long.
+    return clean_label(name, "a person's name", max_len=200)
 
 
 def _track_embedding(tr: Track, why: str) -> np.ndarray:

@@ -49,6 +49,9 @@ def now() -> datetime:
 
 
 def get_or_create_group(s: Session, name: str, kind: SessionKind | str) -> Group:
+    from storage.labels import clean_label
+
+    name = clean_label(name, "group name", max_len=200)
     g = s.scalar(select(Group).where(Group.name == name))
     if g is not None:
         return g
@@ -366,7 +369,10 @@ def session_persons(s: Session, session_id: int) -> list[tuple[Person, int]]:
 
 
 def audit(s: Session, actor: str, action: str, target: str, **detail: Any) -> None:
-    s.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+    """An audit row, with the target's name as it is now (``storage.audit.write``)."""
+    from storage.audit import write
+
+    write(s, actor, action, target, **detail)
 
 
 def audit_log(s: Session, limit: int = 200) -> list[AuditEntry]:

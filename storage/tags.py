@@ -19,8 +19,10 @@ from typing import TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from affectline.csvsafe import header_row, restore, writer_row
 from affectline.types import EXPRESSION_CLASSES
-from storage.models import AuditEntry, Person, Recording, Tag, TagLabel
+from storage.labels import clean_label
+from storage.models import Person, Recording, Tag, TagLabel
 
 BUILTIN_LABELS: tuple[str, ...] = EXPRESSION_CLASSES
 RESERVED_LABELS = frozenset({"uncertain"})  # the model's own "no guess" output, never a tag
@@ -36,7 +38,9 @@ class TagError(ValueError):
 
 
 def _audit(s: Session, actor: str, action: str, target: str, **detail) -> None:
-    s.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+    from storage.audit import write  # with the target's name as it is now
+
+    write(s, actor, action, target, **detail)
 
 
 # --- vocabulary ----------------------------------------------------------------------------
@@ -61,9 +65,10 @@ def vocabulary(s: Session) -> list[str]:
 
 def add_label(s: Session, name: str, actor: str) -> TagLabel:
     """Add a clinic label to the vocabulary; returns the existing one if already there."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise TagError(f"label {name!r} must be 1-100 characters")
+    try:
+        name = clean_label(name, "tag label", max_len=100)
+    except ValueError as e:
+        raise TagError(str(e)) from None
     if name.lower() in RESERVED_LABELS:
         raise TagError(f"label {name!r} is reserved for the model's own output")
     ensure_vocabulary(s)
@@ -268,7 +273,8 @@ def _import_rows(s: Session, rows: Iterable[dict], name: str, author: str) -> Im
     res = ImportResult()
     # Raising aborts the caller's transaction (session_scope), so one bad row stores nothing.
     for line, row in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        # restore: a file written by export_csv has formula-like text quoted ('=...); read it back as typed
+        row = {(k or "").strip(): restore((v or "").strip()) for k, v in row.items()}
         try:
             if row.get("person_id"):
                 pid = int(row["person_id"])
@@ -316,15 +322,14 @@ def export_csv(
     """Write the latest version of each tag as CSV (``CSV_COLUMNS``); audited. Returns the row count."""
     tags = latest_tags(s, person_id=person_id, session_id=session_id, include_deleted=include_deleted)
     cols = CSV_COLUMNS + (("deleted",) if include_deleted else ())
-    w = csv.writer(dest)
-    w.writerow(cols)
+    dest.write(header_row(cols) + "\r\n")
     for t in tags:
         vals = {c: getattr(t, c) for c in cols}
         vals["is_baseline"] = int(t.is_baseline)
         vals["created_at"] = t.created_at.isoformat() if t.created_at else ""
         if include_deleted:
             vals["deleted"] = int(t.deleted)
-        w.writerow([vals[c] for c in cols])
+        dest.write(writer_row([vals[c] for c in cols], float_format=None) + "\r\n")  # text cells neutralised (affectline.csvsafe)
     _audit(s, actor, "export_tags", f"person:{person_id}" if person_id else f"session:{session_id}" if session_id else "all",
            rows=len(tags))  # fmt: skip
     return len(tags)

@@ -7,16 +7,24 @@ import pytest
 from tests.dashboard_factories import seed
 from storage import access, repo
 from storage.db import session_scope
-from storage.models import Role, SessionKind, User
+from storage.models import Role, SessionKind, User, UserGroup
 
 
-def test_hash_is_salted_and_verifies_only_the_right_password():
-    h1, h2 = access.hash_password("s3cret", iterations=1000), access.hash_password("s3cret", iterations=1000)
+def test_hash_is_salted_argon2id_and_verifies_only_the_right_password():
+    h1, h2 = access.hash_password("s3cret passphrase"), access.hash_password("s3cret passphrase")
     assert h1 != h2  # different salts
-    assert h1.startswith("pbkdf2_sha256$1000$")
-    assert access.verify_password(h1, "s3cret") and access.verify_password(h2, "s3cret")
-    assert not access.verify_password(h1, "s3cret ")
+    assert h1.startswith("$argon2id$v=19$")
+    assert access.verify_password(h1, "s3cret passphrase") and access.verify_password(h2, "s3cret passphrase")
+    assert not access.verify_password(h1, "s3cret passphrase ")
     assert not access.verify_password(h1, "")
+    assert not access.needs_rehash(h1)
+
+
+def test_legacy_pbkdf2_hashes_still_verify_and_need_a_rehash():
+    old = access.legacy_pbkdf2_hash("s3cret", iterations=1000)
+    assert old.startswith("pbkdf2_sha256$1000$")
+    assert access.verify_password(old, "s3cret") and not access.verify_password(old, "s3cret ")
+    assert access.needs_rehash(old)
 
 
 @pytest.mark.parametrize("stored", [None, "", "garbage", "md5$1$00$00", "pbkdf2_sha256$x$zz$00"])
@@ -24,28 +32,30 @@ def test_malformed_or_missing_hash_never_matches(stored):
     assert access.verify_password(stored, "anything") is False
 
 
-def test_empty_password_is_refused():
+def test_empty_and_short_passwords_are_refused():
     with pytest.raises(ValueError, match="empty"):
         access.hash_password("")
+    with pytest.raises(ValueError, match=f"11 characters long; at least {access.MIN_PASSWORD_LENGTH}"):
+        access.hash_password("x" * 11)
 
 
 def test_create_user_authenticate_and_set_password(db_url):
     with session_scope(db_url) as s:
-        u = access.create_user(s, "  mme_dupont ", "teacher", "pw-1")
+        u = access.create_user(s, "  mme_dupont ", "teacher", "password one")
         nopw = access.create_user(s, "nopw", Role.clinician)
         uid, nid = u.id, nopw.id
     with session_scope(db_url) as s:
-        assert access.authenticate(s, "mme_dupont", "pw-1").id == uid  # name is stripped on create
-        assert access.authenticate(s, "mme_dupont", "pw-2") is None
-        assert access.authenticate(s, "nobody", "pw-1") is None
+        assert access.authenticate(s, "mme_dupont", "password one").id == uid  # name is stripped on create
+        assert access.authenticate(s, "mme_dupont", "password two") is None
+        assert access.authenticate(s, "nobody", "password one") is None
         assert access.authenticate(s, "nopw", "") is None  # no password: cannot log in
-        access.set_password(s, nid, "later")
+        access.set_password(s, nid, "set later, long")
         access.set_password(s, uid, None)
     with session_scope(db_url) as s:
-        assert access.authenticate(s, "nopw", "later").id == nid
-        assert access.authenticate(s, "mme_dupont", "pw-1") is None
+        assert access.authenticate(s, "nopw", "set later, long").id == nid
+        assert access.authenticate(s, "mme_dupont", "password one") is None
         stored = s.get(User, nid).password_hash
-        assert "later" not in stored and stored.startswith("pbkdf2_sha256$")
+        assert "set later, long" not in stored and stored.startswith("$argon2id$")
 
 
 def test_create_user_errors_name_the_problem(db_url):
@@ -68,9 +78,16 @@ def test_visible_groups_follow_role_and_grants(db_url):
         assert access.visible_group_ids(s, admin) is None
         assert access.visible_group_ids(s, teacher) == [ids.groups["class-a"]]
         assert access.visible_group_ids(s, clinician) == [ids.groups["child-x"]]
-        # A grant of the wrong kind gives nothing: a teacher never sees a therapy group.
-        access.grant(s, teacher.id, ids.groups["child-x"])
-        access.grant(s, clinician.id, ids.groups["class-b"])
+        # A grant of the wrong kind is refused, and one left from an earlier role gives nothing.
+        with pytest.raises(ValueError, match="a teacher sees only classroom groups, not therapy ones"):
+            access.grant(s, teacher.id, ids.groups["child-x"])
+        with pytest.raises(ValueError, match="a clinician sees only therapy groups"):
+            access.grant(s, clinician.id, ids.groups["class-b"])
+        with pytest.raises(ValueError, match="an administrator already sees every group"):
+            access.grant(s, admin.id, ids.groups["class-b"])
+        s.add_all([UserGroup(user_id=teacher.id, group_id=ids.groups["child-x"]),
+                   UserGroup(user_id=clinician.id, group_id=ids.groups["class-b"])])  # fmt: skip
+        s.flush()
         assert access.visible_group_ids(s, teacher) == [ids.groups["class-a"]]
         assert access.visible_group_ids(s, clinician) == [ids.groups["child-x"]]
         access.grant(s, teacher.id, ids.groups["class-b"])
