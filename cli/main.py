@@ -33,6 +33,7 @@ class _LazyGroup(click.Group):
         "personalize": ("cli.clinic", "personalize"),
         "models": ("cli.clinic", "models"),
         "persons": ("cli.persons", "persons"),
+        "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),
         "retention": ("cli.privacy", "retention"),
     }
@@ -61,6 +62,12 @@ def main(ctx: click.Context, verbose: bool, claim: str | None) -> None:
     """Affectline: per-person emotion and engagement timelines from classroom and therapy video."""
     ctx.obj = {"claim": claim}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from affectline.settings import SettingsError
+
+    try:
+        get_settings()  # a bad AFFECTLINE_* value: one line, before any command runs
+    except SettingsError as e:
+        raise click.ClickException(f"invalid setting: {e}") from None
 
 
 def _bar_hook():
@@ -69,7 +76,7 @@ def _bar_hook():
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
 
     def hook(fraction: float, message: str) -> None:
-        bar.n = round(100 * fraction, 1)
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)  # never past the total
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
@@ -77,32 +84,74 @@ def _bar_hook():
 
 
 def _start_local_worker(log_path: Path) -> subprocess.Popen:
+    queues = ",".join(dict.fromkeys(["celery", get_settings().chunk_queue]))
     cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "--concurrency", "1",
+           "-Q", queues, "-n", f"local-{os.getpid()}-{time.monotonic_ns()}@%h",
            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for_job(url: str, job_id: int, worker: subprocess.Popen | None, hook) -> "Job":  # noqa: F821
+LOCAL_WORKER_RESTARTS = 2
+
+
+def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, restart=None) -> None:
+    """Follow the job row until it ends; a local worker that dies is replaced (its chunk is taken again
+    by the new worker's reaper: the dead process's lease is void at once on this machine)."""
     from storage.db import session_scope
+    from storage.jobs import job_views
     from storage.models import Job, JobStatus
 
+    restarts, warned = 0, False
+    lease_s = get_settings().lease_seconds
     while True:
         with session_scope(url) as s:
             job = s.get(Job, job_id)
+            if job is None:
+                raise click.ClickException(f"job {job_id} is gone: its session was deleted during the analysis")
             status, progress, message = job.status, job.progress, job.message
+            view = next((v for v in job_views(s, lease_s, limit=200) if v.id == job_id), None)
         hook(progress, message)
-        if status in (JobStatus.done, JobStatus.failed):
-            return job
-        if worker is not None and worker.poll() is not None:
-            raise click.ClickException(f"the local worker exited with code {worker.returncode}; see its log")
+        if status not in (JobStatus.queued, JobStatus.running):
+            return
+        if view is not None and view.stale and not warned:
+            warned = True
+            click.echo(f"\njob {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
+                       "(is a worker running? see 'affectline jobs list')", err=True)  # fmt: skip
+        for i, w in enumerate(workers):
+            if w.poll() is None:
+                continue
+            if restart is None or restarts >= LOCAL_WORKER_RESTARTS:
+                msg = f"the local worker exited with code {w.returncode}; job {job_id} stays queued for any worker ('affectline jobs retry {job_id}' or 'affectline worker')"
+                raise click.ClickException(msg)
+            restarts += 1
+            click.echo(f"\nthe local worker exited with code {w.returncode}; starting another ({restarts}/{LOCAL_WORKER_RESTARTS})", err=True)
+            workers[i] = restart()
         time.sleep(0.5)
 
 
+class _Fps(click.ParamType):
+    """Analysis frames per second: a finite number in (0, 60]."""
+
+    name = "fps"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            f = math.nan
+        if not math.isfinite(f) or not 0 < f <= 60:
+            # One line, exit 1 (a usage error would print three).
+            raise click.ClickException(f"--fps {value}: must be a number above 0 and at most 60")
+        return f
+
+
 @main.command()
-@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("video", type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(["classroom", "therapy"]), default="classroom", show_default=True)
-@click.option("--fps", "analysis_fps", type=click.FloatRange(min=0.1, max=60), default=None, help="Analysis frames per second (default AFFECTLINE_ANALYSIS_FPS, 4).")
+@click.option("--fps", "analysis_fps", type=_Fps(), default=None, help="Analysis frames per second (default AFFECTLINE_ANALYSIS_FPS, 4).")
 @click.option("--group", default=None, help="Class or caseload name (default: 'Default class' / 'Default caseload').")
 @click.option("--title", default=None, help="Session title (default: file name).")
 @click.option("--eager", is_flag=True, help="Run the task in this process instead of through a worker.")
@@ -115,6 +164,9 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
     from storage.models import JobStatus
     from storage.repo import get_or_create_group
 
+    from ingest.video import VideoError, VideoSource
+    from storage import jobs as job_rows
+
     settings = get_settings()
     url = _url()
     fps = analysis_fps or settings.analysis_fps
@@ -125,9 +177,15 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
         rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
     except (LookupError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    try:
+        VideoSource(video)  # bad input fails now, in one line, before a worker starts
+    except VideoError as e:
+        with session_scope(url) as s:
+            job_rows.fail_job(s, job_id, str(e))
+        raise click.ClickException(str(e)) from None
     click.echo(f"session {rec_id} (job {job_id}): analysing {video} at {fps:g} fps", err=True)
     bar, hook = _bar_hook()
-    worker = None
+    workers: list[subprocess.Popen] = []
     try:
         if eager:
             from ingest.analysis import JobFailed, run_analysis
@@ -138,24 +196,31 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
                 pass
         else:
             local_broker = settings.resolved_broker_url.startswith("sqla+sqlite")
+            restart = None
             if start_worker if start_worker is not None else local_broker:
-                worker = _start_local_worker(settings.data_dir / "logs" / "worker.log")
+                log_path = settings.data_dir / "logs" / "worker.log"
+                workers.append(_start_local_worker(log_path))
+                restart = lambda: _start_local_worker(log_path)  # noqa: E731
             send_analysis(settings, job_id)  # row committed above
-            _wait_for_job(url, job_id, worker, hook)
+            _wait_for_job(url, job_id, workers, hook, restart=restart)
     finally:
         bar.close()
-        if worker is not None:
-            worker.terminate()
+        for w in workers:
+            w.terminate()
+        for w in workers:
             try:
-                worker.wait(timeout=20)
+                w.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                w.kill()
+                w.wait()
     with session_scope(url) as s:
         from storage.models import Job
 
         job = s.get(Job, job_id)
+        if job is None:
+            raise click.ClickException(f"session {rec_id} was deleted during its analysis")
         if job.status != JobStatus.done:
-            raise click.ClickException(job.error or f"job {job_id} ended as {job.status.value}")
+            raise click.ClickException(job.error or f"job {job_id} ended {job.status.value}")
         click.echo(f"{job.message}", err=True)
     click.echo(rec_id)
 
@@ -163,11 +228,13 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
 @main.command()
 @click.argument("session_id", type=int)
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 def export(session_id: int, fmt: str, output: Path) -> None:
     """Export one row per person per time bin (audited)."""
     from services.exports import export_session
 
+    if output.is_dir():
+        raise click.ClickException(f"{output}: is a folder; give a file name for the export")
     try:
         out = export_session(_url(), _acting(), session_id, fmt, path=str(output))
     except LookupError as e:
@@ -190,10 +257,16 @@ def sessions_list() -> None:
     from storage.db import session_scope
     from storage.repo import latest_job, list_sessions
 
+    from storage.repo import session_states
+
     with session_scope(_url()) as s:
-        for r in list_sessions(s):
+        recs = list_sessions(s)
+        states = session_states(s, [r.id for r in recs])
+        for r in recs:
             j = latest_job(s, r.id)
-            state = f"{j.status.value} {j.progress:.0%}" if j else "-"
+            state = states.get(r.id, "new")
+            if state in ("analysing", "queued") and j is not None:
+                state += f" {min(j.progress, 1.0):.0%}"
             click.echo(f"{r.id}\t{r.kind.value}\t{state}\t{r.title}")
 
 
@@ -203,12 +276,12 @@ def sessions_list() -> None:
 def sessions_delete(session_id: int) -> None:
     """Delete a session with its tracks, timelines and tags (audited)."""
     from storage.db import session_scope
-    from storage.repo import delete_session
+    from storage.repo import SessionBusy, delete_session
 
     with session_scope(_url()) as s:
         try:
             delete_session(s, session_id, _actor())
-        except LookupError as e:
+        except (LookupError, SessionBusy) as e:
             raise click.ClickException(str(e)) from None
     click.echo(f"deleted session {session_id}", err=True)
 
@@ -267,13 +340,17 @@ def users_list() -> None:
 
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes (each loads its own models).")
-def worker(concurrency: int) -> None:
-    """Run a Celery worker for the configured broker (blocks)."""
+@click.option("--queues", "-Q", default=None,
+              help="Queues to take tasks from (default: 'celery' and AFFECTLINE_CHUNK_QUEUE; GPU workers: 'gpu').")  # fmt: skip
+def worker(concurrency: int, queues: str | None) -> None:
+    """Run a Celery worker for the configured broker (blocks). Any number may run, on any machines."""
     _url()
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
     # Share the cores between the worker processes rather than oversubscribing them.
     os.environ.setdefault("AFFECTLINE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "--loglevel", "INFO"])
+    q = queues or ",".join(dict.fromkeys(["celery", get_settings().chunk_queue]))
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "-Q", q,
+                              "-n", f"affectline-{os.getpid()}@%h", "--loglevel", "INFO"])  # fmt: skip
 
 
 @main.command()

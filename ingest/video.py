@@ -30,6 +30,21 @@ class FrameBatch:
     frames: np.ndarray  # (b, H, W, 3) uint8 RGB
 
 
+MIN_SIDE = 24  # pixels: the smallest face searched for is 12 px, a frame needs room around it
+
+# Still-image formats recognised by their first bytes (PyAV opens them as one-frame "videos").
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+                (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))  # fmt: skip
+
+
+def _image_kind(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _IMAGE_MAGIC if head.startswith(magic)), None)
+
+
 def sample_indices(n_frames: int, src_fps: float, fps: float) -> np.ndarray:
     """Source frame indices for sampling at ``fps`` (all frames if fps >= src_fps)."""
     if n_frames <= 0:
@@ -53,6 +68,9 @@ class VideoSource:
             raise VideoError(f"{self.path}: is a folder, not a video file")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: file is empty")
+        image = _image_kind(self.path)
+        if image:
+            raise VideoError(f"{self.path}: is a {image} image, not a video")
         self._reader = None
         self._keys: np.ndarray | None = None  # decord's keyframe indices, read on first seek
         self.backend = ""
@@ -72,6 +90,13 @@ class VideoSource:
             n, fps, w, h = self._open_pyav()
         if n <= 0 or fps <= 0 or w <= 0:
             raise VideoError(f"{self.path}: no video frames could be read")
+        if not np.isfinite(fps):
+            raise VideoError(f"{self.path}: the video declares no usable frame rate ({fps})")
+        if w < MIN_SIDE or h < MIN_SIDE:
+            # decord hands back garbage shapes for tiny frames, and no face fits anyway.
+            raise VideoError(f"{self.path}: frames are {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} are needed to find faces")
+        if n < 2:
+            raise VideoError(f"{self.path}: has a single frame (a still image?), not a video")
         return VideoInfo(str(self.path), fps, n, w, h)
 
     def _open_pyav(self) -> tuple[int, float, int, int]:
