@@ -7,6 +7,8 @@ and ``storage.access``; nothing here imports torch, ``recognition`` or ``ingest`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from affectline.settings import get_settings
@@ -21,6 +23,7 @@ PAGES = (  # (file, title, icon, action the role needs)
     ("views/review.py", "Review & tags", ":material/sell:", "review"),
     ("views/people.py", "People", ":material/group:", "manage_people"),
     ("views/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users"),
+    ("views/consent.py", "Consent & retention", ":material/verified_user:", "manage_privacy"),
 )
 
 
@@ -29,16 +32,28 @@ def main() -> None:
     settings = get_settings()
     url = settings.resolved_database_url
     viewer = auth.current_viewer(url, settings)
+    auth.sync_cookie()
     if viewer is None:
-        st.navigation([st.Page(lambda: auth.login_page(url), title="Log in", url_path="login")], position="hidden").run()
+        st.navigation(_login_pages(url, settings), position="hidden").run()
         return
     pages = [st.Page(path, title=title, icon=icon) for path, title, icon, action in PAGES if viewer.can(action)]
     with st.sidebar:
         st.markdown(f"**{viewer.username}** · {viewer.role.value}")
         if st.button("Log out", key="logout"):
-            auth.logout()
+            auth.logout(url)
             st.rerun()
     st.navigation(pages).run()
+
+
+def _login_pages(url: str, settings) -> list:
+    """The login form under every page's address: a deep link opened before logging in shows the
+    form, and after the login the same address (same page, same query) shows the page itself.
+    (Streamlit identifies a page by its url_path, so the form and the page share an identity.)"""
+
+    def form() -> None:
+        auth.login_page(url, settings)
+
+    return [st.Page(form, title="Log in", url_path=Path(path).stem, default=i == 0) for i, (path, *_) in enumerate(PAGES)]
 
 
 if __name__ == "__main__":  # streamlit runs the script as __main__; importing it shows nothing

@@ -1,0 +1,98 @@
+"""Consent & retention (administrators): the consent register, each group's policy, expiry now."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import streamlit as st
+
+from affectline.settings import get_settings
+from dashboard import auth, data
+from services import privacy
+
+settings = get_settings()
+url = settings.resolved_database_url
+viewer = auth.require_viewer()
+auth.require(viewer, "manage_privacy")
+
+st.title("Consent & retention")
+if flash := st.session_state.pop("privacy_flash", None):
+    st.success(flash)
+
+
+def _do(fn, *args, ok: str) -> None:
+    """Run an audited change; show its error in one line, or remember the success and rerun."""
+    try:
+        out = fn(url, viewer, *args)
+    except (ValueError, LookupError, PermissionError) as e:
+        st.error(str(e))
+    else:
+        data.invalidate()  # timelines may have been deleted: no cached page may show them
+        st.session_state["privacy_flash"] = ok(out) if callable(ok) else ok
+        st.rerun()
+
+
+consent_tab, policy_tab = st.tabs(["Consent", "Groups: consent required, retention"])
+
+with consent_tab:
+    st.caption("In a group that requires consent, only persons with valid analysis consent get a per-person "
+               "timeline; everyone else (and every face not enrolled) counts only toward the class curve. "
+               "A recorded 'no' is honoured in every group. Withdrawing deletes the person's stored timelines, "
+               "tracks, face embeddings, tags and thumbnails; it is recorded in the audit log.")  # fmt: skip
+    table = privacy.consent_frame(privacy.consent_register(url, viewer))
+    if table.empty:
+        st.info("No enrolled persons yet: name a person on the People page first.")
+    else:
+        st.dataframe(table, hide_index=True, key="consent_table")
+        names = dict(zip(table["person_id"].astype(int), table["person"] + " (" + table["group"] + ")"))
+        st.subheader("Record consent")
+        with st.form("grant_consent", clear_on_submit=True):
+            c1, c2 = st.columns(2)
+            pid = c1.selectbox("Person", list(names), format_func=names.get, key="grant_person")
+            purpose = c2.radio("For", ["analysis", "thumbnails"], horizontal=True, key="grant_purpose")
+            c1, c2 = st.columns(2)
+            scope_text = c1.text_input("Scope (as on the signed form)", key="grant_scope")
+            no_expiry = c2.checkbox("No expiry", value=True, key="grant_no_expiry")
+            until = c2.date_input("Valid until", value=date.today() + timedelta(days=365), key="grant_until")
+            if st.form_submit_button("Record consent"):
+                _do(privacy.grant_consent, pid, purpose, scope_text, None if no_expiry else until,
+                    ok=f"{purpose.capitalize()} consent recorded for {names.get(pid)}.")  # fmt: skip
+        st.subheader("Withdraw consent")
+        c1, c2, c3, c4 = st.columns([2, 1, 2, 1], vertical_alignment="bottom")
+        wid = c1.selectbox("Person", list(names), format_func=names.get, key="withdraw_person")
+        wpurpose = c2.radio("For", ["analysis", "thumbnails"], key="withdraw_purpose")
+        sure = c3.checkbox("Delete what this consent covered", key="withdraw_sure")
+        if c4.button("Withdraw", type="primary", disabled=not sure, key="withdraw_button"):
+            _do(privacy.withdraw_consent, wid, wpurpose,
+                ok=lambda n: f"Consent withdrawn; deleted {', '.join(f'{v} {k}' for k, v in n.items() if v) or 'nothing'}.")
+
+with policy_tab:
+    rows = privacy.policies(url, viewer)
+    st.dataframe(
+        [{"group": r.group, "kind": r.kind, "consent required": r.consent_required,
+          "keep sessions (days)": r.retention_days or "forever", "sessions": r.sessions, "expired now": r.expired}
+         for r in rows],
+        hide_index=True, key="policy_table",
+    )  # fmt: skip
+    groups = {r.group_id: r for r in rows}
+    if groups:
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        gid = c1.selectbox("Group", list(groups), format_func=lambda i: groups[i].group, key="policy_group")
+        req = c2.toggle("Consent required", value=groups[gid].consent_required, key=f"policy_required_{gid}")
+        if c3.button("Save", key="policy_required_save"):
+            _do(privacy.require_consent, gid, req,
+                ok=f"{groups[gid].group}: consent {'required' if req else 'not required'}.")  # fmt: skip
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        forever = c1.checkbox("Keep sessions forever", value=groups[gid].retention_days is None, key=f"keep_{gid}")
+        days = c2.number_input("Keep sessions (days)", min_value=1, max_value=36_500, step=1,
+                               value=groups[gid].retention_days or 365, key=f"days_{gid}", disabled=forever)  # fmt: skip
+        if c3.button("Save", key="policy_days_save"):
+            _do(privacy.set_retention, gid, None if forever else int(days),
+                ok=f"{groups[gid].group}: sessions kept {'forever' if forever else f'{int(days)} days'}.")  # fmt: skip
+    st.subheader("Delete expired sessions now")
+    st.caption("The worker's schedule does this every hour; expired sessions go with their timelines, tags, "
+               "jobs and uploaded video, and can no longer be exported. Each deletion is in the audit log.")  # fmt: skip
+    n = sum(r.expired for r in rows)
+    if st.button(f"Delete {n} expired session(s)", disabled=n == 0, key="retention_run"):
+        _do(lambda u, v: privacy.run_retention(u, v, settings.data_dir),
+            ok=lambda r: f"Deleted {len(r.deleted)} session(s), {r.total_rows} rows, {len(r.files_removed)} file(s).")
