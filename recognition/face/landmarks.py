@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Self
 
-import cv2
 import numpy as np
 
 from affectline.features import BLENDSHAPE_NAMES
@@ -196,6 +195,7 @@ class FaceLandmarker:
                     break
 
     def _landmark_one(self, k: int, frame: np.ndarray, box: np.ndarray, scale: float, out: LandmarkResult, i: int) -> bool:
+        import cv2  # here, not at the top: the torch landmarker imports this module where cv2 is absent
         import mediapipe as mp
 
         a, x0, y0, side = crop_transform(box, scale, self.size)

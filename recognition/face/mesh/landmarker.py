@@ -14,8 +14,9 @@ then reproduces MediaPipe's graph step by step, for all crops of many frames at 
      468 landmarks, then ``pose_from_matrix`` as for MediaPipe's matrix.
 Resampling follows OpenCV's warps as MediaPipe's CPU path runs them: pixel index
 coordinates (a region's corner at the first pixel's centre), source positions rounded to
-1/32 px and results rounded to uint8 before scaling, zero border for the crop and the
-detector, replicated border for the mesh input.
+1/32 px, integer weights and results rounded to uint8 before scaling, zero border for the
+detector, replicated border for the mesh input. The frame crops themselves follow cv2 5's
+warpAffine, which the MediaPipe wrapper uses (exact positions, zero border).
 """
 
 from __future__ import annotations
@@ -70,19 +71,37 @@ def _round_u8(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5).clamp_(0.0, 255.0)
 
 
-def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str, quantise: bool = True) -> torch.Tensor:
-    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded.
-
-    quantise: round source positions to 1/32 px as the OpenCV inside MediaPipe does
-    (INTER_TAB_SIZE); the project's own crops (cv2 5's warpAffine) sample exactly.
-    """
+def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
+    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded, as cv2 5's
+    warpAffine computes them (exact positions and weights); border 'zeros' or 'border' (replicate)."""
     h, w = img.shape[-2:]
-    if quantise:
-        sx = torch.round(sx * 32.0) / 32.0
-        sy = torch.round(sy * 32.0) / 32.0
     grid = torch.stack((sx * (2.0 / max(w - 1, 1)) - 1.0, sy * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
     out = F.grid_sample(img, grid.to(img.dtype), mode="bilinear", padding_mode=border, align_corners=True)
     return _round_u8(out)
+
+
+def _sample_fixed(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
+    """As ``_sample`` with the OpenCV inside MediaPipe's fixed-point bilinear: source positions
+    rounded to 1/32 px (INTER_TAB_SIZE), integer weights, half levels rounded up. Done with
+    exact small-integer arithmetic: grid_sample's float weights would tip the many exact
+    half-level results either way."""
+    n, c, h, w = img.shape
+    x = torch.round(sx.double() * 32.0).long()
+    y = torch.round(sy.double() * 32.0).long()
+    ix, iy = x >> 5, y >> 5
+    fx, fy = (x & 31).to(img.dtype), (y & 31).to(img.dtype)
+    flat = img.reshape(n, c, h * w)
+    val = torch.zeros(n, c, *sx.shape[1:], dtype=img.dtype, device=img.device)
+    for dy, wy in ((0, 32.0 - fy), (1, fy)):
+        for dx, wx in ((0, 32.0 - fx), (1, fx)):
+            px, py = ix + dx, iy + dy
+            if border == "zeros":
+                inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h)).to(img.dtype)
+            px, py = px.clamp(0, w - 1), py.clamp(0, h - 1)
+            tap = flat.gather(2, (py * w + px).reshape(n, 1, -1).expand(n, c, -1)).reshape(val.shape)
+            wt = wx * wy if border != "zeros" else wx * wy * inside
+            val += tap * wt[:, None]
+    return torch.floor((val + 512.0) / 1024.0).clamp_(0.0, 255.0)
 
 
 def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -> torch.Tensor:
@@ -91,11 +110,11 @@ def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -
     Output pixel (u, v) samples cx + R(angle) . ((u/size - 1/2) w, (v/size - 1/2) h), as
     OpenCV's warpPerspective between a RotatedRect's corners and the output's corners.
     """
-    t = (torch.arange(size, dtype=img.dtype, device=img.device) / size - 0.5)
-    cx, cy, w, h, a = (rects[:, i, None, None] for i in range(5))
+    t = torch.arange(size, dtype=torch.float64, device=img.device) / size - 0.5
+    cx, cy, w, h, a = (rects[:, i, None, None].double() for i in range(5))
     dx, dy = t[None, None, :] * w, t[None, :, None] * h
     c, s = torch.cos(a), torch.sin(a)
-    return _sample(img, cx + c * dx - s * dy, cy + s * dx + c * dy, border)
+    return _sample_fixed(img, cx + c * dx - s * dy, cy + s * dx + c * dy, border)
 
 
 @dataclass
@@ -273,7 +292,7 @@ class TorchFaceLandmarker:
         sx, sy = sx.expand(n, s, s), sy.expand(n, s, s)
         # One grid_sample per frame: the n crops side by side in one output row.
         gx, gy = sx.permute(1, 0, 2).reshape(1, s, n * s), sy.permute(1, 0, 2).reshape(1, s, n * s)
-        out = _sample(frame, gx, gy, "zeros", quantise=False)
+        out = _sample(frame, gx, gy, "zeros")
         return out.reshape(3, s, n, s).permute(2, 0, 1, 3).contiguous(), geo
 
     def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:

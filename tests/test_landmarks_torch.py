@@ -1,0 +1,214 @@
+"""The torch FaceLandmarker against MediaPipe itself, on real footage.
+
+Faces are dlib HOG boxes on the group photo, the head-turn clip (frames 0, 17, 20, 40, 43,
+eyes open and shut) and the crowd (frames 40, 60, 90). Two comparisons:
+  * the same 256 x 256 crop (cv2.warpAffine, as the MediaPipe wrapper makes it) through
+    MediaPipe's FaceLandmarker and through ``TorchFaceLandmarker.analyze_crops``: this
+    measures the re-implemented graph (detector, region, mesh, blendshapes, geometry);
+  * ``FaceLandmarker.analyze`` against ``TorchFaceLandmarker.analyze_many`` on the frames:
+    each makes its own crops (torch's bilinear crop is within 1 grey level of cv2's).
+Tolerances reached on this footage (printed by ``-s``), asserted with some margin:
+  same crop:   landmarks 0.005 px mean / 0.02 px max (crop px), blendshapes 0.0001 mean
+               absolute difference / 0.001 max, head pose 0.01 degrees max;
+  own crops:   landmarks 0.03 px mean / 0.2 px max (crop px), blendshapes 0.0015 mean
+               absolute difference / 0.03 max, head pose 0.15 degrees max.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import decord
+import dlib
+import numpy as np
+import pytest
+
+from affectline.settings import Settings
+from affectline.types import Detections
+from recognition.face.landmarks import FaceLandmarker, LandmarkResult, crop_transform, pose_from_matrix
+from recognition.face.landmarker import load_landmarker
+from recognition.face.mesh.landmarker import TorchFaceLandmarker
+
+from tests.paths import MEDIA
+
+HOG = dlib.get_frontal_face_detector()
+
+
+def hog(frame: np.ndarray, upsample: int) -> Detections:
+    rects = HOG(frame, upsample)
+    boxes = np.array(sorted([r.left(), r.top(), r.right(), r.bottom()] for r in rects), np.float32).reshape(-1, 4)
+    return Detections(boxes, np.ones(len(boxes)))
+
+
+@pytest.fixture(scope="module")
+def footage() -> list[tuple[str, np.ndarray, Detections]]:
+    """(name, frame, boxes) of the three sources; 20+ faces in all."""
+    out = []
+    group = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    out.append(("group", group, hog(group, 1)))
+    vr = decord.VideoReader(str(MEDIA / "two_people_head_turns_270p.mp4"))
+    dets = hog(vr[0].asnumpy(), 1)  # the two sit still: frame 0's boxes serve the clip
+    out += [(f"turns{i}", vr[i].asnumpy(), dets) for i in (0, 17, 20, 40, 43)]
+    vr = decord.VideoReader(str(MEDIA / "crowd_walk_1080p.mp4"))
+    for i in (40, 60, 90):
+        f = vr[i].asnumpy()
+        out.append((f"crowd{i}", f, hog(f, 0)))
+    assert sum(len(d) for _, _, d in out) >= 20
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_lm() -> TorchFaceLandmarker:
+    return TorchFaceLandmarker(Settings(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mediapipe_graph():
+    """MediaPipe's own FaceLandmarker on whole crops, options as the wrapper sets them."""
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from recognition.registry import resolve
+
+    opts = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(resolve("face_landmarker"))),
+        running_mode=vision.RunningMode.IMAGE,
+        num_faces=1,
+        output_face_blendshapes=True,
+        output_facial_transformation_matrixes=True,
+        min_face_detection_confidence=0.5,
+        min_face_presence_confidence=0.5,
+    )
+    g = vision.FaceLandmarker.create_from_options(opts)
+    yield g
+    g.close()
+
+
+def crops_of(footage, scale: float = 1.8) -> np.ndarray:
+    out = []
+    for _, frame, dets in footage:
+        for b in dets.boxes:
+            a = crop_transform(b, scale, 256)[0]
+            out.append(cv2.warpAffine(frame, a, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
+    return np.stack(out)
+
+
+def test_same_crop_gives_mediapipes_landmarks_blendshapes_and_pose(footage, torch_lm, mediapipe_graph):
+    import mediapipe as mp
+
+    crops = crops_of(footage)
+    got = torch_lm.analyze_crops(crops)
+    lm_err, bs_err, pose_err, found = [], [], [], []
+    for j, crop in enumerate(crops):
+        res = mediapipe_graph.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop)))
+        found.append(bool(res.face_landmarks))
+        if not res.face_landmarks or not got.found[j]:
+            continue
+        ref = np.array([(p.x, p.y, p.z) for p in res.face_landmarks[0]], np.float32)
+        lm_err.append(np.linalg.norm(got.landmarks[j, :, :2] - ref[:, :2], axis=1) * 256)
+        bs_err.append(np.abs(got.blendshapes[j] - [c.score for c in res.face_blendshapes[0]]))
+        ref_pose = pose_from_matrix(np.asarray(res.facial_transformation_matrixes[0]))
+        pose_err.append(np.abs(pose_from_matrix(got.matrix[j]) - ref_pose))
+    assert found == got.found.tolist()
+    assert len(lm_err) >= 18  # most HOG faces are found at 1.8x
+    lm_err, bs_err, pose_err = map(np.concatenate, (lm_err, bs_err, pose_err))
+    print(
+        f"\nsame crop, {len(crops)} crops: landmarks {lm_err.mean():.4f}/{lm_err.max():.4f} px (mean/max), "
+        f"blendshapes {bs_err.mean():.5f}/{bs_err.max():.4f}, pose {pose_err.max():.4f} deg max"
+    )
+    assert lm_err.mean() < 0.02 and lm_err.max() < 0.1
+    assert bs_err.mean() < 0.0005 and bs_err.max() < 0.005
+    assert pose_err.max() < 0.05
+
+
+def test_frames_give_the_mediapipe_wrappers_results(footage, torch_lm):
+    frames, dets = [f for _, f, _ in footage], [d for _, _, d in footage]
+    with FaceLandmarker() as mpl:
+        ref = [mpl.analyze(f, d) for f, d in zip(frames, dets)]
+    got = torch_lm.analyze_many(frames, dets)
+    lm_err, bs_err, pose_err = [], [], []
+    for (name, _, d), r, g in zip(footage, ref, got):
+        assert isinstance(g, LandmarkResult) and len(g) == len(d)
+        assert g.found.tolist() == r.found.tolist(), name
+        m = r.found
+        if not m.any():
+            continue
+        # Landmark error in crop pixels: frame pixels times 256 / the crop side, taken as 1.3x the box's
+        # longer side (the smallest scale tried; most faces are found at 1.8x, so this overstates it).
+        side = np.maximum(d.boxes[m, 2] - d.boxes[m, 0], d.boxes[m, 3] - d.boxes[m, 1]) * 1.3
+        lm_err.append((np.linalg.norm(g.landmarks[m, :, :2] - r.landmarks[m, :, :2], axis=2) * (256 / side)[:, None]).ravel())
+        bs_err.append(np.abs(g.blendshapes[m] - r.blendshapes[m]).ravel())
+        pose_err.append(np.abs(g.pose[m] - r.pose[m]).ravel())
+        assert np.isnan(g.landmarks[~m]).all() and np.isnan(g.pose[~m]).all()
+    lm_err, bs_err, pose_err = map(np.concatenate, (lm_err, bs_err, pose_err))
+    print(
+        f"\nown crops: landmarks {lm_err.mean():.4f}/{lm_err.max():.4f} crop px (mean/max), "
+        f"blendshapes {bs_err.mean():.5f}/{bs_err.max():.4f}, pose {pose_err.max():.4f} deg max"
+    )
+    assert lm_err.mean() < 0.1 and lm_err.max() < 1.0
+    assert bs_err.mean() < 0.003 and bs_err.max() < 0.06
+    assert pose_err.max() < 0.5
+
+
+def test_one_batch_across_frames_equals_frame_by_frame(footage, torch_lm):
+    frames, dets = [f for _, f, _ in footage[:6]], [d for _, _, d in footage[:6]]
+    many = torch_lm.analyze_many(frames, dets)
+    for f, d, m in zip(frames, dets, many):
+        one = torch_lm.analyze(f, d)
+        assert one.found.tolist() == m.found.tolist()
+        np.testing.assert_allclose(one.landmarks[one.found], m.landmarks[m.found], atol=2e-3)
+        np.testing.assert_allclose(one.blendshapes[one.found], m.blendshapes[m.found], atol=2e-4)
+        np.testing.assert_allclose(one.pose[one.found], m.pose[m.found], atol=1e-2)
+
+
+def test_bad_boxes_and_empty_input(torch_lm, footage):
+    _, frame, dets = footage[0]
+    boxes = np.concatenate([dets.boxes[:1], [[np.nan, 0, 10, 10], [50, 50, 40, 60]]]).astype(np.float32)
+    r = torch_lm.analyze(frame, Detections(boxes, np.ones(3)))
+    assert r.found.tolist() == [True, False, False]
+    assert len(torch_lm.analyze(frame, Detections(np.zeros((0, 4), np.float32), np.zeros(0)))) == 0
+    assert torch_lm.analyze_many([], []) == []
+    with pytest.raises(ValueError, match="uint8"):
+        torch_lm.analyze(frame.astype(np.float32), dets)
+
+
+def test_settings_pick_the_landmarker():
+    assert isinstance(load_landmarker(Settings(landmarker="torch"), "cpu"), TorchFaceLandmarker)
+    with load_landmarker(Settings(landmarker="mediapipe")) as fl:
+        assert isinstance(fl, FaceLandmarker)
+
+
+def test_converted_file_runs_with_torch_and_numpy_only(torch_lm, footage, tmp_path):
+    """What a GPU machine without tflite, mediapipe or cv2 runs: the cached .pt, torch and numpy."""
+    _, frame, dets = footage[0]
+    np.save(tmp_path / "frame.npy", frame)
+    np.save(tmp_path / "boxes.npy", dets.boxes)
+    ref = torch_lm.analyze(frame, dets)
+    code = f"""
+import sys
+for m in ("tflite", "mediapipe", "cv2", "dlib"):
+    sys.modules[m] = None  # importing any of them now fails
+import numpy as np
+from affectline.types import Detections
+from recognition.face.mesh.landmarker import TorchFaceLandmarker
+frame, boxes = np.load({str(tmp_path / "frame.npy")!r}), np.load({str(tmp_path / "boxes.npy")!r})
+r = TorchFaceLandmarker(device="cpu").analyze(frame, Detections(boxes, np.ones(len(boxes))))
+np.save({str(tmp_path / "bs.npy")!r}, r.blendshapes)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "bs.npy"), ref.blendshapes, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(footage, torch_lm):
+    frames, dets = [f for _, f, _ in footage], [d for _, _, d in footage]
+    cpu = torch_lm.analyze_many(frames, dets)
+    gpu = TorchFaceLandmarker(Settings(), device="cuda").analyze_many(frames, dets)
+    for c, g in zip(cpu, gpu):
+        assert c.found.tolist() == g.found.tolist()
+        m = c.found
+        assert np.abs(c.landmarks[m, :, :2] - g.landmarks[m, :, :2]).max() < 0.5
+        assert np.abs(c.blendshapes[m] - g.blendshapes[m]).max() < 0.03
+        assert np.abs(c.pose[m] - g.pose[m]).max() < 0.5
