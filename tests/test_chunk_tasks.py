@@ -1,0 +1,213 @@
+"""Chunk rows and leases (storage.jobs), concurrent first use, and the chunked job on the real pipeline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from affectline.queue import ANALYZE_TASK
+from storage import jobs, repo
+from storage.db import session_scope
+from storage.models import Job, JobChunk, JobStatus, TimeBin
+
+ROOT = Path(__file__).resolve().parents[1]
+LEASE = 30.0
+
+
+def _job(url: str, n_chunks: int = 3) -> tuple[int, list[int]]:
+    """A job in its chunk phase with ``n_chunks`` queued chunk rows."""
+    with session_scope(url) as s:
+        g = repo.get_or_create_group(s, "Year 5", "classroom")
+        rec = repo.create_recording(s, "/nonexistent/lesson.mp4", "classroom", group_id=g.id)
+        job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": 2.0, "version": "v1"})
+        jid = job.id
+    with session_scope(url) as s:
+        assert jobs.claim_job(s, jid, "plan", "planner", LEASE) is not None
+        chunks = jobs.plan_chunks(s, jid, "v1", [(i * 10.0, (i + 1) * 10.0) for i in range(n_chunks)])
+        assert jobs.enter_chunks(s, jid, "planner")
+        return jid, [c.id for c in chunks]
+
+
+def test_one_claim_wins_and_a_live_lease_is_respected(db_url):
+    jid, (c0, c1, _) = _job(db_url)
+    with session_scope(db_url) as s:
+        assert jobs.claim_chunk(s, c0, "w1", LEASE) is not None
+    with session_scope(db_url) as s:  # a duplicate message on another worker: skipped
+        assert jobs.claim_chunk(s, c0, "w2", LEASE) is None
+        assert jobs.claim_chunk(s, c1, "w2", LEASE) is not None
+    with session_scope(db_url) as s:
+        assert jobs.renew_chunk(s, c0, "w1", LEASE, progress=0.5)
+        assert not jobs.renew_chunk(s, c0, "w2", LEASE)  # not w2's lease
+        assert s.get(JobChunk, c0).lease_owner == "w1"
+
+
+def test_expired_lease_is_reaped_once_and_taken_by_another_worker(db_url):
+    jid, (c0, *_rest) = _job(db_url)
+    with session_scope(db_url) as s:
+        jobs.claim_chunk(s, c0, "dead-worker", LEASE)
+        jobs.mark_sent(s, _rest)
+    later = jobs.utcnow() + timedelta(seconds=LEASE + 1)
+    with session_scope(db_url) as s:
+        assert jobs.reap(s, ANALYZE_TASK, LEASE, 300, now=jobs.utcnow()) == []  # lease still live
+    with session_scope(db_url) as s:
+        found = jobs.reap(s, ANALYZE_TASK, LEASE, 300, now=later)
+    assert found == [jobs.Resend("chunk", c0, None)]
+    with session_scope(db_url) as s:  # a second reaper at the same moment finds nothing more
+        assert jobs.reap(s, ANALYZE_TASK, LEASE, 300, now=later) == []
+    with session_scope(db_url) as s:
+        c = jobs.claim_chunk(s, c0, "w2", LEASE, now=later)
+        assert c is not None and c.attempts == 2
+    with session_scope(db_url) as s:  # the dead worker cannot store over the new owner
+        assert not jobs.finish_chunk(s, c0, "dead-worker", b"late")
+        assert jobs.finish_chunk(s, c0, "w2", b"result")
+        assert s.get(JobChunk, c0).result == b"result"
+
+
+def test_a_dead_process_of_this_machine_loses_its_lease_at_once(db_url):
+    jid, (c0, *_r) = _job(db_url)
+    with session_scope(db_url) as s:
+        jobs.claim_chunk(s, c0, "host:1:dead", LEASE)
+    with session_scope(db_url) as s:
+        assert jobs.claim_chunk(s, c0, "w2", LEASE, dead=lambda o: o == "host:1:dead") is not None
+
+
+def test_owner_dead_knows_live_gone_and_zombie_processes():
+    import os
+    import socket
+
+    from ingest.chunks import owner_dead, owner_id
+
+    host = socket.gethostname()
+    assert not owner_dead(owner_id())
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    while p.poll() is None:
+        pass
+    assert owner_dead(f"{host}:{p.pid}:x")  # reaped: gone
+    z = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, z.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    assert owner_dead(f"{host}:{z.pid}:x")
+    z.wait()
+    assert not owner_dead(f"elsewhere:{os.getpid()}:x")  # another machine's: only expiry tells
+
+
+def test_link_starts_exactly_once_and_progress_never_passes_its_total(db_url):
+    jid, ids = _job(db_url)
+    for i, cid in enumerate(ids):
+        with session_scope(db_url) as s:
+            jobs.claim_chunk(s, cid, f"w{i}", LEASE)
+            jobs.renew_chunk(s, cid, f"w{i}", LEASE, progress=7.0)  # a hook overshooting ("6/5 frames")
+            assert s.get(Job, jid).progress <= jobs.LINK_SHARE
+            assert jobs.finish_chunk(s, cid, f"w{i}", b"r")
+            started = jobs.start_link(s, jid)
+        assert started == (i == len(ids) - 1)
+    with session_scope(db_url) as s:
+        assert not jobs.start_link(s, jid)  # the last chunk redelivered: no second link
+        job = s.get(Job, jid)
+        assert (job.phase, job.chunks_done, job.chunks_total) == ("link", 3, 3)
+        assert job.progress == pytest.approx(jobs.LINK_SHARE)
+
+
+def test_replanning_keeps_done_chunks_and_replaces_none(db_url):
+    jid, ids = _job(db_url)
+    with session_scope(db_url) as s:
+        jobs.claim_chunk(s, ids[1], "w", LEASE)
+        jobs.finish_chunk(s, ids[1], "w", b"kept")
+    with session_scope(db_url) as s:
+        jobs.fail_job(s, jid, "worker lost")
+    with session_scope(db_url) as s:
+        jobs.retry_job(s, jid, LEASE)
+    with session_scope(db_url) as s:
+        assert jobs.claim_job(s, jid, "plan", "p2", LEASE) is not None
+        chunks = jobs.plan_chunks(s, jid, "v1", [(i * 10.0, (i + 1) * 10.0) for i in range(3)])
+        assert [c.id for c in chunks] == ids  # same rows, none added
+        assert [c.status for c in chunks] == [JobStatus.queued, JobStatus.done, JobStatus.queued]
+        assert s.get(JobChunk, ids[1]).result == b"kept"
+        assert s.scalar(select(func.count()).select_from(JobChunk)) == 3
+
+
+def test_chunk_abandoned_too_often_fails_the_job(db_url):
+    jid, (c0, *_r) = _job(db_url)
+    t = jobs.utcnow()
+    for k in range(jobs.MAX_ATTEMPTS):
+        with session_scope(db_url) as s:
+            assert jobs.claim_chunk(s, c0, f"w{k}", LEASE, now=t) is not None
+        t += timedelta(seconds=LEASE + 1)
+        with session_scope(db_url) as s:
+            jobs.reap(s, ANALYZE_TASK, LEASE, 1e9, now=t)
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        assert job.status == JobStatus.failed and "abandoned 3 times" in job.error
+
+
+def test_cancel_stops_the_lease_and_stale_jobs_are_visible(db_url):
+    jid, (c0, *_r) = _job(db_url)
+    with session_scope(db_url) as s:
+        jobs.claim_chunk(s, c0, "w", LEASE)
+    later = jobs.utcnow() + timedelta(seconds=3 * LEASE)
+    with session_scope(db_url) as s:
+        (v,) = jobs.job_views(s, LEASE, now=later)
+        assert v.stale and "stale" in v.state
+        assert not jobs.job_views(s, LEASE)[0].stale
+        jobs.cancel_job(s, jid)
+    with session_scope(db_url) as s:
+        assert not jobs.renew_chunk(s, c0, "w", LEASE)  # the worker stops at its next step
+        assert s.get(Job, jid).status == JobStatus.cancelled
+        with pytest.raises(ValueError):
+            jobs.cancel_job(s, jid)
+
+
+def test_concurrent_first_use_migrates_once(tmp_path: Path):
+    """Three processes open one fresh database at once (as three 'affectline analyze' do)."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = f"from storage.db import migrate; migrate({url!r}); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-800:] for _, e in outs]
+    from storage.db import get_engine
+
+    with get_engine(url).connect() as c:
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0005"]
+
+
+@pytest.mark.slow
+def test_chunked_job_equals_one_pass_on_real_footage(tmp_path: Path, media_dir: Path, monkeypatch):
+    """The real pipeline, cut into 1 s chunks through the job rows, finds the persons one pass finds,
+    with every bin of the clip exactly once per person."""
+    from affectline.settings import Settings
+    from ingest.analysis import get_pipeline, run_analysis
+    from services.actor import operator
+    from services.analyses import create_analysis
+    from storage.db import migrate
+
+    video = media_dir / "classroom_4students_270p.mp4"
+    base = Settings(data_dir=tmp_path, academic_model="cues", torch_threads=1, analysis_fps=2.0)
+    url = base.resolved_database_url
+    migrate(url)
+    pipeline = get_pipeline(base)
+    with session_scope(url) as s:
+        gid = repo.get_or_create_group(s, "Year 5", "classroom").id
+    runs = {}
+    for chunk_s in (60.0, 1.0):
+        st = base.model_copy(update={"chunk_seconds": chunk_s})
+        rid, jid = create_analysis(url, operator(None), video, "classroom", gid, 2.0)
+        run_analysis(jid, st, pipeline=pipeline)
+        with session_scope(url) as s:
+            job = s.get(Job, jid)
+            assert job.status == JobStatus.done and job.progress == 1.0
+            n_chunks = s.scalar(select(func.count()).select_from(JobChunk).where(JobChunk.job_id == jid))
+            bins = repo.session_bins(s, rid)
+        runs[chunk_s] = (n_chunks, bins)
+    (n1, one), (n3, chunked) = runs[60.0], runs[1.0]
+    assert n1 == 1 and n3 == 3  # 2.7 s clip: 0-1, 1-2, 2-2.7 s
+    per = lambda b: sorted(b.groupby("person_id").size().tolist())  # noqa: E731
+    assert per(chunked) == per(one)  # same persons, each with the same number of bins
+    n_bins = int(-(-2.7 // 1.0))
+    assert set(per(chunked)) == {n_bins}  # every bin of the clip, for every person
+    assert not chunked.duplicated(["person_id", "t_start"]).any()
+    assert chunked["t_end"].max() == pytest.approx(45 / 16.667, abs=1e-3)  # the last bin ends where the clip ends
