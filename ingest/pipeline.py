@@ -100,15 +100,16 @@ def _limit_heap_fragmentation() -> None:
 
 
 def _load_landmarker(s: Settings, device: str):
-    """The batch landmarker (``recognition.face.load_landmarker``) where it exists, else MediaPipe's."""
-    import recognition.face as face
+    """The landmarker ``Settings.landmarker`` names (``recognition.face.landmarker.load_landmarker``:
+    the batched torch port, or MediaPipe); MediaPipe's own where that factory is not there."""
+    threads = min(s.resolved_torch_threads, 4)  # MediaPipe: one graph per core, one crop at a time each
+    try:
+        from recognition.face.landmarker import load_landmarker
+    except ImportError:
+        from recognition.face.landmarks import FaceLandmarker
 
-    if hasattr(face, "load_landmarker"):
-        return face.load_landmarker(s, device)
-    from recognition.face.landmarks import FaceLandmarker
-
-    # One MediaPipe landmarker per core, up to 4: each runs one face crop at a time.
-    return FaceLandmarker(s, threads=min(s.resolved_torch_threads, 4))
+        return FaceLandmarker(s, threads=threads)
+    return load_landmarker(s, device, threads=threads)
 
 
 def _load_embedder(s: Settings, device: str):
@@ -149,6 +150,10 @@ class Pipeline:
         _limit_heap_fragmentation()
         self.settings = s = settings or get_settings()
         self.device = device or s.torch_device()
+        if str(self.device).startswith("cuda") and (s.landmarker, s.embedder) != ("torch", "torch"):
+            # MediaPipe and dlib run on the CPU only: on a GPU their torch ports carry the work.
+            log.info("device %s: torch landmarker and embedder instead of %s/%s", self.device, s.landmarker, s.embedder)
+            s = self.settings = s.model_copy(update={"landmarker": "torch", "embedder": "torch"})
         self.clock = StageClock()
         self.detector = load_detector(s.detector, s, device=self.device)
         self.embedder = _load_embedder(s, self.device)
