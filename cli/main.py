@@ -33,6 +33,7 @@ class _LazyGroup(click.Group):
         "personalize": ("cli.clinic", "personalize"),
         "models": ("cli.clinic", "models"),
         "persons": ("cli.persons", "persons"),
+        "report": ("cli.report", "report"),
         "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),
         "retention": ("cli.privacy", "retention"),

@@ -1,0 +1,183 @@
+"""PDF reports: rendered with poppler (pdftoppm, pdftotext) and checked for what a reader would look for."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from services import report_charts, reports
+from services.actor import actor_for_user, operator
+from storage import people, repo, tags
+from storage.db import session_scope
+from storage.models import AuditEntry, Recording, SessionKind
+from tests.big_session import add_class_session
+from tests.dashboard_factories import add_analysed_session, seed
+
+
+@pytest.fixture(autouse=True)
+def _poppler() -> None:
+    assert shutil.which("pdftoppm") and shutil.which("pdftotext"), "poppler-utils missing (.ci/run installs it)"
+
+
+def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "r.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True).stdout
+
+
+def flat(text: str) -> str:
+    """The text with line breaks and runs of spaces as single spaces (phrases wrap across lines)."""
+    return " ".join(text.split())
+
+
+def pdf_pages(pdf: bytes, tmp_path: Path, dpi: int = 60) -> list[np.ndarray]:
+    path = tmp_path / "p.pdf"
+    path.write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", str(dpi), "-png", str(path), str(tmp_path / "page")], check=True)
+    return [np.asarray(Image.open(p).convert("RGB"), dtype=int) for p in sorted(tmp_path.glob("page-*.png"))]
+
+
+def near(img: np.ndarray, hex_color: str, tol: int = 40) -> np.ndarray:
+    rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+    return np.abs(img - rgb).max(axis=2) <= tol
+
+
+def colourful(img: np.ndarray) -> np.ndarray:
+    return (img.max(axis=2) - img.min(axis=2)) > 60
+
+
+@pytest.fixture()
+def ids(db_url):
+    return seed(db_url)
+
+
+@pytest.fixture()
+def big(db_url, ids):
+    """A 20-minute, 12-student class with a planted dip at 06:40-07:20 (students 01-08) and a hidden face."""
+    sid, pids = add_class_session(db_url, ids.groups["class-a"], minutes=20, n_persons=12, title="Planted class")
+    return sid, pids
+
+
+def test_class_report_has_curve_heat_map_moments_and_ranked_students(db_url, ids, big, tmp_path):
+    sid, _ = big
+    out = reports.session_report(db_url, operator(), sid)
+    assert out.kind == "class" and out.data.startswith(b"%PDF") and out.pages >= 2
+    text = pdf_text(out.data, tmp_path)
+    assert "Class session report: Planted class" in text
+    assert "cues@0123456789ab: interpretable cue model, not a trained classifier" in text
+    assert "not a trained classifier of academic emotion" in flat(text)  # what the model is not
+    # The planted dip (distraction of students 01-08 from 06:40 for 40 s) is a moment, with who.
+    dip = next(line for line in text.splitlines() if "class engagement dipped" in line)
+    start = re.search(r"(\d\d:\d\d)-\d\d:\d\d", dip).group(1)
+    assert abs(60 * int(start[:2]) + int(start[3:]) - 400) <= 15, dip
+    assert "distraction spiked" in text and "Student 01" in text.split("Moments")[1]
+    # Per-student table: every student once, the hidden one (12) with ~5 minutes not visible.
+    table = text.split("Per student")[1]
+    rows = {ln.split()[2]: ln.split() for ln in table.splitlines() if ln.strip().split(" ")[0].isdigit()
+            and "Student" in ln}  # fmt: skip
+    assert sorted(rows) == [f"{i:02d}" for i in range(1, 13)]
+    assert abs(float(rows["12"][-1]) - 5.0) < 0.2 and all(float(r[-1]) < 0.1 for k, r in rows.items() if k != "12")
+    means = [float(rows[k][3]) for k in sorted(rows, key=lambda k: int(rows[k][0]))]
+    assert means == sorted(means)  # ranked lowest first
+
+    pages = pdf_pages(out.data, tmp_path)
+    # Chart areas are drawn: the engagement line and the shaded moments on page 1, the heat map's colours.
+    assert near(pages[0], report_charts.ENGAGEMENT_LINE).sum() > 300
+    assert near(pages[0], "#fbd3b5", tol=25).sum() > 200  # a moment's orange span (alpha 0.18 on white)
+    heat = max(pages, key=lambda p: colourful(p).sum())
+    assert colourful(heat).sum() > 0.15 * heat.shape[0] * heat.shape[1]
+    assert near(heat, report_charts.UNSEEN, tol=6).sum() > 20  # the hidden student's grey cells
+
+
+def test_child_report_shows_tags_uncertain_spans_and_models(db_url, ids, tmp_path):
+    sid, (pid,) = ids.sessions["therapy"], ids.persons["therapy"]
+    with session_scope(db_url) as s:
+        tags.add_tag(s, session_id=sid, person_id=pid, t_start=20.0, t_end=31.0, label="happy", note="played with the dog",
+                     author="clinician")  # fmt: skip
+    clin = _actor(db_url, ids.users["clinician"])
+    out = reports.session_report(db_url, clin, sid)
+    assert out.kind == "child"
+    text = pdf_text(out.data, tmp_path)
+    assert "Therapy session report: therapy lesson" in text
+    assert "fer_mini_xception@ba9876543210: FER2013 mini-Xception expression network" in text
+    assert "no baseline or personal model active" in text and "not as a diagnosis" in flat(text)
+    line = next(ln for ln in text.splitlines() if "played with the dog" in ln)
+    assert "00:20" in line and "00:31" in line and "happy" in line and "clinician" in line
+    assert "uncertain" in text.split("Personal model labels")[1].splitlines()[0]
+    page = pdf_pages(out.data, tmp_path, dpi=100)[0]
+    assert near(page, report_charts.TAG_COLORS[0], tol=30).sum() > 30  # the tag's start line on both panels
+    assert near(page, report_charts.UNSEEN, tol=6).sum() > 300  # the face-not-visible span
+    hatch = near(page, "#616161", tol=25)
+    assert hatch.sum() > 200  # uncertain spans are hatched
+
+
+def test_group_report_over_a_date_range(db_url, ids, tmp_path):
+    g = ids.groups["class-a"]
+    old, (ada_then, ben_then) = add_analysed_session(db_url, g, SessionKind.classroom, "old lesson", 2, seed=7)
+    with session_scope(db_url) as s:
+        s.get(Recording, old).created_at = datetime.now(timezone.utc) - timedelta(days=30)
+        ada, ben = ids.persons["maths"][:2]
+        people.merge(s, ada, ada_then, "teacher")  # the same children, recognised in both sessions
+        people.merge(s, ben, ben_then, "teacher")
+    out = reports.group_report(db_url, operator(), "class-a", date.today() - timedelta(days=40), date.today())
+    text = pdf_text(out.data, tmp_path)
+    assert "Group report: class-a" in text and "Sessions (2)" in text
+    assert "old lesson" in text and "maths lesson" in text and "history lesson" not in text
+    ada = next(ln for ln in text.split("Per student")[1].splitlines() if ln.strip().startswith("Ada"))
+    assert ada.split()[1] == "2"  # seen in both sessions
+    recent = reports.group_report(db_url, operator(), str(g), date.today() - timedelta(days=2))
+    text = pdf_text(recent.data, tmp_path)
+    assert "Sessions (1)" in text and "old lesson" not in text
+    assert colourful(pdf_pages(out.data, tmp_path)[0]).sum() > 500  # the trend chart is drawn
+    with pytest.raises(ValueError, match="before it starts"):
+        reports.group_report(db_url, operator(), g, date.today(), date.today() - timedelta(days=1))
+
+
+def _actor(url, uid):
+    with session_scope(url) as s:
+        return actor_for_user(s, uid)
+
+
+def test_reports_are_audited_and_respect_visibility(db_url, ids):
+    teacher = _actor(db_url, ids.users["teacher"])
+    reports.session_report(db_url, teacher, ids.sessions["maths"])
+    reports.group_report(db_url, teacher, "class-a")
+    for hidden in (ids.sessions["therapy"], ids.sessions["history"], 10_000):
+        with pytest.raises(LookupError, match="does not exist or is not visible"):
+            reports.session_report(db_url, teacher, hidden)
+    with pytest.raises(LookupError, match="does not exist or is not visible"):
+        reports.group_report(db_url, teacher, "child-x")
+    with session_scope(db_url) as s:
+        got = [(e.actor, e.target, e.detail["kind"]) for e in repo.audit_log(s) if e.action == "report"]
+    assert got == [("teacher", f"group:{ids.groups['class-a']}", "group"),
+                   ("teacher", f"session:{ids.sessions['maths']}", "class")]  # fmt: skip
+
+
+def test_cli_report_session_and_group(db_url, ids, big, tmp_path, settings):
+    from cli.main import main
+
+    sid, _ = big
+    runner = CliRunner()
+    res = runner.invoke(main, ["--as", "Ms Head", "report", "session", str(sid), "-o", str(tmp_path / "c.pdf")])
+    assert res.exit_code == 0, res.output
+    assert "class report" in res.output and (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    res = runner.invoke(main, ["report", "group", "class-a", "--from", str(date.today()), "--to", str(date.today()),
+                               "-o", str(tmp_path / "g.pdf")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Planted class" in pdf_text((tmp_path / "g.pdf").read_bytes(), tmp_path)
+    res = runner.invoke(main, ["report", "session", "99999", "-o", str(tmp_path / "x.pdf")])
+    assert res.exit_code != 0 and "session 99999 does not exist" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x.pdf").exists()
+    res = runner.invoke(main, ["report", "group", "class-a", "--from", "last week", "-o", str(tmp_path / "y.pdf")])
+    assert res.exit_code == 2 and "last week" in res.output
+    with session_scope(db_url) as s:
+        actors = [e.actor for e in s.query(AuditEntry).filter(AuditEntry.action == "report")]
+    assert len(actors) == 2 and actors[0].endswith("(as Ms Head)")
