@@ -241,3 +241,300 @@ def personal_figure(bins: pd.DataFrame, tags: pd.DataFrame | None, title: str, s
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
     fig.update_layout(title=title, height=460, margin=dict(l=60, r=20, t=60, b=40))
     return fig
+
+
+# --- issue 11: figures sized to the screen, one mm:ss time axis ---------------------------------
+#
+# Time goes on a plotly *date* axis fed milliseconds from the epoch: plotly then picks ticks that
+# suit the zoom (mm:ss, and h:mm:ss past an hour) and a brushed range comes back as a timestamp.
+# Every figure of a session gets the same x range, so small multiples line up.
+
+MOMENT_COLORS = {"dip": "rgba(21,101,192,0.16)", "confusion": "rgba(239,108,0,0.16)",
+                 "fatigue": "rgba(106,27,154,0.14)", "distraction": "rgba(198,40,40,0.14)"}  # fmt: skip
+TAG_FILL, TAG_LINE = "rgba(255,193,7,0.22)", "rgba(255,160,0,0.9)"
+BASELINE_FILL, BASELINE_LINE = "rgba(76,175,80,0.18)", "rgba(56,142,60,0.9)"
+UNCERTAIN_FILL = "rgba(97,97,97,0.18)"
+HEAT_SCALES = {"engagement": "RdYlGn", "confusion": "Oranges", "fatigue": "Purples", "distraction": "Reds",
+               "enjoyment": "Greens", "neutrality": "Greys"}  # fmt: skip
+
+
+def ms(seconds) -> np.ndarray | float:
+    """Seconds from the start -> the date axis's milliseconds."""
+    if np.isscalar(seconds):
+        return float(seconds) * 1000.0
+    return np.asarray(seconds, dtype=float) * 1000.0
+
+
+def axis_seconds(value) -> float:
+    """A date-axis value plotly sends back (a timestamp string or milliseconds) -> seconds from the start."""
+    if isinstance(value, (int, float, np.floating)):
+        return float(value) / 1000.0
+    ts = pd.Timestamp(str(value))
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert(None)
+    return (ts - pd.Timestamp(0)).total_seconds()
+
+
+def _time_axis(fig: go.Figure, x_range: tuple[float, float], duration: float, **where) -> None:
+    fmt = "%H:%M:%S" if duration >= 3600 else "%M:%S"
+    fig.update_xaxes(type="date", range=[ms(x_range[0]), ms(x_range[1])], tickformat=fmt, hoverformat=fmt, **where)
+
+
+def _mmss(duration: float) -> str:
+    return "%{x|%H:%M:%S}" if duration >= 3600 else "%{x|%M:%S}"
+
+
+def _spans(fig: go.Figure, spans, fill: str, line: str | None = None, label=None, rows=(None,), width: float = 0) -> None:
+    """Vertical bands (one shape each; a handful per chart, never one per bin)."""
+    for i, sp in enumerate(spans):
+        a, b = sp[0], sp[1]
+        text = label(sp) if callable(label) else (label if i == 0 else None)
+        for r in rows:
+            kw = {"row": r, "col": 1} if r is not None else {}
+            fig.add_vrect(x0=ms(a), x1=ms(b), fillcolor=fill, line_width=width, line_color=line, layer="below",
+                          annotation_text=text if r in (None, rows[0]) else None, annotation_position="top left",
+                          annotation_font_size=10, **kw)  # fmt: skip
+
+
+def class_overview_figure(
+    series, heat, moments=(), x_range: tuple[float, float] | None = None, duration: float = 0.0,
+    title: str = "Class engagement", value_label: str = "engagement",
+) -> go.Figure:  # fmt: skip
+    """One figure, one x axis: class engagement with visible faces (top) over the students x time heat map.
+
+    ``series``: ``services.summaries.resample`` of ``class_series`` (t_start, step, engagement, n_visible).
+    ``heat``: a ``services.summaries.Heatmap`` on the same range. ``moments``: ``Moment``s, drawn as bands.
+    Zooming either panel zooms both: they share the x axis.
+    """
+    n_rows = max(len(heat.person_ids), 1)
+    heat_px = max(160, min(18 * n_rows, 640))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[220, heat_px],
+                        specs=[[{"secondary_y": True}], [{}]])  # fmt: skip
+    step = float(series["step"].iloc[0]) if len(series) else 1.0
+    x = ms(series["t_start"].to_numpy(float) + step / 2)
+    fig.add_bar(x=x, y=series["n_visible"].fillna(0).round(1), name="visible faces", marker_color="rgba(25,118,210,0.22)",
+                width=ms(step) * 0.95, hovertemplate="%{y:.0f} faces visible<extra></extra>", row=1, col=1,
+                secondary_y=True)  # fmt: skip
+    fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="class engagement",
+                    line=dict(color="#1565c0", width=2.5), connectgaps=False, row=1, col=1, secondary_y=False,
+                    hovertemplate=f"{_mmss(duration)} engagement %{{y:.2f}}<extra></extra>")  # fmt: skip
+    if heat.values.size:
+        hx = ms(heat.t_start + heat.step / 2)
+        z = np.round(heat.values, 2)
+        fig.add_heatmap(x=hx, y=unique_labels(heat.person_labels), z=np.where(np.isfinite(z), z, None).tolist(),
+                        colorscale=HEAT_SCALES.get(heat.value, "Viridis"), zmin=0, zmax=1, xgap=0, ygap=1,
+                        colorbar=dict(title=value_label, len=0.6, y=0.3, thickness=12),
+                        hovertemplate=f"%{{y}} {_mmss(duration)}<br>{value_label} %{{z:.2f}}<extra></extra>",
+                        name=value_label, row=2, col=1)  # fmt: skip
+        fig.update_yaxes(autorange="reversed", type="category", row=2, col=1, tickfont_size=10)
+    for m in moments:
+        fig.add_vrect(x0=ms(m.t_start), x1=ms(m.t_end), fillcolor=MOMENT_COLORS.get(m.kind, GAP_COLOR), line_width=0,
+                      layer="below", row=1, col=1)  # fmt: skip
+    lo, hi = x_range or ((float(series["t_start"].iloc[0]), float(series["t_start"].iloc[-1]) + step) if len(series)
+                         else (0.0, 1.0))  # fmt: skip
+    _time_axis(fig, (lo, hi), duration or hi)
+    fig.update_xaxes(showticklabels=True, row=1, col=1)
+    fig.update_yaxes(title_text="engagement", range=[0, 1], secondary_y=False, row=1, col=1)
+    most = float(np.nanmax(series["n_visible"].to_numpy(float), initial=0)) if len(series) else 0
+    fig.update_yaxes(title_text="visible faces", range=[0, max(most, 1) * 1.05], showgrid=False, secondary_y=True,
+                     row=1, col=1)  # fmt: skip
+    fig.update_layout(title=title, height=220 + heat_px + 110, margin=dict(l=90, r=60, t=50, b=30), dragmode="select",
+                      selectdirection="h", legend=dict(orientation="h", y=1.02, x=0.5, xanchor="center", yanchor="bottom"),
+                      hovermode="closest", uirevision="class")  # fmt: skip
+    return fig
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """Labels made unique (a heat map's category rows would merge two students called the same)."""
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
+    return out
+
+
+def student_figure(series, title: str, x_range: tuple[float, float], duration: float, show_legend: bool = False,
+                   tags=None) -> go.Figure:  # fmt: skip
+    """One student's small multiple on the session's x range: academic emotions stacked, engagement on top.
+
+    ``series``: ``services.summaries.resample`` of one person's bins (t_start, step, engagement, academic columns),
+    NaN where the face was not visible (the bands break there and a grey band shows it).
+    """
+    step = float(series["step"].iloc[0]) if len(series) else 1.0
+    x = ms(series["t_start"].to_numpy(float) + step / 2)
+    fig = go.Figure()
+    probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
+    total = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)  # bucket means sum to 1 again
+    cum = np.cumsum(probs, axis=1)
+    for k, c in enumerate(ACADEMIC_COLUMNS):
+        fig.add_scatter(x=x, y=np.round(cum[:, k], 3), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
+                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        legendgroup=c, showlegend=show_legend, connectgaps=False, customdata=np.round(probs[:, k], 2),
+                        hovertemplate=f"{c} %{{customdata:.2f}}<extra></extra>")  # fmt: skip
+    fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="engagement", connectgaps=False,
+                    line=dict(color="black", width=1.8), showlegend=show_legend,
+                    hovertemplate=f"{_mmss(duration)} engagement %{{y:.2f}}<extra></extra>")  # fmt: skip
+    hidden = _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step)
+    _spans(fig, hidden, GAP_COLOR)
+    if tags is not None:
+        _spans(fig, [(r.t_start, r.t_end, r.label) for r in tags.itertuples()], TAG_FILL, TAG_LINE,
+               label=lambda sp: str(sp[2]), width=1)  # fmt: skip
+    _time_axis(fig, x_range, duration)
+    fig.update_yaxes(range=[0, 1], fixedrange=True)
+    fig.update_layout(title=dict(text=title, font_size=13), height=190, margin=dict(l=40, r=10, t=32, b=24),
+                      showlegend=show_legend, hovermode="x unified", dragmode="select", selectdirection="h")  # fmt: skip
+    return fig
+
+
+def _nan_runs(v: np.ndarray, t: np.ndarray, step: float) -> list[tuple[float, float]]:
+    """[start, end) time spans where ``v`` is NaN (no visible face)."""
+    out = []
+    for a, b in _runs_of(~np.isfinite(v)):
+        out.append((float(t[a]), float(t[b - 1] + step)))
+    return out
+
+
+def _runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    m = np.concatenate([[False], np.asarray(mask, bool), [False]]).astype(np.int8)
+    e = np.flatnonzero(np.diff(m))
+    return [(int(a), int(b)) for a, b in zip(e[::2], e[1::2])]
+
+
+def trend_figure(per_class: pd.DataFrame, per_student: pd.DataFrame | None = None, students: Sequence[int] = ()) -> go.Figure:
+    """Mean engagement per session of a group (class, thick) and chosen students (thin), oldest first."""
+    fig = go.Figure()
+    x = [f"{t} ({a:%Y-%m-%d})" if a is not None and not pd.isna(a) else str(t)
+         for t, a in zip(per_class["title"], per_class["at"])]  # fmt: skip
+    names = dict(zip(per_class["session_id"], x))
+    fig.add_scatter(x=x, y=per_class["mean_engagement"].round(3), mode="lines+markers", name="class",
+                    line=dict(color="#1565c0", width=3))  # fmt: skip
+    if per_student is not None:
+        for pid in students:
+            p = per_student[per_student["person_id"] == pid]
+            if len(p):
+                fig.add_scatter(x=[names.get(i, str(i)) for i in p["session_id"]], y=p["mean_engagement"].round(3),
+                                mode="lines+markers", name=str(p["person_label"].iloc[0]), line=dict(width=1.5))  # fmt: skip
+    fig.update_yaxes(title_text="mean engagement", range=[0, 1])
+    fig.update_layout(title="Engagement across sessions of this group", height=300, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+LABEL_ROW_COLORS = {UNCERTAIN: "#bdbdbd"}
+
+
+def child_figure(
+    series: pd.DataFrame, labels: pd.DataFrame, tags: pd.DataFrame | None, title: str, x_range: tuple[float, float],
+    duration: float, cues: pd.DataFrame | None = None,
+) -> go.Figure:  # fmt: skip
+    """A child's therapy session: personalised label, academic emotions, expressions; tags on every row.
+
+    ``series``: ``resample`` of the child's bins (t_start, step, engagement, academic, expression columns,
+    personal_confidence). ``labels``: per-bin (t_start, t_end, personal_label) runs, see ``label_runs``;
+    "uncertain" runs are shaded grey across all rows. ``tags``: t_start, t_end, label, is_baseline.
+    ``cues``: ``resample`` of the cue inputs on the same buckets; shown on hover of the expression row.
+    """
+    step = float(series["step"].iloc[0]) if len(series) else 1.0
+    x = ms(series["t_start"].to_numpy(float) + step / 2)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.22, 0.38, 0.40],
+                        subplot_titles=("personalised label and confidence", "academic emotions and engagement",
+                                        "expressions (hover: the cues behind them)"))  # fmt: skip
+    others = iter(OTHER_LABEL_COLORS * 8)
+    seen: dict[str, str] = {}
+    for lab in sorted({str(v) for v in labels["label"].dropna()}, key=lambda v: (v == UNCERTAIN, v)) if len(labels) else []:
+        seen[lab] = LABEL_ROW_COLORS.get(lab) or EXPRESSION_COLORS.get(lab.lower()) or next(others)
+    for lab, color in seen.items():  # one bar trace per label: runs as horizontal bars, not one dot per bin
+        r = labels[labels["label"] == lab]
+        fig.add_bar(x=ms((r["t_end"] - r["t_start"]).to_numpy(float)), base=ms(r["t_start"].to_numpy(float)),
+                    y=[lab] * len(r), orientation="h", marker_color=color, name=lab, legendgroup="label",
+                    hovertemplate=f"{lab} %{{base|%M:%S}}<extra></extra>", row=1, col=1)  # fmt: skip
+    if "personal_confidence" in series and series["personal_confidence"].notna().any():
+        fig.add_scatter(x=x, y=series["personal_confidence"].round(3), mode="lines", name="confidence", yaxis="y4",
+                        line=dict(color="black", width=1), connectgaps=False, showlegend=True,
+                        hovertemplate="confidence %{y:.2f}<extra></extra>")  # fmt: skip
+        fig.update_layout(yaxis4=dict(overlaying="y", side="right", range=[0, 1], showgrid=False, title="confidence",
+                                      anchor="x"))  # fmt: skip
+    probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
+    total = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)
+    cum = np.cumsum(probs, axis=1)
+    for k, c in enumerate(ACADEMIC_COLUMNS):
+        fig.add_scatter(x=x, y=np.round(cum[:, k], 3), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
+                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        connectgaps=False, customdata=np.round(probs[:, k], 2), legendgroup="academic",
+                        hovertemplate=f"{c} %{{customdata:.2f}}<extra></extra>", row=2, col=1)  # fmt: skip
+    fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="engagement", connectgaps=False,
+                    line=dict(color="black", width=1.8), legendgroup="academic",
+                    hovertemplate="engagement %{y:.2f}<extra></extra>", row=2, col=1)  # fmt: skip
+    cue_text = _cue_hover(cues, len(series)) if cues is not None else None
+    for i, c in enumerate(EXPRESSION_COLUMNS):
+        fig.add_scatter(x=x, y=series[c].round(3), mode="lines", name=c, line=dict(width=1.5, color=EXPRESSION_COLORS[c]),
+                        connectgaps=False, legendgroup="expression", row=3, col=1,
+                        text=cue_text if (cue_text is not None and i == 0) else None,
+                        hovertemplate=(f"{c} %{{y:.2f}}" + ("<br>%{text}" if cue_text is not None and i == 0 else "")
+                                       + "<extra></extra>"))  # fmt: skip
+    _spans(fig, _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step), GAP_COLOR,
+           label="face not visible", rows=(1, 2, 3))  # fmt: skip
+    unc = labels[labels["label"] == UNCERTAIN] if len(labels) else labels
+    _spans(fig, list(zip(unc["t_start"], unc["t_end"])) if len(unc) else [], UNCERTAIN_FILL, label="uncertain",
+           rows=(2, 3))  # fmt: skip
+    if tags is not None and len(tags):
+        for r in tags.itertuples():
+            base = bool(getattr(r, "is_baseline", False))
+            for row in (1, 2, 3):
+                fig.add_vrect(x0=ms(r.t_start), x1=ms(r.t_end), fillcolor=BASELINE_FILL if base else TAG_FILL,
+                              line_width=1, line_color=BASELINE_LINE if base else TAG_LINE, layer="above",
+                              opacity=0.9, annotation_text=(f"baseline: {r.label}" if base else str(r.label)) if row == 1 else None,
+                              annotation_position="top left", annotation_font_size=10, row=row, col=1)  # fmt: skip
+    _time_axis(fig, x_range, duration)
+    fig.update_yaxes(range=[0, 1], row=2, col=1, fixedrange=True)
+    fig.update_yaxes(range=[0, 1], row=3, col=1, fixedrange=True)
+    fig.update_yaxes(fixedrange=True, row=1, col=1)
+    fig.update_layout(title=title, height=640, barmode="overlay", margin=dict(l=80, r=60, t=70, b=30),
+                      dragmode="select", selectdirection="h", hovermode="x unified", uirevision="child",
+                      legend=dict(font_size=10))  # fmt: skip
+    return fig
+
+
+def _cue_hover(cues: pd.DataFrame, n: int) -> list[str] | None:
+    """Per bucket, the cue model's inputs in words (blendshape means, head pose in degrees)."""
+    if cues is None or len(cues) != n:
+        return None
+    c = cues
+
+    def mean2(a, b):
+        return (c[a] + c[b]) / 2
+
+    parts = {
+        "smile": mean2("mouthSmileLeft", "mouthSmileRight"),
+        "brow down": mean2("browDownLeft", "browDownRight"),
+        "brow inner up": c["browInnerUp"],
+        "eye blink": mean2("eyeBlinkLeft", "eyeBlinkRight"),
+        "jaw open": c["jawOpen"],
+    }
+    out = []
+    for i in range(n):
+        bits = [f"{k} {v.iloc[i]:.2f}" for k, v in parts.items() if np.isfinite(v.iloc[i])]
+        pose = [f"{k} {c[k].iloc[i]:+.0f}°" for k in ("yaw", "pitch", "roll") if np.isfinite(c[k].iloc[i])]
+        out.append("cues: " + (", ".join(bits) if bits else "none (no landmarks)") + ("<br>head " + " ".join(pose) if pose else ""))
+    return out
+
+
+def label_runs(bins: pd.DataFrame, step: float) -> pd.DataFrame:
+    """Consecutive bins with the same personalised label as (t_start, t_end, label) runs (hidden faces: no run)."""
+    if bins.empty or "personal_label" not in bins:
+        return pd.DataFrame(columns=["t_start", "t_end", "label"])
+    b = bins.sort_values("t_start")
+    lab = b["personal_label"].where(b["face_visible"].astype(bool)).to_numpy(object)
+    t = b["t_start"].to_numpy(float)
+    rows = []
+    i = 0
+    while i < len(b):
+        j = i
+        while j + 1 < len(b) and lab[j + 1] == lab[i] and abs(t[j + 1] - t[j] - step) < 1e-6:
+            j += 1
+        if lab[i] is not None and not (isinstance(lab[i], float) and np.isnan(lab[i])):
+            rows.append({"t_start": t[i], "t_end": t[j] + step, "label": str(lab[i])})
+        i = j + 1
+    return pd.DataFrame(rows, columns=["t_start", "t_end", "label"])

@@ -1,4 +1,11 @@
-"""One session: class engagement, one small multiple per person, model provenance, audited export."""
+"""One session at a glance: the class curve over a students x time heat map on one mm:ss axis, the moments
+found in it, students ranked, their small multiples on the same range, trends of the group, naming
+unknown faces, and the audited export.
+
+Everything drawn is reduced on the server to what the screen can show (``dashboard.data`` views over
+``services.summaries``): brushing a range on the class chart, a moment's button or typed mm:ss
+narrows the view, and every chart is redrawn at the finer resolution for that range.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,16 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, charts, data
+from services import summaries as sm
+from storage.models import SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
 viewer = auth.require_viewer()
 auth.require(viewer, "view_sessions")
+gids = viewer.group_ids
 
-table = data.sessions_frame(url, viewer.group_ids)
+table = data.sessions_frame(url, gids)
 if table.empty:
     st.title("Session view")
     st.info("No sessions you can see yet.")
@@ -27,7 +37,8 @@ else:
     if wanted:  # hidden, deleted, or never existed: the same answer, so nothing leaks
         st.warning(f"Session {wanted} does not exist or is not visible to you.")
     if st.session_state.get("session_id") not in ids:
-        st.session_state["session_id"] = ids[0]
+        ready = table[(table["status"] == "done") & (table["persons"] > 0)]  # never open on a failed or empty one
+        st.session_state["session_id"] = int(ready["id"].iloc[0]) if len(ready) else ids[0]
 
 
 def _sync_link() -> None:
@@ -37,9 +48,10 @@ def _sync_link() -> None:
 sid = st.sidebar.selectbox("Session", ids, format_func=lambda i: f"{labels[i]} (#{i})", key="session_id",
                            on_change=_sync_link)  # fmt: skip
 
-info = data.session_info(url, viewer.group_ids, sid)
+info = data.session_info(url, gids, sid)
+therapy = info.kind is SessionKind.therapy
 st.title(info.title)
-duration = f"{info.duration:.0f} s" if info.duration else "duration unknown"
+duration = f"{sm.format_clock(info.duration)}" if info.duration else "duration unknown"
 st.caption(f"{info.kind.value} session · group {info.group} · {duration} · {info.bin_seconds:g} s bins")
 
 job = table.loc[table["id"] == sid].iloc[0]
@@ -47,7 +59,7 @@ if job["status"] in ("queued", "running"):
 
     @st.fragment(run_every=2)
     def _progress() -> None:
-        state = data.job_state(url, viewer.group_ids, int(job["job_id"]))
+        state = data.job_state(url, gids, int(job["job_id"]))
         st.progress(min(max(state.progress, 0.0), 1.0) if state else 0.0, text=data.job_phrase(state))
         if state is not None and not state.active:
             data.invalidate()
@@ -62,24 +74,162 @@ if not info.analysed:
     st.stop()
 
 st.info(charts.model_caption(info.academic_model, info.expression_model), icon=":material/science:")
-bins = data.session_bins(url, viewer.group_ids, sid)
-persons = data.persons_in(bins)
-if not persons:
+overview = data.class_overview(url, gids, sid)
+summary = overview.summary
+if summary.empty:
     st.warning("No faces were found in this recording: the session has no persons.")
     st.stop()
+_, withheld = data.class_aggregates(url, gids, sid)
+if withheld:
+    st.caption(withheld)
 
-st.plotly_chart(charts.engagement_figure(data.class_engagement(bins), info.bin_seconds), key="engagement_chart")
-st.caption("Engagement is the mean over the faces visible in each bin; grey bands mark bins with no visible face.")
+# --- the view range: one for every chart of this session ------------------------------------
+VIEW = f"view_{sid}"
+FOCUS = f"focus_{sid}"
+full = (overview.t0, overview.t1)
+view = st.session_state.get(VIEW, full)
 
-st.subheader(f"Persons ({len(persons)})")
-st.caption("Top: academic emotions (stacked, sum to 1) with engagement (black). Bottom: expression probabilities. "
-           "Grey bands: face not visible, no estimate.")  # fmt: skip
+
+def _set_view(t0: float, t1: float, focus: tuple[int, ...] | None = None) -> None:
+    t0, t1 = max(full[0], t0), min(full[1], t1)
+    if t1 - t0 < 10 * info.bin_seconds:  # a click, not a brush: show a little around it
+        mid = (t0 + t1) / 2
+        t0, t1 = max(full[0], mid - 30), min(full[1], mid + 30)
+    st.session_state[VIEW] = (t0, t1)
+    if focus is not None:
+        st.session_state[FOCUS] = focus
+
+
+def _whole() -> None:
+    st.session_state[VIEW] = full
+    st.session_state.pop(FOCUS, None)
+
+
+def _typed() -> None:
+    try:
+        t0 = sm.parse_clock(st.session_state[f"from_{sid}"])
+        t1 = sm.parse_clock(st.session_state[f"to_{sid}"])
+        if t1 <= t0:
+            raise ValueError(f"'to' ({sm.format_clock(t1)}) must be after 'from' ({sm.format_clock(t0)})")
+    except ValueError as e:
+        st.session_state["view_error"] = str(e)
+        return
+    _set_view(t0, t1)
+
+
+if st.session_state.get(f"shown_{sid}") != view:  # the typed range follows brushes and moment clicks
+    st.session_state[f"from_{sid}"], st.session_state[f"to_{sid}"] = sm.format_clock(view[0]), sm.format_clock(view[1])
+    st.session_state[f"shown_{sid}"] = view
+c1, c2, c3, c4 = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+c1.text_input("From (mm:ss)", key=f"from_{sid}", on_change=_typed)
+c2.text_input("To (mm:ss)", key=f"to_{sid}", on_change=_typed)
+c3.button("Whole session", key="view_whole", on_click=_whole, disabled=view == full)
+heat_value = c4.selectbox("Heat map shows", sm.HEATMAP_VALUES, key="heat_value",
+                          format_func=lambda v: "engagement" if v == "engagement" else f"{v} (probability)")  # fmt: skip
+if err := st.session_state.pop("view_error", None):
+    st.error(err)
+
+t0, t1 = view
+order = tuple(int(p) for p in summary["person_id"])
+curve = data.class_curve_view(url, gids, sid, t0, t1)
+heat = data.heatmap_view(url, gids, sid, heat_value, t0, t1, order)
+shown_moments = [m for m in overview.moments if m.t_end > t0 and m.t_start < t1]
+title = "Engagement over time (therapy session)" if therapy else "Class engagement"
+fig = charts.class_overview_figure(curve, heat, shown_moments, (t0, t1), overview.t1, title=title,
+                                   value_label=heat_value)  # fmt: skip
+event = st.plotly_chart(fig, key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
+                        config={"displaylogo": False})  # fmt: skip
+boxes = (event or {}).get("selection", {}).get("box", []) if event else []
+if boxes:
+    xs = boxes[0].get("x", [])
+    if len(xs) == 2:
+        brush = tuple(sorted(charts.axis_seconds(x) for x in xs))
+        if st.session_state.get("last_brush") != (sid, brush):  # a brush is applied once, not on every rerun
+            st.session_state["last_brush"] = (sid, brush)
+            _set_view(*brush)
+            st.rerun()
+step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
+st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
+           "faces (line) and how many were visible (bars); coloured bands are the moments below. Bottom: each student "
+           "(lowest mean engagement first); blank = face not visible. Drag across the chart to zoom every chart "
+           "to that range; double-click resets the drawing.")  # fmt: skip
+
+# --- moments ---------------------------------------------------------------------------------
+st.subheader(f"Moments ({len(overview.moments)})")
+if not overview.moments:
+    st.caption("No class-wide dip, confusion or fatigue rise, or distraction spike stood out in this session.")
+for i, m in enumerate(overview.moments):
+    a, b = st.columns([1, 5], vertical_alignment="center")
+    a.button(f"{sm.format_clock(m.t_start)}-{sm.format_clock(m.t_end)}", key=f"moment_{i}", icon=":material/zoom_in:",
+             on_click=_set_view, args=(m.t_start - 60, m.t_end + 60, m.person_ids))  # fmt: skip
+    who = ", ".join(m.person_labels[:8]) + (f" and {len(m.person_labels) - 8} more" if len(m.person_labels) > 8 else "")
+    b.markdown(f"**{sm.MOMENT_WORDS[m.kind].capitalize()}** for {m.duration / 60:.1f} min "
+               f"({m.level:.2f} vs usual {m.usual:.2f}). Students: {who or 'no single student stood out'}.")  # fmt: skip
+
+# --- students ----------------------------------------------------------------------------------
+st.subheader(f"Students ({len(summary)}), lowest engagement first")
+st.dataframe(
+    summary.drop(columns=["person_id"]),
+    hide_index=True,
+    column_config={
+        "rank": st.column_config.NumberColumn("#", width="small"),
+        "person_label": st.column_config.TextColumn("student"),
+        "mean_engagement": st.column_config.ProgressColumn("mean engagement", min_value=0.0, max_value=1.0, format="%.2f"),
+        **{c: st.column_config.NumberColumn(c.replace("minutes_", "min ").replace("_", " "), format="%.1f")
+           for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
+    },  # fmt: skip
+    key="student_summary",
+)
+names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
+focus = st.session_state.get(FOCUS) or tuple(order[:6])
+picked = st.multiselect("Students drawn below (same time range as the class chart)", list(names), format_func=names.get,
+                        default=[p for p in focus if p in names][:12], key=f"students_{sid}_{hash(focus)}")  # fmt: skip
 cols = st.columns(2)
-for i, (pid, label) in enumerate(persons):
+for i, pid in enumerate(picked):
     with cols[i % 2]:
-        fig = charts.person_figure(bins[bins["person_id"] == pid], label, info.bin_seconds, show_legend=i == 0)
-        st.plotly_chart(fig, key=f"person_chart_{pid}")
+        series = data.student_view(url, gids, sid, pid, t0, t1)
+        st.plotly_chart(charts.student_figure(series, names[pid], (t0, t1), overview.t1, show_legend=i == 0),
+                        key=f"student_chart_{pid}", config={"displaylogo": False})  # fmt: skip
 
+# --- trends ----------------------------------------------------------------------------------
+if info.group_id is not None:
+    with st.expander(f"Trends across the sessions of {info.group}"):
+        tr = data.group_trends(url, gids, info.group_id)
+        if len(tr.per_class) < 2:
+            st.caption("Only one analysed session in this group so far: trends need two or more.")
+        else:
+            st.plotly_chart(charts.trend_figure(tr.per_class, tr.per_student, picked), key="trend_chart")
+            pivot = tr.per_student.pivot_table(index="person_label", columns="title", values="mean_engagement",
+                                               sort=False)  # fmt: skip
+            st.dataframe(pivot[[t for t in tr.per_class["title"] if t in pivot.columns]].round(2), key="trend_table")
+
+# --- naming unknown faces -------------------------------------------------------------------
+if viewer.can("manage_people"):
+    tracks = data.session_tracks(url, gids, sid)
+    unknown = tracks[~tracks["enrolled"].fillna(False).astype(bool)] if len(tracks) else tracks
+    if len(unknown):
+        with st.expander(f"Name unknown faces ({unknown['person_id'].nunique()})"):
+            st.caption("Naming a face enrols that person in the group: later sessions recognise them. "
+                       + ("Thumbnails are shown because this installation keeps them." if settings.store_thumbnails
+                          else "No face images are kept (thumbnails are off): use the times to find them in the video."))  # fmt: skip
+            for r in unknown.drop_duplicates("person_id").itertuples():
+                a, b, c = st.columns([1, 3, 1], vertical_alignment="bottom")
+                thumb = data.track_thumbnail(url, gids, sid, int(r.id)) if settings.store_thumbnails else None
+                if thumb:
+                    a.image(thumb, width=64)
+                else:
+                    a.markdown(f"**{r.person}**")
+                name = b.text_input(f"{r.person}, seen {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)}",
+                                    key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
+                if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
+                    try:
+                        data.rename_person(url, viewer, int(r.person_id), name.strip())
+                    except (ValueError, LookupError, PermissionError) as e:
+                        st.error(str(e))
+                    else:
+                        st.rerun()
+
+# --- export ---------------------------------------------------------------------------------
 if viewer.can("export"):
     st.subheader("Export")
     st.caption("One row per person per time bin. Every export is recorded in the audit log with your name.")
