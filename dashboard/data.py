@@ -505,3 +505,140 @@ def admin_delete_session(url: str, viewer: Viewer, session_id: int) -> None:
     with scope(url) as s:
         repo.delete_session(s, session_id, viewer.username)
     invalidate()
+
+
+# --- issue 11: views aggregated to what the screen shows (services.summaries / services.timelines) ---
+#
+# The raw class bins (162,000 rows for 90 min x 30 students) are read once per session and kept a
+# few minutes; every chart asks for a small, cached reduction of them (a few hundred points, a
+# students x 240 heat map), so a rerun or a zoom sends kilobytes, not the session.
+
+from services import summaries as _sm  # noqa: E402  (kept beside the functions that use it)
+from services import timelines as _tl  # noqa: E402
+
+MAX_POINTS = 600  # a wide chart is ~1,200 px: two pixels a point
+HEAT_COLUMNS = 240
+
+
+@st.cache_data(ttl=300, max_entries=4, show_spinner=False)
+def class_view_bins(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """Every person's engagement and academic bins of a visible session (``services.timelines.class_bins``)."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return _tl.class_bins(s, session_id)
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def class_aggregates(url: str, group_ids: GroupIds, session_id: int) -> tuple[pd.DataFrame, str]:
+    """Class aggregates of faces with no stored timeline, and the sentence saying so (empty when none)."""
+    from storage import consent
+
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return consent.class_aggregates(s, session_id), consent.withheld_summary(s, session_id).sentence()
+
+
+@dataclass(frozen=True)
+class ClassOverview:
+    summary: pd.DataFrame  # services.summaries.student_summary, ranked
+    moments: list  # services.summaries.Moment
+    t0: float
+    t1: float
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def class_overview(url: str, group_ids: GroupIds, session_id: int) -> ClassOverview:
+    """Ranked per-student summary and the session's moments (computed once per session and kept)."""
+    info = session_info(url, group_ids, session_id)
+    bins = class_view_bins(url, group_ids, session_id)
+    agg, _ = class_aggregates(url, group_ids, session_id)
+    t0, t1 = 0.0, float(info.duration or 0.0)
+    if len(bins):
+        t1 = max(t1, float(bins["t_start"].max()) + info.bin_seconds)
+    return ClassOverview(_sm.student_summary(bins, info.bin_seconds, duration=t1 - t0),
+                         _sm.moments(bins, info.bin_seconds, aggregates=agg), t0, t1)  # fmt: skip
+
+
+@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
+def class_curve_view(url: str, group_ids: GroupIds, session_id: int, t0: float, t1: float,
+                     max_points: int = MAX_POINTS) -> pd.DataFrame:  # fmt: skip
+    """The class engagement curve and visible faces over [t0, t1), at most ``max_points`` buckets."""
+    info = session_info(url, group_ids, session_id)
+    agg, _ = class_aggregates(url, group_ids, session_id)
+    series = _sm.class_series(class_view_bins(url, group_ids, session_id), info.bin_seconds, agg)
+    return _sm.resample(series, t0, t1, max_points, info.bin_seconds)
+
+
+@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
+def heatmap_view(url: str, group_ids: GroupIds, session_id: int, value: str, t0: float, t1: float,
+                 order: tuple[int, ...], max_columns: int = HEAT_COLUMNS) -> _sm.Heatmap:  # fmt: skip
+    info = session_info(url, group_ids, session_id)
+    return _sm.heatmap(class_view_bins(url, group_ids, session_id), value, t0, t1, max_columns, info.bin_seconds,
+                       order=list(order))  # fmt: skip
+
+
+@st.cache_data(ttl=300, max_entries=128, show_spinner=False)
+def student_view(url: str, group_ids: GroupIds, session_id: int, person_id: int, t0: float, t1: float,
+                 max_points: int = MAX_POINTS // 2) -> pd.DataFrame:  # fmt: skip
+    """One student's engagement and academic emotions over [t0, t1), resampled (NaN = not visible)."""
+    info = session_info(url, group_ids, session_id)
+    b = class_view_bins(url, group_ids, session_id)
+    b = b[b["person_id"] == person_id]
+    vis = b["face_visible"].to_numpy(bool)
+    cols = ["engagement", *_sm.ACADEMIC]
+    frame = b[["t_start", *cols]].copy()
+    frame.loc[~vis, cols] = float("nan")
+    return _sm.resample(frame, t0, t1, max_points, info.bin_seconds)
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def group_trends(url: str, group_ids: GroupIds, group_id: int, limit: int = 12) -> _sm.Trends:
+    """Per-student and class figures across the group's newest ``limit`` analysed sessions."""
+    if group_ids is not None and group_id not in group_ids:
+        raise LookupError(f"group {group_id} does not exist or is not visible to you")
+    with scope(url) as s:
+        return _sm.trends(_tl.group_session_bins(s, group_id, limit=limit))
+
+
+@st.cache_data(ttl=30, max_entries=32, show_spinner=False)
+def child_bins(url: str, group_ids: GroupIds, session_id: int, person_id: int) -> pd.DataFrame:
+    """One person's bins in a visible session, every score and the personalised label (``timelines.person_bins``)."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return _tl.person_bins(s, session_id, person_id)
+
+
+@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
+def child_cues(url: str, group_ids: GroupIds, session_id: int, person_id: int) -> pd.DataFrame:
+    """The cue model's inputs per bin (blendshapes, head pose) of one person in a visible session."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return _tl.person_cues(s, session_id, person_id)
+
+
+@st.cache_data(ttl=10, max_entries=64, show_spinner=False)
+def track_thumbnail(url: str, group_ids: GroupIds, session_id: int, track_id: int) -> bytes | None:
+    """A track's stored face thumbnail (JPEG), or None (none stored: the setting is off by default)."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        t = s.get(Track, track_id)
+        return t.thumbnail if t is not None and t.session_id == session_id else None
+
+
+def session_persons(url: str, group_ids: GroupIds, session_id: int) -> list[tuple[int, str]]:
+    """(person id, label) of the persons with bins in a visible session, in label order (cheap: no bins read)."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return [(p.id, p.label) for p, _ in repo.session_persons(s, session_id)]
+
+
+def edit_tag(url: str, viewer: Viewer, session_id: int, uid: str, **changes) -> None:
+    """Change a current tag of a visible session (t_start, t_end, label, note, is_baseline): a new version."""
+    _require(viewer, "tag")
+    with scope(url) as s:
+        _visible_session(s, viewer.group_ids, session_id)
+        if not any(t.uid == uid for t in tags.latest_tags(s, session_id=session_id)):
+            raise LookupError(f"tag {uid} is not a current tag of session {session_id}")
+        tags.edit_tag(s, uid, viewer.username, **changes)
+        repo.audit(s, viewer.audit_name, "edit_tag", f"tag:{uid}", session_id=session_id,
+                   **{k: v for k, v in changes.items() if v is not None})  # fmt: skip
