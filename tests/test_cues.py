@@ -179,14 +179,16 @@ def test_empty_input():
 # ---- cue directions on real footage --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pipeline():
+@pytest.fixture(scope="module", params=["mediapipe", "torch"])
+def pipeline(request):
+    """The cue directions must hold with either landmarker (``Settings.landmarker``)."""
+    from affectline.settings import Settings
     from recognition.face.expression import ExpressionModel
-    from recognition.face.landmarks import FaceLandmarker
+    from recognition.face.landmarker import load_landmarker
 
     hog = dlib.get_frontal_face_detector()
     fer = ExpressionModel.load()
-    with FaceLandmarker() as fl:
+    with load_landmarker(Settings(landmarker=request.param), "cpu") as fl:
 
         def run(frame: np.ndarray, upsample: int = 0, dets: Detections | None = None):
             if dets is None:

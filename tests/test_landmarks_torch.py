@@ -7,11 +7,12 @@ eyes open and shut) and the crowd (frames 40, 60, 90). Two comparisons:
     measures the re-implemented graph (detector, region, mesh, blendshapes, geometry);
   * ``FaceLandmarker.analyze`` against ``TorchFaceLandmarker.analyze_many`` on the frames:
     each makes its own crops (torch's bilinear crop is within 1 grey level of cv2's).
-Tolerances reached on this footage (printed by ``-s``), asserted with some margin:
-  same crop:   landmarks 0.005 px mean / 0.02 px max (crop px), blendshapes 0.0001 mean
-               absolute difference / 0.001 max, head pose 0.01 degrees max;
-  own crops:   landmarks 0.03 px mean / 0.2 px max (crop px), blendshapes 0.0015 mean
-               absolute difference / 0.03 max, head pose 0.15 degrees max.
+Tolerances reached on this footage (25 faces; printed by ``-s``), asserted with margin:
+  same crop:   landmarks 0.002 px mean / 0.015 px max (crop px), blendshapes 0.00003 mean
+               absolute difference / 0.0023 max, head pose 0.005 degrees max;
+  own crops:   landmarks 0.045 px mean / 0.31 px max (crop px, overstated: see below),
+               blendshapes 0.0006 mean absolute difference / 0.018 max, head pose 0.19
+               degrees max.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def test_same_crop_gives_mediapipes_landmarks_blendshapes_and_pose(footage, torc
         f"\nsame crop, {len(crops)} crops: landmarks {lm_err.mean():.4f}/{lm_err.max():.4f} px (mean/max), "
         f"blendshapes {bs_err.mean():.5f}/{bs_err.max():.4f}, pose {pose_err.max():.4f} deg max"
     )
-    assert lm_err.mean() < 0.02 and lm_err.max() < 0.1
-    assert bs_err.mean() < 0.0005 and bs_err.max() < 0.005
-    assert pose_err.max() < 0.05
+    assert lm_err.mean() < 0.01 and lm_err.max() < 0.05
+    assert bs_err.mean() < 0.0002 and bs_err.max() < 0.01
+    assert pose_err.max() < 0.02
 
 
 def test_frames_give_the_mediapipe_wrappers_results(footage, torch_lm):
@@ -148,7 +149,7 @@ def test_frames_give_the_mediapipe_wrappers_results(footage, torch_lm):
         f"blendshapes {bs_err.mean():.5f}/{bs_err.max():.4f}, pose {pose_err.max():.4f} deg max"
     )
     assert lm_err.mean() < 0.1 and lm_err.max() < 1.0
-    assert bs_err.mean() < 0.003 and bs_err.max() < 0.06
+    assert bs_err.mean() < 0.002 and bs_err.max() < 0.05
     assert pose_err.max() < 0.5
 
 
