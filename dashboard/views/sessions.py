@@ -6,7 +6,9 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data
-from storage.models import Role, SessionKind
+from services import progress, summaries
+from storage import access
+from storage.models import SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -19,19 +21,28 @@ if flash := st.session_state.pop("flash", None):
 
 
 def _progress() -> None:
-    """Queued and running analyses, re-read from their Job rows on every tick."""
-    jobs = data.active_jobs(url, viewer.group_ids)
+    """Queued and running analyses, re-read from their Job (and chunk) rows on every tick."""
+    jobs = progress.active_jobs(url, viewer)
     before = st.session_state.get("active_job_ids", set())
-    now = {j.id for _, j in jobs}
+    now = {j.id for j in jobs}
     st.session_state["active_job_ids"] = now
     if before - now:  # something finished: refresh the table outside this fragment too
         data.invalidate()
         st.rerun(scope="app")
-    for title, job in jobs:
-        st.progress(min(max(job.progress, 0.0), 1.0), text=f"**{title}**: {data.job_phrase(job)}")
+    for job in jobs:
+        st.progress(job.progress, text=f"**{job.title}** (#{job.session_id}): {job.phrase()}")
+        if job.chunks:  # a long video is analysed in parts, maybe by several workers at once
+            cols = st.columns(min(len(job.chunks), 6))
+            for i, c in enumerate(job.chunks):
+                span = f"{summaries.format_clock(c.t_start)}-{summaries.format_clock(c.t_end)}"
+                retry = f", try {c.attempts}" if c.attempts > 1 else ""
+                word = {"queued": "waiting", "running": f"{c.progress:.0%}", "done": "done",
+                        "failed": "failed, retrying"}.get(c.status, c.status)  # fmt: skip
+                cols[i % len(cols)].progress(1.0 if c.status == "done" else c.progress,
+                                             text=f"part {c.idx + 1} · {span} · {word}{retry}")  # fmt: skip
 
 
-has_active = bool(data.active_jobs(url, viewer.group_ids))
+has_active = bool(progress.active_jobs(url, viewer))
 # Poll quickly while something runs; slowly otherwise, to notice work started elsewhere (CLI).
 st.fragment(_progress, run_every=2 if has_active else 15)()
 
@@ -63,23 +74,37 @@ else:
 
 if viewer.can("upload"):
     st.subheader("Analyse a new video")
-    kinds = [k.value for k in SessionKind]
-    default_kind = {Role.teacher: "classroom", Role.clinician: "therapy"}.get(viewer.role, "classroom")
-    kind = st.radio("Kind", kinds, index=kinds.index(default_kind), horizontal=True, key="upload_kind")
-    groups = data.groups_frame(url, viewer.group_ids, kind)
-    if groups.empty:
+    st.caption("Choose the kind of session, the group it belongs to and how many frames a second to analyse: "
+               "nothing is picked for you.")  # fmt: skip
+    own_kind = access.ROLE_KIND.get(viewer.role)
+    kinds = [k.value for k in SessionKind] if own_kind is None else [own_kind.value]
+    kind = st.radio("Kind", kinds, index=None if len(kinds) > 1 else 0, horizontal=True, key="upload_kind",
+                    captions=["a class (teacher)" if k == "classroom" else "one child (clinician)" for k in kinds])  # fmt: skip
+    groups = data.groups_frame(url, viewer.group_ids, kind) if kind else None
+    if kind is None:
+        st.info("Choose the kind of session first.")
+    elif groups.empty:
         st.warning(f"You have no {kind} group to upload into. An admin can create one and grant it to you.")
     else:
-        gnames = dict(zip(groups["id"], groups["name"]))
-        group_id = st.selectbox("Group", list(gnames), format_func=gnames.get, key="upload_group")
+        gnames = dict(zip(groups["id"].astype(int), groups["name"]))
+        group_id = st.selectbox("Group", list(gnames), index=None, format_func=gnames.get, key="upload_group",
+                                placeholder=f"Choose a {'class' if kind == 'classroom' else 'caseload'}")  # fmt: skip
+        fps = st.number_input("Analysis frames per second", min_value=0.5, max_value=30.0,
+                              value=float(settings.analysis_fps), step=0.5, key="upload_fps",
+                              help="More frames: finer timelines and a slower analysis. "
+                                   f"The server's default is {settings.analysis_fps:g}.")  # fmt: skip
         video = st.file_uploader("Video", type=list(data.VIDEO_TYPES), key="upload_video")
         title = st.text_input("Title (optional)", key="upload_title")
-        if st.button("Upload and analyse", type="primary", disabled=video is None, key="upload_button"):
+        missing = [w for w, v in (("a group", group_id), ("a video", video)) if v is None]
+        if missing:
+            st.caption("To start, choose " + " and ".join(missing) + ".")
+        if st.button("Upload and analyse", type="primary", disabled=bool(missing), key="upload_button"):
             try:
                 sid, jid = data.enqueue_analysis(url, settings, viewer, video.name, video, kind, int(group_id),
-                                                 title.strip() or None)  # fmt: skip
+                                                 title.strip() or None, analysis_fps=float(fps))  # fmt: skip
             except (ValueError, LookupError, PermissionError, RuntimeError) as e:
                 st.error(str(e))
             else:
-                st.session_state["flash"] = f"Session #{sid} saved; analysis job #{jid} queued."
+                st.session_state["flash"] = (f"Session #{sid} saved in {gnames[int(group_id)]}; analysis job #{jid} "
+                                             f"queued at {fps:g} frames a second.")  # fmt: skip
                 st.rerun()
