@@ -60,8 +60,13 @@ class Settings(BaseSettings):
         description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph run in torch, batched, CPU or CUDA ('torch'), or MediaPipe itself ('mediapipe').",
     )
     dashboard_user: str | None = Field(
-        default=None, description="Log the dashboard in as this user without a password (single-user local demo only)."
+        default=None,
+        description="Log the dashboard in as this user without a password (single-user local demo only; refused unless the dashboard listens on a loopback address).",
     )
+    session_idle_minutes: float = Field(default=30.0, gt=0, description="A dashboard login ends after this long without use.")
+    login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")
+    login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
+    login_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account or address waits.")
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."

@@ -21,9 +21,26 @@ def _url() -> str:
 
 
 def _default_author() -> str:
+    """The name a tag shows as its author: the ``--as`` claim, else the OS user."""
+    from cli.common import acting
     from services.actor import os_user
 
-    return os_user()
+    return acting().claim or os_user()
+
+
+def _who(author: str) -> str:
+    """The audit trail's actor: always the OS user (and ``--as`` claim); an ``--author`` other
+    than the default is recorded beside it as one more claim, never instead of it."""
+    from cli.common import actor_name
+
+    me = actor_name()
+    return me if author == _default_author() else f"{me} (author {author})"
+
+
+def _audit(s, author: str, action: str, target: str, **detail) -> None:
+    from storage.audit import write
+
+    write(s, _who(author), action, target, **detail)
 
 
 def _seconds(text: str) -> float:
@@ -49,7 +66,8 @@ class _Time(click.ParamType):
 
 TIME = _Time()
 author_option = click.option(
-    "--author", default=_default_author, show_default="$USER", help="Who is making this change."
+    "--author", default=_default_author, show_default="the --as claim, else your OS user",
+    help="Who is making this change (recorded in the audit log beside your OS user)."
 )
 
 
@@ -95,6 +113,8 @@ def tags_add(
             t = add_tag(s, session_id=session_id, person_id=pid, t_start=start, t_end=end, label=label, author=author,
                         note=note, is_baseline=baseline)  # fmt: skip
             uid = t.uid
+            _audit(s, author, "add_tag", f"tag:{uid}", session_id=session_id, person_id=pid, label=t.label,
+                   t_start=t.t_start, t_end=t.t_end, baseline=baseline)  # fmt: skip
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(uid)
@@ -145,6 +165,10 @@ def tags_edit(uid: str, start, end, label, note, baseline, author: str) -> None:
     try:
         with session_scope(_url()) as s:
             t = edit_tag(s, uid, author, t_start=start, t_end=end, label=label, note=note, is_baseline=baseline)
+            changed = {k: v for k, v in (("t_start", start), ("t_end", end), ("label", label), ("note", note),
+                                         ("is_baseline", baseline)) if v is not None}  # fmt: skip
+            _audit(s, author, "edit_tag", f"tag:{t.uid}", version=t.version, session_id=t.session_id,
+                   person_id=t.person_id, **changed)  # fmt: skip
             click.echo(_tag_line(t))
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
@@ -161,7 +185,7 @@ def tags_delete(uid: str, reason: str, author: str) -> None:
 
     try:
         with session_scope(_url()) as s:
-            t = delete_tag(s, uid, author, reason)
+            t = delete_tag(s, uid, author, reason, audit_actor=_who(author))
             click.echo(f"deleted {t.uid} (v{t.version})", err=True)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
@@ -177,7 +201,7 @@ def tags_import(csv_path: Path, author: str) -> None:
 
     try:
         with session_scope(_url()) as s:
-            r = import_csv(s, csv_path, author)
+            r = import_csv(s, csv_path, author, audit_actor=_who(author))
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged", err=True)
@@ -198,11 +222,11 @@ def tags_export(output: Path | None, person: str | None, session_id: int | None,
         with session_scope(_url()) as s:
             pid = resolve_person(s, person).id if person else None
             if output is None:
-                n = export_csv(s, sys.stdout, author, person_id=pid, session_id=session_id, include_deleted=deleted)
+                n = export_csv(s, sys.stdout, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
             else:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 with open(output, "w", newline="", encoding="utf-8") as f:
-                    n = export_csv(s, f, author, person_id=pid, session_id=session_id, include_deleted=deleted)
+                    n = export_csv(s, f, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
@@ -233,7 +257,7 @@ def vocab_add(name: str, author: str) -> None:
 
     try:
         with session_scope(_url()) as s:
-            click.echo(add_label(s, name, author).name)
+            click.echo(add_label(s, name, _who(author)).name)
     except ValueError as e:
         raise _fail(e) from None
 
@@ -283,16 +307,21 @@ def personalize(person: str, activate: bool | None, use_queue: bool, as_json: bo
                 pid = resolve_person(s, person).id
             except LookupError as e:
                 raise _fail(e) from None
-            job_id = create_job(s, PERSONALIZE_TASK, person_id=pid, params={"activate": activate, "actor": author}).id
+            job_id = create_job(s, PERSONALIZE_TASK, person_id=pid, params={"activate": activate, "actor": _who(author)}).id
+        with session_scope(url) as s:
+            _audit(s, author, "personalize_queued", f"person:{pid}", job_id=job_id)
         make_celery().send_task(PERSONALIZE_TASK, args=[job_id])  # after the job row is committed
         click.echo(job_id)
         return
     from ingest.clinic import personalize_person
 
     try:
-        out = personalize_person(url, person, get_settings(), activate=activate, actor=author)
+        out = personalize_person(url, person, get_settings(), activate=activate, actor=_who(author))
     except (NotEnoughTags, LookupError) as e:
         raise _fail(e) from None
+    with session_scope(url) as s:  # a new model version is stored even when not activated
+        _audit(s, author, "personalize", f"person:{out.person_id}", version=out.version, activated=out.activated,
+               rescored=out.n_rescored)  # fmt: skip
     if as_json:
         click.echo(json.dumps({"person_id": out.person_id, "version": out.version, "activated": out.activated,
                                "n_rescored": out.n_rescored, **out.report.to_dict()}, indent=2))  # fmt: skip
@@ -342,7 +371,7 @@ def models_rollback(person: str, version: int | None, author: str) -> None:
     from ingest.clinic import rollback_person
 
     try:
-        v, n = rollback_person(_url(), person, version, get_settings(), actor=author)
+        v, n = rollback_person(_url(), person, version, get_settings(), actor=_who(author))
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"personal model v{v} active; {n} bins re-scored", err=True)
@@ -356,7 +385,7 @@ def models_calibrate(person: str, author: str) -> None:
     from ingest.clinic import calibrate_person
 
     try:
-        v, b = calibrate_person(_url(), person, actor=author)
+        v, b = calibrate_person(_url(), person, actor=_who(author))
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"baseline v{v} active: {b.n_bins} bins ({b.source})", err=True)

@@ -33,6 +33,7 @@ class _LazyGroup(click.Group):
         "personalize": ("cli.clinic", "personalize"),
         "models": ("cli.clinic", "models"),
         "persons": ("cli.persons", "persons"),
+        "users": ("cli.users", "users"),
         "report": ("cli.report", "report"),
         "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),
@@ -171,9 +172,12 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
     settings = get_settings()
     url = _url()
     fps = analysis_fps or settings.analysis_fps
-    with session_scope(url) as s:
-        g = get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
-        group_id = g.id
+    try:
+        with session_scope(url) as s:
+            g = get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
+            group_id = g.id
+    except ValueError as e:  # a group name with control characters, or too long
+        raise click.ClickException(str(e)) from None
     try:
         rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
     except (LookupError, ValueError) as e:
@@ -287,58 +291,6 @@ def sessions_delete(session_id: int) -> None:
     click.echo(f"deleted session {session_id}", err=True)
 
 
-@main.group()
-def users() -> None:
-    """Dashboard users, roles and the classes or caseloads they may see."""
-
-
-@users.command("add")
-@click.argument("username")
-@click.option("--role", type=click.Choice(["teacher", "clinician", "admin"]), required=True)
-@click.password_option(help="Password for the dashboard login.")
-def users_add(username: str, role: str, password: str) -> None:
-    from storage.access import create_user
-    from storage.db import session_scope
-
-    with session_scope(_url()) as s:
-        try:
-            create_user(s, username, role, password)
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
-    click.echo(f"user {username} ({role}) created", err=True)
-
-
-@users.command("grant")
-@click.argument("username")
-@click.argument("group")
-def users_grant(username: str, group: str) -> None:
-    """Let USERNAME see GROUP (a class for a teacher, a caseload for a clinician)."""
-    from sqlalchemy import select
-
-    from storage.access import get_user, grant
-    from storage.db import session_scope
-    from storage.models import Group
-
-    with session_scope(_url()) as s:
-        u = get_user(s, username)
-        g = s.scalar(select(Group).where(Group.name == group))
-        if u is None or g is None:
-            names = ", ".join(s.scalars(select(Group.name))) or "none yet"
-            raise click.ClickException(f"no user {username!r}" if u is None else f"no group {group!r}; groups: {names}")
-        grant(s, u.id, g.id)
-    click.echo(f"{username} may now see {group}", err=True)
-
-
-@users.command("list")
-def users_list() -> None:
-    from storage.access import granted_group_ids, list_users
-    from storage.db import session_scope
-
-    with session_scope(_url()) as s:
-        for u in list_users(s):
-            click.echo(f"{u.username}\t{u.role.value}\tgroups {granted_group_ids(s, u.id)}")
-
-
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes (each loads its own models).")
 @click.option("--queues", "-Q", default=None,
@@ -361,6 +313,9 @@ def worker(concurrency: int, queues: str | None) -> None:
 @click.option("--headless/--browser", default=True, show_default=True, help="Do not open a browser window.")
 def dashboard(port: int, address: str, headless: bool) -> None:
     """Start the Streamlit dashboard on localhost."""
+    if get_settings().dashboard_user and address not in ("127.0.0.1", "localhost", "::1"):
+        raise click.ClickException(f"AFFECTLINE_DASHBOARD_USER logs in without a password, so it is refused on "
+                                   f"--address {address}: use 127.0.0.1, or unset it and log in with a password")  # fmt: skip
     _url()
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,

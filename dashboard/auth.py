@@ -1,23 +1,83 @@
-"""Login and session-state glue.
+"""Login, logout, session expiry and the login cookie.
 
-Only the user id lives in ``st.session_state``; the user's role and grants are
-re-read on every run, so a revoked grant or a deleted user takes effect at once.
-``Settings.dashboard_user`` logs in as that user without a password (the
-single-user local demo); the user is created as an admin if missing.
+A password login goes through ``storage.logins.attempt`` (throttled, locked out after
+repeated failures, audited). A successful one opens a server-side login session; the
+browser keeps its random token in a cookie (``COOKIE``: no password, and the database keeps
+only the token's SHA-256), so a refresh, a new tab or a deep link opened later finds the
+login again while it is live. A login ends after ``Settings.session_idle_minutes`` without
+use, at logout, and when an administrator disables the user or changes their password.
+
+Only the user id lives in ``st.session_state``; role and grants are re-read on every run,
+so a revoked grant or a disabled user takes effect at once.
+
+``Settings.dashboard_user`` logs in as that user without a password: the single-user local
+demo (``make demo``). It is refused unless the server listens on a loopback address only,
+where nobody else can reach the page. There is no way to create the first administrator
+from the login page: that is done at the server, with ``affectline users add NAME --role admin``.
 """
 
 from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
 
 import streamlit as st
 from sqlalchemy import func, select
 
 from affectline.settings import Settings
 from dashboard import data
-from storage import access, repo
+from storage import access, audit, logins
 from storage.models import Role, User
 
 USER_KEY = "auth_user_id"
 VIEWER_KEY = "auth_viewer"
+TOKEN_KEY = "auth_token"
+SEEN_KEY = "auth_last_seen"
+COOKIE = "affectline_login"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+# --- where the server listens and who is asking ------------------------------------------------
+
+
+def listen_address() -> str:
+    """The address Streamlit listens on ("" = every interface, its default)."""
+    return str(st.get_option("server.address") or "")
+
+
+def is_loopback(address: str) -> bool:
+    return address in LOOPBACK or address.startswith("127.")
+
+
+def client_address() -> str:
+    """The browser's address as the server sees it (the per-address login budget)."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no client context (AppTest)
+        ip = None
+    return ip if isinstance(ip, str) and ip else "127.0.0.1"  # None means a loopback connection
+
+
+def _cookie() -> str | None:
+    try:
+        value = st.context.cookies.get(COOKIE)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value else None  # AppTest hands back a stand-in object
+
+
+def policy(settings: Settings) -> logins.Policy:
+    lock = timedelta(minutes=settings.login_lockout_minutes)
+    return logins.Policy(max_failures=settings.login_max_failures, client_max_failures=settings.login_client_max_failures,
+                         lockout=lock, window=lock)  # fmt: skip
+
+
+def _idle(settings: Settings) -> timedelta:
+    return timedelta(minutes=settings.session_idle_minutes)
+
+
+# --- the viewer of this run ----------------------------------------------------------------------
 
 
 def _auto_login(url: str, username: str) -> int:
@@ -25,20 +85,55 @@ def _auto_login(url: str, username: str) -> int:
         user = access.get_user(s, username)
         if user is None:
             user = access.create_user(s, username, Role.admin)
-            repo.audit(s, username, "create_user", f"user:{user.id}", username=username, role="admin",
-                       reason="dashboard_user auto-login")  # fmt: skip
+            audit.write(s, username, "create_user", f"user:{user.id}", username=username, role="admin",
+                        reason="dashboard_user auto-login on a loopback address")  # fmt: skip
         return user.id
 
 
+def _forget(state) -> None:
+    for k in (USER_KEY, VIEWER_KEY, TOKEN_KEY, SEEN_KEY):
+        state.pop(k, None)
+
+
 def current_viewer(url: str, settings: Settings) -> data.Viewer | None:
-    """The logged-in viewer, or None when nobody is (after logout, or a deleted user)."""
-    uid = st.session_state.get(USER_KEY)
-    if uid is None and settings.dashboard_user and not st.session_state.get("auth_logged_out"):
-        uid = st.session_state[USER_KEY] = _auto_login(url, settings.dashboard_user)
+    """The logged-in viewer, or None when nobody is (logged out, expired, disabled, deleted)."""
+    state = st.session_state
+    if settings.dashboard_user:
+        address = listen_address()
+        if not is_loopback(address):
+            st.error(f"AFFECTLINE_DASHBOARD_USER (log in without a password) is refused: this dashboard listens on "
+                     f"{address or 'every interface'}, not only on 127.0.0.1. Unset it, or start the dashboard with "
+                     f"`affectline dashboard --address 127.0.0.1`.")  # fmt: skip
+            st.stop()
+        if state.get(USER_KEY) is None and not state.get("auth_logged_out"):
+            state[USER_KEY] = _auto_login(url, settings.dashboard_user)
+    uid = state.get(USER_KEY)
+    now = time.time()
+    idle = _idle(settings)
+    if uid is not None and not settings.dashboard_user:
+        last, token = state.get(SEEN_KEY), state.get(TOKEN_KEY)
+        live = last is None or now - last <= idle.total_seconds()
+        if live and token is not None:
+            with data.scope(url) as s:
+                live = logins.resume(s, token, idle) == uid
+        if not live:
+            if token is not None:
+                with data.scope(url) as s:
+                    logins.close(s, token)
+            _forget(state)
+            state["auth_expired"] = True
+            uid = None
+    elif uid is None and not state.get("auth_logged_out") and (token := _cookie()):
+        with data.scope(url) as s:  # a refresh, a new tab, a deep link: the browser's login cookie
+            uid = logins.resume(s, token, idle)
+        if uid is not None:
+            state[USER_KEY], state[TOKEN_KEY] = uid, token
     viewer = data.viewer_for(url, uid) if uid is not None else None
     if viewer is None:
-        st.session_state.pop(USER_KEY, None)
-    st.session_state[VIEWER_KEY] = viewer
+        _forget(state)
+    else:
+        state[SEEN_KEY] = now
+    state[VIEWER_KEY] = viewer
     return viewer
 
 
@@ -58,46 +153,65 @@ def require(viewer: data.Viewer, action: str) -> None:
         st.stop()
 
 
+# --- the login cookie ----------------------------------------------------------------------------
+
+
+def _cookie_script(value: str | None) -> str:
+    # Session cookie (gone when the browser closes); SameSite=Strict: never sent by other sites' pages.
+    attrs = "; Path=/; SameSite=Strict" + ("" if value else "; Max-Age=0")
+    body = f"{COOKIE}={value or ''}{attrs}"
+    return (f"<script>document.cookie = {json.dumps(body)} + "
+            f"(location.protocol === 'https:' ? '; Secure' : '');</script>")  # fmt: skip
+
+
+def sync_cookie() -> None:
+    """Keep the browser's login cookie equal to this session's login (set it, or clear it)."""
+    token = st.session_state.get(TOKEN_KEY)
+    if token is not None:
+        if _cookie() != token:
+            st.html(_cookie_script(token), unsafe_allow_javascript=True)
+    elif _cookie() is not None or st.session_state.get("auth_clear_cookie"):
+        st.html(_cookie_script(None), unsafe_allow_javascript=True)
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
 def _has_users(url: str) -> bool:
     with data.scope(url) as s:
         return bool(s.scalar(select(func.count(User.id))))
 
 
-def login_page(url: str) -> None:
-    """The login form; on a database with no users, a form that creates the first admin instead."""
+def login_page(url: str, settings: Settings) -> None:
+    """The login form. On a database with no users, how to create the first administrator."""
     st.title("Affectline")
+    if st.session_state.pop("auth_expired", False):
+        st.info(f"Your login ended after {settings.session_idle_minutes:g} minutes without use. Please log in again.")
     if not _has_users(url):
-        st.info("No accounts exist yet. Create the first administrator.")
-        with st.form("bootstrap"):
-            name = st.text_input("Username")
-            pw = st.text_input("Password", type="password")
-            pw2 = st.text_input("Repeat password", type="password")
-            if st.form_submit_button("Create administrator"):
-                if not name.strip() or not pw or pw != pw2:
-                    st.error("Enter a username and the same password twice.")
-                else:
-                    with data.scope(url) as s:
-                        user = access.create_user(s, name, Role.admin, pw)
-                        repo.audit(s, user.username, "create_user", f"user:{user.id}", role="admin", reason="first admin")
-                        st.session_state[USER_KEY] = user.id
-                    st.rerun()
+        st.info("No accounts exist yet. An administrator creates the first one at the server, then logs in here:")
+        st.code("affectline users add NAME --role admin", language="bash")
         return
     with st.form("login"):
         name = st.text_input("Username")
         pw = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
             with data.scope(url) as s:
-                user = access.authenticate(s, name, pw)
-                uid = user.id if user else None
-            if uid is None:
-                st.error("Unknown username or wrong password.")
+                result = logins.attempt(s, name, pw, client_address(), policy=policy(settings))
+            if result.outcome != "ok":
+                st.error(result.message)
             else:
-                st.session_state[USER_KEY] = uid
-                st.session_state.pop("auth_logged_out", None)
-                st.rerun()
+                state = st.session_state
+                state[USER_KEY], state[TOKEN_KEY], state[SEEN_KEY] = result.user_id, result.token, time.time()
+                state.pop("auth_logged_out", None)
+                state.pop("auth_clear_cookie", None)
+                st.rerun()  # same URL: a deep link opened before the login now shows its page
 
 
-def logout() -> None:
-    for k in (USER_KEY, VIEWER_KEY):
-        st.session_state.pop(k, None)
-    st.session_state["auth_logged_out"] = True  # do not auto-login straight back in
+def logout(url: str | None = None) -> None:
+    token = st.session_state.get(TOKEN_KEY)
+    if token is not None and url is not None:
+        with data.scope(url) as s:
+            logins.close(s, token)
+    _forget(st.session_state)
+    st.session_state["auth_logged_out"] = True  # do not auto-login (or resume the cookie) straight back in
+    st.session_state["auth_clear_cookie"] = True

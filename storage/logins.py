@@ -155,6 +155,12 @@ def attempt(s: Session, username: str, password: str, client: str, *, policy: Po
     return LoginResult("ok", user_id=user.id, token=token)
 
 
+def unlock(s: Session, username: str) -> int:
+    """Forget an account's failed logins and lockout (an administrator's decision); returns rows cleared."""
+    key = _keys(username, "")[0][1]
+    return s.execute(delete(LoginThrottle).where(LoginThrottle.scope == "user", LoginThrottle.key == key)).rowcount or 0
+
+
 # --- login sessions ---------------------------------------------------------------------------
 
 

@@ -224,13 +224,14 @@ def edit_tag(
     )  # fmt: skip
 
 
-def delete_tag(s: Session, uid: str, actor: str, reason: str = "") -> Tag:
-    """Soft-delete: a new version marked deleted, and an audit entry. Earlier versions stay."""
+def delete_tag(s: Session, uid: str, actor: str, reason: str = "", *, audit_actor: str | None = None) -> Tag:
+    """Soft-delete: a new version marked deleted, and an audit entry. Earlier versions stay.
+    ``audit_actor``: who the audit row names, when not the version's author (the CLI's OS user)."""
     prev = _latest(s, uid)
     if prev.deleted:
         return prev
     row = _new_version(s, prev, actor, deleted=True)
-    _audit(s, actor, "delete_tag", f"tag:{prev.uid}", version=row.version, reason=reason,
+    _audit(s, audit_actor or actor, "delete_tag", f"tag:{prev.uid}", version=row.version, reason=reason,
            session_id=prev.session_id, person_id=prev.person_id, label=prev.label)  # fmt: skip
     return row
 
@@ -254,7 +255,7 @@ def _parse_bool(v: str | None) -> bool:
     raise ValueError(f"{v!r} is not a yes/no value")
 
 
-def import_csv(s: Session, source: str | Path | TextIO, author: str) -> ImportResult:
+def import_csv(s: Session, source: str | Path | TextIO, author: str, *, audit_actor: str | None = None) -> ImportResult:
     """Import tags from CSV (header required; ``CSV_COLUMNS`` as written by ``export_csv``).
 
     Required: session_id, person_id (or person: id or label), t_start, t_end, label.
@@ -265,11 +266,11 @@ def import_csv(s: Session, source: str | Path | TextIO, author: str) -> ImportRe
     name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "CSV")
     if isinstance(source, (str, Path)):
         with open(source, newline="", encoding="utf-8") as f:
-            return _import_rows(s, list(csv.DictReader(f)), name, author)
-    return _import_rows(s, list(csv.DictReader(source)), name, author)
+            return _import_rows(s, list(csv.DictReader(f)), name, author, audit_actor or author)
+    return _import_rows(s, list(csv.DictReader(source)), name, author, audit_actor or author)
 
 
-def _import_rows(s: Session, rows: Iterable[dict], name: str, author: str) -> ImportResult:
+def _import_rows(s: Session, rows: Iterable[dict], name: str, author: str, audit_actor: str) -> ImportResult:
     res = ImportResult()
     # Raising aborts the caller's transaction (session_scope), so one bad row stores nothing.
     for line, row in enumerate(rows, start=2):
@@ -306,7 +307,7 @@ def _import_rows(s: Session, rows: Iterable[dict], name: str, author: str) -> Im
             raise TagError(f"{name} line {line}: column {e.args[0]!r} is missing") from None
         except (ValueError, LookupError) as e:
             raise TagError(f"{name} line {line}: {e}") from None
-    _audit(s, author, "import_tags", name, added=res.added, updated=res.updated, unchanged=res.unchanged)
+    _audit(s, audit_actor, "import_tags", name, added=res.added, updated=res.updated, unchanged=res.unchanged)
     return res
 
 

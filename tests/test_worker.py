@@ -109,10 +109,10 @@ def test_users_cli_creates_grants_and_lists(tmp_path: Path):
     r = CliRunner(env=env)
     get_settings.cache_clear()
     try:
-        assert r.invoke(main, ["users", "add", "ms_a", "--role", "teacher", "--password", "pw"]).exit_code == 0
+        assert r.invoke(main, ["users", "add", "ms_a", "--role", "teacher", "--password", "chalk and talk"]).exit_code == 0
         out = r.invoke(main, ["users", "grant", "ms_a", "Year 9"])
         assert out.exit_code == 1 and "no group 'Year 9'; groups: none yet" in out.output
         listing = r.invoke(main, ["users", "list"])
-        assert "ms_a\tteacher\tgroups []" in listing.output
+        assert "ms_a\tteacher\tactive\tgroups: -" in listing.output
     finally:
         get_settings.cache_clear()
