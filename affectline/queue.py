@@ -67,4 +67,29 @@ def make_celery(settings: Settings | None = None) -> Celery:
     # rejects unknown keys; the faster poll is only for brokers that accept it.
     elif not s.resolved_broker_url.startswith("sqla+"):
         app.conf.broker_transport_options = {"polling_interval": 0.5}
+    if s.resolved_broker_url.startswith("sqla+sqlite:"):
+        _prepare_sqlite_broker(app, s)
     return app
+
+
+_prepared: set[str] = set()
+
+
+def _prepare_sqlite_broker(app: Celery, s: Settings) -> None:
+    """Create the embedded broker's tables and queue rows once, under a file lock.
+
+    kombu creates them on first use with check-then-create, which races when several
+    processes start on a fresh data folder at once (three ``affectline analyze``: "table
+    kombu_queue already exists")."""
+    url = s.resolved_broker_url
+    if url in _prepared:
+        return
+    from filelock import FileLock
+    from kombu import Queue
+
+    path = url.removeprefix("sqla+sqlite:///")
+    with FileLock(path + ".init.lock", timeout=300):
+        with app.connection_for_write() as conn:
+            for name in dict.fromkeys(["celery", s.chunk_queue]):
+                Queue(name).bind(conn.default_channel).declare()
+    _prepared.add(url)
