@@ -296,3 +296,65 @@ def test_cli_manages_consent_with_the_operator_in_the_audit_trail(db_url, roster
     with session_scope(db_url) as s:
         actions = [e.action for e in s.scalars(select(AuditEntry).order_by(AuditEntry.id)) if e.action.startswith("consent")]
     assert actions == ["consent_grant", "consent_grant", "consent_required", "consent_withdraw"]
+
+
+# --- the dashboard page -------------------------------------------------------------------------
+
+
+def _page(user_id: int):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import auth, data
+
+    data.invalidate()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=60)
+    at.session_state[auth.USER_KEY] = user_id
+    at.run()
+    return at
+
+
+def test_dashboard_page_lets_an_administrator_record_and_withdraw_consent(db_url, roster):
+    from storage import access
+
+    with session_scope(db_url) as s:
+        admin = access.create_user(s, "root", Role.admin, "correct horse battery staple").id
+        teacher = access.create_user(s, "tina", Role.teacher, "correct horse battery staple").id
+        access.grant(s, teacher, roster["group"])
+    at = _page(teacher)
+    assert not at.exception
+    with pytest.raises(ValueError):  # not registered with st.navigation for a teacher
+        at.switch_page("views/consent.py").run()
+
+    at = _page(admin).switch_page("views/consent.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(df.value for df in at.dataframe if "analysis" in df.value.columns)
+    assert set(table["person"]) == {"Ada", "Ben", "Cleo"} and set(table["analysis"]) == {"none"}
+    at.selectbox(key="grant_person").set_value(roster["ada"])
+    at.text_input(key="grant_scope").set_value("signed form, class D")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception, [e.value for e in at.exception]
+    with session_scope(db_url) as s:
+        c = s.scalar(select(Consent).where(Consent.person_id == roster["ada"]))
+        assert consent.state(c) == "valid" and c.scope == "signed form, class D" and c.recorded_by == "root"
+    at.selectbox(key="withdraw_person").set_value(roster["ben"])
+    at.checkbox(key="withdraw_sure").check().run()
+    at.button(key="withdraw_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Consent withdrawn; deleted" in e.value for e in at.success)
+    assert stored(db_url, roster["session"])["time_bins"] == {roster["ada"], roster["cleo"]}
+    with session_scope(db_url) as s:
+        actors = {e.actor for e in s.scalars(select(AuditEntry).where(AuditEntry.action.like("consent_%")))}
+    assert actors == {"root"}
+    # The policy tab: require consent in the group, keep its sessions 30 days.
+    g = roster["group"]
+    at.selectbox(key="policy_group").set_value(g)
+    at.toggle(key=f"policy_required_{g}").set_value(True)
+    at.button(key="policy_required_save").click().run()
+    at.checkbox(key=f"keep_{g}").uncheck().run()
+    at.number_input(key=f"days_{g}").set_value(30)
+    at.button(key="policy_days_save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    with session_scope(db_url) as s:
+        assert consent.policy(s, g) == consent.Policy(g, True, 30)
