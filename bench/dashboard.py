@@ -1,0 +1,229 @@
+"""Dashboard at scale: the 90-minute, 30-student session vs the same class at 5 minutes, in one run.
+
+    .venv/bin/python bench/dashboard.py [--minutes 90] [--students 30] [--keep DIR]
+
+Builds both sessions through the storage API (``tests.big_session.add_class_session``: 162,000
+person-bins for 90 x 30), then measures
+
+1. server side: the data views the session page needs (read, summarise, reduce) and a full
+   AppTest run of the page, cold (caches cleared) and warm;
+2. in Debian's Chromium (Playwright, never ``playwright install``), against ``streamlit run``:
+   the time from navigation to every chart of the page drawn, and the bytes the server sent
+   over the websocket (the page's data; the static JS bundle is reported separately, it is the
+   same for every session and the browser caches it). Cold = first open after the server starts.
+
+Prints each figure with its ratio to the 5-minute session (the baseline of this run) and the
+issue's targets (<= 2 s, <= 5 MB for 90 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# This file is bench/dashboard.py: with bench/ first on the path, `import dashboard` would find it.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or '.').resolve() != ROOT / 'bench']
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+N_SMALL_MULTIPLES = 6  # the page draws the six lowest-ranked students by default
+
+
+def build(url: str, minutes: float, students: int) -> dict[str, int]:
+    from storage import access, repo
+    from storage.db import migrate, session_scope
+    from storage.models import Role, SessionKind
+    from tests.big_session import add_class_session
+
+    migrate(url)
+    with session_scope(url) as s:
+        gid = repo.get_or_create_group(s, "year-9", SessionKind.classroom).id
+        uid = access.create_user(s, "teacher", Role.teacher, None).id
+        access.grant(s, uid, gid)
+    t = time.perf_counter()
+    small, _ = add_class_session(url, gid, minutes=5, n_persons=students, title="5-minute lesson", seed=1)
+    big, _ = add_class_session(url, gid, minutes=minutes, n_persons=students, title=f"{minutes:g}-minute lesson", seed=2)
+    print(f"built: {minutes:g} min x {students} students = {int(minutes * 60) * students:,} person-bins "
+          f"(+ 5 min: {300 * students:,}) in {time.perf_counter() - t:.1f} s")  # fmt: skip
+    return {"user": uid, "small": small, "big": big}
+
+
+def server_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Seconds for the page's data views and for a whole AppTest run of the page, cold and warm."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import auth, data
+
+    viewer = data.viewer_for(url, ids["user"])
+    g = viewer.group_ids
+    out: dict[str, dict[str, float]] = {}
+    for name in ("small", "big"):
+        sid = ids[name]
+        data.invalidate()
+        row: dict[str, float] = {}
+        t = time.perf_counter()
+        bins = data.class_view_bins(url, g, sid)
+        row["read bins"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ov = data.class_overview(url, g, sid)
+        row["summary+moments"] = time.perf_counter() - t
+        t = time.perf_counter()
+        data.class_curve_view(url, g, sid, ov.t0, ov.t1)
+        data.heatmap_view(url, g, sid, "engagement", ov.t0, ov.t1, tuple(int(p) for p in ov.summary["person_id"]))
+        for pid in ov.summary["person_id"].iloc[:N_SMALL_MULTIPLES]:
+            data.student_view(url, g, sid, int(pid), ov.t0, ov.t1)
+        row["reduce for screen"] = time.perf_counter() - t
+        for label in ("page cold", "page warm"):
+            if label == "page cold":
+                data.invalidate()
+            at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
+            at.session_state[auth.USER_KEY] = ids["user"]
+            at.query_params["session"] = str(sid)
+            at.run()
+            t = time.perf_counter()
+            at.switch_page("views/session.py").run()
+            row[label] = time.perf_counter() - t
+            assert not at.exception, [e.value for e in at.exception]
+            row[f"{label} proto MB"] = sum(len(e.proto.SerializeToString()) for e in at.get("plotly_chart")) / 1e6
+        row["bins"] = float(len(bins))
+        out[name] = row
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser_side(data_dir: Path, ids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Time to every chart drawn and websocket bytes, cold (fresh server) and warm, per session."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        raise SystemExit("bench/dashboard.py: Debian chromium is not installed (apt-get install -y chromium)")
+    port = _free_port()
+    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(data_dir), "AFFECTLINE_DASHBOARD_USER": "teacher",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env.pop("AFFECTLINE_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, dict[str, float]] = {"small": {}, "big": {}}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(viewport={"width": 1500, "height": 1200})
+                page = context.new_page()
+                page.set_default_timeout(300_000)
+                # Warm the browser's HTTP cache with the static bundle on the sessions list (not timed).
+                static = {"bytes": 0}
+                page.on("response", lambda r: static.__setitem__("bytes", static["bytes"] + int(r.headers.get("content-length", 0) or 0)))
+                page.goto(base)
+                page.get_by_role("heading", name="Sessions").wait_for()
+                for name, label in (("big", "cold"), ("small", "cold"), ("big", "warm"), ("small", "warm")):
+                    out[name].update(_open(page, base, ids[name], label))
+                out["static_mb"] = {"": static["bytes"] / 1e6}
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return out
+
+
+def _open(page, base: str, sid: int, label: str) -> dict[str, float]:
+    """Navigate to the session page; seconds until every chart has its SVG drawn; websocket bytes received."""
+    got = {"ws": 0}
+
+    def on_ws(ws):
+        ws.on("framereceived", lambda payload: got.__setitem__("ws", got["ws"] + len(payload)))
+
+    page.on("websocket", on_ws)
+    t = time.perf_counter()
+    page.goto(f"{base}/session?session={sid}")
+    n = 1 + N_SMALL_MULTIPLES
+    page.wait_for_function(
+        """n => { const p = document.querySelectorAll('.js-plotly-plot');
+                  if (p.length < n) return false;
+                  for (const el of p) { if (!el.querySelector('.main-svg')) return false; }
+                  return document.querySelector('.js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image') !== null
+                         || document.querySelector('.js-plotly-plot .heatmaplayer') !== null; }""",
+        arg=n, polling=50,
+    )  # fmt: skip
+    drawn = time.perf_counter() - t
+    page.wait_for_timeout(1500)  # let the last frames arrive before counting bytes
+    page.remove_listener("websocket", on_ws)
+    heap = page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0")
+    return {f"browser {label} s": drawn, f"ws {label} MB": got["ws"] / 1e6, f"heap {label} MB": heap / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=90.0)
+    ap.add_argument("--students", type=int, default=30)
+    ap.add_argument("--keep", type=Path, help="build the database here and keep it")
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="affectline_bench_dash_"))
+    data_dir = tmp / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["AFFECTLINE_DATA_DIR"] = str(data_dir)
+    os.environ.pop("AFFECTLINE_DATABASE_URL", None)
+    from affectline.settings import get_settings
+
+    get_settings.cache_clear()
+    url = get_settings().resolved_database_url
+    ids = build(url, args.minutes, args.students)
+    server = server_side(url, ids)
+    browser = {} if args.no_browser else browser_side(data_dir, ids)
+    big, small = f"{args.minutes:g} min", "5 min"
+    print(f"\n{'measure':28s} {big:>10s} {small:>10s} {'ratio':>7s}")
+    rows = {**{k: (server['big'][k], server['small'][k]) for k in server["big"] if k != "bins"}}
+    if browser:
+        rows.update({k: (browser["big"][k], browser["small"][k]) for k in browser["big"]})
+    for k, (b, s) in rows.items():
+        unit = "" if "MB" in k else " s"
+        print(f"{k:28s} {b:9.3f}{unit:2s} {s:9.3f}{unit:2s} {b / s if s else float('nan'):6.1f}x")
+    if browser:
+        print(f"static bundle (once, browser-cached): {browser['static_mb']['']:.1f} MB")
+        ok_t = browser["big"]["browser cold s"] <= 2.0
+        ok_b = browser["big"]["ws cold MB"] <= 5.0
+        print(f"targets for {big}: drawn <= 2 s: {'met' if ok_t else 'MISSED'} "
+              f"(cold {browser['big']['browser cold s']:.2f} s, warm {browser['big']['browser warm s']:.2f} s); "
+              f"<= 5 MB sent: {'met' if ok_b else 'MISSED'} ({browser['big']['ws cold MB']:.2f} MB)")  # fmt: skip
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
