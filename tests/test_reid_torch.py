@@ -3,7 +3,8 @@
 Every comparison is on real faces: the group photo, crowd frames (1080p) and the head-turn
 clip (270p). Figures reached here (CPU): the network on dlib's own chips and the whole
 torch pipeline both give dlib's descriptors to cosine > 0.9999999 (euclidean < 1e-5);
-numpy landmarks equal dlib's integer landmarks; torch chips equal dlib's bit for bit.
+numpy landmarks equal dlib's integer landmarks; torch chips equal dlib's bit for bit,
+also for faces big enough to go through dlib's image pyramid.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from affectline.settings import Settings
 from affectline.types import Detections
 from recognition.reid import FaceEmbedder, TorchFaceEmbedder, load_embedder
-from recognition.reid.chips import chip_transforms, extract_chips
+from recognition.reid.chips import chip_geometry, extract_chips
 from recognition.reid.dlib_format import DlibFormatError
 from recognition.reid.embedder import _dlib_box, square_boxes
 from recognition.reid.landmarks import ShapePredictor, load_shape_predictor, parse_shape_predictor
@@ -131,9 +132,9 @@ def test_torch_chips_are_dlibs_chips():
             continue
         ref = np.stack([dlib.get_face_chip(img, s, 150, 0.25) for s in shapes]).astype(int)
         lm = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes])
-        A, b, level = chip_transforms(lm)
-        assert (level == -1).all()  # no face here is big enough for dlib's pyramid
-        ours = extract_chips([img], np.zeros(len(lm), int), A, b, level).permute(0, 2, 3, 1).numpy().astype(int)
+        geom = chip_geometry(lm)
+        assert (geom.level == -1).all()  # no face here is big enough for dlib's pyramid
+        ours = extract_chips([img], np.zeros(len(lm), int), geom).permute(0, 2, 3, 1).numpy().astype(int)
         assert np.abs(ours - ref).max() <= 1
         n_same, n_all = n_same + (ours == ref).sum(), n_all + ref.size
     assert n_same / n_all >= 0.999
@@ -155,20 +156,29 @@ def test_torch_embedder_matches_dlib_end_to_end_and_batches():
     np.testing.assert_allclose(np.concatenate(small.embed_many(frames, dets)), ours, atol=1e-5)
 
 
-def test_big_faces_cut_from_a_pyramid_stay_close_to_dlib():
-    """Faces over ~250 px: dlib cuts the chip from an image pyramid, approximated here."""
+def test_big_faces_are_cut_from_dlibs_pyramid():
+    """Faces over ~250 px: dlib cuts their chips from an image pyramid, reproduced in torch."""
     import cv2
 
+    sp, _ = dlib_models()
     img = read_image("group_multiface.jpg")
     faces = annotated("group_multiface.jpg")[0][0]
-    big = cv2.resize(img, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
-    dets = Detections(faces * 4, np.ones(len(faces)))
-    # dlib one face per call: its pyramid then covers that face alone, like ours.
-    ref = np.concatenate([FaceEmbedder().embed(big, Detections(dets.boxes[i : i + 1], np.ones(1))) for i in range(6)])
+    big = cv2.resize(img, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # faces 430-580 px
+    dets = Detections(faces * 6, np.ones(len(faces)))
+    shapes = [sp(big, _dlib_box(b)) for b in dets.boxes]
+    lm = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes])
+    geom = chip_geometry(lm)
+    assert (geom.level == 1).all()  # two pyramid steps down
+    for i, s in enumerate(shapes):  # one face per call, as get_face_chip
+        ref = dlib.get_face_chip(big, s, 150, 0.25).astype(int)
+        one = chip_geometry(lm[i : i + 1])
+        ours = extract_chips([big], np.zeros(1, int), one).permute(0, 2, 3, 1).numpy()[0].astype(int)
+        assert np.abs(ours - ref).max() <= 1 and (ours == ref).mean() >= 0.999
+    ref = FaceEmbedder().embed(big, dets)  # all faces in one call: one pyramid over their union
     ours = torch_embedder().embed(big, dets)
     cos, euc = _cos(ours, ref), np.linalg.norm(ours - ref, axis=1)
-    print(f"\npyramid faces: min cosine {cos.min():.6f}, max euclidean {euc.max():.3f}")
-    assert cos.min() >= 0.995 and euc.max() < 0.15
+    print(f"\npyramid faces: min cosine {cos.min():.9f}, max euclidean {euc.max():.2e}")
+    assert cos.min() >= 0.999 and euc.max() < 0.01
 
 
 def test_no_faces_and_bad_frames():

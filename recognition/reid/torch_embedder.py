@@ -6,8 +6,8 @@ square box from the detector box -> dlib's 5-point landmarks -> aligned 150x150 
 
 - landmarks from :mod:`recognition.reid.landmarks` (dlib's regression trees in numpy,
   integer-identical to dlib), or from dlib itself with ``landmarks="dlib"``;
-- chips from :mod:`recognition.reid.chips` (torch; bit-identical to dlib's except for
-  faces over ~250 px, which dlib cuts from an image pyramid);
+- chips from :mod:`recognition.reid.chips` (torch; dlib's chips bit for bit, image
+  pyramid for faces over ~250 px included);
 - the network from :mod:`recognition.reid.resnet` (torch; dlib's own descriptors to
   ~1e-6 on identical chips).
 
@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from affectline.types import Detections
-from recognition.reid.chips import chip_transforms, extract_chips
+from recognition.reid.chips import chip_geometry, extract_chips
 from recognition.reid.embedder import EMBEDDING_DIM, square_boxes
 from recognition.reid.resnet import CHIP_SIZE, load_face_resnet
 
@@ -85,8 +85,8 @@ class TorchFaceEmbedder:
 
     def chips(self, frames: Sequence[np.ndarray], image_idx: np.ndarray, landmarks: np.ndarray):
         """(n, 3, 150, 150) float chips on the embedder's device."""
-        A, b, level = chip_transforms(landmarks, CHIP_SIZE, self.padding)
-        return extract_chips(frames, image_idx, A, b, level, CHIP_SIZE, device=str(self.device))
+        geom = chip_geometry(landmarks, CHIP_SIZE, self.padding)
+        return extract_chips(frames, image_idx, geom, device=str(self.device))
 
     def embed_chips(self, chips) -> np.ndarray:
         """(n, 128) float32 descriptors of (n, 3, 150, 150) chips, ``batch_size`` at a time."""
