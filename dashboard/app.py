@@ -22,6 +22,7 @@ PAGES = (  # (file, title, icon, action the role needs)
     ("views/session.py", "Session view", ":material/monitoring:", "view_sessions"),
     ("views/review.py", "Review & tags", ":material/sell:", "review"),
     ("views/people.py", "People", ":material/group:", "manage_people"),
+    ("views/reports.py", "Reports & exports", ":material/picture_as_pdf:", "export"),
     ("views/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users"),
     ("views/consent.py", "Consent & retention", ":material/verified_user:", "manage_privacy"),
 )

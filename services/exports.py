@@ -48,3 +48,77 @@ def export_session(url: str, actor: Actor, session_id: int, fmt: ExportFormat, *
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), **audit_detail)
     return Export(data, f"affectline_session_{session_id}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+
+
+# --- selections and per-person summaries (issue 11) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which part of a session to export: bins overlapping [t0, t1) seconds, of these persons (None = all)."""
+
+    t0: float | None = None
+    t1: float | None = None
+    person_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.t0 is not None and self.t1 is not None and self.t1 <= self.t0:
+            raise ValueError(f"the time range ends ({self.t1:g} s) before it starts ({self.t0:g} s)")
+
+    def audit(self) -> dict:
+        return {k: v for k, v in (("t0", self.t0), ("t1", self.t1),
+                                  ("persons", list(self.person_ids) if self.person_ids is not None else None))
+                if v is not None}  # fmt: skip
+
+    def suffix(self) -> str:
+        from services.summaries import format_clock
+
+        span = "" if self.t0 is None and self.t1 is None else \
+            f"_{format_clock(self.t0 or 0).replace(':', '')}-{format_clock(self.t1).replace(':', '') if self.t1 else 'end'}"  # fmt: skip
+        return span + (f"_{len(self.person_ids)}persons" if self.person_ids is not None else "")
+
+
+def _selected_bins(s, session_id: int, sel: Selection, columns) -> pd.DataFrame:
+    from services.bins import load_bins
+
+    return load_bins(s, session_id, columns, sel.t0, sel.t1, sel.person_ids)
+
+
+def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
+                     **audit_detail) -> Export:  # fmt: skip
+    """Part of a session (time range, persons) in the export's columns (``EXPORT_COLUMNS``), audited."""
+    require(actor, "export")
+    with scope(url) as s:
+        visible_session(s, actor.group_ids, session_id)
+        cols = [c for c in repo.EXPORT_COLUMNS if c not in ("session_id", "person_label")]
+        df = _selected_bins(s, session_id, sel, cols)
+        df.insert(0, "session_id", session_id)
+        df = df.reindex(columns=list(repo.EXPORT_COLUMNS))
+        data = frame_bytes(df, fmt)
+        repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), **sel.audit(),
+                   **audit_detail)  # fmt: skip
+    return Export(data, f"affectline_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+
+
+def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
+                   **audit_detail) -> Export:  # fmt: skip
+    """One row per person (``services.summaries.student_summary``: ranked, mean engagement, minutes
+    confused / fatigued / distracted / not visible) over the selection, audited."""
+    from services.summaries import SUMMARY_COLUMNS, student_summary
+
+    require(actor, "export")
+    with scope(url) as s:
+        rec = visible_session(s, actor.group_ids, session_id)
+        step = float(rec.bin_seconds or 1.0)
+        bins = _selected_bins(s, session_id, sel, ("person_id", "t_start", "face_visible", "engagement",
+                                                   *repo.ACADEMIC_COLUMNS))  # fmt: skip
+        t0 = sel.t0 if sel.t0 is not None else 0.0
+        t1 = sel.t1 if sel.t1 is not None else (rec.duration or (bins["t_start"].max() + step if len(bins) else 0.0))
+        df = student_summary(bins, step, duration=max(float(t1) - float(t0), 0.0))
+        df.insert(0, "session_id", session_id)
+        df["from_s"], df["to_s"] = float(t0), float(t1)
+        data = frame_bytes(df, fmt)
+        repo.audit(s, actor.audit_name, "export_summary", f"session:{session_id}", format=fmt, rows=len(df),
+                   **sel.audit(), **audit_detail)  # fmt: skip
+    cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
+    return Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)

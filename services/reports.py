@@ -25,19 +25,18 @@ from fpdf.enums import XPos, YPos
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services import bins as bins_io
 from services import report_charts as charts
 from services import summaries
 from services.actor import Actor, require
 from services.db import scope, visible_session
 from storage import person_models, repo, tags
-from storage.models import Group, Person, Recording, SessionKind, TimeBin
+from storage.models import Group, Recording, SessionKind
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: every name prints, not only Latin-1
 PAGE_W = 190  # mm of text width on A4 with 10 mm margins
 ACADEMIC = summaries.ACADEMIC
 EXPRESSION = repo.EXPRESSION_COLUMNS
-BIN_COLUMNS = ("person_id", "t_start", "t_end", "face_visible", "engagement", *ACADEMIC, *EXPRESSION,
-               "personal_label", "personal_confidence")  # fmt: skip
 
 # Said on every report, in the README's words: what the numbers are, and what they are not.
 CAVEAT = (
@@ -75,27 +74,7 @@ def describe_model(provenance: str | None) -> str:
 # --- data -------------------------------------------------------------------------------------
 
 
-def load_bins(s: Session, session_id: int) -> pd.DataFrame:
-    """A session's bins with person labels, fetched by the driver's own cursor.
-
-    SQLAlchemy's per-row result processing is most of the cost on a 90-minute class (162,000 rows:
-    3.5 s through ``exec_driver_sql``, 7.9 s through ORM-typed rows, 2.0 s raw, on a loaded machine).
-    """
-    cols = [getattr(TimeBin, c) for c in BIN_COLUMNS]
-    q = (select(*cols, Person.label.label("person_label")).join(Person, Person.id == TimeBin.person_id)
-         .where(TimeBin.session_id == session_id).order_by(TimeBin.person_id, TimeBin.t_start))  # fmt: skip
-    conn = s.connection()
-    sql = q.compile(dialect=conn.dialect)
-    args = tuple(sql.params[k] for k in sql.positiontup) if sql.positional else sql.params
-    cur = conn.connection.dbapi_connection.cursor()
-    try:
-        cur.execute(str(sql), args)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    df = pd.DataFrame.from_records(rows, columns=[*BIN_COLUMNS, "person_label"])
-    df["face_visible"] = df["face_visible"].astype(bool)  # SQLite hands back 0/1
-    return df
+load_bins = bins_io.load_bins
 
 
 def _runs(mask: np.ndarray, t: np.ndarray, step: float) -> list[tuple[float, float]]:
