@@ -12,6 +12,8 @@ person-bins for 90 x 30), then measures
    over the websocket (the page's data; the static JS bundle is reported separately, it is the
    same for every session and the browser caches it). Cold = first open after the server starts.
 
+3. the PDF class report of each session (``services.reports.session_report``), twice.
+
 Prints each figure with its ratio to the 5-minute session (the baseline of this run) and the
 issue's targets (<= 2 s, <= 5 MB for 90 minutes).
 """
@@ -94,6 +96,23 @@ def server_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
             assert not at.exception, [e.value for e in at.exception]
             row[f"{label} proto MB"] = sum(len(e.proto.SerializeToString()) for e in at.get("plotly_chart")) / 1e6
         row["bins"] = float(len(bins))
+        out[name] = row
+    return out
+
+
+def report_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Seconds to build the PDF class report (services.reports, as the dashboard and the CLI do), twice."""
+    from services.actor import operator
+    from services.reports import session_report
+
+    out: dict[str, dict[str, float]] = {}
+    for name in ("small", "big"):
+        row: dict[str, float] = {}
+        for label in ("PDF report", "PDF report again"):
+            t = time.perf_counter()
+            rep = session_report(url, operator(), ids[name])
+            row[label] = time.perf_counter() - t
+        row["PDF MB"] = len(rep.data) / 1e6
         out[name] = row
     return out
 
@@ -203,10 +222,12 @@ def main() -> None:
     url = get_settings().resolved_database_url
     ids = build(url, args.minutes, args.students)
     server = server_side(url, ids)
+    pdf = report_side(url, ids)
     browser = {} if args.no_browser else browser_side(data_dir, ids)
     big, small = f"{args.minutes:g} min", "5 min"
     print(f"\n{'measure':28s} {big:>10s} {small:>10s} {'ratio':>7s}")
     rows = {**{k: (server['big'][k], server['small'][k]) for k in server["big"] if k != "bins"}}
+    rows.update({k: (pdf["big"][k], pdf["small"][k]) for k in pdf["big"]})
     if browser:
         rows.update({k: (browser["big"][k], browser["small"][k]) for k in browser["big"]})
     for k, (b, s) in rows.items():
@@ -219,6 +240,8 @@ def main() -> None:
         print(f"targets for {big}: drawn <= 2 s: {'met' if ok_t else 'MISSED'} "
               f"(cold {browser['big']['browser cold s']:.2f} s, warm {browser['big']['browser warm s']:.2f} s); "
               f"<= 5 MB sent: {'met' if ok_b else 'MISSED'} ({browser['big']['ws cold MB']:.2f} MB)")  # fmt: skip
+    slowest = max(pdf["big"]["PDF report"], pdf["big"]["PDF report again"])
+    print(f"target for {big}: PDF class report <= 10 s: {'met' if slowest <= 10 else 'MISSED'} ({slowest:.2f} s)")
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
     if not args.keep:
