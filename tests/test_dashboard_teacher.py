@@ -92,7 +92,9 @@ def test_class_overview_one_axis_heatmap_moments_and_ranked_students(db):
     kinds = [t["type"] for t in overview["data"]]
     assert kinds.count("heatmap") == 1 and "bar" in kinds  # class curve + visible faces + students x time
     heat = next(t for t in overview["data"] if t["type"] == "heatmap")
-    assert len(heat["y"]) == 12 and len(heat["z"]) == 12 and len(heat["z"][0]) <= data.HEAT_COLUMNS
+    z = _values(heat["z"]).reshape(12, -1) if isinstance(heat["z"], dict) else np.asarray(heat["z"], float)
+    assert len(heat["y"]) == 12 and z.shape[0] == 12 and z.shape[1] <= data.HEAT_COLUMNS
+    assert np.isnan(z).sum() > 0  # the student hidden for 5 minutes is blank there, not low
     # the heat map's rows are the ranked students, lowest mean engagement first
     viewer = data.viewer_for(url, ids.users["teacher"])
     summary = data.class_overview(url, viewer.group_ids, new).summary
