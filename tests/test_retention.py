@@ -152,7 +152,7 @@ def test_expired_sessions_go_with_everything_derived_and_are_audited(world, sett
             audited[k] = audited.get(k, 0) + v
     assert {k: audited.get(k, 0) for k in before} == before
     assert audited["persons"] == unknown_before and audited["sessions"] == 2
-    assert rows[f"session:{old}"].detail["title"] == "old lesson"
+    assert rows[f"session:{old}"].detail["title"] == "old lesson" == rows[f"session:{old}"].target_label
     assert run.actor == admin.audit_name and sorted(run.detail["sessions"]) == sorted([old, outside])
     assert rep.total_rows == sum(audited.values())
     # Exports of expired data are gone too.
