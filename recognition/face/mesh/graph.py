@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _SAME, _VALID = 0, 1  # tflite.Padding
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
 
 
 def _act(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -205,14 +206,19 @@ class TFLiteGraph(nn.Module):
     def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, o: dict[str, Any], groups: int) -> torch.Tensor:
         xn = x.permute(0, 3, 1, 2)  # channels-last NCHW view, no copy
         (kh, kw), (sh, sw), (dh, dw) = o["kernel"], o["stride"], o["dilation"]
+        pad = (0, 0)
         if o["padding"] == _SAME:
             ph, pw = _same_pads(xn.shape[2], kh, sh, dh), _same_pads(xn.shape[3], kw, sw, dw)
             if ph[0] == ph[1] and pw[0] == pw[1]:
-                y = F.conv2d(xn, w, b, (sh, sw), (ph[0], pw[0]), (dh, dw), groups)
+                pad = (ph[0], pw[0])
             else:  # TF puts the odd pixel at the bottom/right; torch's padding is symmetric
-                y = F.conv2d(F.pad(xn, (*pw, *ph)), w, b, (sh, sw), 0, (dh, dw), groups)
+                xn = F.pad(xn, (*pw, *ph))
+        if xn.device.type == "cpu" and _MKLDNN:
+            # oneDNN directly: F.conv2d sends small-batch single-thread 1x1 convs to a slow path that
+            # first copies channels-last input to NCHW.
+            y = torch.mkldnn_convolution(xn, w, b, list(pad), [sh, sw], [dh, dw], groups)
         else:
-            y = F.conv2d(xn, w, b, (sh, sw), 0, (dh, dw), groups)
+            y = F.conv2d(xn, w, b, (sh, sw), pad, (dh, dw), groups)
         return y.permute(0, 2, 3, 1)
 
     def _strided_slice(self, x: torch.Tensor, ins: list[int], o: dict[str, Any]) -> torch.Tensor:

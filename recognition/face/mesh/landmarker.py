@@ -67,54 +67,40 @@ def _anchors() -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-def _round_u8(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x + 0.5).clamp_(0.0, 255.0)
-
-
-def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
-    """Bilinear samples of ``img`` (N, C, H, W) at pixel positions (N, Ho, Wo), uint8-rounded, as cv2 5's
-    warpAffine computes them (exact positions and weights); border 'zeros' or 'border' (replicate)."""
+def _grid_sample_u8(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
+    """Bilinear samples of ``img`` (N, C, H, W) float at pixel positions (N, Ho, Wo), rounded half up
+    to uint8 values: (N, C, Ho, Wo). border: 'zeros' or 'border' (replicate)."""
     h, w = img.shape[-2:]
-    grid = torch.stack((sx * (2.0 / max(w - 1, 1)) - 1.0, sy * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
-    out = F.grid_sample(img, grid.to(img.dtype), mode="bilinear", padding_mode=border, align_corners=True)
-    return _round_u8(out)
-
-
-def _sample_fixed(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, border: str) -> torch.Tensor:
-    """As ``_sample`` with the OpenCV inside MediaPipe's fixed-point bilinear: source positions
-    rounded to 1/32 px (INTER_TAB_SIZE), integer weights, half levels rounded up. Done with
-    exact small-integer arithmetic: grid_sample's float weights would tip the many exact
-    half-level results either way."""
-    n, c, h, w = img.shape
-    x = torch.round(sx.double() * 32.0).long()
-    y = torch.round(sy.double() * 32.0).long()
-    ix, iy = x >> 5, y >> 5
-    fx, fy = (x & 31).to(img.dtype), (y & 31).to(img.dtype)
-    flat = img.reshape(n, c, h * w)
-    val = torch.zeros(n, c, *sx.shape[1:], dtype=img.dtype, device=img.device)
-    for dy, wy in ((0, 32.0 - fy), (1, fy)):
-        for dx, wx in ((0, 32.0 - fx), (1, fx)):
-            px, py = ix + dx, iy + dy
-            if border == "zeros":
-                inside = ((px >= 0) & (px < w) & (py >= 0) & (py < h)).to(img.dtype)
-            px, py = px.clamp(0, w - 1), py.clamp(0, h - 1)
-            tap = flat.gather(2, (py * w + px).reshape(n, 1, -1).expand(n, c, -1)).reshape(val.shape)
-            wt = wx * wy if border != "zeros" else wx * wy * inside
-            val += tap * wt[:, None]
-    return torch.floor((val + 512.0) / 1024.0).clamp_(0.0, 255.0)
+    grid = torch.stack((sx * (2.0 / (w - 1)) - 1.0, sy * (2.0 / (h - 1)) - 1.0), dim=-1).float()
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode=border, align_corners=True)
+    return torch.floor(out + 0.5).clamp_(0.0, 255.0)
 
 
 def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -> torch.Tensor:
-    """Rotated rectangles (cx, cy, w, h, angle; pixels, radians) of ``img`` (B, C, H, W) -> (B, C, size, size).
+    """Rotated rectangles (cx, cy, w, h, angle; pixels, radians) of ``img`` (B, S, S, C) uint8 -> (B, size, size, C)
+    float holding uint8 values, as the OpenCV inside MediaPipe resamples them.
 
     Output pixel (u, v) samples cx + R(angle) . ((u/size - 1/2) w, (v/size - 1/2) h), as
-    OpenCV's warpPerspective between a RotatedRect's corners and the output's corners.
+    warpPerspective between a RotatedRect's corners and the output's corners, with OpenCV's
+    fixed-point bilinear: positions rounded to 1/32 px (INTER_TAB_SIZE), weights multiples
+    of 1/1024, half levels rounded up. grid_sample computes exactly that when its float
+    arithmetic is exact: the image is padded to 2^k + 1 pixels a side, so a position k/32
+    maps to the grid and back without rounding, and weights and sums of uint8 values stay
+    exact in float32 (otherwise the many exact half levels tip either way).
+    border: 'zeros' or 'replicate'.
     """
+    b, s = img.shape[0], img.shape[1]
+    p = (1 << (s - 2).bit_length()) + 1  # 257 for 256
+    x = img.permute(0, 3, 1, 2).float()
+    x = F.pad(x, (0, p - s, 0, p - s), mode="constant" if border == "zeros" else "replicate")
     t = torch.arange(size, dtype=torch.float64, device=img.device) / size - 0.5
     cx, cy, w, h, a = (rects[:, i, None, None].double() for i in range(5))
     dx, dy = t[None, None, :] * w, t[None, :, None] * h
-    c, s = torch.cos(a), torch.sin(a)
-    return _sample_fixed(img, cx + c * dx - s * dy, cy + s * dx + c * dy, border)
+    c, sn = torch.cos(a), torch.sin(a)
+    sx = torch.round((cx + c * dx - sn * dy) * 32.0) / 32.0
+    sy = torch.round((cy + sn * dx + c * dy) * 32.0) / 32.0
+    out = _grid_sample_u8(x, sx, sy, "zeros" if border == "zeros" else "border")
+    return out.permute(0, 2, 3, 1).contiguous()
 
 
 @dataclass
@@ -187,11 +173,15 @@ class TorchFaceLandmarker:
     # --- the MediaPipe graph on a batch of crops -------------------------------------------
 
     def _detect(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Best face of each crop (B, 3, S, S, 0..255): found (B,), box (B, 4) xyxy and keypoints (B, 6, 2), normalised."""
-        b, s = crops.shape[0], crops.shape[-1]
-        whole = torch.tensor([[s / 2, s / 2, s, s, 0.0]], dtype=crops.dtype, device=crops.device).expand(b, 5)
-        x = warp_rects(crops, whole, DETECTOR_SIZE, "zeros") * (2.0 / 255.0) - 1.0
-        reg, cls = self.detector(x.permute(0, 2, 3, 1).contiguous())
+        """Best face of each crop (B, S, S, 3) uint8: found (B,), box (B, 4) xyxy and keypoints (B, 6, 2), normalised."""
+        b, s = crops.shape[0], crops.shape[1]
+        if s % DETECTOR_SIZE == 0:  # output pixel u samples source pixel u * s/128 exactly
+            k = s // DETECTOR_SIZE
+            x = crops[:, ::k, ::k].float()
+        else:
+            whole = torch.tensor([[s / 2, s / 2, s, s, 0.0]], device=crops.device).expand(b, 5)
+            x = warp_rects(crops, whole, DETECTOR_SIZE, "zeros")
+        reg, cls = self.detector(x * (2.0 / 255.0) - 1.0)
         score = torch.sigmoid(cls[..., 0].clamp(-100.0, 100.0))  # (B, 896)
         a = self.anchors
         reg = reg / DETECTOR_SIZE
@@ -217,8 +207,8 @@ class TorchFaceLandmarker:
 
     @torch.no_grad()
     def _run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All outputs for crops (B, 3, S, S) float 0..255 on ``self.device``."""
-        s = crops.shape[-1]
+        """All outputs for crops (B, S, S, 3) uint8 on ``self.device``."""
+        s = crops.shape[1]
         found, box, kp = self._detect(crops)
         # Region of interest: the box grown 1.5x, turned so the eyes (keypoints 0 and 1) are level.
         cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
@@ -226,8 +216,8 @@ class TorchFaceLandmarker:
         d = (kp[:, 1] - kp[:, 0]) * s
         angle = torch.atan2(d[:, 1], d[:, 0])
         rect = torch.stack((cx * s, cy * s, w * s, h * s, angle), dim=1)
-        x = warp_rects(crops, rect, MESH_SIZE, "border") * (1.0 / 255.0)
-        raw, presence_logit, _ = self.mesh(x.permute(0, 2, 3, 1).contiguous())
+        x = warp_rects(crops, rect, MESH_SIZE, "replicate") * (1.0 / 255.0)
+        raw, presence_logit, _ = self.mesh(x)
         presence = torch.sigmoid(presence_logit.reshape(-1))
         lm = raw.reshape(-1, 478, 3) / MESH_SIZE
         # MediaPipe's LandmarkProjectionCalculator: rotate in the rect's normalised frame, then scale.
@@ -251,9 +241,9 @@ class TorchFaceLandmarker:
     def analyze_crops(self, crops: np.ndarray | torch.Tensor) -> CropResult:
         """Run square crops (B x S x S x 3 uint8 RGB, as fed to MediaPipe) through the graph."""
         t = torch.as_tensor(np.asarray(crops) if not isinstance(crops, torch.Tensor) else crops)
-        if t.dim() != 4 or t.shape[-1] != 3 or t.shape[1] != t.shape[2]:
-            raise ValueError(f"crops must be B x S x S x 3, got {tuple(t.shape)}")
-        x = t.to(self.device).permute(0, 3, 1, 2).float()
+        if t.dim() != 4 or t.shape[-1] != 3 or t.shape[1] != t.shape[2] or t.dtype != torch.uint8:
+            raise ValueError(f"crops must be B x S x S x 3 uint8, got {tuple(t.shape)} {t.dtype}")
+        x = t.to(self.device)
         parts = [self._timed(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         cat = {k: torch.cat([p[k] for p in parts]) if parts else None for k in ("landmarks", "blendshapes", "matrix", "found", "presence")}
         if not parts:
@@ -281,19 +271,18 @@ class TorchFaceLandmarker:
     # --- frames and boxes -------------------------------------------------------------------
 
     def _crops(self, frame: torch.Tensor, boxes: np.ndarray, scale: float) -> tuple[torch.Tensor, np.ndarray]:
-        """Square crops of one frame (1, 3, H, W) float: (n, 3, size, size) and their (x0, y0, side)."""
+        """Square crops of one frame (1, 3, H, W) float: (n, size, size, 3) uint8 and their (x0, y0, side)."""
         n, s = len(boxes), self.size
         geo = np.array([crop_transform(b, scale, s)[1:] for b in boxes], np.float64).reshape(n, 3)
-        k = torch.as_tensor(geo, dtype=torch.float32, device=frame.device)
-        t = torch.arange(s, dtype=torch.float32, device=frame.device)
-        # cv2.warpAffine(frame, [[k, 0, -k x0], [0, k, -k y0]]): output pixel u samples x0 + u * side / size.
-        sx = k[:, 0, None, None] + t[None, None, :] * (k[:, 2, None, None] / s)
-        sy = k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)
-        sx, sy = sx.expand(n, s, s), sy.expand(n, s, s)
-        # One grid_sample per frame: the n crops side by side in one output row.
-        gx, gy = sx.permute(1, 0, 2).reshape(1, s, n * s), sy.permute(1, 0, 2).reshape(1, s, n * s)
-        out = _sample(frame, gx, gy, "zeros")
-        return out.reshape(3, s, n, s).permute(2, 0, 1, 3).contiguous(), geo
+        k = torch.as_tensor(geo, dtype=torch.float64, device=frame.device)
+        t = torch.arange(s, dtype=torch.float64, device=frame.device)
+        # cv2.warpAffine(frame, [[k, 0, -k x0], [0, k, -k y0]]): output pixel u samples x0 + u * side / size
+        # (cv2 5 samples at exact positions with float weights, as grid_sample does).
+        sx = (k[:, 0, None, None] + t[None, None, :] * (k[:, 2, None, None] / s)).expand(n, s, s)
+        sy = (k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)).expand(n, s, s)
+        # All crops of the frame in one call: one image of n x size rows by size columns.
+        rows = _grid_sample_u8(frame, sx.reshape(1, n * s, s), sy.reshape(1, n * s, s), "zeros")
+        return rows[0].reshape(3, n, s, s).permute(1, 2, 3, 0).to(torch.uint8), geo
 
     def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
         """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB); see ``analyze_many``."""
@@ -327,7 +316,7 @@ class TorchFaceLandmarker:
                 crops.append(c)
                 geos.append(g)
             order = [(f, i) for f in sorted({f for f, _ in todo}) for i in [i for ff, i in todo if ff == f]]
-            res = self.analyze_crops(torch.cat(crops).permute(0, 2, 3, 1))
+            res = self.analyze_crops(torch.cat(crops))
             geo = np.concatenate(geos)
             missing = []
             for j, (fi, i) in enumerate(order):
