@@ -63,13 +63,16 @@ def consent_withdraw(person_id: int, thumbnails: bool) -> None:
     Analysis: their time bins, features, tracks, embeddings, tags and personal models go (their
     bins stay counted, anonymously, in the class curve). Works without a prior grant: that
     records a refusal."""
-    from services.privacy import withdraw_consent
+    from services.privacy import withdraw_consent, withdrawal_warning
 
     url, actor = _ctx()
     with _errors():
         counts = withdraw_consent(url, actor, person_id, _purpose(thumbnails))
+        warning = "" if thumbnails else withdrawal_warning(url, actor, person_id)
     gone = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing was stored"
     click.echo(f"person {person_id}: {_purpose(thumbnails)} consent withdrawn; deleted {gone}", err=True)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @consent.command("list")

@@ -79,6 +79,21 @@ def withdraw_consent(url: str, actor: Actor, person_id: int, purpose: ConsentPur
         return consent.withdraw(s, person_id, purpose, actor.audit_name)
 
 
+REANALYSIS_WARNING = ("{group} does not require consent: without their face embeddings this person is not "
+                      "recognised, so a re-analysis would store their face again as an unknown person. "
+                      "Require consent in the group to prevent that.")
+
+
+def withdrawal_warning(url: str, actor: Actor, person_id: int) -> str:
+    """What to tell the administrator after a withdrawal in a group that does not require consent ('' if none)."""
+    _require(actor)
+    with scope(url) as s:
+        p = _visible_person(s, actor, person_id)
+        if p.group_id is None or consent.policy(s, p.group_id).consent_required:
+            return ""
+        return REANALYSIS_WARNING.format(group=f"Group {s.get(Group, p.group_id).name!r}")
+
+
 def consent_register(url: str, actor: Actor, group: int | str | None = None) -> list[consent.ConsentRow]:
     _require(actor)
     with scope(url) as s:

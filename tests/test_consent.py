@@ -290,12 +290,17 @@ def test_cli_manages_consent_with_the_operator_in_the_audit_trail(db_url, roster
     assert "(as Ms Head)" in lines["Ada"][6]
     r = run("consent", "withdraw", str(ben), input="y\n")  # a refusal, recorded without a grant
     assert r.exit_code == 0 and "deleted" in r.output and "time_bins" in r.output, r.output
+    assert "warning" not in r.output  # the group requires consent: Ben's face is kept out from now on
+    assert run("consent", "require", "Class D", "--off").exit_code == 0
+    r = run("consent", "withdraw", str(ada), "--yes")
+    assert "warning: Group 'Class D' does not require consent" in r.output, r.output
     assert run("consent", "withdraw", "424242", "--yes").output.strip().endswith("person 424242 does not exist or is not visible to you")
     r = run("consent", "require", "Nope")
     assert r.exit_code == 1 and "group 'Nope' does not exist" in r.output and "Traceback" not in r.output
     with session_scope(db_url) as s:
         actions = [e.action for e in s.scalars(select(AuditEntry).order_by(AuditEntry.id)) if e.action.startswith("consent")]
-    assert actions == ["consent_grant", "consent_grant", "consent_required", "consent_withdraw"]
+    assert actions == ["consent_grant", "consent_grant", "consent_required", "consent_withdraw", "consent_required",
+                       "consent_withdraw"]
 
 
 # --- the dashboard page -------------------------------------------------------------------------

@@ -18,6 +18,8 @@ auth.require(viewer, "manage_privacy")
 st.title("Consent & retention")
 if flash := st.session_state.pop("privacy_flash", None):
     st.success(flash)
+if warn := st.session_state.pop("privacy_warning", None):
+    st.warning(warn)
 
 
 def _do(fn, *args, ok: str) -> None:
@@ -63,6 +65,8 @@ with consent_tab:
         wpurpose = c2.radio("For", ["analysis", "thumbnails"], key="withdraw_purpose")
         sure = c3.checkbox("Delete what this consent covered", key="withdraw_sure")
         if c4.button("Withdraw", type="primary", disabled=not sure, key="withdraw_button"):
+            if wpurpose == "analysis":
+                st.session_state["privacy_warning"] = privacy.withdrawal_warning(url, viewer, wid)
             _do(privacy.withdraw_consent, wid, wpurpose,
                 ok=lambda n: f"Consent withdrawn; deleted {', '.join(f'{v} {k}' for k, v in n.items() if v) or 'nothing'}.")
 
