@@ -365,7 +365,7 @@ def delete_person(url: str, viewer: Viewer, person_id: int) -> None:
 
 # --- tags (clinician review), through storage.tags --------------------------------------------
 
-TAG_COLUMNS = ["uid", "person_id", "t_start", "t_end", "label", "note", "author", "created_at"]
+TAG_COLUMNS = ["uid", "person_id", "t_start", "t_end", "label", "note", "is_baseline", "author", "created_at"]
 
 
 def list_tags(url: str, viewer: Viewer, session_id: int, person_id: int | None = None) -> pd.DataFrame:
@@ -378,14 +378,14 @@ def list_tags(url: str, viewer: Viewer, session_id: int, person_id: int | None =
 
 
 def add_tag(url: str, viewer: Viewer, session_id: int, person_id: int, t_start: float, t_end: float, label: str,
-            note: str = "") -> str:  # fmt: skip
+            note: str = "", is_baseline: bool = False) -> str:  # fmt: skip
     """Tag a time range of a person in a visible session; returns the tag's uid."""
     _require(viewer, "tag")
     with scope(url) as s:
         _visible_session(s, viewer.group_ids, session_id)
         _visible_person(s, viewer, person_id)
         tag = tags.add_tag(s, session_id=session_id, person_id=person_id, t_start=t_start, t_end=t_end,
-                           label=label, note=note, author=viewer.username)  # fmt: skip
+                           label=label, note=note, author=viewer.username, is_baseline=is_baseline)  # fmt: skip
         return tag.uid
 
 

@@ -122,3 +122,62 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
                    **sel.audit(), **audit_detail)  # fmt: skip
     cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
     return Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)
+
+
+# --- therapy sessions (issue 11): the personalised label, its confidence and the clinician's tags ---
+
+THERAPY_COLUMNS: tuple[str, ...] = (
+    "session_id", "person_id", "person_label", "t_start", "t_end", "face_visible", "personal_label",
+    "personal_confidence", "personal_model", "tags", "baseline", *repo.EXPRESSION_COLUMNS, "engagement",
+    *repo.ACADEMIC_COLUMNS, "academic_model", "expression_model",
+)  # fmt: skip
+
+
+def therapy_frame(s, session_id: int, person_id: int | None = None) -> pd.DataFrame:
+    """One row per bin of a therapy session: the label the child's active model gave (or "uncertain"), its
+    confidence, which personal model version that was ("population" when none), the labels of the
+    current tags covering the bin ("; "-joined) and whether it lies in a baseline tag."""
+    import numpy as np
+
+    from services.bins import load_bins
+    from storage import person_models, tags
+    from storage.models import Recording
+
+    rec = s.get(Recording, session_id)
+    cols = ("person_id", "t_start", "t_end", "face_visible", "personal_label", "personal_confidence",
+            *repo.EXPRESSION_COLUMNS, "engagement", *repo.ACADEMIC_COLUMNS)  # fmt: skip
+    df = load_bins(s, session_id, cols, person_ids=None if person_id is None else [person_id])
+    df.insert(0, "session_id", session_id)
+    versions = {}
+    for pid in df["person_id"].unique():
+        m = person_models.active_model(s, int(pid), "personal")
+        versions[int(pid)] = f"personal v{m.version}" if m is not None else "population"
+    df["personal_model"] = df["person_id"].map(versions)
+    df["tags"], df["baseline"] = "", False
+    t0, t1 = df["t_start"].to_numpy(float), df["t_end"].to_numpy(float)
+    pid_arr = df["person_id"].to_numpy()
+    labels = [[] for _ in range(len(df))]
+    for t in tags.latest_tags(s, session_id=session_id, person_id=person_id):
+        hit = np.flatnonzero((pid_arr == t.person_id) & (t0 < t.t_end) & (t1 > t.t_start))
+        for i in hit:
+            labels[i].append(t.label)
+        if t.is_baseline:
+            df.loc[df.index[hit], "baseline"] = True
+    df["tags"] = ["; ".join(x) for x in labels]
+    df["academic_model"], df["expression_model"] = rec.academic_model, rec.expression_model
+    return df.reindex(columns=list(THERAPY_COLUMNS))
+
+
+def export_therapy(url: str, actor: Actor, session_id: int, fmt: ExportFormat, person_id: int | None = None,
+                   **audit_detail) -> Export:  # fmt: skip
+    """A therapy session's export with personalised label, confidence, model version and tags, audited."""
+    require(actor, "export")
+    with scope(url) as s:
+        visible_session(s, actor.group_ids, session_id)
+        df = therapy_frame(s, session_id, person_id)
+        data = frame_bytes(df, fmt)
+        extra = {} if person_id is None else {"person": person_id}
+        repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), kind="therapy",
+                   **extra, **audit_detail)  # fmt: skip
+    name = f"affectline_therapy_{session_id}" + (f"_person{person_id}" if person_id is not None else "")
+    return Export(data, f"{name}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
