@@ -4,9 +4,10 @@
 account name (a guesser aiming at one teacher) and per client address (a guesser trying
 many names from one place), each in a ``login_throttle`` row:
 
-- after ``throttle_after`` failures, each further failure makes the next try wait
-  ``throttle_base_s`` * 2^k seconds (1, 2, 4 ... s): slow enough to stop scripted guessing,
-  quick enough that a teacher who mistypes twice barely notices;
+- after ``throttle_after`` failures on an account, each further failure makes its next try
+  wait ``throttle_base_s`` * 2^k seconds (1, 2, 4 ... s, at most ``throttle_max_s``): slow
+  enough to stop scripted guessing, quick enough that a teacher who mistypes twice barely
+  notices (an address is not throttled, only locked: a school's machines share one);
 - at ``max_failures`` (account) or ``client_max_failures`` (address) the key is locked for
   ``lockout``; while waiting or locked, even the right password is refused, unchecked;
 - failures older than ``window`` are forgotten; a successful login clears its account's
@@ -45,6 +46,7 @@ class Policy:
     client_max_failures: int = 20  # a school's pupils and staff may share one address
     throttle_after: int = 3
     throttle_base_s: float = 1.0
+    throttle_max_s: float = 60.0
     lockout: timedelta = timedelta(minutes=15)
     window: timedelta = timedelta(minutes=15)
 
@@ -119,8 +121,9 @@ def _record_failure(s: Session, scope: str, key: str, policy: Policy, now: datet
     limit = _limit(scope, policy)
     if row.failures >= limit:
         row.locked_until = now + policy.lockout
-    elif row.failures >= policy.throttle_after:
-        row.locked_until = now + timedelta(seconds=policy.throttle_base_s * 2 ** (row.failures - policy.throttle_after))
+    elif scope == "user" and row.failures >= policy.throttle_after:
+        wait = min(policy.throttle_base_s * 2 ** (row.failures - policy.throttle_after), policy.throttle_max_s)
+        row.locked_until = now + timedelta(seconds=wait)
     s.flush()
     return row
 
