@@ -161,6 +161,8 @@ def retention_run(group: str | None, dry_run: bool) -> None:
     for d in rep.deleted:
         click.echo(f"session {d.session_id}\t{'would be deleted' if dry_run else f'{d.total} rows deleted'}"
                    f"\t{len(d.files)} file(s)")  # fmt: skip
+    for sid in rep.skipped:
+        click.echo(f"session {sid}\tbeing analysed: left for the next run", err=True)
     for f in rep.files_failed:
         click.echo(f"could not remove {f}", err=True)
     verb = "would delete" if dry_run else "deleted"

@@ -13,7 +13,9 @@ and personal models (they go with the person: ``persons delete`` or withdrawn co
 
 Each session is deleted in its own transaction together with its audit row (ids, title,
 rows removed per table, files), so an interrupted run loses nothing and repeats nothing;
-files are unlinked only after that commit. A run ends with one ``retention_run`` audit row.
+files are unlinked only after that commit. A session whose analysis is running right now is
+left for the next run (its job would fail half-way otherwise); a merely queued job does not
+hold expiry up. A run ends with one ``retention_run`` audit row.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from storage.models import (
     GroupPolicy,
     IdentityOverride,
     Job,
+    JobStatus,
     Person,
     Recording,
     Tag,
@@ -78,6 +81,7 @@ class RetentionReport:
     deleted: list[Deleted] = field(default_factory=list)
     files_removed: list[str] = field(default_factory=list)
     files_failed: list[str] = field(default_factory=list)  # "path: why"
+    skipped: list[int] = field(default_factory=list)  # sessions being analysed right now: next run
 
     @property
     def rows(self) -> dict[str, int]:
@@ -190,6 +194,10 @@ def run(url: str, actor: str, data_dir: Path | None = None, at: datetime | None 
         with session_scope(url) as s:
             if s.get(Recording, e.session_id) is None:
                 continue  # deleted meanwhile (another run, an administrator)
+            running = s.scalar(select(Job.id).where(Job.session_id == e.session_id, Job.status == JobStatus.running))
+            if running is not None:  # a queued job does not hold expiry up: it finds its session gone
+                report.skipped.append(e.session_id)
+                continue
             files = _files(e, s, uploads, data_dir)
             if dry_run:
                 report.deleted.append(Deleted(e.session_id, {}, files))
@@ -214,5 +222,6 @@ def run(url: str, actor: str, data_dir: Path | None = None, at: datetime | None 
 
             audit(s, actor, "retention_run", "retention", at=at.isoformat(), group_id=group_id,
                   sessions=[d.session_id for d in report.deleted], rows=report.rows,
-                  files_removed=len(report.files_removed), files_failed=report.files_failed)  # fmt: skip
+                  files_removed=len(report.files_removed), files_failed=report.files_failed,
+                  skipped_running=report.skipped)  # fmt: skip
     return report

@@ -227,14 +227,24 @@ def test_retention_rules_need_an_administrator_and_sane_days(db_url):
     assert [(d["before"], d["days"]) for d in details] == [(None, 90), (90, None)]
 
 
-def test_a_session_analysed_twice_has_both_jobs_deleted(db_url, settings):
+def test_a_running_analysis_holds_expiry_until_the_next_run_a_queued_one_does_not(db_url, settings):
+    from storage.models import JobStatus
+
     with session_scope(db_url) as s:
         g = repo.get_or_create_group(s, "c", SessionKind.classroom).id
         consent.set_retention(s, g, 1, "test")
     sid, _ = add_analysed_session(db_url, g, SessionKind.classroom, "twice", 1)
     with session_scope(db_url) as s:
-        repo.create_job(s, ANALYZE_TASK, session_id=sid)
+        job = repo.create_job(s, ANALYZE_TASK, session_id=sid).id
+        repo.update_job(s, job, status=JobStatus.running)
     _backdate(db_url, sid, 2)
     rep = privacy.run_retention(db_url, operator(), settings.data_dir)
-    assert [d.rows["jobs"] for d in rep.deleted] == [2]
+    assert (rep.deleted, rep.skipped) == ([], [sid])
+    with session_scope(db_url) as s:
+        repo.update_job(s, job, status=JobStatus.queued)  # requeued: no longer running
+    rep = privacy.run_retention(db_url, operator(), settings.data_dir)
+    assert [d.rows["jobs"] for d in rep.deleted] == [2] and rep.skipped == []
     assert np.isclose(rep.total_rows, sum(rep.rows.values()))
+    with session_scope(db_url) as s:
+        runs = [e.detail["skipped_running"] for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "retention_run"))]
+    assert runs == [[sid], []]
