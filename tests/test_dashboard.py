@@ -265,11 +265,13 @@ def test_live_progress_and_failure_are_shown_in_words(seeded, db_url):
 
 
 def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
+    # The range is typed in mm:ss (or brushed on the chart: tests/test_dashboard_clinician.py).
     at = run_as(seeded.users["clinician"], "views/review.py")
-    at.slider[0].set_value((3.0, 7.0))
+    at.text_input(key="tag_from").input("0:03")
+    at.text_input(key="tag_to").input("0:07")
     at.selectbox(key="tag_label").set_value("fear")
     at.text_area(key="tag_note").input("covered ears when the bell rang")
-    at.button[0].click().run()  # the form's submit button
+    at.button(key="add_tag").click().run()
     assert not at.exception
     viewer = data.viewer_for(db_url, seeded.users["clinician"])
     tags = data.list_tags(db_url, viewer, seeded.sessions["therapy"])
@@ -282,10 +284,11 @@ def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
     assert data.list_tags(db_url, viewer, seeded.sessions["therapy"]).empty
     assert data.count_audit(db_url, "delete_tag") == 1
     # A clinic's own label joins the vocabulary when first used.
-    at.slider[0].set_value((0.0, 2.0))
+    at.text_input(key="tag_from").input("0:00")
+    at.text_input(key="tag_to").input("0:02")
     at.selectbox(key="tag_label").set_value("other…")
     at.text_input(key="tag_other").input("stimming")
-    at.button[0].click().run()
+    at.button(key="add_tag").click().run()
     assert list(data.list_tags(db_url, viewer, seeded.sessions["therapy"])["label"]) == ["stimming"]
     assert "stimming" in data.tag_vocabulary(db_url)
 
