@@ -34,6 +34,7 @@ def test_analyze_through_a_real_local_worker(tmp_path: Path, media_dir: Path):
     assert "done: 2 persons" in r.stderr
     log = (tmp_path / "data" / "logs" / "worker.log").read_text()
     assert "affectline.analyze_session" in log and "succeeded" in log  # it really ran in the worker
+    assert "affectline.analyze_chunk" in log and "affectline.link_job" in log  # as chunk and link tasks
     url = f"sqlite:///{tmp_path / 'data' / 'affectline.db'}"
     with session_scope(url) as s:
         assert s.scalar(select(func.count()).select_from(TimeBin).where(TimeBin.session_id == session_id)) > 0
@@ -65,18 +66,17 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.services
 def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
+    """Two workers share one lesson's chunks, then 20 short jobs at once all complete."""
     from tests.services import postgres_server, redis_server
+    from tests.test_faults import Workers, fault_env, submit, wait_job
 
     with redis_server() as broker, postgres_server() as db:
-        env = _env(tmp_path, AFFECTLINE_BROKER_URL=broker, AFFECTLINE_DATABASE_URL=db)
+        env = fault_env(tmp_path, AFFECTLINE_BROKER_URL=broker, AFFECTLINE_DATABASE_URL=db)
         migrate(db)
-        workers = [
-            subprocess.Popen([sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo",
-                              "-n", f"w{i}@%h", "--loglevel", "INFO"], env=env, cwd=ROOT,
-                             stdout=open(tmp_path / f"w{i}.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
-            for i in range(2)
-        ]
+        w = Workers(env, tmp_path / "logs")
         try:
+            w.start("w0")
+            w.start("w1")
             videos = [media_dir / "two_people_head_turns_270p.mp4", media_dir / "classroom_4students_270p.mp4"]
             procs = [
                 subprocess.Popen([*CLI, "analyze", str(v), "--fps", "2", "--no-worker"], env=env, cwd=ROOT,
@@ -85,17 +85,45 @@ def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
             ]
             outs = [p.communicate(timeout=600) for p in procs]
             assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+            assert "done: 2 persons" in outs[0][1] and "done: 4 persons" in outs[1][1]
+            logs = [(tmp_path / "logs" / f"w{i}.log").read_text() for i in range(2)]
+            assert all("affectline.analyze_chunk" in log for log in logs)  # both workers took chunks
+            with session_scope(db) as s:
+                assert [j.status for j in s.scalars(select(Job))] == [JobStatus.done, JobStatus.done]
+                assert s.scalar(select(func.count(func.distinct(TimeBin.session_id)))) == 2
+
+            # Many jobs at once: 20 short ones (one chunk each) queued together on the same two workers.
+            env20 = {**env, "AFFECTLINE_CHUNK_SECONDS": "60"}
+            ids = [submit(db, env20, videos[k % 2]) for k in range(20)]
+            for jid in ids:
+                job = wait_job(db, jid, w, timeout=900)
+                assert job.status == JobStatus.done, job.error
+            with session_scope(db) as s:
+                for jid in ids:
+                    sid = s.get(Job, jid).session_id
+                    n = s.scalar(select(func.count()).select_from(TimeBin).where(TimeBin.session_id == sid))
+                    dup = s.scalar(
+                        select(func.count()).select_from(
+                            select(TimeBin.person_id, TimeBin.t_start).where(TimeBin.session_id == sid)
+                            .group_by(TimeBin.person_id, TimeBin.t_start).having(func.count() > 1).subquery()
+                        )
+                    )  # fmt: skip
+                    assert n > 0 and dup == 0
         finally:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait(timeout=30)
-        with session_scope(db) as s:
-            jobs = s.scalars(select(Job)).all()
-            assert [j.status for j in jobs] == [JobStatus.done, JobStatus.done]
-            assert s.scalar(select(func.count(func.distinct(TimeBin.session_id)))) == 2
-        logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
-        assert sum(log.count("succeeded") for log in logs) == 2
+            w.stop_all()
+
+
+@pytest.mark.slow
+def test_three_analyze_at_once_on_a_fresh_database(tmp_path: Path, media_dir: Path):
+    """Three `affectline analyze` started together on a fresh data folder (was: `table audit_log already exists`)."""
+    env = _env(tmp_path, AFFECTLINE_CHUNK_SECONDS="2", AFFECTLINE_TORCH_THREADS="1")
+    video = media_dir / "two_people_head_turns_270p.mp4"
+    procs = [subprocess.Popen([*CLI, "analyze", str(video), "--fps", "1"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
+    assert all("Traceback" not in e and "done: 2 persons" in e for _, e in outs)
+    assert sorted(int(o.strip().splitlines()[-1]) for o, _ in outs) == [1, 2, 3]
 
 
 def test_users_cli_creates_grants_and_lists(tmp_path: Path):
