@@ -113,7 +113,9 @@ def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
             expect(page.get_by_text("cues@0123456789ab: interpretable cue model, not a trained classifier")).to_be_visible()
             for title in ("Class engagement", "Ada", "Ben", "Unknown 3"):
                 expect(page.locator(".gtitle", has_text=title)).to_have_count(1)
-            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1 + 3 * 13
+            # class curve + 3 students x (5 stacked academic bands + engagement), and the students x time heat map
+            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1 + 3 * 6
+            expect(page.locator(".js-plotly-plot .heatmaplayer .hm").first).to_be_attached()
             assert "therapy lesson" not in page.content() and "history lesson" not in page.content()
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
