@@ -206,3 +206,23 @@ def test_axis_seconds_reads_what_plotly_sends():
     assert charts.axis_seconds("1970-01-01 00:05:00") == 300.0
     assert charts.axis_seconds("1970-01-01 01:02:03.5") == pytest.approx(3723.5)
     assert charts.axis_seconds(90_000) == 90.0
+
+
+def test_a_newer_failed_session_is_not_the_default(db):
+    from affectline.queue import ANALYZE_TASK
+    from storage import repo
+    from storage.models import JobStatus, SessionKind
+
+    url, ids, _, new = db
+    with session_scope(url) as s:
+        rec = repo.create_recording(s, "/videos/broken.mp4", SessionKind.classroom, title="broken upload",
+                                    group_id=ids.groups["class-a"])  # fmt: skip
+        job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id)
+        repo.update_job(s, job.id, status=JobStatus.failed, error="broken.mp4: truncated file")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[auth.USER_KEY] = ids.users["teacher"]
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="open_session").value == new  # the newest ready one, not the failed upload
+    at.switch_page("views/session.py").run()
+    assert at.title[0].value == "week 2"

@@ -68,7 +68,10 @@ else:
     ids = table["id"].tolist()
     labels = dict(zip(table["id"], table["title"]))
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    chosen = c1.selectbox("Session to open", ids, format_func=lambda i: f"{labels[i]} (#{i})", key="open_session")
+    ready = table.index[(table["status"] == "done") & (table["persons"] > 0)]  # a failed or empty one is never the default
+    first = int(table.index.get_loc(ready[0])) if len(ready) else 0
+    chosen = c1.selectbox("Session to open", ids, index=first, format_func=lambda i: f"{labels[i]} (#{i})",
+                          key="open_session")  # fmt: skip
     if c2.button("Open session", key="open_button"):
         st.switch_page("views/session.py", query_params={"session": str(chosen)})
 
