@@ -138,6 +138,11 @@ class Pipeline:
 
     CONFIRM_SCORE = CONFIRM_SCORE
 
+    batch_across_frames = False
+    """Search every frame whole and embed every face, a batch of frames per call (on CUDA): see
+    ``FaceFollower``. On CPU the tracker asks for the few embeddings it needs and faces are
+    searched near their tracks between whole searches (``Settings.full_search_every_s``)."""
+
     frames_per_batch = 8
     """Frames decoded, tracked and sent through the face step together (every face of them in one
     call per face model). On CUDA 32: bigger batches keep the GPU busy; on CPU 8 keeps memory small."""
@@ -166,7 +171,7 @@ class Pipeline:
         self.window_model = self._load_window_model()
         self.n_full_searches = 0  # whole-frame face searches so far (the rest were local)
         if str(self.device).startswith("cuda"):
-            self.frames_per_batch = 32
+            self.frames_per_batch, self.batch_across_frames = 32, True
 
     def _load_window_model(self):
         """CLIP-CAER when a trained checkpoint is configured (or 'auto' finds one); else None (cue model)."""
@@ -268,8 +273,10 @@ class Pipeline:
         total = len(self._frames_in(src, analysed, fps))
         hook = hook or (lambda f, m: None)
         clock = self.clock
-        follower = FaceFollower(self.detector, clock.timed("embed", embed_one_frame(self.embedder)), s.full_search_every_s,
-                                Tracker())  # fmt: skip
+        many = getattr(self.embedder, "embed_many", None) if self.batch_across_frames else None
+        follower = FaceFollower(self.detector, clock.timed("embed", embed_one_frame(self.embedder)),
+                                0.0 if many else s.full_search_every_s, Tracker(),
+                                clock.timed("embed", many) if many else None)  # fmt: skip
         samples: dict[int, _Samples] = defaultdict(_Samples)
         thumbs: dict[int, bytes] = {}
         stream = self.window_model.new_stream() if self.window_model else None

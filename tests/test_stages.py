@@ -133,3 +133,20 @@ def test_opencv_decoding_samples_the_frames_decord_does():
     assert np.concatenate([x.indices for x in a]).tolist() == np.concatenate([x.indices for x in b]).tolist()
     fa, fb = np.concatenate([x.frames for x in a]), np.concatenate([x.frames for x in b])
     assert np.abs(fa.astype(int) - fb.astype(int)).mean() < 3  # same frames; colour conversion may round apart
+
+
+def test_the_accelerator_rule_batches_frames_and_keeps_the_persons():
+    """The CUDA rule (every frame searched whole, every face embedded, a batch of frames per
+    call) run on the CPU: the same two persons as the default rule, on real footage."""
+    from affectline.settings import Settings
+    from ingest.pipeline import Pipeline
+
+    with Pipeline(Settings(academic_model="cues", embedder="torch"), device="cpu") as p:
+        default = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)
+        p.batch_across_frames = True
+        batched = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)
+    assert len(batched.tracks) == len(default.tracks) == 2
+    assert batched.n_full_searches == 18  # every frame of 4.48 s at 4 fps
+    for a, b in zip(default.tracks, batched.tracks):
+        assert abs(len(a.times) - len(b.times)) <= 1
+        assert np.nanmax(np.abs(a.bins.engagement.to_numpy() - b.bins.engagement.to_numpy())) < 0.1

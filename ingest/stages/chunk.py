@@ -122,8 +122,9 @@ class ChunkResult:
             tracks = []
             for i, m in enumerate(meta["tracks"]):
                 vals = {k: z[f"{i}.{k}"] for k in _ARRAYS}
-                bins = pd.DataFrame(z[f"{i}.bins"].reshape(-1, len(m["bin_columns"])), columns=m["bin_columns"])
-                bins = bins.astype(dict(zip(m["bin_columns"], m["bin_dtypes"])))
+                cols = m["bin_columns"]
+                bins = pd.DataFrame(z[f"{i}.bins"].reshape(-1, len(cols)), columns=cols) if cols else pd.DataFrame()
+                bins = bins.astype(dict(zip(cols, m["bin_dtypes"])))
                 thumb = z[f"{i}.thumbnail"].tobytes() if f"{i}.thumbnail" in z.files else None
                 tracks.append(ChunkTrack(track_id=m["track_id"], bins=bins, n_found=m["n_found"],
                                          n_confident=m["n_confident"], thumbnail=thumb, **vals))  # fmt: skip

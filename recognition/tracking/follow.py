@@ -69,15 +69,26 @@ class FollowCounts:
     embedded: int = 0  # faces embedded
 
 
+EmbedMany = Callable[[Sequence[np.ndarray], Sequence[Detections]], list[np.ndarray]]
+"""(frames, dets per frame) -> per frame (len(dets), 128) embeddings, in one batch."""
+
+
 class FaceFollower:
     """Search, embed and track frame by frame (see the module docstring); one per run or chunk.
 
     ``detector`` is a ``recognition.detection.FaceDetector``; whole-frame searches of a
     batch of frames run as one ``detect`` call.
+
+    ``embed_many`` (with ``every_s=0``: every frame searched whole) switches to the
+    accelerator's rule: the frames of a batch are searched in one call and *every* face
+    of them embedded in one call, then the tracker runs over them in order. Nothing then
+    waits on the tracker between frames, which keeps a GPU busy; the tracker gets more
+    views than it asks for, which only adds to its galleries.
     """
 
-    def __init__(self, detector, embed: Embed | None, every_s: float, tracker: Tracker | None = None) -> None:
-        self.detector, self.embed, self.every_s = detector, embed, every_s
+    def __init__(self, detector, embed: Embed | None, every_s: float, tracker: Tracker | None = None,
+                 embed_many: EmbedMany | None = None) -> None:  # fmt: skip
+        self.detector, self.embed, self.every_s, self.embed_many = detector, embed, every_s, embed_many
         self.tracker = tracker or Tracker()
         self.counts = FollowCounts()
         self._last_slot: int | None = None
@@ -89,6 +100,8 @@ class FaceFollower:
 
     def step(self, frames: Sequence[np.ndarray], times: np.ndarray) -> list[Detections]:
         """Track a batch of consecutive frames; per frame, the detections with track ids (-1: rejected)."""
+        if self.embed_many is not None and self.every_s <= 0:
+            return self._step_batched(frames, times)
         full, self._last_slot = full_search_frames(np.asarray(times), self.every_s, self._last_slot)
         whole = iter(self.detector.detect([f for f, k in zip(frames, full) if k]) if full.any() else [])
         self.counts.full_searches += int(full.sum())
@@ -99,6 +112,19 @@ class FaceFollower:
             dets, n = embed_then_update(self.tracker, self.embed, frame, float(t), dets)
             self.counts.embedded += n
             out.append(dets)
+        return out
+
+    def _step_batched(self, frames: Sequence[np.ndarray], times: np.ndarray) -> list[Detections]:
+        found = self.detector.detect(list(frames))
+        self.counts.full_searches += len(frames)
+        embs = self.embed_many(list(frames), found) if any(len(d) for d in found) else [None] * len(found)
+        out = []
+        for t, d, e in zip(times, found, embs):
+            self.counts.detected += len(d)
+            self.counts.embedded += len(d)
+            e = np.zeros((0, EMBEDDING_DIM), np.float32) if e is None else np.asarray(e, np.float32)
+            d = Detections(d.boxes, d.scores, d.track_id, {**d.data, "embedding": e.reshape(len(d), EMBEDDING_DIM)})
+            out.append(self.tracker.update(d, float(t)))
         return out
 
     def _search_near(self, frame: np.ndarray, t: float) -> Detections:
