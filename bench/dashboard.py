@@ -109,9 +109,10 @@ def report_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
     for name in ("small", "big"):
         row: dict[str, float] = {}
         for label in ("PDF report", "PDF report again"):
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             rep = session_report(url, operator(), ids[name])
             row[label] = time.perf_counter() - t
+            row[f"{label} CPU"] = time.process_time() - cpu  # this process only: telling on a shared machine
         row["PDF MB"] = len(rep.data) / 1e6
         out[name] = row
     return out
@@ -241,7 +242,8 @@ def main() -> None:
               f"(cold {browser['big']['browser cold s']:.2f} s, warm {browser['big']['browser warm s']:.2f} s); "
               f"<= 5 MB sent: {'met' if ok_b else 'MISSED'} ({browser['big']['ws cold MB']:.2f} MB)")  # fmt: skip
     slowest = max(pdf["big"]["PDF report"], pdf["big"]["PDF report again"])
-    print(f"target for {big}: PDF class report <= 10 s: {'met' if slowest <= 10 else 'MISSED'} ({slowest:.2f} s)")
+    print(f"target for {big}: PDF class report <= 10 s: {'met' if slowest <= 10 else 'MISSED'} ({slowest:.2f} s wall, "
+          f"{pdf['big']['PDF report CPU']:.2f} s CPU)")
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
     if not args.keep:

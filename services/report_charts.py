@@ -27,7 +27,7 @@ EXPRESSION_COLORS = {"angry": "#d32f2f", "disgust": "#558b2f", "fear": "#7b1fa2"
 TAG_COLORS = ("#00897b", "#5e35b1", "#f4511e", "#3949ab", "#c0ca33", "#00acc1", "#8d6e63")
 ENGAGEMENT_LINE = "#1565c0"
 MOMENT_COLOR = "#ef6c00"
-UNSEEN = "#d9d9d9"
+UNSEEN = "#b0b0b0"  # mid grey: apart from every colour of the engagement scale, also in grey print
 # Low engagement red, middling pale yellow, high blue-green: legible in grey print too (monotone lightness).
 HEAT = LinearSegmentedColormap.from_list("engagement", ["#b2182b", "#f4a582", "#fddbc7", "#d1e5f0", "#4393c3", "#053061"])
 DPI = 130
@@ -77,7 +77,10 @@ def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: fl
              width_in: float = 7.2) -> bytes:  # fmt: skip
     """Students x time: each cell the mean over its bins with a visible face; grey where none was seen."""
     n_rows = max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(width_in, min(9.0, 1.0 + 0.17 * n_rows)), layout="constrained")
+    height = min(9.0, 1.0 + 0.17 * n_rows)
+    # Fixed margins, not constrained layout: measuring the tick labels took half of this chart's time.
+    fig, ax = plt.subplots(figsize=(width_in, height))
+    fig.subplots_adjust(left=0.13, right=0.9, top=1 - 0.3 / height, bottom=0.45 / height)
     cmap = HEAT.with_extremes(bad=UNSEEN)
     t1 = t0 + col_seconds * matrix.shape[1]
     im = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
@@ -86,7 +89,7 @@ def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: fl
     _time_axis(ax, t0, t1)
     ax.grid(False)
     ax.set_title(title, fontsize=9, loc="left")
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    fig.colorbar(im, cax=fig.add_axes((0.92, 0.45 / height, 0.015, 1 - 0.75 / height)))
     return _png(fig)
 
 
@@ -101,7 +104,7 @@ def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray],
     labels = sorted({lab for _, _, lab in tags})
     tag_color = {lab: TAG_COLORS[i % len(TAG_COLORS)] for i, lab in enumerate(labels)}
     for ax in (a1, a2):
-        _spans(ax, unseen, color=UNSEEN, alpha=0.8, linewidth=0, zorder=0)
+        _spans(ax, unseen, color=UNSEEN, linewidth=0, zorder=0)
         _spans(ax, uncertain, facecolor="none", edgecolor="#616161", hatch="///", linewidth=0, zorder=3)
         for a, b, lab in tags:
             ax.axvspan(a, b, color=tag_color[lab], alpha=0.22, linewidth=0, zorder=1)
