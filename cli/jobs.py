@@ -36,8 +36,14 @@ def jobs_retry(job_id: int) -> None:
     from storage.jobs import retry_job
     from storage.repo import audit
 
+    from affectline.queue import ANALYZE_TASK
+    from storage.models import Job
+
     settings = get_settings()
     with session_scope(database_url()) as s:
+        j = s.get(Job, job_id)
+        if j is not None and j.task != ANALYZE_TASK:
+            raise click.ClickException(f"job {job_id} is a {j.task} job; only analyses are retried here")
         try:
             job = retry_job(s, job_id, settings.lease_seconds)
         except (LookupError, ValueError) as e:

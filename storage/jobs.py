@@ -386,7 +386,8 @@ def job_views(s: Session, lease_s: float, limit: int = 50, now: datetime | None 
     for j in s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)):
         hb = _aware(j.heartbeat_at or j.started_at)
         age = (now - hb).total_seconds() if hb is not None else None
-        stale = j.status == JobStatus.running and (age is None or age > 2 * lease_s)
+        leased = j.heartbeat_at is not None or j.lease_owner is not None  # chunked analyses; other tasks keep no heartbeat
+        stale = j.status == JobStatus.running and leased and (age is None or age > 2 * lease_s)
         out.append(JobView(j.id, j.session_id, j.task, j.status.value, j.phase, min(j.progress or 0.0, 1.0),
                            min(j.chunks_done, j.chunks_total), j.chunks_total, j.message or "", j.error, age, stale))  # fmt: skip
     return out

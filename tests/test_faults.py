@@ -31,10 +31,11 @@ CLIP = "two_people_head_turns_270p.mp4"
 
 def fault_env(tmp_path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLINE_") or k == "AFFECTLINE_MODEL_DIR"}
-    env.update(
-        AFFECTLINE_DATA_DIR=str(tmp_path / "data"), AFFECTLINE_ACADEMIC_MODEL="cues", AFFECTLINE_TORCH_THREADS="1",
-        AFFECTLINE_CHUNK_SECONDS="1", AFFECTLINE_LEASE_SECONDS="6", AFFECTLINE_REQUEUE_AFTER_S="15", **extra,
-    )  # fmt: skip
+    env.update({
+        "AFFECTLINE_DATA_DIR": str(tmp_path / "data"), "AFFECTLINE_ACADEMIC_MODEL": "cues",
+        "AFFECTLINE_TORCH_THREADS": "1", "AFFECTLINE_CHUNK_SECONDS": "1", "AFFECTLINE_LEASE_SECONDS": "6",
+        "AFFECTLINE_REQUEUE_AFTER_S": "15", **extra,
+    })  # fmt: skip
     return env
 
 
