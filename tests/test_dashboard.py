@@ -297,7 +297,7 @@ def test_admin_creates_a_user_and_grants_a_group_and_sees_the_audit_log(seeded, 
     at = run_as(seeded.users["admin"], "views/admin.py")
     form_inputs = [t for t in at.text_input if t.form_id == "new_user"]
     form_inputs[0].input("mr_smith")
-    form_inputs[1].input("pw")
+    form_inputs[1].input("a long enough password")
     next(s for s in at.selectbox if s.form_id == "new_user").set_value("teacher")
     next(b for b in at.button if b.proto.form_id == "new_user").click().run()
     assert not at.exception
