@@ -106,8 +106,12 @@ def _gather_bilinear(img, x, y):
     flat = img.reshape(-1, img.shape[2])
     i = y0 * W + x0
     tl, tr, bl, br = (flat[j].double() for j in (i, i + 1, i + W, i + W + 1))
-    out = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
-    return torch.where(valid[..., None], torch.floor(out), torch.zeros_like(out)).float()
+    gx = 1 - fx
+    # dlib's expression and order, (1-fy)*((1-fx)*tl + fx*tr) + fy*((1-fx)*bl + fx*br), in place
+    top = tl.mul_(gx).add_(tr.mul_(fx))
+    bottom = bl.mul_(gx).add_(br.mul_(fx))
+    out = top.mul_(1 - fy).add_(bottom.mul_(fy)).floor_().mul_(valid[..., None])
+    return out.float()
 
 
 def _pyramid_down(img):
