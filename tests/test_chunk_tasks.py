@@ -211,3 +211,23 @@ def test_chunked_job_equals_one_pass_on_real_footage(tmp_path: Path, media_dir: 
     assert set(per(chunked)) == {n_bins}  # every bin of the clip, for every person
     assert not chunked.duplicated(["person_id", "t_start"]).any()
     assert chunked["t_end"].max() == pytest.approx(45 / 16.667, abs=1e-3)  # the last bin ends where the clip ends
+
+
+def test_a_dead_planner_or_linker_is_replaced(db_url):
+    """The job-level lease: a plan or link whose worker died is sent again after its lease, once."""
+    jid, ids = _job(db_url, n_chunks=1)
+    with session_scope(db_url) as s:
+        jobs.claim_chunk(s, ids[0], "w", LEASE)
+        jobs.finish_chunk(s, ids[0], "w", b"r")
+        assert jobs.start_link(s, jid)
+        assert jobs.claim_job(s, jid, "link", "linker", LEASE) is not None
+    t = jobs.utcnow()
+    with session_scope(db_url) as s:
+        assert jobs.reap(s, ANALYZE_TASK, LEASE, 300, now=t + timedelta(seconds=LEASE / 2)) == []
+    with session_scope(db_url) as s:
+        assert jobs.reap(s, ANALYZE_TASK, LEASE, 300, now=t + timedelta(seconds=LEASE + 1)) == [jobs.Resend("link", jid)]
+    with session_scope(db_url) as s:
+        assert jobs.claim_job(s, jid, "link", "linker-2", LEASE) is not None
+        assert not jobs.finish_job(s, jid, "linker", "late")  # the dead linker cannot finish it
+        assert jobs.finish_job(s, jid, "linker-2", "done: 1 person")
+        assert s.get(Job, jid).status == JobStatus.done
