@@ -7,9 +7,14 @@ old row can never come to name someone else. No foreign key points from the log 
 names: deleting a session or a person leaves their audit rows in place.
 
 Each row keeps ``target_label``, the target's name when the row was written (a session's
-title, a person's label, a username), so a row still says what it was about after the
-target is renamed or deleted. Rows added as bare ``AuditEntry`` objects get it too: a
-``before_flush`` hook fills it in.
+title, a username, a group's name, a job's task and session), so a row still says what it
+was about after the target is renamed or deleted. Rows added as bare ``AuditEntry`` objects
+get it too: a ``before_flush`` hook fills it in.
+
+Persons are the exception: a child's name is not copied into a table that can never be
+changed, or deleting the person (or withdrawing consent) could never remove it. Their rows
+carry the id (never reused); readers show the person's current name beside it while the
+person exists (``current_names``), and filters by name find them by that.
 """
 
 from __future__ import annotations
@@ -27,27 +32,28 @@ from storage.models import AuditEntry, Group, Job, Person, Recording, Tag, User
 
 COLUMNS: tuple[str, ...] = ("id", "at", "actor", "action", "target", "target_label", "detail")
 _TARGET = re.compile(r"^([a-z_]+):(.+)$")
-_NAMED = {"session": (Recording, Recording.title), "person": (Person, Person.label), "user": (User, User.username),
-          "group": (Group, Group.name)}  # fmt: skip
+_SNAPSHOT = {"session": (Recording, Recording.title), "user": (User, User.username), "group": (Group, Group.name)}
+_NAMED = {**_SNAPSHOT, "person": (Person, Person.label)}  # current names, looked up when read
 
 
-def write(s: Session, actor: str, action: str, target: str, *, label: str | None = None, **detail: Any) -> AuditEntry:
-    """Add an audit row. ``label``: the target's name; by default looked up from ``target``."""
+def write(s: Session, actor: str, action: str, target: str, *, target_label: str | None = None,
+          **detail: Any) -> AuditEntry:  # fmt: skip
+    """Add an audit row. ``target_label``: the target's name; by default looked up from ``target``."""
     entry = AuditEntry(actor=actor, action=action, target=target, detail=detail)
-    entry.target_label = label if label is not None else label_of(s, target)
+    entry.target_label = target_label if target_label is not None else label_of(s, target)
     s.add(entry)
     return entry
 
 
 def label_of(s: Session, target: str) -> str:
-    """The current name of ``target`` (``"session:3"`` -> its title), or "" when there is none."""
+    """The name to keep with a row about ``target`` (``"session:3"`` -> its title), or "" (none, or a person)."""
     m = _TARGET.match(target or "")
     if m is None:
         return ""
     kind, ref = m.groups()
     with s.no_autoflush:
-        if kind in _NAMED and ref.isdigit():
-            model, col = _NAMED[kind]
+        if kind in _SNAPSHOT and ref.isdigit():
+            model, col = _SNAPSHOT[kind]
             return s.scalar(select(col).where(model.id == int(ref))) or ""
         if kind == "job" and ref.isdigit():
             job = s.get(Job, int(ref))
@@ -59,8 +65,7 @@ def label_of(s: Session, target: str) -> str:
             row = s.scalar(select(Tag).where(Tag.uid.startswith(ref)).order_by(Tag.version.desc()).limit(1))
             if row is None:
                 return ""
-            who = s.scalar(select(Person.label).where(Person.id == row.person_id)) or f"person {row.person_id}"
-            return f"{row.label} on {who}"
+            return f"{row.label} on person {row.person_id}"
         if kind in ("tag_label", "login"):
             return ref
     return ""
@@ -115,10 +120,28 @@ def entries(s: Session, f: Filter = Filter()) -> list[AuditEntry]:
     return list(s.scalars(q))
 
 
+def current_names(s: Session, targets: set[str]) -> dict[str, str]:
+    """``"person:49"`` -> that person's name now (``"(deleted)"`` once gone), for every named kind."""
+    ids: dict[str, set[int]] = {}
+    for t in targets:
+        m = _TARGET.match(t or "")
+        if m and m.group(1) in _NAMED and m.group(2).isdigit():
+            ids.setdefault(m.group(1), set()).add(int(m.group(2)))
+    out: dict[str, str] = {}
+    for kind, wanted in ids.items():
+        model, col = _NAMED[kind]
+        found = dict(s.execute(select(model.id, col).where(model.id.in_(wanted))).all())
+        out.update({f"{kind}:{i}": found.get(i, "(deleted)") for i in wanted})
+    return out
+
+
 def frame(s: Session, f: Filter = Filter()) -> pd.DataFrame:
-    """Matching rows as a table (``COLUMNS``), newest first."""
+    """Matching rows as a table (``COLUMNS``), newest first. ``target_label`` is the name kept
+    with the row, or for a person their name now (``"(deleted)"`` once they are gone)."""
+    found = entries(s, f)
+    now = current_names(s, {e.target for e in found if not e.target_label and e.target.startswith("person:")})
     rows = [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target": e.target,
-             "target_label": e.target_label, "detail": e.detail} for e in entries(s, f)]  # fmt: skip
+             "target_label": e.target_label or now.get(e.target, ""), "detail": e.detail} for e in found]  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

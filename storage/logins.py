@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import access, audit
@@ -111,8 +112,12 @@ def _limit(scope: str, policy: Policy) -> int:
 def _record_failure(s: Session, scope: str, key: str, policy: Policy, now: datetime) -> LoginThrottle:
     row = _row(s, scope, key)
     if row is None:
-        row = LoginThrottle(scope=scope, key=key, failures=0)
-        s.add(row)
+        try:
+            with s.begin_nested():  # two failures at once for a new key: one inserts, the other counts on it
+                row = LoginThrottle(scope=scope, key=key, failures=0)
+                s.add(row)
+        except IntegrityError:
+            row = _row(s, scope, key)
     last = _aware(row.last_failure_at)
     if last is not None and now - last > policy.window:
         row.failures = 0  # an old run of failures is forgotten

@@ -278,7 +278,8 @@ def rename(s: Session, person_id: int, name: str, actor: str) -> Person:
     was_enrolled = p.enrolled
     added = _promote(s, p, name)
     s.flush()
-    # Ids only, never names, in the audit log: it outlives a deleted person.
+    # The new name is not put in the detail; the row's target_label keeps the name the person
+    # has at the time of writing (storage.audit), so the trail reads without a lookup.
     audit(s, actor, "rename_person", f"person:{p.id}", enrolled_now=not was_enrolled, embeddings_added=added)
     return p
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import String, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from storage import audit, people, repo
@@ -96,22 +96,27 @@ def test_ids_are_never_handed_out_again_after_deletion(url):
     assert sid2 > sid and min(pids2) > max(pids) and jid2 > jid
 
 
-def test_every_row_keeps_the_target_name_it_had(url):
+def test_every_row_keeps_the_target_name_it_had_but_never_a_persons(url):
     with session_scope(url) as s:
         gid = repo.get_or_create_group(s, "Room 5", SessionKind.classroom).id
-    sid, pids = add_analysed_session(url, gid, SessionKind.classroom, "maths", 1, seed=1, labels=("Ada",))
+    sid, pids = add_analysed_session(url, gid, SessionKind.classroom, "maths", 2, seed=1, labels=("Ada", "Ben"))
     with session_scope(url) as s:
         people.rename(s, pids[0], "Ada Lovelace", "os:tina")
         s.add(AuditEntry(actor="os:tina", action="note", target=f"group:{gid}", detail={}))  # a bare entry too
         repo.audit(s, "os:tina", "export", f"session:{sid}", rows=3)
     with session_scope(url) as s:
-        people.rename(s, pids[0], "Ada King", "os:tina")
         s.get(Recording, sid).title = "maths, renamed"
+        s.get(Person, pids[1]).label = "Benjamin"
+        people.delete_person(s, pids[1], "os:tina")
     with session_scope(url) as s:
-        rows = audit.frame(s)
-        by_action = {a: list(g["target_label"]) for a, g in rows.groupby("action")}
-        assert by_action["rename_person"] == ["Ada King", "Ada Lovelace"]  # newest first, each as it was then
-        assert by_action["note"] == ["Room 5"] and by_action["export"] == ["maths"]
+        stored = {e.action: e.target_label for e in s.scalars(select(AuditEntry))}
+        # Sessions, groups: the name then. Persons: no name in the append-only table at all, so
+        # deleting a child (or withdrawing consent) leaves no copy of their name behind.
+        assert stored == {"rename_person": "", "note": "Room 5", "export": "maths", "delete_person": ""}
+        assert not s.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.detail.cast(String).contains("Ben")))
+        shown = {a: list(g["target_label"]) for a, g in audit.frame(s).groupby("action")}
+        assert shown["rename_person"] == ["Ada Lovelace"] and shown["delete_person"] == ["(deleted)"]  # names now
+        assert shown["export"] == ["maths"]
         # A filter by name finds rows by the name then or the name now.
         assert set(audit.frame(s, audit.Filter(target="lovelace"))["action"]) == {"rename_person"}
         assert set(audit.frame(s, audit.Filter(target="renamed"))["action"]) == {"export"}
