@@ -34,6 +34,7 @@ class _LazyGroup(click.Group):
         "models": ("cli.clinic", "models"),
         "persons": ("cli.persons", "persons"),
         "users": ("cli.users", "users"),
+        "audit": ("cli.audit", "audit"),
         "report": ("cli.report", "report"),
         "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),

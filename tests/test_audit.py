@@ -163,3 +163,31 @@ def test_sqlite_migration_keeps_every_child_row_and_turns_foreign_keys_back_on(s
         assert c.exec_driver_sql("select count(*) from tracks").scalar() == 0  # cascades work again
     with session_scope(url) as s:
         assert s.scalar(select(func.count(AuditEntry.id))) == 0
+
+
+def test_cli_audit_list_and_export_are_formula_safe_and_audited(settings, tmp_path):
+    from click.testing import CliRunner
+
+    from affectline.settings import get_settings
+    from cli.main import main
+    from services.actor import os_user
+
+    url = settings.resolved_database_url
+    migrate(url)
+    with session_scope(url) as s:
+        audit.write(s, "+tina", "login_failed", "login:=HYPERLINK(\"http://x\",\"y\")", client="10.0.0.7")
+        audit.write(s, "os:tina", "export", "session:1", rows=3)
+    get_settings.cache_clear()
+    run = CliRunner().invoke
+    r = run(main, ["audit", "list", "--action", "login"])
+    assert r.exit_code == 0 and r.output.count("\n") == 1 and "\tlogin_failed\t" in r.output
+    out = tmp_path / "audit.csv"
+    r = run(main, ["--as", "auditor", "audit", "export", "-o", str(out), "--since", "2000-01-01"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert list(df["actor"]) == ["os:tina", "'+tina"] and df.loc[1, "target"] == 'login:=HYPERLINK("http://x","y")'
+    assert df.loc[1, "target_label"] == "'=HYPERLINK(\"http://x\",\"y\")" and df["id"].tolist() == [2, 1]
+    with session_scope(url) as s:
+        last = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
+        assert (last.action, last.actor, last.detail["rows"], last.detail["since"]) == (
+            "export_audit", f"os:{os_user()} (as auditor)", 2, "2000-01-01")

@@ -1,0 +1,74 @@
+"""``affectline audit``: read and export the audit trail (the export is audited too)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+
+_filters = [
+    click.option("--actor", default=None, help="Only rows whose actor contains this."),
+    click.option("--action", default=None, help="Only rows whose action contains this (e.g. login_failed)."),
+    click.option("--target", default=None, help="An id like session:3, or a name (then or now)."),
+    click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="From this day (UTC)."),
+    click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Up to this day (UTC), inclusive."),
+    click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True),
+]
+
+
+def filters(fn):
+    for opt in reversed(_filters):
+        fn = opt(fn)
+    return fn
+
+
+def _filter(actor, action, target, since, until, limit):
+    from storage.audit import Filter
+
+    day = lambda d: None if d is None else date(d.year, d.month, d.day)  # noqa: E731
+    return Filter(actor=actor, action=action, target=target, since=day(since), until=day(until), limit=limit)
+
+
+@click.group()
+def audit() -> None:
+    """The audit trail: who exported, changed or deleted what, and every login."""
+
+
+@audit.command("list")
+@filters
+def audit_list(**kw) -> None:
+    """Matching rows, newest first: id, time (UTC), actor, action, target, its name."""
+    from cli.common import database_url
+    from storage.audit import frame
+    from storage.db import session_scope
+
+    with session_scope(database_url()) as s:
+        df = frame(s, _filter(**kw))
+    for r in df.itertuples():
+        when = r.at.strftime("%Y-%m-%d %H:%M:%S") if r.at is not None else ""
+        click.echo(f"{r.id}\t{when}\t{r.actor}\t{r.action}\t{r.target}\t{r.target_label}")
+
+
+@audit.command("export")
+@filters
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def audit_export(output: Path, **kw) -> None:
+    """Matching rows as CSV (formula-safe; detail as JSON). The export is itself an audit row."""
+    from affectline.csvsafe import frame_to_csv
+    from cli.common import actor_name, database_url
+    from storage.audit import export_rows, frame, write
+    from storage.db import session_scope
+
+    f = _filter(**kw)
+    with session_scope(database_url()) as s:
+        df = frame(s, f)
+        data = frame_to_csv(export_rows(df))
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(data, encoding="utf-8")
+        except OSError as e:
+            raise click.ClickException(f"{output}: cannot write the export ({e.strerror or e})") from None
+        used = {k: str(v) for k, v in vars(f).items() if v not in (None, "") and k != "limit"}
+        write(s, actor_name(), "export_audit", "audit_log", rows=len(df), file=str(output), **used)
+    click.echo(f"{len(df)} rows -> {output}", err=True)
