@@ -57,6 +57,7 @@ def scope(url: str):
 def invalidate() -> None:
     """Forget cached query results (after any write)."""
     st.cache_data.clear()
+    class_view_bins.clear()  # the one cached resource of query results (defined below)
 
 
 # --- who is looking -------------------------------------------------------------------------
@@ -520,9 +521,12 @@ MAX_POINTS = 600  # a wide chart is ~1,200 px: two pixels a point
 HEAT_COLUMNS = 240
 
 
-@st.cache_data(ttl=300, max_entries=4, show_spinner=False)
+@st.cache_resource(ttl=300, max_entries=4, show_spinner=False)
 def class_view_bins(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
-    """Every person's engagement and academic bins of a visible session (``services.timelines.class_bins``)."""
+    """Every person's engagement and academic bins of a visible session (``services.timelines.class_bins``).
+
+    A shared resource, not a copy per call (cache_data would unpickle 15 MB on every hit): callers
+    must not modify it."""
     with scope(url) as s:
         _visible_session(s, group_ids, session_id)
         return _tl.class_bins(s, session_id)
@@ -564,9 +568,15 @@ def class_curve_view(url: str, group_ids: GroupIds, session_id: int, t0: float, 
                      max_points: int = MAX_POINTS) -> pd.DataFrame:  # fmt: skip
     """The class engagement curve and visible faces over [t0, t1), at most ``max_points`` buckets."""
     info = session_info(url, group_ids, session_id)
+    return _sm.resample(class_series_full(url, group_ids, session_id), t0, t1, max_points, info.bin_seconds)
+
+
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
+def class_series_full(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """The class curve at bin resolution (every face, stored timeline or not); zooms resample it."""
+    info = session_info(url, group_ids, session_id)
     agg, _ = class_aggregates(url, group_ids, session_id)
-    series = _sm.class_series(class_view_bins(url, group_ids, session_id), info.bin_seconds, agg)
-    return _sm.resample(series, t0, t1, max_points, info.bin_seconds)
+    return _sm.class_series(class_view_bins(url, group_ids, session_id), info.bin_seconds, agg)
 
 
 @st.cache_data(ttl=300, max_entries=32, show_spinner=False)
@@ -597,7 +607,9 @@ def group_trends(url: str, group_ids: GroupIds, group_id: int, limit: int = 12) 
     if group_ids is not None and group_id not in group_ids:
         raise LookupError(f"group {group_id} does not exist or is not visible to you")
     with scope(url) as s:
-        return _sm.trends(_tl.group_session_bins(s, group_id, limit=limit))
+        keys = _tl.group_sessions(s, group_id, limit=limit)
+    # each session's summary is the one its own page caches: a session already opened costs nothing here
+    return _sm.trends_from_summaries([(k, class_overview(url, group_ids, k.id).summary) for k in keys])
 
 
 @st.cache_data(ttl=30, max_entries=32, show_spinner=False)

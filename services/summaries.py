@@ -46,6 +46,9 @@ Functions (stable signatures):
     in any order; returns per-student rows (session x person) and per-class rows (one per session),
     in session time order.
 
+``trends_from_summaries(sessions) -> Trends``
+    The same from (``SessionKey``, ``student_summary``) pairs (summaries already computed).
+
 ``format_clock(seconds) -> str``
     ``75.0 -> "01:15"``, ``3725 -> "1:02:05"``: the mm:ss (h:mm:ss) shown everywhere.
 
@@ -467,20 +470,26 @@ def trends(sessions: Sequence[tuple[SessionKey, pd.DataFrame, float]]) -> Trends
     The class mean engagement of a session is over all visible person-bins (a student seen longer
     weighs more, as in the class curve); class minutes are per-student means.
     """
+    return trends_from_summaries([(key, student_summary(bins, step)) for key, bins, step in sessions])
+
+
+def trends_from_summaries(sessions: Sequence[tuple[SessionKey, pd.DataFrame]]) -> Trends:
+    """``trends`` from each session's ``student_summary`` (what a page has cached already)."""
     order = sorted(sessions, key=lambda x: (x[0].at is None, x[0].at or datetime.min, x[0].id))
     rows, class_rows = [], []
-    for key, bins, step in order:
-        summ = student_summary(bins, step)
+    for key, summ in order:
         for r in summ.itertuples(index=False):
             rows.append({"session_id": key.id, "title": key.title, "at": key.at, **r._asdict()})
-        vis = _visible(bins) if len(bins) else np.zeros(0, bool)
-        eng = _num(bins, "engagement")[vis] if len(bins) else np.zeros(0)
+        w = summ["minutes_visible"].to_numpy(float) if len(summ) else np.zeros(0)
+        e = summ["mean_engagement"].to_numpy(float) if len(summ) else np.zeros(0)
+        ok = np.isfinite(e) & (w > 0)
         class_rows.append({
             "session_id": key.id, "title": key.title, "at": key.at,
-            "mean_engagement": float(np.nanmean(eng)) if np.isfinite(eng).any() else np.nan,
+            # the mean over visible person-bins: each student's mean weighed by their visible time
+            "mean_engagement": float(np.sum(e[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan,
             "persons": int(len(summ)),
             **{c: float(summ[c].mean()) if len(summ) else np.nan for c in TREND_MINUTES},
         })  # fmt: skip
     per_student = pd.DataFrame(rows, columns=["session_id", "title", "at", *SUMMARY_COLUMNS]).drop(columns="rank")
     per_class = pd.DataFrame(class_rows, columns=["session_id", "title", "at", "mean_engagement", "persons", *TREND_MINUTES])
-    return Trends(per_student, per_class, [k for k, _, _ in order])
+    return Trends(per_student, per_class, [k for k, _ in order])

@@ -10,7 +10,8 @@ Functions (stable):
 ``class_bins(s, session_id, t0=None, t1=None, columns=CLASS_COLUMNS) -> pd.DataFrame``
 ``person_bins(s, session_id, person_id) -> pd.DataFrame`` (every score column, personal label too)
 ``person_cues(s, session_id, person_id, names=CUE_INPUTS) -> pd.DataFrame`` (t_start + the named features)
-``group_session_bins(s, group_id, kind=None, since=None, until=None) -> list[(SessionKey, bins, bin_seconds)]``
+``group_sessions(s, group_id, kind=None, since=None, until=None, limit=30) -> list[SessionKey]``
+``group_session_bins(s, group_id, kind=None, since=None, until=None, limit=30) -> list[(SessionKey, bins, bin_seconds)]``
     for ``services.summaries.trends``.
 """
 
@@ -119,11 +120,9 @@ def person_cues(s: Session, session_id: int, person_id: int, names: Sequence[str
     return pd.concat(parts, ignore_index=True).sort_values("t_start").drop_duplicates("t_start").reset_index(drop=True)
 
 
-def group_session_bins(
-    s: Session, group_id: int, kind: SessionKind | str | None = None, since: datetime | None = None,
-    until: datetime | None = None, limit: int = 30,
-) -> list[tuple[SessionKey, pd.DataFrame, float]]:  # fmt: skip
-    """The analysed sessions of a group (newest ``limit``), each as (key, class bins, bin seconds)."""
+def group_sessions(s: Session, group_id: int, kind: SessionKind | str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, limit: int = 30) -> list[SessionKey]:  # fmt: skip
+    """The analysed sessions of a group (newest ``limit``) as ``SessionKey``s, newest first."""
     q = select(Recording).where(Recording.group_id == group_id, Recording.analysed_at.is_not(None))
     if kind is not None:
         q = q.where(Recording.kind == SessionKind(kind))
@@ -131,8 +130,20 @@ def group_session_bins(
         q = q.where(Recording.created_at >= since)
     if until is not None:
         q = q.where(Recording.created_at < until)
-    recs = list(s.scalars(q.order_by(Recording.created_at.desc(), Recording.id.desc()).limit(limit)))
-    return [(SessionKey(r.id, r.title, r.created_at), class_bins(s, r.id), float(r.bin_seconds or 1.0)) for r in recs]
+    recs = s.scalars(q.order_by(Recording.created_at.desc(), Recording.id.desc()).limit(limit))
+    return [SessionKey(r.id, r.title, r.created_at) for r in recs]
+
+
+def group_session_bins(
+    s: Session, group_id: int, kind: SessionKind | str | None = None, since: datetime | None = None,
+    until: datetime | None = None, limit: int = 30,
+) -> list[tuple[SessionKey, pd.DataFrame, float]]:  # fmt: skip
+    """The analysed sessions of a group (newest ``limit``), each as (key, class bins, bin seconds)."""
+    out = []
+    for key in group_sessions(s, group_id, kind, since, until, limit):
+        rec = s.get(Recording, key.id)
+        out.append((key, class_bins(s, key.id), float(rec.bin_seconds or 1.0)))
+    return out
 
 
 assert set(CUE_INPUTS) <= set(FEATURE_NAMES)

@@ -172,6 +172,8 @@ def test_brushing_the_class_chart_sets_the_range(db):
 def test_trends_across_the_groups_sessions(db):
     url, ids, old, new = db
     at = open_session(ids.users["teacher"], new)
+    assert not any(s["layout"]["title"]["text"].startswith("Engagement across") for s in specs(at))  # opt-in
+    at.toggle(key="show_trends").set_value(True).run()
     trend = next(s for s in specs(at) if s["layout"]["title"]["text"].startswith("Engagement across sessions"))
     cls = next(t for t in trend["data"] if t["name"] == "class")
     # oldest first: week 1 (a week ago), the seeded maths lesson, week 2

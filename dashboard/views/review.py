@@ -180,7 +180,6 @@ st.caption("Fits a model to this child from their tags (baseline ranges calibrat
 models = clinic.models_frame(url, viewer, pid)
 
 
-@st.fragment(run_every=2)
 def _jobs() -> None:
     jobs = clinic.person_jobs(url, viewer, pid)
     for j in jobs[:3]:
@@ -198,12 +197,14 @@ def _jobs() -> None:
         st.rerun(scope="app")
 
 
-_jobs()
+# Poll while a job runs (or was just queued); otherwise draw once.
+polling = st.session_state.get(f"jobs_active_{pid}") or any(j.active for j in clinic.person_jobs(url, viewer, pid))
+st.fragment(_jobs, run_every=2 if polling else None)()
 if viewer.can("tag"):
     p1, p2 = st.columns([2, 1], vertical_alignment="bottom")
     policy = p1.radio("Activate the new model", ["if not worse than the population model", "always", "never"],
                       horizontal=True, key="personalise_policy")  # fmt: skip
-    if p2.button("Personalise this child", key="personalise", type="primary", disabled=tags.empty and models.empty):
+    if p2.button("Personalise this child", key="personalise", type="primary"):
         activate = {"always": True, "never": False}.get(policy)
         try:
             jid = clinic.request_personalisation(url, settings, viewer, pid, activate)

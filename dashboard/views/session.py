@@ -193,7 +193,9 @@ for i, pid in enumerate(picked):
 
 # --- trends ----------------------------------------------------------------------------------
 if info.group_id is not None:
-    with st.expander(f"Trends across the sessions of {info.group}"):
+    st.subheader("Trends")
+    # Opt-in: trends read every session of the group once, which the first view of this one need not wait for.
+    if st.toggle(f"Show trends across the sessions of {info.group}", key="show_trends"):
         tr = data.group_trends(url, gids, info.group_id)
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
