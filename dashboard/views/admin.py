@@ -137,7 +137,7 @@ with audit_tab:
     f_limit = c3.number_input("At most", min_value=10, max_value=100_000, value=1000, step=100, key="audit_limit")
     filt = admin.AuditFilter(f_actor or None, f_action, f_target or None, f_since, f_until, int(f_limit))
     log = admin.audit_log(url, viewer, filt)
-    st.caption(f"{len(log)} entries" + (" (limit reached)" if len(log) >= filt.limit else ""))
+    st.caption(f"{len(log)} {'entry' if len(log) == 1 else 'entries'}" + (" (limit reached)" if len(log) >= filt.limit else ""))
     st.dataframe(log, hide_index=True, key="audit_table",
                  column_config={"at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
                                 "target_label": st.column_config.TextColumn("target name")})  # fmt: skip

@@ -53,8 +53,7 @@ with session_tab:
                            format_func=lambda i: f"{titles[i]} (#{i})", key="report_session")  # fmt: skip
         kind = done.set_index("id").loc[sid, "kind"]
         st.subheader("PDF report")
-        st.caption("A class session: class curve, students x time heat map, moments and the per-student table. "
-                   "A therapy session: timelines with tags and uncertain spans, and the models behind them."
+        st.caption("The class curve, the students x time heat map, the moments and the per-student table."
                    if kind == "classroom" else
                    "Timelines with the clinician's tags and uncertain spans, and the models that produced them.")  # fmt: skip
         if st.button("Prepare PDF report", key="report_button"):

@@ -1,0 +1,228 @@
+"""Each role's main job in the real dashboard, in headless Chromium (Debian's; never `playwright install`).
+
+* teacher: signs in, opens the class session, finds the dip in the moments and who was in it, zooms to it;
+* clinician: signs in, opens the child's session and tags a range by brushing it on the chart;
+* admin: signs in, looks at users and the audit log, downloads the class's PDF report.
+
+Every page visited is screenshotted into a folder the test prints (``$AFFECTLINE_ARTIFACTS`` or
+/tmp/artifacts, then ``browser_roles/``), so a reviewer can see what each role saw.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from storage import access, repo, tags
+from storage.db import session_scope
+from tests.big_session import add_class_session
+from tests.dashboard_factories import seed
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARTIFACTS = Path(os.environ.get("AFFECTLINE_ARTIFACTS", "/tmp/artifacts")) / "browser_roles"
+PASSWORDS = {"teacher": "chalk and talk daily", "clinician": "listen first, then tag", "admin": "keys to every room"}
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    assert CHROMIUM, "Debian chromium is not installed: apt-get install -y chromium (.ci/run does this)"
+
+
+@pytest.fixture(scope="module")
+def shots():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    print(f"\nscreenshots: {ARTIFACTS}")
+    return ARTIFACTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
+
+
+@pytest.fixture()
+def server(db_url, settings):
+    """Seeded users with passwords, the seed's sessions, and a 20-minute 12-student class with a planted dip."""
+    ids = seed(db_url)
+    with session_scope(db_url) as s:
+        for who, pw in PASSWORDS.items():
+            access.set_password(s, ids.users[who], pw)
+    big, _ = add_class_session(db_url, ids.groups["class-a"], minutes=20, n_persons=12, title="Planted class")
+    port = _free_port()
+    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("AFFECTLINE_DASHBOARD_USER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}", ids, big
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def sign_in(browser, base: str, who: str, path: str = ""):
+    """A fresh browser context (no cookie), signed in as ``who``; lands on ``path`` (a deep link) after login."""
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{base}/{path}")
+    page.get_by_role("textbox", name="Username").fill(who)
+    page.get_by_role("textbox", name="Password").fill(PASSWORDS[who])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text(f"{who} · {who}")).to_be_visible()  # the sidebar names the user and role
+    return page
+
+
+def wait_drawn(page, n: int) -> None:
+    """Until at least ``n`` plotly charts have their SVG drawn (a screenshot of the page if they never are)."""
+    try:
+        page.wait_for_function(
+            """n => { const p = document.querySelectorAll('.js-plotly-plot');
+                      return p.length >= n && [...p].every(el => el.querySelector('.main-svg')); }""",
+            arg=n, polling=100, timeout=TIMEOUT_MS * 2,
+        )  # fmt: skip
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "FAILED_waiting_for_charts.png"), full_page=True)
+        raise
+
+
+def settle(page) -> None:
+    """Until the script run is over and no placeholder (skeleton) is left on the page."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-testid="stSkeleton"]')""",
+        polling=100, timeout=TIMEOUT_MS * 2,
+    )  # fmt: skip
+
+
+def snap(page, shots: Path, name: str) -> None:
+    settle(page)
+    page.wait_for_timeout(300)  # let the last frame paint
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+def clock_s(text: str) -> float:
+    parts = [float(p) for p in text.strip().split(":")]
+    return parts[0] * 60 + parts[1] if len(parts) == 2 else parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def test_teacher_finds_the_dip_and_who(server, browser, shots):
+    from playwright.sync_api import expect
+
+    base, ids, big = server
+    page = sign_in(browser, base, "teacher", f"session?session={big}")  # a deep link survives the login
+    expect(page.get_by_role("heading", name="Planted class")).to_be_visible()
+    wait_drawn(page, 2)
+    snap(page, shots, "teacher_1_session")
+    assert "therapy lesson" not in page.content()
+
+    # The moments list names the dip (planted at 06:40-07:20 for students 01-08) and who was in it.
+    dip = page.get_by_text(re.compile(r"Class engagement dipped for")).first
+    expect(dip).to_be_visible()
+    text = dip.inner_text()
+    who = set(re.findall(r"Student \d\d", text))
+    assert {f"Student {i:02d}" for i in range(1, 9)} <= who and "Student 12" not in who, text
+    button = page.get_by_role("button", name=re.compile(r"^zoom_in\s*0[67]:\d\d-0[67]:\d\d$|^0[67]:\d\d-0[67]:\d\d$"))
+    expect(button.first).to_be_visible()
+    start = clock_s(re.search(r"(0[67]:\d\d)-", button.first.inner_text()).group(1))
+    assert abs(start - 400) <= 20
+    button.first.click()
+
+    # One click zooms every chart to the dip (a minute either side) and draws the students involved.
+    frm = page.get_by_role("textbox", name="From (mm:ss)")
+    expect(frm).to_have_value(re.compile(r"0[56]:\d\d"))
+    assert abs(clock_s(frm.input_value()) - (start - 60)) <= 5
+    wait_drawn(page, 3)
+    titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
+    assert any("Student 0" in t for t in titles), titles
+    snap(page, shots, "teacher_2_dip")
+
+    # The students table ranks the class; the refresh keeps the login and the page.
+    page.reload()
+    expect(page.get_by_role("heading", name="Planted class")).to_be_visible()
+    snap(page, shots, "teacher_3_after_refresh")
+
+
+def test_admin_downloads_a_report(server, browser, shots, db_url, tmp_path):
+    from playwright.sync_api import expect
+
+    base, ids, big = server
+    page = sign_in(browser, base, "admin", "admin")
+    expect(page.get_by_role("heading", name="Admin")).to_be_visible()
+    snap(page, shots, "admin_1_users")
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.get_by_text(re.compile(r"^\d+ entr(y|ies)"))).to_be_visible()
+    snap(page, shots, "admin_2_audit")
+
+    page.goto(f"{base}/reports?session={big}")
+    expect(page.get_by_role("heading", name="Reports & exports")).to_be_visible()
+    page.get_by_role("button", name="Prepare PDF report").click()
+    button = page.get_by_role("button", name=re.compile(r"Download affectline_class_report_session_\d+\.pdf"))
+    expect(button).to_be_visible()
+    snap(page, shots, "admin_3_report")
+    with page.expect_download() as dl:
+        button.click()
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    assert saved.name == f"affectline_class_report_session_{big}.pdf"
+    text = subprocess.run(["pdftotext", "-layout", str(saved), "-"], capture_output=True, text=True, check=True).stdout
+    assert "Class session report: Planted class" in text and "class engagement dipped" in text
+    with session_scope(db_url) as s:
+        got = [(e.actor, e.target) for e in repo.audit_log(s) if e.action == "report"]
+    assert got == [("admin", f"session:{big}")]
