@@ -118,6 +118,8 @@ def test_timelines_shade_uncertain_spans_show_cues_and_are_not_class_engagement(
     hover = next(t for t in spec["data"] if t.get("name") == "angry")
     assert "cues: smile" in hover["text"][0] and "head yaw" in hover["text"][0]
     assert spec["layout"]["xaxis"]["type"] == "date" and spec["layout"]["xaxis"]["tickformat"] == "%M:%S"
+    # the cue model is interpretable: its rules are one click away on the page
+    assert any("not** a trained classifier" in m.value for m in at.markdown)
 
 
 def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):

@@ -6,6 +6,8 @@ model versions (work queued by task name, progress shown here); the therapy expo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from affectline.settings import get_settings
@@ -40,6 +42,11 @@ if pid is None:
     st.stop()
 st.caption(charts.model_caption(info.academic_model, info.expression_model) + " Hover the expression row to see the "
            "cue model's inputs (blendshapes, head pose): the academic estimate is an interpretable rule over them.")  # fmt: skip
+
+CUE_DOC = Path(__file__).resolve().parents[2] / "docs" / "cue_model.md"
+if "cue" in (info.academic_model or "") and CUE_DOC.is_file():
+    with st.expander("How the cue model decides (every rule and threshold)"):
+        st.markdown(CUE_DOC.read_text())
 
 bins = data.child_bins(url, gids, sid, pid)
 cues = data.child_cues(url, gids, sid, pid)

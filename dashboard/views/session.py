@@ -168,6 +168,8 @@ for i, m in enumerate(overview.moments):
 
 # --- students ----------------------------------------------------------------------------------
 st.subheader(f"Students ({len(summary)}), lowest engagement first")
+st.caption("The order says whom to look at first in this lesson. The scores read behaviour on camera (a frown may be "
+           "concentration, looking down may be writing): not a grade, and not for ranking or disciplining anyone.")  # fmt: skip
 st.dataframe(
     summary.drop(columns=["person_id"]),
     hide_index=True,
