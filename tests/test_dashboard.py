@@ -201,6 +201,7 @@ def test_upload_saves_the_video_commits_a_job_then_enqueues_it(seeded, db_url, s
     at = run_as(seeded.users["teacher"])
     assert at.radio(key="upload_kind").value == "classroom"
     assert at.selectbox(key="upload_group").options == ["class-a"]  # only the teacher's class
+    at.selectbox(key="upload_group").select(seeded.groups["class-a"])  # chosen, never defaulted (issue 11)
     at.file_uploader(key="upload_video").set_value(("../../lesson 3.mp4", b"\x00\x00\x00\x18ftypmp42" * 64, "video/mp4"))
     at.run()
     at.button(key="upload_button").click().run()
@@ -238,6 +239,7 @@ def test_a_broker_failure_marks_the_job_failed_in_plain_words(seeded, db_url, mo
 
     monkeypatch.setattr(analyses, "send_analysis", refuse)
     at = run_as(seeded.users["teacher"])
+    at.selectbox(key="upload_group").select(seeded.groups["class-a"])
     at.file_uploader(key="upload_video").set_value(("x.mp4", b"0" * 100, "video/mp4"))
     at.run()
     at.button(key="upload_button").click().run()
