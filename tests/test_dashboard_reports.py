@@ -158,3 +158,25 @@ def test_clinician_gets_a_child_report_and_admin_a_group_report(url, ids):
     (entry,) = [e for e in audits(url, "report") if e[1].startswith("group:")]
     assert entry[0] == "admin" and entry[1] == f"group:{ids.groups['class-a']}" and entry[2]["sessions"] == [
         ids.sessions["maths"]]  # fmt: skip
+
+
+@pytest.mark.services
+def test_fast_bins_reports_and_selections_on_postgresql(settings, tmp_path):
+    """The driver-cursor read (services.bins) gives PostgreSQL's rows the same shape as SQLite's."""
+    from services import reports
+    from tests.services import postgres_server
+
+    with postgres_server() as pg:
+        migrate(pg)
+        ids = seed(pg)
+        sid, ada = ids.sessions["maths"], ids.persons["maths"][0]
+        out = exports.export_selection(pg, operator(), sid, "csv", exports.Selection(5.0, 25.0, (ada,)))
+        full = full_export(pg, sid)
+        want = full[(full["person_id"] == ada) & (full["t_start"] < 25) & (full["t_end"] > 5)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(out.data)),
+                                      pd.read_csv(io.BytesIO(exports.frame_bytes(want, "csv"))))  # fmt: skip
+        for key in ("maths", "therapy"):
+            rep = reports.session_report(pg, operator(), ids.sessions[key])
+            assert rep.data.startswith(b"%PDF") and rep.pages >= 1
+        assert reports.group_report(pg, operator(), "class-a").data.startswith(b"%PDF")
+        get_engine(pg).dispose()
