@@ -57,7 +57,7 @@ def scope(url: str):
 def invalidate() -> None:
     """Forget cached query results (after any write)."""
     st.cache_data.clear()
-    class_view_bins.clear()  # the one cached resource of query results (defined below)
+    _class_bins.clear()  # the one cached resource of query results (defined below)
 
 
 # --- who is looking -------------------------------------------------------------------------
@@ -521,25 +521,55 @@ MAX_POINTS = 600  # a wide chart is ~1,200 px: two pixels a point
 HEAT_COLUMNS = 240
 
 
-@st.cache_resource(ttl=300, max_entries=4, show_spinner=False)
-def class_view_bins(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
-    """Every person's engagement and academic bins of a visible session (``services.timelines.class_bins``).
+# Each view is cached under the session's fingerprint (``timelines.fingerprint``: analysis time and a
+# count of its bins, re-read at most every 10 s), so an hour-long TTL never serves a re-analysed,
+# merged or consent-withdrawn session: the fingerprint changes and the views are recomputed. Labels
+# are applied fresh on every call (a rename shows at once).
+VIEW_TTL = 3600
 
-    A shared resource, not a copy per call (cache_data would unpickle 15 MB on every hit): callers
-    must not modify it."""
+
+@st.cache_data(ttl=10, max_entries=64, show_spinner=False)
+def session_fingerprint(url: str, group_ids: GroupIds, session_id: int) -> str:
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return _tl.fingerprint(s, session_id)
+
+
+@st.cache_data(ttl=10, max_entries=64, show_spinner=False)
+def person_labels(url: str, group_ids: GroupIds, session_id: int, person_ids: tuple[int, ...]) -> dict[int, str]:
+    """Current labels of these persons of a visible session."""
+    with scope(url) as s:
+        _visible_session(s, group_ids, session_id)
+        return dict(s.execute(select(Person.id, Person.label).where(Person.id.in_(list(person_ids)))).all())
+
+
+@st.cache_resource(ttl=VIEW_TTL, max_entries=4, show_spinner=False)
+def _class_bins(url: str, group_ids: GroupIds, session_id: int, fp: str) -> pd.DataFrame:
     with scope(url) as s:
         _visible_session(s, group_ids, session_id)
         return _tl.class_bins(s, session_id)
 
 
-@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
-def class_aggregates(url: str, group_ids: GroupIds, session_id: int) -> tuple[pd.DataFrame, str]:
-    """Class aggregates of faces with no stored timeline, and the sentence saying so (empty when none)."""
+def class_view_bins(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """Every person's engagement and academic bins of a visible session (``services.timelines.class_bins``).
+
+    A shared cached resource, not a copy per call (cache_data would unpickle 15 MB on every hit):
+    callers must not modify it."""
+    return _class_bins(url, group_ids, session_id, session_fingerprint(url, group_ids, session_id))
+
+
+@st.cache_data(ttl=VIEW_TTL, max_entries=16, show_spinner=False)
+def _class_aggregates(url: str, group_ids: GroupIds, session_id: int, fp: str) -> tuple[pd.DataFrame, str]:
     from storage import consent
 
     with scope(url) as s:
         _visible_session(s, group_ids, session_id)
         return consent.class_aggregates(s, session_id), consent.withheld_summary(s, session_id).sentence()
+
+
+def class_aggregates(url: str, group_ids: GroupIds, session_id: int) -> tuple[pd.DataFrame, str]:
+    """Class aggregates of faces with no stored timeline, and the sentence saying so (empty when none)."""
+    return _class_aggregates(url, group_ids, session_id, session_fingerprint(url, group_ids, session_id))
 
 
 @dataclass(frozen=True)
@@ -550,9 +580,8 @@ class ClassOverview:
     t1: float
 
 
-@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
-def class_overview(url: str, group_ids: GroupIds, session_id: int) -> ClassOverview:
-    """Ranked per-student summary and the session's moments (computed once per session and kept)."""
+@st.cache_data(ttl=VIEW_TTL, max_entries=16, show_spinner=False)
+def _class_overview(url: str, group_ids: GroupIds, session_id: int, fp: str) -> ClassOverview:
     info = session_info(url, group_ids, session_id)
     bins = class_view_bins(url, group_ids, session_id)
     agg, _ = class_aggregates(url, group_ids, session_id)
@@ -563,34 +592,66 @@ def class_overview(url: str, group_ids: GroupIds, session_id: int) -> ClassOverv
                          _sm.moments(bins, info.bin_seconds, aggregates=agg), t0, t1)  # fmt: skip
 
 
-@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
-def class_curve_view(url: str, group_ids: GroupIds, session_id: int, t0: float, t1: float,
-                     max_points: int = MAX_POINTS) -> pd.DataFrame:  # fmt: skip
-    """The class engagement curve and visible faces over [t0, t1), at most ``max_points`` buckets."""
-    info = session_info(url, group_ids, session_id)
-    return _sm.resample(class_series_full(url, group_ids, session_id), t0, t1, max_points, info.bin_seconds)
+def class_overview(url: str, group_ids: GroupIds, session_id: int) -> ClassOverview:
+    """Ranked per-student summary and the session's moments (computed once per analysis and kept)."""
+    import dataclasses
+
+    ov = _class_overview(url, group_ids, session_id, session_fingerprint(url, group_ids, session_id))
+    names = person_labels(url, group_ids, session_id, tuple(int(p) for p in ov.summary["person_id"]))
+    summary = ov.summary.assign(person_label=[names.get(int(p), lab) for p, lab in
+                                              zip(ov.summary["person_id"], ov.summary["person_label"])])  # fmt: skip
+    moments = [dataclasses.replace(m, person_labels=tuple(names.get(p, lab) for p, lab in zip(m.person_ids, m.person_labels)))
+               for m in ov.moments]  # fmt: skip
+    return ClassOverview(summary, moments, ov.t0, ov.t1)
 
 
-@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
-def class_series_full(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
-    """The class curve at bin resolution (every face, stored timeline or not); zooms resample it."""
+@st.cache_data(ttl=VIEW_TTL, max_entries=16, show_spinner=False)
+def _class_series_full(url: str, group_ids: GroupIds, session_id: int, fp: str) -> pd.DataFrame:
     info = session_info(url, group_ids, session_id)
     agg, _ = class_aggregates(url, group_ids, session_id)
     return _sm.class_series(class_view_bins(url, group_ids, session_id), info.bin_seconds, agg)
 
 
-@st.cache_data(ttl=300, max_entries=32, show_spinner=False)
-def heatmap_view(url: str, group_ids: GroupIds, session_id: int, value: str, t0: float, t1: float,
-                 order: tuple[int, ...], max_columns: int = HEAT_COLUMNS) -> _sm.Heatmap:  # fmt: skip
+def class_series_full(url: str, group_ids: GroupIds, session_id: int) -> pd.DataFrame:
+    """The class curve at bin resolution (every face, stored timeline or not); zooms resample it."""
+    return _class_series_full(url, group_ids, session_id, session_fingerprint(url, group_ids, session_id))
+
+
+@st.cache_data(ttl=VIEW_TTL, max_entries=32, show_spinner=False)
+def _class_curve(url: str, group_ids: GroupIds, session_id: int, t0: float, t1: float, max_points: int,
+                 fp: str) -> pd.DataFrame:  # fmt: skip
+    info = session_info(url, group_ids, session_id)
+    return _sm.resample(class_series_full(url, group_ids, session_id), t0, t1, max_points, info.bin_seconds)
+
+
+def class_curve_view(url: str, group_ids: GroupIds, session_id: int, t0: float, t1: float,
+                     max_points: int = MAX_POINTS) -> pd.DataFrame:  # fmt: skip
+    """The class engagement curve and visible faces over [t0, t1), at most ``max_points`` buckets."""
+    return _class_curve(url, group_ids, session_id, t0, t1, max_points, session_fingerprint(url, group_ids, session_id))
+
+
+@st.cache_data(ttl=VIEW_TTL, max_entries=32, show_spinner=False)
+def _heatmap(url: str, group_ids: GroupIds, session_id: int, value: str, t0: float, t1: float,
+             order: tuple[int, ...], max_columns: int, fp: str) -> _sm.Heatmap:  # fmt: skip
     info = session_info(url, group_ids, session_id)
     return _sm.heatmap(class_view_bins(url, group_ids, session_id), value, t0, t1, max_columns, info.bin_seconds,
                        order=list(order))  # fmt: skip
 
 
-@st.cache_data(ttl=300, max_entries=128, show_spinner=False)
-def student_view(url: str, group_ids: GroupIds, session_id: int, person_id: int, t0: float, t1: float,
-                 max_points: int = MAX_POINTS // 2) -> pd.DataFrame:  # fmt: skip
-    """One student's engagement and academic emotions over [t0, t1), resampled (NaN = not visible)."""
+def heatmap_view(url: str, group_ids: GroupIds, session_id: int, value: str, t0: float, t1: float,
+                 order: tuple[int, ...], max_columns: int = HEAT_COLUMNS) -> _sm.Heatmap:  # fmt: skip
+    """Students (``order``, top to bottom) x time over [t0, t1), at most ``max_columns`` columns."""
+    import dataclasses
+
+    h = _heatmap(url, group_ids, session_id, value, t0, t1, order, max_columns,
+                 session_fingerprint(url, group_ids, session_id))  # fmt: skip
+    names = person_labels(url, group_ids, session_id, tuple(h.person_ids))
+    return dataclasses.replace(h, person_labels=[names.get(p, lab) for p, lab in zip(h.person_ids, h.person_labels)])
+
+
+@st.cache_data(ttl=VIEW_TTL, max_entries=128, show_spinner=False)
+def _student(url: str, group_ids: GroupIds, session_id: int, person_id: int, t0: float, t1: float, max_points: int,
+             fp: str) -> pd.DataFrame:  # fmt: skip
     info = session_info(url, group_ids, session_id)
     b = class_view_bins(url, group_ids, session_id)
     b = b[b["person_id"] == person_id]
@@ -599,6 +660,13 @@ def student_view(url: str, group_ids: GroupIds, session_id: int, person_id: int,
     frame = b[["t_start", *cols]].copy()
     frame.loc[~vis, cols] = float("nan")
     return _sm.resample(frame, t0, t1, max_points, info.bin_seconds)
+
+
+def student_view(url: str, group_ids: GroupIds, session_id: int, person_id: int, t0: float, t1: float,
+                 max_points: int = MAX_POINTS // 2) -> pd.DataFrame:  # fmt: skip
+    """One student's engagement and academic emotions over [t0, t1), resampled (NaN = not visible)."""
+    return _student(url, group_ids, session_id, person_id, t0, t1, max_points,
+                    session_fingerprint(url, group_ids, session_id))  # fmt: skip
 
 
 @st.cache_data(ttl=300, max_entries=16, show_spinner=False)

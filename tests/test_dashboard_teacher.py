@@ -228,3 +228,27 @@ def test_a_newer_failed_session_is_not_the_default(db):
     assert at.selectbox(key="open_session").value == new  # the newest ready one, not the failed upload
     at.switch_page("views/session.py").run()
     assert at.title[0].value == "week 2"
+
+
+def test_long_lived_views_follow_changes_made_elsewhere(db):
+    """Views are cached for an hour under the session's fingerprint: a change by the CLI or a worker (no
+    dashboard invalidate) shows once the 10 s fingerprint is re-read."""
+    from storage import people
+
+    url, ids, _, new = db
+    viewer = data.viewer_for(url, ids.users["teacher"])
+    before = data.class_overview(url, viewer.group_ids, new)
+    assert len(before.summary) == 12
+    gone = int(before.summary["person_id"].iloc[0])
+    with session_scope(url) as s:  # as `affectline persons delete` would, in another process
+        people.delete_person(s, gone, "admin")
+        s.get(Person, int(before.summary["person_id"].iloc[1])).label = "Renamed"
+    assert len(data.class_overview(url, viewer.group_ids, new).summary) == 12  # within the 10 s window
+    data.session_fingerprint.clear()  # ... 10 s later
+    data.person_labels.clear()
+    after = data.class_overview(url, viewer.group_ids, new)
+    assert len(after.summary) == 11 and gone not in set(after.summary["person_id"])
+    assert "Renamed" in set(after.summary["person_label"])
+    heat = data.heatmap_view(url, viewer.group_ids, new, "engagement", after.t0, after.t1,
+                             tuple(int(p) for p in after.summary["person_id"]))  # fmt: skip
+    assert heat.shape[0] == 11 and "Renamed" in heat.person_labels
