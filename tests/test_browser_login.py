@@ -133,3 +133,44 @@ def test_guessing_locks_out_refresh_keeps_the_login_and_deep_links_land(server, 
     assert [e.detail["account_failures"] for e in rows[:3]] == [1, 2, 3] and rows[2].detail["locked"] is True
     assert rows[3].detail["reason"] == "locked" and all(e.target_label == "teacher" for e in rows[:4])
     assert all(e.detail["client"] == "127.0.0.1" for e in rows)
+
+
+@pytest.mark.parametrize("address, works", [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_single_user_demo_mode_works_on_loopback_only(db_url, settings, address, works):
+    """`make demo` (AFFECTLINE_DASHBOARD_USER=demo affectline dashboard) on 127.0.0.1 logs in without
+    a password; the same on every interface is refused in the page, and no account is made."""
+    from playwright.sync_api import expect, sync_playwright
+
+    port = _free_port()
+    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
+           "AFFECTLINE_DASHBOARD_USER": "demo"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+         "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_healthy(port, proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+                page.goto(f"http://127.0.0.1:{port}")
+                if works:
+                    expect(page.get_by_text("demo · admin")).to_be_visible(timeout=30_000)
+                else:
+                    expect(page.get_by_text("AFFECTLINE_DASHBOARD_USER (log in without a password) is refused")
+                           ).to_be_visible(timeout=30_000)  # fmt: skip
+                    assert page.get_by_role("button", name="Log in").count() == 0
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with session_scope(db_url) as s:
+        assert [u.username for u in access.list_users(s)] == (["demo"] if works else [])
