@@ -73,17 +73,23 @@ class Workers:
         return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.logs.glob("*.log")))
 
 
-def submit(url: str, env: dict, video: Path) -> int:
-    """A session and its job, enqueued by name as the CLI and dashboard do."""
+def submit(url: str, env: dict, video: Path, chunk_seconds: float | None = None) -> int:
+    """A session and its job, enqueued by name as the CLI and dashboard do. ``chunk_seconds`` goes in
+    the job's params (the planning worker's AFFECTLINE_CHUNK_SECONDS otherwise)."""
     code = (
         "import sys; from affectline.settings import get_settings; from services.actor import operator;"
         "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
+        "from storage.models import Job\n"
         "u = get_settings().resolved_database_url\n"
         "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
-        "rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, 2.0)\n"
+        "rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, float(sys.argv[3]))\n"
+        "if sys.argv[2] != '-':\n"
+        "    with scope(u) as s: j = s.get(Job, jid); j.params = {**j.params, 'chunk_seconds': float(sys.argv[2])}\n"
         "send_analysis(get_settings(), jid); print(jid)"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(video)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    fps = env.get("AFFECTLINE_ANALYSIS_FPS", "2.0")
+    args = [str(video), "-" if chunk_seconds is None else str(chunk_seconds), fps]
+    r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     return int(r.stdout.strip().splitlines()[-1])
 

@@ -93,8 +93,7 @@ def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
                 assert s.scalar(select(func.count(func.distinct(TimeBin.session_id)))) == 2
 
             # Many jobs at once: 20 short ones (one chunk each) queued together on the same two workers.
-            env20 = {**env, "AFFECTLINE_CHUNK_SECONDS": "60"}
-            ids = [submit(db, env20, videos[k % 2]) for k in range(20)]
+            ids = [submit(db, env, videos[k % 2], chunk_seconds=60) for k in range(20)]
             for jid in ids:
                 job = wait_job(db, jid, w, timeout=900)
                 assert job.status == JobStatus.done, job.error
