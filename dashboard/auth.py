@@ -112,16 +112,17 @@ def current_viewer(url: str, settings: Settings) -> data.Viewer | None:
     idle = _idle(settings)
     if uid is not None and not settings.dashboard_user:
         last, token = state.get(SEEN_KEY), state.get(TOKEN_KEY)
-        live = last is None or now - last <= idle.total_seconds()
+        idle_out = last is not None and now - last > idle.total_seconds()
+        live = not idle_out
         if live and token is not None:
-            with data.scope(url) as s:
+            with data.scope(url) as s:  # closed elsewhere: password changed, user disabled
                 live = logins.resume(s, token, idle) == uid
         if not live:
             if token is not None:
                 with data.scope(url) as s:
                     logins.close(s, token)
             _forget(state)
-            state["auth_expired"] = True
+            state["auth_expired"] = "idle" if idle_out else "closed"
             uid = None
     elif uid is None and not state.get("auth_logged_out") and (token := _cookie()):
         with data.scope(url) as s:  # a refresh, a new tab, a deep link: the browser's login cookie
@@ -185,8 +186,11 @@ def _has_users(url: str) -> bool:
 def login_page(url: str, settings: Settings) -> None:
     """The login form. On a database with no users, how to create the first administrator."""
     st.title("Affectline")
-    if st.session_state.pop("auth_expired", False):
+    ended = st.session_state.pop("auth_expired", None)
+    if ended == "idle":
         st.info(f"Your login ended after {settings.session_idle_minutes:g} minutes without use. Please log in again.")
+    elif ended:
+        st.info("Your login was ended (password changed or account disabled). Please log in again.")
     if not _has_users(url):
         st.info("No accounts exist yet. An administrator creates the first one at the server, then logs in here:")
         st.code("affectline users add NAME --role admin", language="bash")

@@ -248,3 +248,18 @@ def test_login_form_opens_a_session_and_idle_time_ends_it(db_url, teacher, monke
     assert at.button[0].label == "Log in"
     with session_scope(db_url) as s:
         assert s.scalar(select(func.count(LoginSession.id))) == 0
+
+
+def test_an_open_dashboard_login_ends_when_the_password_changes(db_url, teacher):
+    from dashboard import auth
+
+    at = _app()
+    at.run()
+    at.text_input[0].input("ms_k")
+    at.text_input[1].input(PW)
+    at.button[0].click().run()
+    assert at.session_state[auth.USER_KEY] == teacher
+    with session_scope(db_url) as s:
+        access.set_password(s, teacher, "changed by the admin")
+    at.run()
+    assert auth.USER_KEY not in at.session_state and "password changed or account disabled" in _texts(at)
