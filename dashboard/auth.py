@@ -201,6 +201,8 @@ def login_page(url: str, settings: Settings) -> None:
         if st.form_submit_button("Log in"):
             with data.scope(url) as s:
                 result = logins.attempt(s, name, pw, client_address(), policy=policy(settings))
+                if result.outcome == "ok":
+                    logins.purge_idle(s, _idle(settings))  # logins never resumed (browser closed) go here
             if result.outcome != "ok":
                 st.error(result.message)
             else:
