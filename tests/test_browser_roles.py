@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.charts import axis_seconds
 from storage import access, repo, tags
 from storage.db import session_scope
 from tests.big_session import add_class_session
@@ -197,6 +198,56 @@ def test_teacher_finds_the_dip_and_who(server, browser, shots):
     page.reload()
     expect(page.get_by_role("heading", name="Planted class")).to_be_visible()
     snap(page, shots, "teacher_3_after_refresh")
+
+
+def test_clinician_brushes_a_tag(server, browser, shots, db_url):
+    from playwright.sync_api import expect
+
+    base, ids, _ = server
+    sid, (pid,) = ids.sessions["therapy"], ids.persons["therapy"]
+    page = sign_in(browser, base, "clinician", f"review?session={sid}")
+    expect(page.get_by_role("heading", name="Child session review")).to_be_visible()
+    wait_drawn(page, 1)
+    snap(page, shots, "clinician_1_review")
+    assert "maths lesson" not in page.content()
+
+    # Brush from 25% to 50% of the top row's width (plotly box selection, horizontal only).
+    drag = page.locator(".js-plotly-plot .draglayer .xy .nsewdrag").first
+    box = drag.bounding_box()
+    x0, x1, y = box["x"] + 0.25 * box["width"], box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"]
+    span = page.evaluate(
+        """() => { const xa = document.querySelector('.js-plotly-plot')._fullLayout.xaxis;
+                   return [xa.r2l(xa.range[0]) / 1000, xa.r2l(xa.range[1]) / 1000]; }"""
+    )  # seconds at the row's left and right edges
+    want = (span[0] + 0.25 * (span[1] - span[0]), span[0] + 0.5 * (span[1] - span[0]))
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, y, steps=5)
+    page.mouse.move(x1, y, steps=5)
+    page.mouse.up()
+
+    # The brushed range fills the tag form (mm:ss); the clinician labels it and adds it.
+    frm, to = page.get_by_role("textbox", name="From (mm:ss)"), page.get_by_role("textbox", name="To (mm:ss)")
+    expect(frm).not_to_have_value("00:00")
+    assert abs(clock_s(frm.input_value()) - want[0]) <= 1.5 and abs(clock_s(to.input_value()) - want[1]) <= 1.5
+    page.get_by_label("Note").fill("laughed at the puppet")
+    snap(page, shots, "clinician_2_brushed")
+    page.get_by_role("button", name="Add tag").click()
+    expect(page.get_by_text(re.compile(r"^Tagged \d\d:\d\d-\d\d:\d\d as "))).to_be_visible()
+    wait_drawn(page, 1)
+    snap(page, shots, "clinician_3_tagged")
+
+    with session_scope(db_url) as s:
+        (tag,) = tags.latest_tags(s, session_id=sid)
+        assert tag.person_id == pid and tag.author == "clinician" and tag.note == "laughed at the puppet"
+        assert abs(tag.t_start - want[0]) <= 1.5 and abs(tag.t_end - want[1]) <= 1.5
+        t0, t1 = tag.t_start, tag.t_end
+    # The tag is drawn on every row of the child's chart: shapes spanning exactly its range.
+    shapes = page.evaluate(
+        """() => (document.querySelector('.js-plotly-plot').layout.shapes || []).map(s => [s.x0, s.x1])"""
+    )
+    on_tag = [x for x in shapes if abs(axis_seconds(x[0]) - t0) < 0.6 and abs(axis_seconds(x[1]) - t1) < 0.6]
+    assert len(on_tag) >= 3, shapes
 
 
 def test_admin_downloads_a_report(server, browser, shots, db_url, tmp_path):
