@@ -55,9 +55,9 @@ class Settings(BaseSettings):
         default="torch",
         description="Face descriptors: dlib's network run in torch, batched, CPU or CUDA ('torch'), or dlib itself ('dlib'); same numbers.",
     )
-    landmarker: Literal["torch", "mediapipe"] = Field(
-        default="mediapipe",
-        description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph run in torch, batched, CPU or CUDA ('torch'), or MediaPipe itself ('mediapipe').",
+    landmarker: Literal["auto", "torch", "mediapipe"] = Field(
+        default="auto",
+        description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph run in torch, batched, CPU or CUDA ('torch'), MediaPipe itself ('mediapipe'), or 'auto': torch on CUDA, MediaPipe on CPU (where it is faster per face).",
     )
     dashboard_user: str | None = Field(
         default=None,

@@ -177,8 +177,9 @@ def test_bad_boxes_and_empty_input(torch_lm, footage):
 
 def test_settings_pick_the_landmarker():
     assert isinstance(load_landmarker(Settings(landmarker="torch"), "cpu"), TorchFaceLandmarker)
-    with load_landmarker(Settings(landmarker="mediapipe")) as fl:
-        assert isinstance(fl, FaceLandmarker)
+    for name in ("mediapipe", "auto"):  # auto: MediaPipe on CPU, torch on CUDA
+        with load_landmarker(Settings(landmarker=name), "cpu") as fl:
+            assert isinstance(fl, FaceLandmarker)
 
 
 def test_converted_file_runs_with_torch_and_numpy_only(torch_lm, footage, tmp_path):
@@ -204,6 +205,7 @@ np.save({str(tmp_path / "bs.npy")!r}, r.blendshapes)
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(footage, torch_lm):
+    assert isinstance(load_landmarker(Settings(landmarker="auto"), "cuda"), TorchFaceLandmarker)
     frames, dets = [f for _, f, _ in footage], [d for _, _, d in footage]
     cpu = torch_lm.analyze_many(frames, dets)
     gpu = TorchFaceLandmarker(Settings(), device="cuda").analyze_many(frames, dets)

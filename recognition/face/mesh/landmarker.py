@@ -93,14 +93,18 @@ def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -
     p = (1 << (s - 2).bit_length()) + 1  # 257 for 256
     x = img.permute(0, 3, 1, 2).float()
     x = F.pad(x, (0, p - s, 0, p - s), mode="constant" if border == "zeros" else "replicate")
+    # Positions in 1/32 px, in float64 as OpenCV computes them, split into a per-column and a
+    # per-row term so only one full-size add runs in float64.
     t = torch.arange(size, dtype=torch.float64, device=img.device) / size - 0.5
-    cx, cy, w, h, a = (rects[:, i, None, None].double() for i in range(5))
-    dx, dy = t[None, None, :] * w, t[None, :, None] * h
+    cx, cy, w, h, a = (rects[:, i, None].double() for i in range(5))
     c, sn = torch.cos(a), torch.sin(a)
-    sx = torch.round((cx + c * dx - sn * dy) * 32.0) / 32.0
-    sy = torch.round((cy + sn * dx + c * dy) * 32.0) / 32.0
-    out = _grid_sample_u8(x, sx, sy, "zeros" if border == "zeros" else "border")
-    return out.permute(0, 2, 3, 1).contiguous()
+    grid = torch.empty(b, size, size, 2, dtype=torch.float32, device=img.device)
+    k = 2.0 / (32.0 * (p - 1))  # 1/32 px units -> grid_sample's [-1, 1]
+    for j, (col, row) in enumerate((((cx + c * t * w) * 32.0, -sn * t * h * 32.0), ((cy + sn * t * w) * 32.0, c * t * h * 32.0))):
+        q = torch.round(col[:, None, :] + row[:, :, None])  # (B, rows v, columns u)
+        grid[..., j] = q * k - 1.0
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if border == "zeros" else "border", align_corners=True)
+    return torch.floor(out.permute(0, 2, 3, 1) + 0.5).clamp_(0.0, 255.0)
 
 
 @dataclass
@@ -119,7 +123,8 @@ class TorchFaceLandmarker:
 
     device: torch device string (default: ``settings.torch_device()``); ``.to(device)`` moves it.
     batch_size: crops per forward pass; ``analyze_many`` runs all crops of all its frames in
-        batches of this size, one pass per crop scale still needed.
+        batches of this size, one pass per crop scale still needed. Default: 16 on CPU (the
+        128 x 128 layers of a larger batch no longer stay in cache), 256 on CUDA.
     ``crops_seen`` and ``seconds`` count crops and the time spent in the networks, as the
     MediaPipe wrapper's counters do.
     """
@@ -132,7 +137,7 @@ class TorchFaceLandmarker:
         scales: tuple[float, ...] = (1.8, 1.3, 2.5),
         size: int = 256,
         min_confidence: float = 0.5,
-        batch_size: int = 64,
+        batch_size: int | None = None,
     ) -> None:
         from affectline.settings import get_settings
 
@@ -147,11 +152,19 @@ class TorchFaceLandmarker:
         self.anchors = _anchors()
         self.subset = torch.tensor(BLENDSHAPE_LANDMARKS, dtype=torch.long)
         self.scales, self.size, self.min_confidence = tuple(scales), size, min_confidence
-        self.batch_size = max(1, batch_size)
+        self._batch_size = batch_size
         self.device = torch.device("cpu")
         self.crops_seen = 0
         self.seconds = 0.0
         self.to(device or s.torch_device())
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, self._batch_size or (256 if self.device.type == "cuda" else 16))
+
+    @batch_size.setter
+    def batch_size(self, n: int | None) -> None:
+        self._batch_size = n
 
     def to(self, device: str | torch.device) -> Self:
         self.device = torch.device(device)
