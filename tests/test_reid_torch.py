@@ -206,6 +206,31 @@ def test_converted_weights_load_without_the_dat_files(tmp_path):
         load_face_resnet(tmp_path / "empty", dat_path=missing)
 
 
+def test_embedder_runs_with_torch_and_numpy_alone(tmp_path):
+    """What the GPU machine has: no dlib, no cv2, no face_recognition_models, only the cached conversion."""
+    import subprocess
+    import sys
+
+    frames, dets = real_faces()
+    np.save(tmp_path / "frame.npy", frames[0])
+    np.save(tmp_path / "boxes.npy", dets[0].boxes)
+    load_face_resnet(tmp_path), load_shape_predictor(tmp_path)
+    code = f"""
+import sys
+for name in ("dlib", "cv2", "face_recognition_models"):
+    sys.modules[name] = None  # any import of them now fails
+import numpy as np
+from affectline.types import Detections
+from recognition.reid import TorchFaceEmbedder
+boxes = np.load({str(tmp_path / "boxes.npy")!r})
+e = TorchFaceEmbedder({str(tmp_path)!r}).embed(np.load({str(tmp_path / "frame.npy")!r}), Detections(boxes, np.ones(len(boxes))))
+np.save({str(tmp_path / "out.npy")!r}, e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=realseq.ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), torch_embedder().embed(frames[0], dets[0]), atol=1e-5)
+
+
 def test_load_embedder_follows_settings(tmp_path):
     assert Settings().embedder == "torch"
     assert isinstance(load_embedder(Settings(model_dir=tmp_path), "cpu"), TorchFaceEmbedder)

@@ -24,5 +24,5 @@ def load_embedder(settings: "Settings", device: str = "cpu"):
     if kind == "dlib":
         return FaceEmbedder()
     if kind == "torch":
-        return TorchFaceEmbedder(settings.model_dir, device=device)
+        return TorchFaceEmbedder(settings.model_dir, device=settings.torch_device() if device == "auto" else device)
     raise ValueError(f"unknown embedder {kind!r} (expected 'torch' or 'dlib')")

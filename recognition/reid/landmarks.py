@@ -17,6 +17,7 @@ the torch weights, keyed by the .dat file's sha256.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,10 @@ class ShapeModel:
         return len(self.initial_shape)
 
     def save(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".tmp.npz")
+        path = Path(path)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per process: workers may race
         np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__})
-        tmp.replace(path)
+        tmp.replace(path)  # atomic
 
     @classmethod
     def load(cls, path: Path) -> "ShapeModel":

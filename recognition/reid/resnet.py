@@ -20,6 +20,7 @@ torch alone can load the cached ``.pt``.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,7 +283,7 @@ def load_face_resnet(model_dir: Path, dat_path: Path | None = None, device: str 
         if not pt.exists():
             sd = state_dict_from_weights(parse_face_resnet(dat_path.read_bytes(), dat_path.name))
             model_dir.mkdir(parents=True, exist_ok=True)
-            tmp = pt.with_suffix(".tmp")
+            tmp = pt.with_name(f"{pt.name}.{os.getpid()}.tmp")
             torch.save(sd, tmp)
             tmp.replace(pt)  # atomic: a second worker never reads a half-written file
     else:
