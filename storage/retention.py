@@ -205,7 +205,8 @@ def run(url: str, actor: str, data_dir: Path | None = None, at: datetime | None 
             rows = delete_session_rows(s, e.session_id)
             from storage.repo import audit
 
-            audit(s, actor, "retention_delete_session", f"session:{e.session_id}", label=e.title, group_id=e.group_id,
+            audit(s, actor, "retention_delete_session", f"session:{e.session_id}", target_label=e.title,
+                  group_id=e.group_id,
                   title=e.title, created_at=e.created_at.isoformat(), retention_days=e.retention_days,
                   rows=rows, files=[str(f) for f in files])  # fmt: skip
         report.deleted.append(Deleted(e.session_id, rows, files))
