@@ -189,6 +189,10 @@ def test_no_faces_and_bad_frames():
         te.embed(img.astype(np.float32), Detections.empty())
     with pytest.raises(ValueError, match="2 frames but 1 detection sets"):
         te.embed_many([img, img], [Detections.empty()])
+    with pytest.raises(ValueError, match="face boxes must be finite"):
+        te.embed(img, Detections(np.array([[10, 10, np.nan, 50]]), np.ones(1)))
+    # A face box far outside the frame gives a descriptor of a black chip, no error.
+    assert np.isfinite(te.embed(img, Detections(np.array([[5000, 5000, 5100, 5100]]), np.ones(1)))).all()
 
 
 def test_converted_weights_load_without_the_dat_files(tmp_path):

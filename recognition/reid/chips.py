@@ -98,6 +98,8 @@ def _gather_bilinear(img, x, y):
     import torch
 
     H, W = img.shape[:2]
+    if H < 2 or W < 2:  # nothing to interpolate (a pyramid level of a tiny crop): all black
+        return torch.zeros((*x.shape, img.shape[2]), dtype=torch.float32, device=x.device)
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
     x0, y0 = x0.long(), y0.long()

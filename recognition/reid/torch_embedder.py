@@ -110,7 +110,10 @@ class TorchFaceEmbedder:
         if sum(counts) == 0:
             return [np.zeros((0, EMBEDDING_DIM), np.float32) for _ in frames]
         image_idx = np.repeat(np.arange(len(frames)), counts)
-        rects = square_boxes(np.concatenate([d.boxes for d in dets_list if len(d)]))
+        boxes = np.concatenate([d.boxes for d in dets_list if len(d)])
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"face boxes must be finite, got {boxes[~np.isfinite(boxes).all(1)][0].tolist()}")
+        rects = square_boxes(boxes)
         lm = self.landmarks(frames, image_idx, rects)
         desc = self.embed_chips(self.chips(frames, image_idx, lm))
         return np.split(desc, np.cumsum(counts)[:-1])
