@@ -363,3 +363,21 @@ def test_dashboard_page_lets_an_administrator_record_and_withdraw_consent(db_url
     assert not at.exception, [e.value for e in at.exception]
     with session_scope(db_url) as s:
         assert consent.policy(s, g) == consent.Policy(g, True, 30)
+
+
+def test_session_page_says_which_faces_count_only_toward_the_class_curve(db_url, roster):
+    from storage import access
+
+    rng = np.random.default_rng(11)
+    with session_scope(db_url) as s:
+        admin = access.create_user(s, "root", Role.admin, "correct horse battery staple").id
+        consent.set_consent_required(s, roster["group"], True, "t")
+        consent.grant(s, roster["ada"], "analysis", "t")
+    _store(db_url, roster["session"], [_track(0, roster["ada"], rng), _track(1, roster["ben"], rng),
+                                       _track(2, None, rng)])  # fmt: skip
+    at = _page(admin)
+    at.session_state["session_id"] = roster["session"]
+    at.switch_page("views/session.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Up to 2 faces without valid consent or not enrolled count only toward the class curve" in captions
