@@ -21,7 +21,7 @@ from affectline.queue import ANALYZE_TASK
 from services import privacy
 from services.actor import Actor, operator
 from storage import consent, people, repo
-from storage.db import session_scope, to_blob
+from storage.db import session_scope
 from storage.models import (
     AuditEntry,
     ClassBin,
