@@ -348,6 +348,7 @@ def test_dashboard_page_lets_an_administrator_record_and_withdraw_consent(db_url
     at.button(key="withdraw_button").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Consent withdrawn; deleted" in e.value for e in at.success)
+    assert any("does not require consent" in e.value for e in at.warning), "Class D does not require it yet"
     assert stored(db_url, roster["session"])["time_bins"] == {roster["ada"], roster["cleo"]}
     with session_scope(db_url) as s:
         actors = {e.actor for e in s.scalars(select(AuditEntry).where(AuditEntry.action.like("consent_%")))}

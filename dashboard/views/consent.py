@@ -22,8 +22,8 @@ if warn := st.session_state.pop("privacy_warning", None):
     st.warning(warn)
 
 
-def _do(fn, *args, ok: str) -> None:
-    """Run an audited change; show its error in one line, or remember the success and rerun."""
+def _do(fn, *args, ok, warn: str = "") -> None:
+    """Run an audited change; show its error in one line, or remember the success (and a warning) and rerun."""
     try:
         out = fn(url, viewer, *args)
     except (ValueError, LookupError, PermissionError) as e:
@@ -31,6 +31,8 @@ def _do(fn, *args, ok: str) -> None:
     else:
         data.invalidate()  # timelines may have been deleted: no cached page may show them
         st.session_state["privacy_flash"] = ok(out) if callable(ok) else ok
+        if warn:
+            st.session_state["privacy_warning"] = warn
         st.rerun()
 
 
@@ -65,9 +67,8 @@ with consent_tab:
         wpurpose = c2.radio("For", ["analysis", "thumbnails"], key="withdraw_purpose")
         sure = c3.checkbox("Delete what this consent covered", key="withdraw_sure")
         if c4.button("Withdraw", type="primary", disabled=not sure, key="withdraw_button"):
-            if wpurpose == "analysis":
-                st.session_state["privacy_warning"] = privacy.withdrawal_warning(url, viewer, wid)
-            _do(privacy.withdraw_consent, wid, wpurpose,
+            warn = privacy.withdrawal_warning(url, viewer, wid) if wpurpose == "analysis" else ""
+            _do(privacy.withdraw_consent, wid, wpurpose, warn=warn,
                 ok=lambda n: f"Consent withdrawn; deleted {', '.join(f'{v} {k}' for k, v in n.items() if v) or 'nothing'}.")
 
 with policy_tab:
