@@ -90,9 +90,9 @@ def _runs(mask: np.ndarray, t: np.ndarray, step: float) -> list[tuple[float, flo
 class _Doc(FPDF):
     def __init__(self, title: str, subtitle: str) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
+        # Two faces, not three: parsing a DejaVu font is ~0.5 s of CPU per report; notes are set small and grey.
         self.add_font("dv", "", str(FONT_DIR / "DejaVuSans.ttf"))
         self.add_font("dv", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
-        self.add_font("dv", "I", str(FONT_DIR / "DejaVuSans-Oblique.ttf"))
         self.set_margins(10, 12, 10)
         self.set_auto_page_break(True, margin=14)
         self.report_title, self.subtitle = title, subtitle
@@ -108,7 +108,7 @@ class _Doc(FPDF):
 
     def footer(self) -> None:
         self.set_y(-10)
-        self.set_font("dv", "I", 7)
+        self.set_font("dv", "", 7)
         self.set_text_color(110)
         self.cell(0, 4, f"{self.report_title} · page {self.page_no()}/{{nb}} · confidential: data about children",
                   align="C")  # fmt: skip
@@ -123,8 +123,13 @@ class _Doc(FPDF):
         self.set_font("dv", "", 9)
 
     def para(self, text: str, size: float = 9, style: str = "") -> None:
-        self.set_font("dv", style, size)
-        self.multi_cell(PAGE_W, 4.6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        """A paragraph; ``style="note"``: a small grey note (captions, caveats), ``"B"``: bold."""
+        note = style == "note"
+        self.set_font("dv", "" if note else style, size)
+        if note:
+            self.set_text_color(80)
+        self.multi_cell(PAGE_W, 4.6 * max(size, 7.5) / 9, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_text_color(0)
         self.set_font("dv", "", 9)
 
     def chart(self, png: bytes, caption: str | None = None, title: str | None = None) -> None:
@@ -139,12 +144,12 @@ class _Doc(FPDF):
             self.heading(title)
         self.image(io.BytesIO(png), x=10, w=PAGE_W)
         if caption:
-            self.para(caption, size=7.5, style="I")
+            self.para(caption, size=7.5, style="note")
 
     def grid(self, header: list[str], rows: list[list[str]], widths: list[float], size: float = 8) -> None:
         """A table with a repeated header row; numbers right-aligned."""
         if not rows:
-            self.para("(none)", style="I")
+            self.para("(none)", style="note")
             return
         self.set_font("dv", "", size)
         align = ["RIGHT" if all(_numeric(r[i]) for r in rows) else "LEFT" for i in range(len(header))]
@@ -229,7 +234,7 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
               [[f"{summaries.format_clock(m.t_start)}-{summaries.format_clock(m.t_end)}",
                 summaries.format_clock(m.duration), summaries.MOMENT_WORDS[m.kind], f"{m.level:.2f} ({m.usual:.2f})",
                 ", ".join(m.person_labels) or "no single student stood out"] for m in found],
-              [24, 14, 42, 26, 84])  # fmt: skip
+              [28, 14, 40, 24, 84])  # fmt: skip
 
     doc.heading("Per student (lowest mean engagement first)")
     doc.grid(["#", "student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
@@ -239,7 +244,7 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
                 _f(r.minutes_not_visible, "{:.1f}")] for r in summary.itertuples()],
               [8, 46, 24, 22, 22, 22, 24, 22])  # fmt: skip
     doc.para("Minutes confused (fatigued, distracted): visible minutes whose most probable academic emotion was that "
-             "one.", size=7.5, style="I")  # fmt: skip
+             "one.", size=7.5, style="note")  # fmt: skip
 
 
 # --- child session ----------------------------------------------------------------------------
@@ -256,7 +261,7 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         models = [m for kind in ("baseline", "personal") if (m := person_models.active_model(s, int(pid), kind))]
         words = "; ".join(f"{m.kind} model v{m.version} (created {m.created_at:%Y-%m-%d}, active)" for m in models)
         doc.para(f"{label}: " + (words or "no baseline or personal model active: population models only."))
-    doc.para(CAVEAT, size=7.5, style="I")
+    doc.para(CAVEAT, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
         pbins = bins[bins["person_id"] == pid].sort_values("t_start")
@@ -307,7 +312,7 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}")]
                for r in pc.itertuples()],
               [22, 62, 16, 24, 22, 22, 22])  # fmt: skip
-    doc.para("Minutes are per-student means in each session.", size=7.5, style="I")
+    doc.para("Minutes are per-student means in each session.", size=7.5, style="note")
     ps = tr.per_student
     doc.heading("Per student over the range (lowest mean engagement first)")
     if ps.empty:
@@ -325,8 +330,8 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                for r in agg.itertuples()],
               [54, 18, 26, 22, 22, 24, 24])  # fmt: skip
     doc.para("Mean engagement: mean of the student's per-session means; minutes: totals over the sessions.",
-             size=7.5, style="I")  # fmt: skip
-    doc.para(CAVEAT, size=7.5, style="I")
+             size=7.5, style="note")  # fmt: skip
+    doc.para(CAVEAT, size=7.5, style="note")
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -353,7 +358,7 @@ def session_report(url: str, actor: Actor, session_id: int) -> Report:
             _child_report(doc, s, rec, bins)
         else:
             _class_report(doc, rec, bins)
-            doc.para(CAVEAT, size=7.5, style="I")
+            doc.para(CAVEAT, size=7.5, style="note")
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"session:{session_id}", kind=kind, pages=doc.pages_count,
                    bytes=len(data))  # fmt: skip
