@@ -3,7 +3,9 @@
 Reading the .task file needs the ``tflite`` package; the result is cached under
 ``Settings.model_dir`` as ``face_landmarker_torch-<sha256[:16]>.pt`` (keyed by the
 task file's pinned sha256), which ``torch.load(weights_only=True)`` reads back with
-torch alone, e.g. on a GPU machine where ``tflite`` is not installed.
+torch alone, e.g. on a GPU machine where ``tflite`` is not installed:
+``python -m recognition.face.mesh.weights`` converts here and prints the file to copy into
+that machine's model_dir.
 """
 
 from __future__ import annotations
@@ -78,3 +80,7 @@ def load_converted(settings: Settings | None = None) -> dict[str, Any]:
     torch.save(data, staged)
     os.replace(staged, path)  # atomic: concurrent workers never read half a file
     return data
+
+
+if __name__ == "__main__":  # python -m recognition.face.mesh.weights: convert once, print the file to carry
+    print(cache_path() if load_converted() else "")
