@@ -296,7 +296,7 @@ def _day(d: date) -> datetime:
 
 
 def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) -> None:
-    inputs = [(summaries.SessionKey(r.id, r.title, r.created_at), load_bins(s, r.id), float(r.bin_seconds or 1.0))
+    inputs = [(summaries.SessionKey(r.id, r.title, r.created_at), load_bins(s, r.id, CLASS_COLUMNS), float(r.bin_seconds or 1.0))
               for r in recs]  # fmt: skip
     tr = summaries.trends(inputs)
     pc = tr.per_class
@@ -314,7 +314,8 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
               [22, 62, 16, 24, 22, 22, 22])  # fmt: skip
     doc.para("Minutes are per-student means in each session.", size=7.5, style="note")
     ps = tr.per_student
-    doc.heading("Per student over the range (lowest mean engagement first)")
+    who = "child" if SessionKind(group.kind) is SessionKind.therapy else "student"
+    doc.heading(f"Per {who} over the range (lowest mean engagement first)")
     if ps.empty:
         doc.para("No person was seen.")
         return
@@ -323,7 +324,7 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                 confused=("minutes_confused", "sum"), fatigued=("minutes_fatigued", "sum"),
                 distracted=("minutes_distracted", "sum"), not_visible=("minutes_not_visible", "sum"))  # fmt: skip
     agg = agg.reset_index().sort_values(["mean_engagement", "person_label"], na_position="last")
-    doc.grid(["student", "sessions", "mean engagement", "min confused", "min fatigued", "min distracted",
+    doc.grid([who, "sessions", "mean engagement", "min confused", "min fatigued", "min distracted",
                "min not visible"],
               [[r.person_label, str(r.sessions), _f(r.mean_engagement), _f(r.confused, "{:.1f}"),
                 _f(r.fatigued, "{:.1f}"), _f(r.distracted, "{:.1f}"), _f(r.not_visible, "{:.1f}")]
