@@ -17,12 +17,10 @@ Tolerances reached on this footage (25 faces; printed by ``-s``), asserted with 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
-import cv2
-import decord
-import dlib
 import numpy as np
 import pytest
 
@@ -32,13 +30,16 @@ from recognition.face.landmarks import FaceLandmarker, LandmarkResult, crop_tran
 from recognition.face.landmarker import load_landmarker
 from recognition.face.mesh.landmarker import TorchFaceLandmarker
 
-from tests.paths import MEDIA
+from tests.paths import MEDIA, ROOT
 
-HOG = dlib.get_frontal_face_detector()
+# cv2, decord and dlib are imported where used: the GPU test runs where only torch, numpy
+# and pillow are installed.
 
 
 def hog(frame: np.ndarray, upsample: int) -> Detections:
-    rects = HOG(frame, upsample)
+    import dlib
+
+    rects = dlib.get_frontal_face_detector()(frame, upsample)
     boxes = np.array(sorted([r.left(), r.top(), r.right(), r.bottom()] for r in rects), np.float32).reshape(-1, 4)
     return Detections(boxes, np.ones(len(boxes)))
 
@@ -46,6 +47,9 @@ def hog(frame: np.ndarray, upsample: int) -> Detections:
 @pytest.fixture(scope="module")
 def footage() -> list[tuple[str, np.ndarray, Detections]]:
     """(name, frame, boxes) of the three sources; 20+ faces in all."""
+    import cv2
+    import decord
+
     out = []
     group = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
     out.append(("group", group, hog(group, 1)))
@@ -88,6 +92,8 @@ def mediapipe_graph():
 
 
 def crops_of(footage, scale: float = 1.8) -> np.ndarray:
+    import cv2
+
     out = []
     for _, frame, dets in footage:
         for b in dets.boxes:
@@ -204,14 +210,26 @@ np.save({str(tmp_path / "bs.npy")!r}, r.blendshapes)
 
 
 @pytest.mark.gpu
-def test_cuda_matches_cpu(footage, torch_lm):
+def test_cuda_matches_cpu():
+    """CUDA against CPU on the hand-annotated faces of the group photo and crowd frame 0 (read
+    with pillow and the JSON of boxes: no cv2, dlib or mediapipe needed on the GPU machine)."""
+    import torch
+    from PIL import Image
+
     assert isinstance(load_landmarker(Settings(landmarker="auto"), "cuda"), TorchFaceLandmarker)
-    frames, dets = [f for _, f, _ in footage], [d for _, _, d in footage]
-    cpu = torch_lm.analyze_many(frames, dets)
+    gt = json.loads((ROOT / "tests" / "fixtures" / "faces_gt.json").read_text())["media"]
+    frame = np.asarray(Image.open(MEDIA / "group_multiface.jpg").convert("RGB"))
+    boxes = np.array(gt["group_multiface.jpg"]["0"]["faces"], np.float32)
+    frames, dets = [frame, frame[::2, ::2].copy()], [Detections(boxes, np.ones(len(boxes))), Detections(boxes / 2, np.ones(len(boxes)))]
+    cpu = TorchFaceLandmarker(Settings(), device="cpu").analyze_many(frames, dets)
     gpu = TorchFaceLandmarker(Settings(), device="cuda").analyze_many(frames, dets)
+    assert torch.cuda.is_available()
     for c, g in zip(cpu, gpu):
-        assert c.found.tolist() == g.found.tolist()
+        assert c.found.sum() >= 5 and c.found.tolist() == g.found.tolist()
         m = c.found
-        assert np.abs(c.landmarks[m, :, :2] - g.landmarks[m, :, :2]).max() < 0.5
-        assert np.abs(c.blendshapes[m] - g.blendshapes[m]).max() < 0.03
+        lm = np.abs(c.landmarks[m, :, :2] - g.landmarks[m, :, :2])
+        bs = np.abs(c.blendshapes[m] - g.blendshapes[m])
+        print(f"\ncuda vs cpu: landmarks {lm.mean():.4f}/{lm.max():.4f} frame px, blendshapes {bs.mean():.5f}/{bs.max():.4f}, "
+              f"pose {np.abs(c.pose[m] - g.pose[m]).max():.3f} deg")
+        assert lm.max() < 0.5 and bs.max() < 0.03
         assert np.abs(c.pose[m] - g.pose[m]).max() < 0.5
