@@ -261,6 +261,13 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         models = [m for kind in ("baseline", "personal") if (m := person_models.active_model(s, int(pid), kind))]
         words = "; ".join(f"{m.kind} model v{m.version} (created {m.created_at:%Y-%m-%d}, active)" for m in models)
         doc.para(f"{label}: " + (words or "no baseline or personal model active: population models only."))
+        personal = next((m for m in models if m.kind == "personal"), None)
+        if personal is not None and _fit_rows(personal.metrics):
+            doc.para(f"How personal v{personal.version} compared with the population model on this child's own tags "
+                     f"(cross-validated, {personal.metrics.get('n_folds', '?')} folds over "
+                     f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
+            doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
+                     _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
     doc.para(CAVEAT, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
@@ -286,6 +293,19 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
                   [[summaries.format_clock(tg.t_start), summaries.format_clock(tg.t_end), tg.label,
                     "yes" if tg.is_baseline else "", tg.note or "", tg.author] for tg in ptags],
                   [18, 18, 32, 16, 78, 28])  # fmt: skip
+
+
+def _fit_rows(metrics: dict) -> list[list[str]]:
+    """The population-vs-personal comparison a personalised model was saved with (``FitReport``), as rows."""
+    names = {"population": "population", "population_calibrated": "population, calibrated to the child",
+             "personal": "personal"}  # fmt: skip
+    rows = []
+    for key, name in names.items():
+        m = metrics.get(key) if isinstance(metrics, dict) else None
+        if isinstance(m, dict) and "macro_f1" in m:
+            rows.append([name, _f(m.get("macro_f1")), _f(m.get("balanced_accuracy")), _f(m.get("coverage")),
+                         _f(m.get("accuracy_when_certain"))])  # fmt: skip
+    return rows
 
 
 # --- group over a date range ------------------------------------------------------------------

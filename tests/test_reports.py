@@ -15,7 +15,7 @@ from PIL import Image
 
 from services import report_charts, reports
 from services.actor import actor_for_user, operator
-from storage import people, repo, tags
+from storage import people, person_models, repo, tags
 from storage.db import session_scope
 from storage.models import AuditEntry, Recording, SessionKind
 from tests.big_session import add_class_session
@@ -110,6 +110,19 @@ def test_child_report_shows_tags_uncertain_spans_and_models(db_url, ids, tmp_pat
     assert "Therapy session report: therapy lesson" in text
     assert "fer_mini_xception@ba9876543210: FER2013 mini-Xception expression network" in text
     assert "no baseline or personal model active" in text and "not as a diagnosis" in flat(text)
+
+    # With a personal model active: its version and how it compared with the population model.
+    fit = {"n_folds": 5, "n_bins": 120, **{k: {"macro_f1": f1, "balanced_accuracy": 0.5, "coverage": 0.8,
+                                               "accuracy_when_certain": 0.7}
+                                           for k, f1 in (("population", 0.31), ("population_calibrated", 0.42),
+                                                         ("personal", 0.66))}}  # fmt: skip
+    with session_scope(db_url) as s:
+        person_models.save_model(s, pid, "personal", b"x", fit, activate=True)
+    text = pdf_text(reports.session_report(db_url, clin, sid).data, tmp_path)
+    assert "personal model v1" in text and "5 folds over 120 tagged bins" in flat(text)
+    rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if re.match(r"\s*(population|personal)\s", ln)}
+    assert rows["personal"][1] == "0.66" and rows["population"][1] == "0.31"
+    out = reports.session_report(db_url, clin, sid)
     line = next(ln for ln in text.splitlines() if "played with the dog" in ln)
     assert "00:20" in line and "00:31" in line and "happy" in line and "clinician" in line
     assert "uncertain" in text.split("Personal model labels")[1].splitlines()[0]
