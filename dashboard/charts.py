@@ -326,17 +326,23 @@ def _apply(fig: go.Figure, bands: tuple[list, list]) -> None:
 def class_overview_figure(
     series, heat, moments=(), x_range: tuple[float, float] | None = None, duration: float = 0.0,
     title: str = "Class engagement", value_label: str = "engagement",
+    students: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> go.Figure:  # fmt: skip
-    """One figure, one x axis: class engagement with visible faces (top) over the students x time heat map.
+    """One figure, one x axis: class engagement with visible faces (top), the students x time heat map, and
+    a small multiple per chosen student (academic emotions stacked, engagement on top).
 
     ``series``: ``services.summaries.resample`` of ``class_series`` (t_start, step, engagement, n_visible).
     ``heat``: a ``services.summaries.Heatmap`` on the same range. ``moments``: ``Moment``s, drawn as bands.
-    Zooming either panel zooms both: they share the x axis.
+    ``students``: (label, ``resample`` of that student's bins) on the same range.
+    Every panel shares the x axis: zooming the class curve zooms the heat map and every student.
     """
     n_rows = max(len(heat.person_ids), 1)
     heat_px = max(160, min(18 * n_rows, 640))
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[220, heat_px],
-                        specs=[[{"secondary_y": True}], [{}]])  # fmt: skip
+    student_px = 150
+    heights = [220, heat_px] + [student_px] * len(students)
+    total = sum(heights) + 40 * len(heights)
+    fig = make_subplots(rows=len(heights), cols=1, shared_xaxes=True, vertical_spacing=36 / total,
+                        row_heights=heights, specs=[[{"secondary_y": True}], [{}]] + [[{}]] * len(students))  # fmt: skip
     step = float(series["step"].iloc[0]) if len(series) else 1.0
     x = ms(series["t_start"].to_numpy(float) + step / 2)
     fig.add_bar(x=x, y=series["n_visible"].fillna(0).round(1), name="visible faces", marker_color="rgba(25,118,210,0.22)",
@@ -356,6 +362,8 @@ def class_overview_figure(
     bands: tuple[list, list] = ([], [])
     for kind, color in MOMENT_COLORS.items():
         _spans(fig, [(m.t_start, m.t_end) for m in moments if m.kind == kind], color, rows=(1,), out=bands)
+    for i, (label, ss) in enumerate(students):
+        _student_rows(fig, ss, label, row=3 + i, duration=duration, show_legend=i == 0, bands=bands)
     _apply(fig, bands)
     lo, hi = x_range or ((float(series["t_start"].iloc[0]), float(series["t_start"].iloc[-1]) + step) if len(series)
                          else (0.0, 1.0))  # fmt: skip
@@ -365,10 +373,34 @@ def class_overview_figure(
     most = float(np.nanmax(series["n_visible"].to_numpy(float), initial=0)) if len(series) else 0
     fig.update_yaxes(title_text="visible faces", range=[0, max(most, 1) * 1.05], showgrid=False, secondary_y=True,
                      row=1, col=1)  # fmt: skip
-    fig.update_layout(title=title, height=220 + heat_px + 110, margin=dict(l=90, r=60, t=50, b=30), dragmode="select",
+    fig.update_layout(title=title, height=total + 90, margin=dict(l=90, r=60, t=50, b=30), dragmode="select",
                       selectdirection="h", legend=dict(orientation="h", y=1.02, x=0.5, xanchor="center", yanchor="bottom"),
                       hovermode="closest", uirevision="class")  # fmt: skip
     return fig
+
+
+def _student_rows(fig: go.Figure, series: pd.DataFrame, label: str, row: int, duration: float, show_legend: bool,
+                  bands: tuple[list, list]) -> None:  # fmt: skip
+    """One student's small multiple in ``row`` of a shared-x figure (see ``student_figure``)."""
+    step = float(series["step"].iloc[0]) if len(series) else 1.0
+    x = ms(series["t_start"].to_numpy(float) + step / 2)
+    probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
+    total = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)  # bucket means sum to 1 again
+    cum = np.cumsum(probs, axis=1)
+    for k, c in enumerate(ACADEMIC_COLUMNS):
+        fig.add_scatter(x=x, y=cum[:, k].astype(np.float32), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
+                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        legendgroup=c, showlegend=show_legend, connectgaps=False,
+                        customdata=probs[:, k].astype(np.float32),
+                        hovertemplate=f"{label}: {c} %{{customdata:.2f}}<extra></extra>", row=row, col=1)  # fmt: skip
+    fig.add_scatter(x=x, y=series["engagement"].to_numpy(np.float32), mode="lines", name="engagement",
+                    legendgroup="engagement", connectgaps=False, line=dict(color="black", width=1.6),
+                    showlegend=show_legend, hovertemplate=f"{label} {_mmss(duration)} engagement %{{y:.2f}}<extra></extra>",
+                    row=row, col=1)  # fmt: skip
+    _spans(fig, _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step), GAP_COLOR,
+           rows=(row,), out=bands)  # fmt: skip
+    fig.update_yaxes(title_text=label, title_font_size=11, range=[0, 1], fixedrange=True, row=row, col=1)
 
 
 def unique_labels(labels: Sequence[str]) -> list[str]:

@@ -135,8 +135,14 @@ curve = data.class_curve_view(url, gids, sid, t0, t1)
 heat = data.heatmap_view(url, gids, sid, heat_value, t0, t1, order)
 shown_moments = [m for m in overview.moments if m.t_end > t0 and m.t_start < t1]
 title = "Engagement over time (therapy session)" if therapy else "Class engagement"
+names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
+focus = st.session_state.get(FOCUS) or tuple(order[:6])
+picked = st.multiselect("Students drawn under the heat map (a moment's button picks its students)", list(names),
+                        format_func=names.get, default=[p for p in focus if p in names][:12],
+                        key=f"students_{sid}_{hash(focus)}")  # fmt: skip
+students = [(names[p], data.student_view(url, gids, sid, p, t0, t1)) for p in picked]
 fig = charts.class_overview_figure(curve, heat, shown_moments, (t0, t1), overview.t1, title=title,
-                                   value_label=heat_value)  # fmt: skip
+                                   value_label=heat_value, students=students)  # fmt: skip
 event = st.plotly_chart(fig, key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False})  # fmt: skip
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
@@ -150,9 +156,10 @@ if boxes:
             st.rerun()
 step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
 st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
-           "faces (line) and how many were visible (bars); coloured bands are the moments below. Bottom: each student "
-           "(lowest mean engagement first); blank = face not visible. Drag across the chart to zoom every chart "
-           "to that range; double-click resets the drawing.")  # fmt: skip
+           "faces (line) and how many were visible (bars); coloured bands are the moments below. Then each student "
+           "(lowest mean engagement first; blank = face not visible), and the chosen students' academic emotions "
+           "(stacked) with engagement (black). One time axis: zoom any panel and all follow; drag across the chart "
+           "to redraw every panel finer for that range.")  # fmt: skip
 
 # --- moments ---------------------------------------------------------------------------------
 st.subheader(f"Moments ({len(overview.moments)})")
@@ -182,16 +189,6 @@ st.dataframe(
     },  # fmt: skip
     key="student_summary",
 )
-names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
-focus = st.session_state.get(FOCUS) or tuple(order[:6])
-picked = st.multiselect("Students drawn below (same time range as the class chart)", list(names), format_func=names.get,
-                        default=[p for p in focus if p in names][:12], key=f"students_{sid}_{hash(focus)}")  # fmt: skip
-cols = st.columns(2)
-for i, pid in enumerate(picked):
-    with cols[i % 2]:
-        series = data.student_view(url, gids, sid, pid, t0, t1)
-        st.plotly_chart(charts.student_figure(series, names[pid], (t0, t1), overview.t1, show_legend=i == 0),
-                        key=f"student_chart_{pid}", config={"displaylogo": False})  # fmt: skip
 
 # --- trends ----------------------------------------------------------------------------------
 if info.group_id is not None:
