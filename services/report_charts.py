@@ -1,4 +1,4 @@
-"""Static charts for the PDF reports: matplotlib (Agg, no display, no browser) to PNG bytes.
+"""Static charts for the PDF reports: matplotlib figures drawn by Agg (no display, no browser) to PNG bytes.
 
 Time axes read in clock time from the session start (mm:ss, or h:mm:ss past an hour). Bins
 with no visible face are left blank or hatched grey, never drawn as a low score.
@@ -9,16 +9,13 @@ from __future__ import annotations
 import io
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # before pyplot: render off-screen on a server
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from services.summaries import format_clock  # noqa: E402
+from services.summaries import format_clock
 
 ACADEMIC_COLORS = {"neutrality": "#9e9e9e", "enjoyment": "#2e7d32", "confusion": "#ef6c00", "fatigue": "#6a1b9a",
                    "distraction": "#c62828"}  # fmt: skip
@@ -36,10 +33,17 @@ DPI = 130
 _CLOCK = FuncFormatter(lambda v, _pos: format_clock(v))
 
 
+def _figure(**kw) -> Figure:
+    """A figure of its own, drawn by Agg: no pyplot, so no global state shared by two reports built at once
+    (Streamlit runs each browser session's script in its own thread)."""
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -58,8 +62,8 @@ def _spans(ax, spans: Sequence[tuple[float, float]], **style) -> None:
 def class_curve(t: np.ndarray, engagement: np.ndarray, n_visible: np.ndarray, n_persons: int,
                 moments: Sequence[tuple[float, float]] = (), width_in: float = 7.2) -> bytes:  # fmt: skip
     """Class engagement (mean over visible faces) with the visible-face count below; moments shaded."""
-    fig, (ax, axn) = plt.subplots(2, 1, figsize=(width_in, 3.0), sharex=True, height_ratios=[3, 1],
-                                  layout="constrained")  # fmt: skip
+    fig = _figure(figsize=(width_in, 3.0), layout="constrained")
+    ax, axn = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
     _spans(ax, moments, color=MOMENT_COLOR, alpha=0.18, linewidth=0)
     ax.plot(t + step / 2, engagement, color=ENGAGEMENT_LINE, linewidth=1.3)
@@ -79,7 +83,8 @@ def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: fl
     n_rows = max(len(rows), 1)
     height = min(9.0, 1.0 + 0.17 * n_rows)
     # Fixed margins, not constrained layout: measuring the tick labels took half of this chart's time.
-    fig, ax = plt.subplots(figsize=(width_in, height))
+    fig = _figure(figsize=(width_in, height))
+    ax = fig.subplots()
     fig.subplots_adjust(left=0.13, right=0.9, top=1 - 0.3 / height, bottom=0.45 / height)
     cmap = HEAT.with_extremes(bad=UNSEEN)
     t1 = t0 + col_seconds * matrix.shape[1]
@@ -99,7 +104,8 @@ def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray],
                     width_in: float = 7.2) -> bytes:  # fmt: skip
     """One person: academic emotions (stacked) with engagement, then expressions; every panel carries the
     tags (coloured spans, labelled on top), the uncertain spans (hatched) and the not-visible spans (grey)."""
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(width_in, 4.4), sharex=True, layout="constrained")
+    fig = _figure(figsize=(width_in, 4.4), layout="constrained")
+    a1, a2 = fig.subplots(2, 1, sharex=True)
     x = t + step / 2
     labels = sorted({lab for _, _, lab in tags})
     tag_color = {lab: TAG_COLORS[i % len(TAG_COLORS)] for i, lab in enumerate(labels)}
@@ -129,7 +135,8 @@ def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray],
 
 def trend(labels: Sequence[str], values: Sequence[float], width_in: float = 7.2) -> bytes:
     """Mean engagement per session over a date range (one point a session, in date order)."""
-    fig, ax = plt.subplots(figsize=(width_in, 2.4), layout="constrained")
+    fig = _figure(figsize=(width_in, 2.4), layout="constrained")
+    ax = fig.subplots()
     x = np.arange(len(values))
     ax.plot(x, values, marker="o", color=ENGAGEMENT_LINE, linewidth=1.3)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)

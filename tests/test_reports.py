@@ -195,3 +195,17 @@ def test_cli_report_session_and_group(db_url, ids, big, tmp_path, settings):
     with session_scope(db_url) as s:
         actors = [e.actor for e in s.query(AuditEntry).filter(AuditEntry.action == "report")]
     assert len(actors) == 2 and actors[0].endswith("(as Ms Head)")
+
+
+def test_two_reports_built_at_once_are_both_whole(db_url, ids, tmp_path):
+    """Streamlit serves each browser session from its own thread: reports must not share figure state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [ids.sessions["maths"], ids.sessions["therapy"]] * 2
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda sid: reports.session_report(db_url, operator(), sid), jobs))
+    for i, (sid, out) in enumerate(zip(jobs, outs)):
+        text = pdf_text(out.data, tmp_path)
+        title = "Class session report: maths lesson" if sid == ids.sessions["maths"] else "Therapy session report"
+        (tmp_path / str(i)).mkdir()
+        assert title in text and colourful(pdf_pages(out.data, tmp_path / str(i))[0]).sum() > 500
