@@ -283,19 +283,38 @@ class TorchFaceLandmarker:
 
     # --- frames and boxes -------------------------------------------------------------------
 
-    def _crops(self, frame: torch.Tensor, boxes: np.ndarray, scale: float) -> tuple[torch.Tensor, np.ndarray]:
-        """Square crops of one frame (1, 3, H, W) float: (n, size, size, 3) uint8 and their (x0, y0, side)."""
+    def _crops(self, frame: np.ndarray | torch.Tensor, boxes: np.ndarray, scale: float) -> tuple[torch.Tensor, np.ndarray]:
+        """Square crops of one frame: (n, size, size, 3) uint8 and their (x0, y0, side).
+
+        ``frame`` is the H x W x 3 uint8 array (CPU: each crop converts only the pixels it
+        reads) or, on CUDA, the whole frame already uploaded as (1, 3, H, W) float.
+        """
         n, s = len(boxes), self.size
         geo = np.array([crop_transform(b, scale, s)[1:] for b in boxes], np.float64).reshape(n, 3)
-        k = torch.as_tensor(geo, dtype=torch.float64, device=frame.device)
-        t = torch.arange(s, dtype=torch.float64, device=frame.device)
-        # cv2.warpAffine(frame, [[k, 0, -k x0], [0, k, -k y0]]): output pixel u samples x0 + u * side / size
-        # (cv2 5 samples at exact positions with float weights, as grid_sample does).
-        sx = (k[:, 0, None, None] + t[None, None, :] * (k[:, 2, None, None] / s)).expand(n, s, s)
-        sy = (k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)).expand(n, s, s)
-        # All crops of the frame in one call: one image of n x size rows by size columns.
-        rows = _grid_sample_u8(frame, sx.reshape(1, n * s, s), sy.reshape(1, n * s, s), "zeros")
-        return rows[0].reshape(3, n, s, s).permute(1, 2, 3, 0).to(torch.uint8), geo
+        t = torch.arange(s, dtype=torch.float64)
+        if isinstance(frame, torch.Tensor):
+            k = torch.as_tensor(geo, dtype=torch.float64, device=frame.device)
+            t = t.to(frame.device)
+            # cv2.warpAffine(frame, [[k, 0, -k x0], [0, k, -k y0]]): output pixel u samples x0 + u * side / size
+            # (cv2 5 samples at exact positions with float weights, as grid_sample does).
+            sx = (k[:, 0, None, None] + t[None, None, :] * (k[:, 2, None, None] / s)).expand(n, s, s)
+            sy = (k[:, 1, None, None] + t[None, :, None] * (k[:, 2, None, None] / s)).expand(n, s, s)
+            # All crops of the frame in one call: one image of n x size rows by size columns.
+            rows = _grid_sample_u8(frame, sx.reshape(1, n * s, s), sy.reshape(1, n * s, s), "zeros")
+            return rows[0].reshape(3, n, s, s).permute(1, 2, 3, 0).to(torch.uint8), geo
+        h, w = frame.shape[:2]
+        out = torch.empty(n, s, s, 3, dtype=torch.uint8)
+        for i, (x0, y0, side) in enumerate(geo):
+            # The pixels this crop's bilinear taps can touch; outside the frame they are zeros either way.
+            c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+            c1, r1 = min(int(math.ceil(x0 + side)) + 2, w), min(int(math.ceil(y0 + side)) + 2, h)
+            if c1 - c0 < 2 or r1 - r0 < 2:  # the crop lies (almost) wholly outside the frame
+                c0, r0, c1, r1 = 0, 0, w, h
+            sub = torch.from_numpy(frame[r0:r1, c0:c1]).permute(2, 0, 1)[None].float()
+            sx = (x0 - c0 + t * (side / s))[None, None, :].expand(1, s, s)
+            sy = (y0 - r0 + t * (side / s))[None, :, None].expand(1, s, s)
+            out[i] = _grid_sample_u8(sub, sx, sy, "zeros")[0].permute(1, 2, 0).to(torch.uint8)
+        return out.to(self.device), geo
 
     def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
         """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB); see ``analyze_many``."""
@@ -317,7 +336,10 @@ class TorchFaceLandmarker:
                 raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
             outs.append(LandmarkResult.empty(len(dets)))
             ok = [i for i, b in enumerate(dets.boxes) if np.all(np.isfinite(b)) and b[2] > b[0] and b[3] > b[1]]
-            gpu_frames.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
+            if self.device.type == "cpu":
+                gpu_frames.append(frame)
+            else:  # one upload of the uint8 frame, converted on the device
+                gpu_frames.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
             todo += [(fi, i) for i in ok]
         for scale in self.scales:
             if not todo:
