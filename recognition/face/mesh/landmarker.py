@@ -329,7 +329,7 @@ class TorchFaceLandmarker:
         """
         if len(frames) != len(dets_list):
             raise ValueError(f"{len(frames)} frames but {len(dets_list)} detection sets")
-        outs, gpu_frames, todo = [], [], []
+        outs, sources, todo = [], [], []
         for fi, (frame, dets) in enumerate(zip(frames, dets_list)):
             frame = np.asarray(frame)
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -337,9 +337,9 @@ class TorchFaceLandmarker:
             outs.append(LandmarkResult.empty(len(dets)))
             ok = [i for i, b in enumerate(dets.boxes) if np.all(np.isfinite(b)) and b[2] > b[0] and b[3] > b[1]]
             if self.device.type == "cpu":
-                gpu_frames.append(frame)
+                sources.append(frame)
             else:  # one upload of the uint8 frame, converted on the device
-                gpu_frames.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
+                sources.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
             todo += [(fi, i) for i in ok]
         for scale in self.scales:
             if not todo:
@@ -347,7 +347,7 @@ class TorchFaceLandmarker:
             crops, geos = [], []
             for fi in sorted({f for f, _ in todo}):
                 rows = [i for f, i in todo if f == fi]
-                c, g = self._crops(gpu_frames[fi], np.asarray(dets_list[fi].boxes)[rows], scale)
+                c, g = self._crops(sources[fi], np.asarray(dets_list[fi].boxes)[rows], scale)
                 crops.append(c)
                 geos.append(g)
             order = [(f, i) for f in sorted({f for f, _ in todo}) for i in [i for ff, i in todo if ff == f]]
