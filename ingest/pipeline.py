@@ -274,7 +274,7 @@ class Pipeline:
         hook = hook or (lambda f, m: None)
         clock = self.clock
         many = getattr(self.embedder, "embed_many", None) if self.batch_across_frames else None
-        follower = FaceFollower(self.detector, clock.timed("embed", embed_one_frame(self.embedder)),
+        follower = FaceFollower(_TimedDetector(self.detector, clock), clock.timed("embed", embed_one_frame(self.embedder)),
                                 0.0 if many else s.full_search_every_s, Tracker(),
                                 clock.timed("embed", many) if many else None)  # fmt: skip
         samples: dict[int, _Samples] = defaultdict(_Samples)
@@ -377,6 +377,14 @@ class Pipeline:
             overlap_times=t[zone].astype(np.float64), overlap_boxes=a["boxes"][zone].astype(np.float32).reshape(-1, 4),
             overlap_embeddings=a["emb"][zone].astype(np.float32).reshape(-1, 128), thumbnail=thumb,
         )  # fmt: skip
+
+
+class _TimedDetector:
+    """The detector with its whole-frame and local searches timed apart (for the benches)."""
+
+    def __init__(self, detector, clock: StageClock) -> None:
+        self.detect = clock.timed("detect whole", detector.detect)
+        self.detect_near = clock.timed("detect near", detector.detect_near)
 
 
 class _Timer:
