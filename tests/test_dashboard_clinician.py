@@ -257,3 +257,14 @@ def test_teacher_cannot_personalise(db):
     teacher = data.viewer_for(url, ids.users["teacher"])
     with pytest.raises((PermissionError, LookupError)):
         clinic.request_personalisation(url, None, teacher, pid)
+
+
+def test_admin_reviews_and_tags_any_child(db):
+    url, ids, sid, pid = db
+    at = open_review(ids.users["admin"], sid)
+    assert chart(at)["layout"]["title"]["text"] == "Child Y"
+    at.text_input(key="tag_from").input("0:10")
+    at.text_input(key="tag_to").input("0:20")
+    at.button(key="add_tag").click().run()
+    assert not at.exception
+    assert _tags(url, ids, sid)[["t_start", "t_end", "author"]].values.tolist() == [[10.0, 20.0, "admin"]]

@@ -260,3 +260,11 @@ def test_long_lived_views_follow_changes_made_elsewhere(db):
     heat = data.heatmap_view(url, viewer.group_ids, new, "engagement", after.t0, after.t1,
                              tuple(int(p) for p in after.summary["person_id"]))  # fmt: skip
     assert heat.shape[0] == 11 and "Renamed" in heat.person_labels
+
+
+def test_admin_opens_any_class_session(db):
+    url, ids, _, new = db
+    at = open_session(ids.users["admin"], ids.sessions["history"])
+    assert at.title[0].value == "history lesson"
+    (spec,) = specs(at)
+    assert spec["layout"]["title"]["text"] == "Class engagement" and len(student_rows(spec)) == 2
