@@ -199,7 +199,11 @@ def extract_chips(frames, image_idx: np.ndarray, geom: ChipGeometry, device: str
     image_idx = np.asarray(image_idx)
     for u in np.unique(image_idx):
         frame = frames[u]
-        img = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
+        if not isinstance(frame, torch.Tensor):
+            frame = np.ascontiguousarray(frame)
+            # torch wants writable memory (a read-only array, e.g. from PIL, is copied once)
+            frame = torch.from_numpy(frame if frame.flags.writeable else frame.copy())
+        img = frame
         img = img.to(device)
         rows = np.flatnonzero(image_idx == u)
         flat = rows[geom.level[rows] < 0]
