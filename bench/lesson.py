@@ -14,7 +14,7 @@ Printed, all measured in this run:
    (``Pipeline.apply``) times, their ratio, face-frames per second, real-time factor
    (video seconds per second of analysis), peak RSS, and the per-stage share of the
    end-to-end time (``Pipeline.clock``).
-2. Per face model, the batched call the pipeline makes (all faces of 8 frames at once)
+2. Per face model, the batched call the pipeline makes (all faces of 4 frames at once)
    against one crop at a time, on the same faces: landmarks, FER, re-id, CLIP-CAER
    (when a checkpoint is configured).
 Targets (issue 9, 2-core CPU): real-time factor >= 1 and end-to-end <= 12x decode-only.
@@ -99,15 +99,14 @@ def end_to_end(video: Path, device: str, fps: float) -> dict:
             "duration": src.info.duration, "stages": stages, "models": models}  # fmt: skip
 
 
-def _timed(fn, reps: int = 1) -> float:
-    fn()  # warm-up: first-call allocations are not throughput
+def _timed(fn, warm) -> float:
+    warm()  # warm-up on one crop: first-call allocations are not throughput
     t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
+    fn()
+    return time.perf_counter() - t0
 
 
-def per_model(device: str, students: int, n_frames: int = 8) -> None:
+def per_model(device: str, students: int, n_frames: int) -> None:
     """Batched (all faces of ``n_frames`` frames) vs one crop at a time, per face model."""
     from affectline.settings import Settings
     from affectline.types import Detections
@@ -124,9 +123,9 @@ def per_model(device: str, students: int, n_frames: int = 8) -> None:
     print(f"\n## 2. Face models: batched ({n_frames} frames x {students} faces = {n} crops) vs one crop at a time")
     print(f"{'model':34s} {'batched ms/face':>16s} {'one-by-one ms/face':>19s} {'speed-up':>9s}")
 
-    def row(name: str, batched, single) -> None:
-        tb = _timed(batched) / n
-        ts = _timed(single) / n
+    def row(name: str, batched, single, warm) -> None:
+        tb = _timed(batched, warm) / n
+        ts = _timed(single, warm) / n
         print(f"{name:34s} {tb * 1000:16.2f} {ts * 1000:19.2f} {ts / tb:8.1f}x")
 
     cpu = not device.startswith("cuda")
@@ -137,12 +136,14 @@ def per_model(device: str, students: int, n_frames: int = 8) -> None:
             print(f"landmarks ({kind}): not available ({type(e).__name__}: {e})")
             continue
         row(f"landmarks+blendshapes+pose ({kind})", lambda: analyze_many(lm, frames, dets),
-            lambda: [analyze_many(lm, [f], [d[i]]) for f, d in zip(frames, dets) for i in range(len(d))])  # fmt: skip
+            lambda: [analyze_many(lm, [f], [d[i]]) for f, d in zip(frames, dets) for i in range(len(d))],
+            lambda: analyze_many(lm, frames[:1], [dets[0][0]]))  # fmt: skip
         if hasattr(lm, "close"):
             lm.close()
     fer = ExpressionModel.load(s, device=device, threads=s.resolved_torch_threads)
     row("FER mini-Xception", lambda: fer.predict_many(frames, dets),
-        lambda: [fer.predict(f, d[i]) for f, d in zip(frames, dets) for i in range(len(d))])  # fmt: skip
+        lambda: [fer.predict(f, d[i]) for f, d in zip(frames, dets) for i in range(len(d))],
+        lambda: fer.predict(frames[0], dets[0][0]))  # fmt: skip
     for kind in (["dlib"] if cpu else []) + ["torch"]:
         try:
             emb = _load_embedder(s.model_copy(update={"embedder": kind}), device)
@@ -151,7 +152,8 @@ def per_model(device: str, students: int, n_frames: int = 8) -> None:
             continue
         many = getattr(emb, "embed_many", None) or (lambda fr, dd, emb=emb: [emb.embed(f, d) for f, d in zip(fr, dd)])
         row(f"re-id ({kind})", lambda: many(frames, dets),
-            lambda: [emb.embed(f, d[i]) for f, d in zip(frames, dets) for i in range(len(d))])  # fmt: skip
+            lambda: [emb.embed(f, d[i]) for f, d in zip(frames, dets) for i in range(len(d))],
+            lambda: emb.embed(frames[0], dets[0][0]))  # fmt: skip
     caer(s, device, frames, dets)
 
 
@@ -175,8 +177,8 @@ def caer(s, device: str, frames, dets) -> None:
                          context_boxes(np.tile(dets[0].boxes[j], (16, 1)), w, h)) for j in range(k)]  # fmt: skip
     faces, ctx = np.stack([a for a, _ in wins]), np.stack([b for _, b in wins])
     batched, single = CaerScorer(model, batch_size=k), CaerScorer(model, batch_size=1)
-    tb = _timed(lambda: batched.score(faces, ctx)) / k
-    ts = _timed(lambda: single.score(faces, ctx)) / k
+    tb = _timed(lambda: batched.score(faces, ctx), lambda: single.score(faces[:1], ctx[:1])) / k
+    ts = _timed(lambda: single.score(faces, ctx), lambda: None) / k
     print(f"{'CLIP-CAER (16-frame windows)':34s} {tb * 1000:13.1f}/win {ts * 1000:16.1f}/win {ts / tb:8.1f}x")
 
 
@@ -187,7 +189,12 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=4.0, help="analysis rate")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-models", action="store_true", help="leave out the per-model batched vs one-by-one table")
+    ap.add_argument("--only-models", action="store_true", help="only the per-model table")
+    ap.add_argument("--model-frames", type=int, default=4, help="frames (x students faces) per batch in the table")
     a = ap.parse_args()
+    if a.only_models:
+        per_model(a.device, a.students, a.model_frames)
+        return
     t0 = time.perf_counter()
     video = lesson_video(a.seconds, a.students)
     print(f"lesson: {a.students} students, {a.seconds:g} s, 1080p25 composite of real faces ({video}, "
@@ -213,7 +220,7 @@ def main() -> None:
     print("per-stage share of end-to-end: " + ", ".join(
         f"{k} {v / r['e2e_s']:.0%} ({v:.1f} s)" for k, v in sorted(st.items(), key=lambda kv: -kv[1])))  # fmt: skip
     if not a.skip_models:
-        per_model(a.device, a.students)
+        per_model(a.device, a.students, a.model_frames)
 
 
 if __name__ == "__main__":
