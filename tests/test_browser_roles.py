@@ -203,12 +203,16 @@ def test_teacher_finds_the_dip_and_who(server, browser, shots):
     rows = "".join(page.locator(".js-plotly-plot .main-svg").all_text_contents())  # titles, ticks, annotations
     # Each involved student: a heat-map row label and their own small multiple; the others only the label.
     assert all(rows.count(name) >= 2 for name in who) and rows.count("Student 12") == 1, rows
-    snap(page, shots, "teacher_2_dip")
+    snap(page, shots, "teacher_2_dip_moments")
+    page.evaluate("""() => { window.scrollTo(0, 0);
+        document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"]')
+                .forEach(el => el.scrollTo(0, 0)); }""")
+    snap(page, shots, "teacher_3_dip_chart")
 
     # The students table ranks the class; the refresh keeps the login and the page.
     page.reload()
     expect(page.get_by_role("heading", name="Planted class")).to_be_visible()
-    snap(page, shots, "teacher_3_after_refresh")
+    snap(page, shots, "teacher_4_after_refresh")
 
 
 def test_clinician_brushes_a_tag(server, browser, shots, db_url):
