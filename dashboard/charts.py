@@ -258,21 +258,34 @@ HEAT_SCALES = {"engagement": "RdYlGn", "confusion": "Oranges", "fatigue": "Purpl
                "enjoyment": "Greens", "neutrality": "Greys"}  # fmt: skip
 
 
+# The session's start sits at midnight of 2000-01-01, not at the epoch: plotly.js reads a number of
+# 4 digits on a date axis as a *year* (1500 ms would be drawn in the year 1500), so the seconds
+# 1-10 of a session vanished off the left edge. Every value is now 13 digits. Ticks show the time
+# of day, which from midnight is the time since the start (h:mm:ss up to 24 hours).
+ORIGIN = pd.Timestamp("2000-01-01")
+ORIGIN_MS = float(ORIGIN.value // 1_000_000)
+
+
 def ms(seconds) -> np.ndarray | float:
     """Seconds from the start -> the date axis's milliseconds."""
     if np.isscalar(seconds):
-        return float(seconds) * 1000.0
+        return ORIGIN_MS + float(seconds) * 1000.0
+    return ORIGIN_MS + np.asarray(seconds, dtype=float) * 1000.0
+
+
+def duration_ms(seconds) -> np.ndarray:
+    """A length of time on the date axis (a horizontal bar's width), not a point on it."""
     return np.asarray(seconds, dtype=float) * 1000.0
 
 
 def axis_seconds(value) -> float:
     """A date-axis value plotly sends back (a timestamp string or milliseconds) -> seconds from the start."""
     if isinstance(value, (int, float, np.floating)):
-        return float(value) / 1000.0
+        return (float(value) - ORIGIN_MS) / 1000.0
     ts = pd.Timestamp(str(value))
     if ts.tzinfo is not None:
         ts = ts.tz_convert(None)
-    return (ts - pd.Timestamp(0)).total_seconds()
+    return (ts - ORIGIN).total_seconds()
 
 
 def _time_axis(fig: go.Figure, x_range: tuple[float, float], duration: float, **where) -> None:
@@ -346,7 +359,7 @@ def class_overview_figure(
     step = float(series["step"].iloc[0]) if len(series) else 1.0
     x = ms(series["t_start"].to_numpy(float) + step / 2)
     fig.add_bar(x=x, y=series["n_visible"].fillna(0).round(1), name="visible faces", marker_color="rgba(25,118,210,0.22)",
-                width=ms(step) * 0.95, hovertemplate="%{y:.0f} faces visible<extra></extra>", row=1, col=1,
+                width=float(duration_ms(step)) * 0.95, hovertemplate="%{y:.0f} faces visible<extra></extra>", row=1, col=1,
                 secondary_y=True)  # fmt: skip
     fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="class engagement",
                     line=dict(color="#1565c0", width=2.5), connectgaps=False, row=1, col=1, secondary_y=False,
@@ -387,13 +400,11 @@ def _student_rows(fig: go.Figure, series: pd.DataFrame, label: str, row: int, du
     probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
     total = probs.sum(axis=1, keepdims=True)
     probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)  # bucket means sum to 1 again
-    cum = np.cumsum(probs, axis=1)
-    for k, c in enumerate(ACADEMIC_COLUMNS):
-        fig.add_scatter(x=x, y=cum[:, k].astype(np.float32), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
-                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
-                        legendgroup=c, showlegend=show_legend, connectgaps=False,
-                        customdata=probs[:, k].astype(np.float32),
-                        hovertemplate=f"{label}: {c} %{{customdata:.2f}}<extra></extra>", row=row, col=1)  # fmt: skip
+    for k, c in enumerate(ACADEMIC_COLUMNS):  # plotly stacks them (a stackgroup per row); no face: 0, a grey band
+        fig.add_scatter(x=x, y=np.nan_to_num(probs[:, k]).astype(np.float32), mode="lines", stackgroup=f"academic{row}",
+                        line=dict(width=0, color=ACADEMIC_COLORS[c]), fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        legendgroup=c, showlegend=show_legend,
+                        hovertemplate=f"{label}: {c} %{{y:.2f}}<extra></extra>", row=row, col=1)  # fmt: skip
     fig.add_scatter(x=x, y=series["engagement"].to_numpy(np.float32), mode="lines", name="engagement",
                     legendgroup="engagement", connectgaps=False, line=dict(color="black", width=1.6),
                     showlegend=show_legend, hovertemplate=f"{label} {_mmss(duration)} engagement %{{y:.2f}}<extra></extra>",
@@ -426,12 +437,10 @@ def student_figure(series, title: str, x_range: tuple[float, float], duration: f
     probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
     total = probs.sum(axis=1, keepdims=True)
     probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)  # bucket means sum to 1 again
-    cum = np.cumsum(probs, axis=1)
-    for k, c in enumerate(ACADEMIC_COLUMNS):
-        fig.add_scatter(x=x, y=np.round(cum[:, k], 3), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
-                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
-                        legendgroup=c, showlegend=show_legend, connectgaps=False, customdata=np.round(probs[:, k], 2),
-                        hovertemplate=f"{c} %{{customdata:.2f}}<extra></extra>")  # fmt: skip
+    for k, c in enumerate(ACADEMIC_COLUMNS):  # plotly stacks them; no face: 0, under a grey band
+        fig.add_scatter(x=x, y=np.nan_to_num(probs[:, k]).astype(np.float32), mode="lines", stackgroup="academic",
+                        line=dict(width=0, color=ACADEMIC_COLORS[c]), fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        legendgroup=c, showlegend=show_legend, hovertemplate=f"{c} %{{y:.2f}}<extra></extra>")  # fmt: skip
     fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="engagement", connectgaps=False,
                     line=dict(color="black", width=1.8), showlegend=show_legend,
                     hovertemplate=f"{_mmss(duration)} engagement %{{y:.2f}}<extra></extra>")  # fmt: skip
@@ -507,7 +516,7 @@ def child_figure(
         seen[lab] = LABEL_ROW_COLORS.get(lab) or EXPRESSION_COLORS.get(lab.lower()) or next(others)
     for lab, color in seen.items():  # one bar trace per label: runs as horizontal bars, not one dot per bin
         r = labels[labels["label"] == lab]
-        fig.add_bar(x=ms((r["t_end"] - r["t_start"]).to_numpy(float)), base=ms(r["t_start"].to_numpy(float)),
+        fig.add_bar(x=duration_ms((r["t_end"] - r["t_start"]).to_numpy(float)), base=ms(r["t_start"].to_numpy(float)),
                     y=[lab] * len(r), orientation="h", marker_color=color, name=lab, legendgroup="label",
                     hovertemplate=f"{lab} %{{base|%M:%S}}<extra></extra>", row=1, col=1)  # fmt: skip
     if "personal_confidence" in series and series["personal_confidence"].notna().any():
@@ -519,12 +528,10 @@ def child_figure(
     probs = series[list(ACADEMIC_COLUMNS)].to_numpy(float)
     total = probs.sum(axis=1, keepdims=True)
     probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=total > 0)
-    cum = np.cumsum(probs, axis=1)
-    for k, c in enumerate(ACADEMIC_COLUMNS):
-        fig.add_scatter(x=x, y=np.round(cum[:, k], 3), mode="lines", line=dict(width=0, color=ACADEMIC_COLORS[c]),
-                        fill="tonexty" if k else "tozeroy", fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
-                        connectgaps=False, customdata=np.round(probs[:, k], 2), legendgroup="academic",
-                        hovertemplate=f"{c} %{{customdata:.2f}}<extra></extra>", row=2, col=1)  # fmt: skip
+    for k, c in enumerate(ACADEMIC_COLUMNS):  # plotly stacks them; no face: 0, under a grey band
+        fig.add_scatter(x=x, y=np.nan_to_num(probs[:, k]).astype(np.float32), mode="lines", stackgroup="academic",
+                        line=dict(width=0, color=ACADEMIC_COLORS[c]), fillcolor=_rgba(ACADEMIC_COLORS[c], 0.7), name=c,
+                        legendgroup="academic", hovertemplate=f"{c} %{{y:.2f}}<extra></extra>", row=2, col=1)  # fmt: skip
     fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="engagement", connectgaps=False,
                     line=dict(color="black", width=1.8), legendgroup="academic",
                     hovertemplate="engagement %{y:.2f}<extra></extra>", row=2, col=1)  # fmt: skip

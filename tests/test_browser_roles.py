@@ -230,10 +230,10 @@ def test_clinician_brushes_a_tag(server, browser, shots, db_url):
     drag = page.locator(".js-plotly-plot .draglayer .xy .nsewdrag").first
     box = drag.bounding_box()
     x0, x1, y = box["x"] + 0.25 * box["width"], box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"]
-    span = page.evaluate(
+    span = [axis_seconds(v) for v in page.evaluate(
         """() => { const xa = document.querySelector('.js-plotly-plot')._fullLayout.xaxis;
-                   return [xa.r2l(xa.range[0]) / 1000, xa.r2l(xa.range[1]) / 1000]; }"""
-    )  # seconds at the row's left and right edges
+                   return [xa.r2l(xa.range[0]), xa.r2l(xa.range[1])]; }"""
+    )]  # seconds at the row's left and right edges (the axis's ms, from dashboard.charts' origin)
     want = (span[0] + 0.25 * (span[1] - span[0]), span[0] + 0.5 * (span[1] - span[0]))
     page.mouse.move(x0, y)
     page.mouse.down()

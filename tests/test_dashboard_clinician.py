@@ -114,7 +114,7 @@ def test_timelines_shade_uncertain_spans_show_cues_and_are_not_class_engagement(
     uncertain = [sh for sh in shapes if sh["fillcolor"] == charts.UNCERTAIN_FILL]
     hidden = [sh for sh in shapes if sh["fillcolor"] == charts.GAP_COLOR]
     assert uncertain and hidden
-    assert {(sh["x0"], sh["x1"]) for sh in hidden} == {(100_000.0, 130_000.0)}  # the 30 s without a face
+    assert {(sh["x0"], sh["x1"]) for sh in hidden} == {(charts.ms(100), charts.ms(130))}  # the 30 s without a face
     hover = next(t for t in spec["data"] if t.get("name") == "angry")
     assert "cues: smile" in hover["text"][0] and "head yaw" in hover["text"][0]
     assert spec["layout"]["xaxis"]["type"] == "date" and spec["layout"]["xaxis"]["tickformat"] == "%M:%S"
@@ -126,7 +126,7 @@ def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):
     url, ids, sid, pid = db
     at = open_review(ids.users["clinician"], sid)
     at.session_state[f"child_chart_{sid}_{pid}"] = {"selection": {
-        "box": [{"x": ["1970-01-01 00:10:00", "1970-01-01 00:11:00"][::-1], "xref": "x"}], "points": [],
+        "box": [{"x": ["2000-01-01 00:10:00", "2000-01-01 00:11:00"][::-1], "xref": "x"}], "points": [],
         "point_indices": []}}  # fmt: skip
     at.run()
     # a brush from right to left: 10:00-11:00 is past the 10-minute session's end, so it is clipped to it

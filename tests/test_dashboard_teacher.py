@@ -77,7 +77,7 @@ def x_ranges(fig: dict) -> set[tuple]:
 
 
 def _x_seconds(trace: dict) -> np.ndarray:
-    return np.asarray(_values(trace["x"]), float) / 1000.0
+    return (np.asarray(_values(trace["x"]), float) - charts.ORIGIN_MS) / 1000.0
 
 
 
@@ -109,12 +109,12 @@ def test_class_overview_one_axis_heatmap_moments_and_ranked_students(db):
     assert heat["y"] == summary["person_label"].tolist()
     # one time axis, in mm:ss, the whole session's range on the class chart and on every small multiple
     xa = overview["layout"]["xaxis"]
-    assert xa["type"] == "date" and xa["tickformat"] == "%M:%S" and xa["range"] == [0.0, 1_200_000.0]
+    assert xa["type"] == "date" and xa["tickformat"] == "%M:%S" and xa["range"] == [charts.ms(0), charts.ms(1200)]
     anchor = overview["layout"]["xaxis"]["matches"]  # every panel matches the bottom one: one axis
     assert all(v.get("matches", k.replace("axis", "")) == anchor for k, v in overview["layout"].items() if k.startswith("xaxis"))
     students = student_rows(overview)
     assert students == summary["person_label"].iloc[:6].tolist()  # the six lowest-ranked by default, in rank order
-    assert x_ranges(overview) == {(0.0, 1_200_000.0)}  # every panel on the session's range, one matched axis
+    assert x_ranges(overview) == {(charts.ms(0), charts.ms(1200))}  # every panel on the session's range, one matched axis
     assert len(spec) == 1  # one chart: zooming the class curve zooms the heat map and every student with it
     # what the server sends is bounded by the screen, not the session length
     curve = next(t for t in overview["data"] if t.get("name") == "class engagement")
@@ -135,7 +135,7 @@ def test_a_moment_click_zooms_every_chart_and_shows_who(db):
     assert not at.exception
     t0, t1 = max(0.0, dip.t_start - 60), min(1200.0, dip.t_end + 60)
     spec = specs(at)
-    assert spec[0]["layout"]["xaxis"]["range"] == pytest.approx([t0 * 1000, t1 * 1000])
+    assert spec[0]["layout"]["xaxis"]["range"] == pytest.approx([charts.ms(t0), charts.ms(t1)])
     # zoomed in far enough, the class curve is back to one point per bin
     curve = next(t for t in spec[0]["data"] if t.get("name") == "class engagement")
     x = _x_seconds(curve)
@@ -145,7 +145,7 @@ def test_a_moment_click_zooms_every_chart_and_shows_who(db):
     assert x_ranges(spec[0]) == {tuple(spec[0]["layout"]["xaxis"]["range"])}
     assert at.text_input(key=f"from_{new}").value == sm.format_clock(t0)
     at.button(key="view_whole").click().run()
-    assert specs(at)[0]["layout"]["xaxis"]["range"] == [0.0, 1_200_000.0]
+    assert specs(at)[0]["layout"]["xaxis"]["range"] == [charts.ms(0), charts.ms(1200)]
 
 
 def test_typed_range_and_heat_map_value(db):
@@ -153,13 +153,13 @@ def test_typed_range_and_heat_map_value(db):
     at = open_session(ids.users["teacher"], new)
     at.text_input(key=f"from_{new}").input("10:00")
     at.text_input(key=f"to_{new}").input("12:30").run()
-    assert specs(at)[0]["layout"]["xaxis"]["range"] == [600_000.0, 750_000.0]
+    assert specs(at)[0]["layout"]["xaxis"]["range"] == [charts.ms(600), charts.ms(750)]
     at.selectbox(key="heat_value").set_value("distraction").run()
     heat = next(t for t in specs(at)[0]["data"] if t["type"] == "heatmap")
     assert heat["colorscale"][0][1] != "" and heat["name"] == "distraction"
     at.text_input(key=f"to_{new}").input("9:00").run()  # before 'from': refused in words, the view is kept
     assert any("must be after" in e.value for e in at.error)
-    assert specs(at)[0]["layout"]["xaxis"]["range"] == [600_000.0, 750_000.0]
+    assert specs(at)[0]["layout"]["xaxis"]["range"] == [charts.ms(600), charts.ms(750)]
 
 
 def test_brushing_the_class_chart_sets_the_range(db):
@@ -168,13 +168,13 @@ def test_brushing_the_class_chart_sets_the_range(db):
     at = open_session(ids.users["teacher"], new)
     # AppTest cannot drag; hand the page the selection state the frontend would send.
     key = f"class_chart_{new}"
-    at.session_state[key] = {"selection": {"box": [{"x": ["1970-01-01 00:05:00", "1970-01-01 00:08:20"],
+    at.session_state[key] = {"selection": {"box": [{"x": ["2000-01-01 00:05:00", "2000-01-01 00:08:20"],
                                                      "xref": "x", "yref": "y"}], "points": [], "point_indices": []}}  # fmt: skip
     at.run()
     if at.exception:  # the widget state is owned by the frontend; fall back to the helper the page uses
         pytest.fail(str([e.value for e in at.exception]))
     rng = specs(at)[0]["layout"]["xaxis"]["range"]
-    assert rng == [300_000.0, 500_000.0], rng
+    assert rng == [charts.ms(300), charts.ms(500)], rng
 
 
 def test_trends_across_the_groups_sessions(db):
@@ -213,9 +213,12 @@ def test_therapy_session_is_not_called_class_engagement(db):
 
 
 def test_axis_seconds_reads_what_plotly_sends():
-    assert charts.axis_seconds("1970-01-01 00:05:00") == 300.0
-    assert charts.axis_seconds("1970-01-01 01:02:03.5") == pytest.approx(3723.5)
-    assert charts.axis_seconds(90_000) == 90.0
+    assert charts.axis_seconds("2000-01-01 00:05:00") == 300.0
+    assert charts.axis_seconds("2000-01-01 01:02:03.5") == pytest.approx(3723.5)
+    assert charts.axis_seconds(charts.ms(42.5)) == pytest.approx(42.5)
+    assert charts.axis_seconds(charts.ORIGIN_MS + 90_000) == 90.0
+    # no point of a session is a 4-digit number: plotly.js would read it as a year
+    assert charts.ms(1.5) > 1e11
 
 
 def test_a_newer_failed_session_is_not_the_default(db):
