@@ -385,7 +385,10 @@ def class_overview_figure(
     fig.update_yaxes(title_text="engagement", range=[0, 1], secondary_y=False, row=1, col=1)
     most = float(np.nanmax(series["n_visible"].to_numpy(float), initial=0)) if len(series) else 0
     fig.update_yaxes(title_text="visible faces", range=[0, max(most, 1) * 1.05], showgrid=False, secondary_y=True,
-                     row=1, col=1)  # fmt: skip
+                     dtick=max(1, int(np.ceil(most / 5))), row=1, col=1)  # fmt: skip
+    if heat.values.size:  # the colour scale beside the heat map's own rows
+        lo_d, hi_d = fig.get_subplot(2, 1).yaxis.domain
+        fig.update_traces(colorbar=dict(y=(lo_d + hi_d) / 2, len=hi_d - lo_d, yanchor="middle"), selector=dict(type="heatmap"))
     fig.update_layout(title=title, height=total + 90, margin=dict(l=90, r=60, t=50, b=30), dragmode="select",
                       selectdirection="h", legend=dict(orientation="h", y=1.02, x=0.5, xanchor="center", yanchor="bottom"),
                       hovermode="closest", uirevision="class")  # fmt: skip
