@@ -308,6 +308,18 @@ def worker(concurrency: int, queues: str | None) -> None:
 
 
 @main.command()
+def beat() -> None:
+    """Run the Celery beat scheduler (blocks): sends the retention expiry task on its schedule.
+
+    Run exactly one per deployment; without it, run ``affectline retention run`` from cron."""
+    _url()
+    schedule = get_settings().data_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "beat", "--schedule", str(schedule),
+                              "--loglevel", "INFO"])  # fmt: skip
+
+
+@main.command()
 @click.option("--port", default=8501, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True, envvar="STREAMLIT_SERVER_ADDRESS",
               help="Interface to listen on (0.0.0.0 inside a container).")  # fmt: skip

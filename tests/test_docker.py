@@ -44,7 +44,7 @@ _SERVICE = {
         "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "environment": {"type": "object", "additionalProperties": {"type": "string"}},
         "volumes": {"type": "array", "items": {"type": "string", "pattern": r"^[\w.-]+:/[\w/.-]*$"}},
-        "ports": {"type": "array", "items": {"type": "string", "pattern": r"^\d+:\d+$"}},
+        "ports": {"type": "array", "items": {"type": "string", "pattern": r"^(\d+\.\d+\.\d+\.\d+:)?\d+:\d+$"}},
         "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
         "profiles": {"type": "array", "items": {"type": "string"}},
         "depends_on": {"type": "object", "additionalProperties": {
@@ -76,7 +76,7 @@ def test_compose_file_matches_the_schema(compose):
 
 def test_services_and_health_checks(compose):
     sv = compose["services"]
-    assert {"postgres", "redis", "migrate", "worker", "worker-gpu", "dashboard"} <= set(sv)
+    assert {"postgres", "redis", "migrate", "worker", "worker-gpu", "beat", "dashboard"} <= set(sv)
     for name, spec in sv.items():
         if name != "migrate":
             assert "healthcheck" in spec, f"{name} has no health check"
