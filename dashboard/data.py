@@ -347,7 +347,7 @@ def rename_person(url: str, viewer: Viewer, person_id: int, label: str) -> None:
 
 def merge_persons(url: str, viewer: Viewer, keep_id: int, other_id: int) -> None:
     """Make ``other`` part of ``keep`` (``storage.people.merge``); both must be visible."""
-    _require(viewer, "manage_people")
+    _require(viewer, "merge_people")
     with scope(url) as s:
         _visible_person(s, viewer, keep_id)
         _visible_person(s, viewer, other_id)

@@ -16,8 +16,9 @@ Permission table (``PERMISSIONS``)::
     export              x        x         x     download a session's timelines (audited)
     review                       x         x     therapy review page: personal labels, tags
     tag                          x         x     add or delete clinician tags
-    manage_people       x        x         x     rename / enrol / merge / split persons of visible groups
-    delete_person       x        x         x     delete a person of a visible group and their timelines (audited)
+    manage_people       x        x         x     name and enrol persons of visible groups
+    merge_people                           x     merge / split persons (rewrites whose timeline is whose)
+    delete_person                          x     delete a person and their timelines (audited)
     delete_session                         x     delete a session (audited)
     manage_users                           x     create users, set roles and passwords, grant groups
     view_audit                             x     read the audit log
@@ -56,6 +57,7 @@ ACTIONS = (
     "review",
     "tag",
     "manage_people",
+    "merge_people",
     "delete_person",
     "delete_session",
     "manage_users",
@@ -71,7 +73,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "review": frozenset({Role.clinician, Role.admin}),
     "tag": frozenset({Role.clinician, Role.admin}),
     "manage_people": _ALL,
-    "delete_person": _ALL,
+    "merge_people": frozenset({Role.admin}),
+    "delete_person": frozenset({Role.admin}),
     "delete_session": frozenset({Role.admin}),
     "manage_users": frozenset({Role.admin}),
     "view_audit": frozenset({Role.admin}),

@@ -124,8 +124,8 @@ def test_grant_checks_both_ids(db_url):
 @pytest.mark.parametrize(
     "role, allowed",
     [
-        (Role.teacher, {"view_sessions", "upload", "export", "manage_people", "delete_person"}),
-        (Role.clinician, {"view_sessions", "upload", "export", "review", "tag", "manage_people", "delete_person"}),
+        (Role.teacher, {"view_sessions", "upload", "export", "manage_people"}),
+        (Role.clinician, {"view_sessions", "upload", "export", "review", "tag", "manage_people"}),
         (Role.admin, set(access.ACTIONS)),
     ],
 )

@@ -64,7 +64,7 @@ else:
             st.session_state["people_flash"] = f"Enrolled {name.strip()}."
             st.rerun()
 
-if len(names) > 1:
+if len(names) > 1 and viewer.can("merge_people"):
     st.subheader("Merge two persons")
     st.caption("When one person was found as two: the second one's tracks, timelines and tags move to the first.")
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
