@@ -9,6 +9,8 @@ that enforces the rules.
 
 from __future__ import annotations
 
+import json
+
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
@@ -382,3 +384,24 @@ def test_session_page_says_which_faces_count_only_toward_the_class_curve(db_url,
     assert not at.exception, [e.value for e in at.exception]
     captions = " ".join(c.value for c in at.caption)
     assert "Up to 2 faces without valid consent or not enrolled count only toward the class curve" in captions
+
+
+def test_session_page_draws_the_class_curve_when_no_face_may_be_kept(db_url, roster):
+    from storage import access
+
+    rng = np.random.default_rng(12)
+    with session_scope(db_url) as s:
+        admin = access.create_user(s, "root", Role.admin, "correct horse battery staple").id
+        consent.set_consent_required(s, roster["group"], True, "t")  # nobody has consented
+    _store(db_url, roster["session"], [_track(0, roster["ben"], rng), _track(1, None, rng)])
+    assert stored(db_url, roster["session"])["time_bins"] == set()
+    at = _page(admin)
+    at.session_state["session_id"] = roster["session"]
+    at.switch_page("views/session.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "No faces were found" not in " ".join(w.value for w in at.warning)
+    assert "count only toward the class curve" in " ".join(i.value for i in at.info)
+    (chart,) = at.get("plotly_chart")
+    fig = json.loads(chart.proto.spec)
+    curve = next(tr for tr in fig["data"] if tr.get("name") == "class engagement")
+    assert any(v is not None for v in curve["y"])  # the withheld faces' engagement is drawn

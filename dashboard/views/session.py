@@ -76,10 +76,20 @@ if not info.analysed:
 st.info(charts.model_caption(info.academic_model, info.expression_model), icon=":material/science:")
 overview = data.class_overview(url, gids, sid)
 summary = overview.summary
+agg, withheld = data.class_aggregates(url, gids, sid)
 if summary.empty:
-    st.warning("No faces were found in this recording: the session has no persons.")
+    if not len(agg):
+        st.warning("No faces were found in this recording: the session has no persons.")
+        st.stop()
+    # Consent required and nobody's given: no per-person rows, but the class curve still counts them.
+    st.info(withheld or "No per-person timelines are stored for this session: faces count only toward the class curve.")
+    whole = (overview.t0, overview.t1)
+    curve = data.class_curve_view(url, gids, sid, *whole)
+    heat = data.heatmap_view(url, gids, sid, "engagement", *whole, ())
+    st.plotly_chart(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
+                                                 title="Class engagement (class level only)"),
+                    key=f"class_chart_{sid}", config={"displaylogo": False})  # fmt: skip
     st.stop()
-_, withheld = data.class_aggregates(url, gids, sid)
 if withheld:
     st.caption(withheld)
 
