@@ -1,4 +1,4 @@
-"""Real-face test material: annotated frames of ../shared/media and sequences built from real photos.
+"""Real-face test material: annotated frames of data/media and sequences built from real photos.
 
 The sequences paste face crops of ``group_multiface.jpg`` (six real people, boxes from
 ``tests/fixtures/faces_gt.json``) onto a plain background with a feathered elliptical

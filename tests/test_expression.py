@@ -2,7 +2,7 @@
 
 tests/fixtures/fer_reference.npz was made by running fer 25.10.3's own
 ``FER(use_tflite=False).detect_emotions(frame, face_rectangles=...)`` on TensorFlow
-2.21 / tf_keras (in a throwaway environment) over frames of ../shared/media, capturing
+2.21 / tf_keras (in a throwaway environment) over frames of the sample media (data/media), capturing
 the exact network input fer built and the Keras probabilities. The torch port must
 rebuild the same crops from the same frames and boxes, and give the same probabilities.
 """
