@@ -40,7 +40,6 @@ from storage.models import (
     SessionKind,
     TimeBin,
     Track,
-    User,
     UserGroup,
 )
 
@@ -429,15 +428,6 @@ def users_frame(url: str, viewer: Viewer) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=["id", "username", "role", "password", "groups"])
 
 
-def audit_frame(url: str, viewer: Viewer, limit: int = 200) -> pd.DataFrame:
-    """The newest audit entries (admin only; never cached, it is evidence)."""
-    _require(viewer, "view_audit")
-    with scope(url) as s:
-        rows = [{"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
-                for e in repo.audit_log(s, limit)]  # fmt: skip
-        return pd.DataFrame(rows, columns=["at", "actor", "action", "target", "detail"])
-
-
 def count_audit(url: str, action: str, target: str | None = None) -> int:
     """How many audit entries of ``action`` (and ``target``) exist; used to show and test audited paths."""
     with scope(url) as s:
@@ -453,40 +443,6 @@ def persons_in(bins: pd.DataFrame) -> Sequence[tuple[int, str]]:
         return []
     p = bins[["person_id", "person_label"]].drop_duplicates().sort_values(["person_label", "person_id"])
     return [(int(i), str(lab)) for i, lab in p.itertuples(index=False)]
-
-
-def admin_create_user(url: str, viewer: Viewer, username: str, role: Role | str, password: str | None) -> int:
-    """Create a user (admin only, audited); returns the new id."""
-    _require(viewer, "manage_users")
-    with scope(url) as s:
-        user = access.create_user(s, username, role, password or None)
-        repo.audit(s, viewer.username, "create_user", f"user:{user.id}", username=user.username, role=Role(role).value)
-        return user.id
-
-
-def admin_set_password(url: str, viewer: Viewer, user_id: int, password: str | None) -> None:
-    _require(viewer, "manage_users")
-    with scope(url) as s:
-        access.set_password(s, user_id, password or None)
-        repo.audit(s, viewer.username, "set_password", f"user:{user_id}", removed=not password)
-
-
-def admin_set_role(url: str, viewer: Viewer, user_id: int, role: Role | str) -> None:
-    _require(viewer, "manage_users")
-    if user_id == viewer.id and Role(role) is not Role.admin:
-        raise ValueError("you cannot remove your own admin role (ask another admin)")
-    with scope(url) as s:
-        access.set_role(s, user_id, role)
-        repo.audit(s, viewer.username, "set_role", f"user:{user_id}", role=Role(role).value)
-
-
-def admin_grant(url: str, viewer: Viewer, user_id: int, group_id: int, allow: bool = True) -> None:
-    """Grant (or with ``allow=False`` revoke) a group to a user (admin only, audited)."""
-    _require(viewer, "manage_users")
-    with scope(url) as s:
-        (access.grant if allow else access.revoke)(s, user_id, group_id)
-        repo.audit(s, viewer.username, "grant" if allow else "revoke", f"user:{user_id}", group_id=group_id)
-    invalidate()
 
 
 def admin_create_group(url: str, viewer: Viewer, name: str, kind: SessionKind | str) -> int:

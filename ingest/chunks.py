@@ -185,7 +185,8 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
         log.warning("chunk %s: lease lost (taken over or job stopped); result dropped", chunk_id)
         return ChunkOutcome("lost", job_id)
     except VideoError as e:
-        with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, str(e)))
+        msg = str(e)  # bound here: the name e ends with the block
+        with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, msg))
         return ChunkOutcome("failed", job_id)
     except Exception as e:
         log.exception("chunk %s failed", chunk_id)

@@ -106,7 +106,8 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
             raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
         fps = min(fps, src.info.fps)
     except VideoError as e:
-        with_db(url, lambda s: jobs.fail_job(s, job_id, str(e)))
+        msg = str(e)  # bound here: the name e ends with the block
+        with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
         return [], False, None
     overlap = float(params.get("overlap_s", Pipeline.chunk_overlap_s))
     chunk_s = float(params.get("chunk_seconds") or s_.chunk_seconds)
@@ -175,7 +176,8 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
 
             population_rescore(url, session_id, s_)
     except JobFailed as e:
-        with_db(url, lambda s: jobs.fail_job(s, job_id, str(e)))
+        msg = str(e)  # bound here: the name e ends with the block
+        with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
         return True
     except Exception as e:
         log.exception("job %s: link failed", job_id)
