@@ -10,6 +10,7 @@ stretch where each person's face is not visible.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,33 @@ def seed(url: str, *, password: str | None = None) -> Seeded:
                                          labels=labels)  # fmt: skip
         out.sessions[key], out.persons[key] = sid, pids
     return out
+
+
+# --- one seeded template per test module, copied for each test ----------------------------------
+
+
+def make_seeded_template(directory) -> tuple[Path, Seeded]:
+    """Migrate and seed a database file in ``directory`` (migrating is the slow part: once per module)."""
+    from storage.db import get_engine, migrate
+
+    path = Path(directory) / "affectline.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    ids = seed(url)
+    get_engine(url).dispose()
+    return path, ids
+
+
+def copy_seeded(template: tuple[Path, Seeded], settings) -> Seeded:
+    """The template copied to this test's ``settings.resolved_database_url``; dashboard caches cleared."""
+    import sqlite3
+
+    from dashboard import data
+
+    src, ids = template
+    dest = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
+        a.backup(b)  # consistent copy, WAL included
+    data.invalidate()  # cached results of an earlier test's database must not leak in
+    return ids

@@ -17,35 +17,22 @@ from streamlit.testing.v1 import AppTest
 from dashboard import auth, data
 from services import analyses
 from storage import repo
-from storage.db import get_engine, migrate, session_scope
+from storage.db import migrate, session_scope
 from storage.models import Job, JobStatus, Recording, User
-from tests.dashboard_factories import Seeded, seed
+from tests.dashboard_factories import Seeded, copy_seeded, make_seeded_template
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
 
 
 @pytest.fixture(scope="module")
-def seeded_template(tmp_path_factory) -> tuple[Path, Seeded]:
-    """One migrated, seeded database per module; each test gets its own copy (migrating is the slow part)."""
-    path = tmp_path_factory.mktemp("seed") / "affectline.db"
-    url = f"sqlite:///{path}"
-    migrate(url)
-    ids = seed(url)
-    get_engine(url).dispose()
-    return path, ids
+def seeded_template(tmp_path_factory):
+    return make_seeded_template(tmp_path_factory.mktemp("seed"))
 
 
 @pytest.fixture()
 def seeded(seeded_template, settings) -> Seeded:
-    """The seeded database copied to this test's settings.resolved_database_url."""
-    src, ids = seeded_template
-    dest = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
-        a.backup(b)  # consistent copy, WAL included
-    data.invalidate()  # cached results of an earlier test's database must not leak in
-    return ids
+    return copy_seeded(seeded_template, settings)
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from dashboard import auth, data
 from services import admin
 from services.actor import actor_for_user
 from storage import access
-from storage.db import get_engine, migrate, session_scope
-from tests.dashboard_factories import Seeded, seed
+from storage.db import session_scope
+from tests.dashboard_factories import Seeded, copy_seeded, make_seeded_template
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -24,24 +23,13 @@ ADMIN = "views/admin.py"
 
 
 @pytest.fixture(scope="module")
-def seeded_template(tmp_path_factory) -> tuple[Path, Seeded]:
-    path = tmp_path_factory.mktemp("seed") / "affectline.db"
-    url = f"sqlite:///{path}"
-    migrate(url)
-    ids = seed(url)
-    get_engine(url).dispose()
-    return path, ids
+def seeded_template(tmp_path_factory):
+    return make_seeded_template(tmp_path_factory.mktemp("seed"))
 
 
 @pytest.fixture()
 def ids(seeded_template, settings) -> Seeded:
-    src, ids = seeded_template
-    dest = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
-        a.backup(b)
-    data.invalidate()
-    return ids
+    return copy_seeded(seeded_template, settings)
 
 
 @pytest.fixture()

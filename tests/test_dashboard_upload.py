@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth, data
+from dashboard import auth
 from services import analyses, progress
 from services.actor import actor_for_user
 from storage import jobs, repo
-from storage.db import get_engine, migrate, session_scope
+from storage.db import session_scope
 from storage.models import Job, JobStatus, Recording
-from tests.dashboard_factories import Seeded, seed
+from tests.dashboard_factories import Seeded, copy_seeded, make_seeded_template
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -22,24 +21,13 @@ VIDEO = ("lesson.mp4", b"\x00\x00\x00\x18ftypmp42" * 64, "video/mp4")
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> tuple[Path, Seeded]:
-    path = tmp_path_factory.mktemp("seed") / "affectline.db"
-    url = f"sqlite:///{path}"
-    migrate(url)
-    ids = seed(url)
-    get_engine(url).dispose()
-    return path, ids
+def template(tmp_path_factory):
+    return make_seeded_template(tmp_path_factory.mktemp("seed"))
 
 
 @pytest.fixture()
 def ids(template, settings) -> Seeded:
-    src, ids = template
-    dest = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
-        a.backup(b)
-    data.invalidate()
-    return ids
+    return copy_seeded(template, settings)
 
 
 @pytest.fixture()
