@@ -5,13 +5,7 @@ Uses Debian's chromium (never `playwright install`); CI installs it with apt.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +13,7 @@ import pytest
 
 from storage import access, repo
 from storage.db import session_scope
+from tests.browser import dashboard_server
 from tests.dashboard_factories import seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,24 +29,6 @@ def _chromium() -> None:
     assert CHROMIUM, "Debian chromium is not installed: apt-get install -y chromium (.ci/run does this)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
 
 
 @pytest.fixture()
@@ -59,24 +36,8 @@ def server(db_url, settings):
     ids = seed(db_url)
     with session_scope(db_url) as s:
         access.set_password(s, ids.users["teacher"], "chalk and talk")
-    port = _free_port()
-    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1"}
-    env.pop("AFFECTLINE_DASHBOARD_USER", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}", ids
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with dashboard_server(settings.data_dir) as url:
+        yield url, ids
 
 
 def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):

@@ -4,9 +4,6 @@ lands on its page after it, logout ends it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +13,8 @@ from storage import access
 from storage.db import session_scope
 from storage.models import AuditEntry, LoginSession
 from tests.dashboard_factories import seed
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _wait_healthy
+from tests.browser import dashboard_server
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,25 +30,8 @@ def server(db_url, settings):
     with session_scope(db_url) as s:
         access.set_password(s, ids.users["teacher"], "chalk and talk")
         access.set_password(s, ids.users["admin"], "correct horse battery")
-    port = _free_port()
-    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
-           "AFFECTLINE_LOGIN_MAX_FAILURES": "3"}  # fmt: skip
-    env.pop("AFFECTLINE_DASHBOARD_USER", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}", ids
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with dashboard_server(settings.data_dir, {"AFFECTLINE_LOGIN_MAX_FAILURES": "3"}) as url:
+        yield url, ids
 
 
 def _log_in(page, name: str, password: str) -> None:
@@ -141,22 +122,13 @@ def test_single_user_demo_mode_works_on_loopback_only(db_url, settings, address,
     a password; the same on every interface is refused in the page, and no account is made."""
     from playwright.sync_api import expect, sync_playwright
 
-    port = _free_port()
-    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1",
-           "AFFECTLINE_DASHBOARD_USER": "demo"}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_healthy(port, proc)
+    with dashboard_server(settings.data_dir, {"AFFECTLINE_DASHBOARD_USER": "demo"}, address=address) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 page = browser.new_page()
                 page.set_default_timeout(30_000)
-                page.goto(f"http://127.0.0.1:{port}")
+                page.goto(url)
                 if works:
                     expect(page.get_by_text("demo · admin")).to_be_visible(timeout=30_000)
                 else:
@@ -165,12 +137,5 @@ def test_single_user_demo_mode_works_on_loopback_only(db_url, settings, address,
                     assert page.get_by_role("button", name="Log in").count() == 0
             finally:
                 browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     with session_scope(db_url) as s:
         assert [u.username for u in access.list_users(s)] == (["demo"] if works else [])

@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from dashboard.charts import axis_seconds
 from storage import access, repo, tags
 from storage.db import session_scope
 from tests.big_session import add_class_session
+from tests.browser import dashboard_server
 from tests.dashboard_factories import seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,24 +49,6 @@ def shots():
     return ARTIFACTS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
 
 
 @pytest.fixture()
@@ -79,25 +59,8 @@ def server(db_url, settings):
         for who, pw in PASSWORDS.items():
             access.set_password(s, ids.users[who], pw)
     big, _ = add_class_session(db_url, ids.groups["class-a"], minutes=20, n_persons=12, title="Planted class")
-    port = _free_port()
-    env = {**os.environ, "AFFECTLINE_DATA_DIR": str(settings.data_dir), "PYTHONUNBUFFERED": "1"}
-    env.pop("AFFECTLINE_DASHBOARD_USER", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}", ids, big
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with dashboard_server(settings.data_dir) as url:
+        yield url, ids, big
 
 
 @pytest.fixture()
