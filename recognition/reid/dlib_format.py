@@ -17,7 +17,9 @@ What the model files use:
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -125,3 +127,12 @@ class DlibReader:
 
     def at_end(self) -> bool:
         return self.pos == len(self.data)
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex): the key its converted weights are cached under."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -16,14 +16,13 @@ the torch weights, keyed by the .dat file's sha256.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recognition.reid.dlib_format import DlibReader
+from recognition.reid.dlib_format import DlibReader, file_sha256
 
 
 @dataclass(frozen=True)
@@ -182,14 +181,6 @@ class ShapePredictor:
         return _round(shape.astype(np.float64) * extent + origin)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_dat_path() -> Path | None:
     try:
         import face_recognition_models as frm
@@ -203,7 +194,7 @@ def load_shape_predictor(model_dir: Path, dat_path: Path | None = None) -> Shape
     model_dir = Path(model_dir)
     dat_path = Path(dat_path) if dat_path else default_dat_path()
     if dat_path is not None and dat_path.exists():
-        cache = model_dir / f"dlib_shape5_{_sha256(dat_path)[:16]}.npz"
+        cache = model_dir / f"dlib_shape5_{file_sha256(dat_path)[:16]}.npz"
         if not cache.exists():
             model = parse_shape_predictor(dat_path.read_bytes(), dat_path.name)
             model_dir.mkdir(parents=True, exist_ok=True)

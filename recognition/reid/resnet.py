@@ -19,14 +19,13 @@ torch alone can load the cached ``.pt``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from recognition.reid.dlib_format import DlibReader
+from recognition.reid.dlib_format import DlibReader, file_sha256
 
 # Residual blocks from the input up: (filters, down-sampling).
 BLOCKS: tuple[tuple[int, bool], ...] = (
@@ -248,14 +247,6 @@ def build_module(state_dict: dict):
     return net.eval().requires_grad_(False)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_dat_path() -> Path | None:
     try:
         import face_recognition_models as frm
@@ -279,7 +270,7 @@ def load_face_resnet(model_dir: Path, dat_path: Path | None = None, device: str 
     model_dir = Path(model_dir)
     dat_path = Path(dat_path) if dat_path else default_dat_path()
     if dat_path is not None and dat_path.exists():
-        pt = cached_pt_path(model_dir, _sha256(dat_path))
+        pt = cached_pt_path(model_dir, file_sha256(dat_path))
         if not pt.exists():
             sd = state_dict_from_weights(parse_face_resnet(dat_path.read_bytes(), dat_path.name))
             model_dir.mkdir(parents=True, exist_ok=True)
