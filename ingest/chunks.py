@@ -174,10 +174,16 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
                     hook(hb.progress, message)
 
             src = VideoSource(video)
+            # The job's shape as its plan recorded it (ingest.jobs.job_shape), not this worker's env:
+            # a worker with another AFFECTLINE_BIN_SECONDS still cuts the job's bins.
             fps = float(params.get("analysis_fps") or s_.analysis_fps)
             if not (math.isfinite(fps) and fps > 0):
                 raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
-            pl = pipeline or get_pipeline(s_)
+            bin_s = float(params.get("bin_seconds") or s_.bin_seconds)
+            if pipeline is not None:
+                pl = pipeline
+            else:
+                pl = get_pipeline(s_ if bin_s == s_.bin_seconds else s_.model_copy(update={"bin_seconds": bin_s}))
             overlap = float(params.get("overlap_s", getattr(pl, "chunk_overlap_s", 2.0)))
             res = pl.analyse_chunk(src, idx, t0, t1, fps, overlap_s=overlap, hook=progress)
             data = res.to_bytes()

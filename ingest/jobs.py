@@ -14,6 +14,9 @@ one query whoever asks, on Redis and the embedded SQLite broker alike.
 
 The reaper (``Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` finds:
 expired leases of dead workers, and messages a broker lost.
+
+Plan and link messages go to ``affectline.queue.CONTROL_QUEUE``, which every worker takes
+before its chunk queue: a job's link never waits behind other jobs' chunks.
 """
 
 from __future__ import annotations
@@ -73,13 +76,29 @@ def send(app, r: jobs.Resend, settings: Settings) -> None:
 # --- plan ----------------------------------------------------------------------------------------
 
 
+def job_shape(params: dict, s: Settings) -> tuple[float, float, float]:
+    """(chunk_seconds, overlap_s, bin_seconds) of a job: the job row's, else the planner's settings.
+
+    The submitter may set them in the job's params (the bench and tests do); otherwise the
+    first plan takes ``AFFECTLINE_CHUNK_SECONDS`` / ``AFFECTLINE_BIN_SECONDS`` of the worker
+    that plans and records them (``analysis_fps`` likewise, from the submitter). Chunks, the
+    link and any re-plan read the recorded values, never their own environment."""
+    from ingest.pipeline import Pipeline
+
+    chunk_s = float(params.get("chunk_seconds") or s.chunk_seconds)
+    overlap = float(params.get("overlap_s", Pipeline.chunk_overlap_s))
+    bin_s = float(params.get("bin_seconds") or s.bin_seconds)
+    return chunk_s, overlap, bin_s
+
+
+
 def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], bool, str | None]:
     """Plan job ``job_id``: (chunk ids to send, whether to send the link now, chunk queue).
 
     Returns ([], False, None) when the job is not ours to plan (done, taken, gone). Bad input
     fails the job with a one-line error.
     """
-    from ingest.pipeline import Pipeline, chunk_windows
+    from ingest.pipeline import chunk_windows
     from ingest.video import VideoError, VideoSource
 
     s_ = settings or get_settings()
@@ -109,10 +128,12 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
         msg = str(e)  # bound here: the name e ends with the block
         with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
         return [], False, None
-    overlap = float(params.get("overlap_s", Pipeline.chunk_overlap_s))
-    chunk_s = float(params.get("chunk_seconds") or s_.chunk_seconds)
-    windows = [(w.start, w.end) for w in chunk_windows(src.info.duration, chunk_s, s_.bin_seconds)]
-    version = pipeline_version(s_.model_copy(update={"chunk_seconds": chunk_s}), fps, overlap)
+    # One rule for the job's shape (see ``job_shape``): what the job row holds wins, else this
+    # planner's settings, and the values used are written back, so a retry planned by a worker
+    # with another environment cuts the same windows and every chunk and the link read them.
+    chunk_s, overlap, bin_s = job_shape(params, s_)
+    windows = [(w.start, w.end) for w in chunk_windows(src.info.duration, chunk_s, bin_s)]
+    version = pipeline_version(s_.model_copy(update={"chunk_seconds": chunk_s, "bin_seconds": bin_s}), fps, overlap)
     queue = params.get("queue") or s_.chunk_queue
 
     def plan(s):
@@ -120,7 +141,7 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
         if job is None or job.lease_owner != me:
             return None
         job.params = {**(job.params or {}), "version": version, "analysis_fps": fps, "overlap_s": overlap,
-                      "chunk_seconds": chunk_s, "queue": queue}  # fmt: skip
+                      "chunk_seconds": chunk_s, "bin_seconds": bin_s, "queue": queue}  # fmt: skip
         chunks = jobs.plan_chunks(s, job_id, version, windows)
         if not jobs.enter_chunks(s, job_id, me):
             return None

@@ -8,6 +8,15 @@ so of two workers handed the same message only one works on it; the other skips.
 holds whatever the broker does with unacknowledged messages (kombu's SQLAlchemy transport
 never redelivers them; Redis redelivers after its visibility timeout).
 
+Chunk results (``JobChunk.result``, a ``ChunkResult`` each) are kept exactly as long as a
+job may still need them: while it is queued, running, failed or cancelled (``retry_job``
+re-plans it, keeps its finished chunks and links from their results). ``finish_job`` drops
+them in the transaction that marks the job done (a done job is never retried: its
+timelines are stored), and a re-plan under a new pipeline version drops the results of the
+versions it replaces. The rows themselves stay (the progress view and ``jobs list`` read
+them) until their job goes: deleting or expiring the session deletes its jobs and their
+chunk rows (``storage.retention``, and ON DELETE CASCADE for ``repo.delete_session``).
+
 All functions take an open Session (one transaction) and commit nothing themselves.
 """
 
@@ -57,8 +66,10 @@ def _same_owner(col, owner: str | None):
 def plan_chunks(s: Session, job_id: int, version: str, windows: Sequence[tuple[float, float]]) -> list[JobChunk]:
     """Create the job's chunk rows for ``version`` where missing; returns all of them by index.
 
-    A re-planned job (a redelivered plan message, or a retry) keeps its finished chunks.
+    A re-planned job (a redelivered plan message, or a retry) keeps its finished chunks; the
+    results of other versions are dropped (nothing links them again).
     """
+    drop_results(s, job_id, except_version=version)
     have = {c.idx: c for c in s.scalars(select(JobChunk).where(JobChunk.job_id == job_id, JobChunk.version == version))}
     for i, (t0, t1) in enumerate(windows):
         if i not in have:
@@ -128,13 +139,25 @@ def enter_chunks(s: Session, job_id: int, me: str) -> bool:
 
 
 def finish_job(s: Session, job_id: int, me: str, message: str) -> bool:
+    """Mark our job done and drop its chunk results (its timelines are stored; it is never retried)."""
     now = utcnow()
     res = s.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == me, Job.status.in_(ACTIVE))
         .values(status=JobStatus.done, phase="done", progress=1.0, message=message, error=None, finished_at=now,
                 lease_owner=None, lease_expires=None, heartbeat_at=now)  # fmt: skip
     )
-    return res.rowcount == 1
+    if res.rowcount != 1:
+        return False
+    drop_results(s, job_id)
+    return True
+
+
+def drop_results(s: Session, job_id: int, except_version: str | None = None) -> int:
+    """Forget the stored ``ChunkResult``s of job ``job_id`` (but those of ``except_version``); rows stay."""
+    q = update(JobChunk).where(JobChunk.job_id == job_id, JobChunk.result.isnot(None))
+    if except_version is not None:
+        q = q.where(JobChunk.version != except_version)
+    return s.execute(q.values(result=None)).rowcount or 0
 
 
 def fail_job(s: Session, job_id: int, error: str) -> None:
@@ -234,10 +257,11 @@ def refresh_progress(s: Session, job_id: int) -> tuple[int, int]:
     job = s.get(Job, job_id)
     if job is None or job.chunks_total <= 0:
         return 0, 0
-    rows = s.execute(
-        select(JobChunk.status, JobChunk.progress).join(Job, Job.id == JobChunk.job_id)
-        .where(JobChunk.job_id == job_id, JobChunk.idx < job.chunks_total)
-    ).all()  # fmt: skip
+    q = select(JobChunk.status, JobChunk.progress).where(JobChunk.job_id == job_id, JobChunk.idx < job.chunks_total)
+    version = (job.params or {}).get("version")
+    if version:  # a job re-planned under a new version keeps the old rows: count the current ones
+        q = q.where(JobChunk.version == version)
+    rows = s.execute(q).all()
     done = sum(st == JobStatus.done for st, _ in rows)
     part = sum(1.0 if st == JobStatus.done else min(max(p or 0.0, 0.0), 1.0) for st, p in rows)
     total = job.chunks_total

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from affectline.queue import ANALYZE_TASK
 from storage import jobs, repo
 from storage.db import session_scope
-from storage.models import Job, JobChunk, JobStatus, TimeBin
+from storage.models import Job, JobChunk, JobStatus, Recording, TimeBin
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 30.0
@@ -231,3 +231,202 @@ def test_a_dead_planner_or_linker_is_replaced(db_url):
         assert not jobs.finish_job(s, jid, "linker", "late")  # the dead linker cannot finish it
         assert jobs.finish_job(s, jid, "linker-2", "done: 1 person")
         assert s.get(Job, jid).status == JobStatus.done
+
+
+# --- chunk results: kept while a job may need them, dropped once it is done -----------------------
+
+
+def _results(url: str, job_id: int) -> dict[tuple[str, int], bytes | None]:
+    with session_scope(url) as s:
+        return {(c.version, c.idx): c.result for c in jobs.job_chunks(s, job_id)}
+
+
+def _finish_all(url: str, job_id: int, ids: list[int], owner: str = "w") -> None:
+    for cid in ids:
+        with session_scope(url) as s:
+            if jobs.claim_chunk(s, cid, owner, LEASE) is not None:
+                assert jobs.finish_chunk(s, cid, owner, b"result %d" % cid)
+
+
+def test_done_job_drops_its_chunk_results_and_a_failed_one_keeps_them_for_retry(db_url):
+    jid, ids = _job(db_url)
+    _finish_all(db_url, jid, ids[:2])
+    with session_scope(db_url) as s:
+        jobs.fail_job(s, jid, "worker lost")
+    assert [r is not None for r in _results(db_url, jid).values()] == [True, True, False]  # kept for the retry
+    with session_scope(db_url) as s:
+        jobs.retry_job(s, jid, LEASE)
+        assert jobs.claim_job(s, jid, "plan", "p2", LEASE) is not None
+        jobs.plan_chunks(s, jid, "v1", [(i * 10.0, (i + 1) * 10.0) for i in range(3)])
+        assert jobs.enter_chunks(s, jid, "p2")
+    assert _results(db_url, jid)[("v1", 0)] == b"result %d" % ids[0]  # the retry links from these
+    _finish_all(db_url, jid, ids[2:])
+    with session_scope(db_url) as s:
+        assert jobs.start_link(s, jid)
+        assert jobs.claim_job(s, jid, "link", "linker", LEASE) is not None
+        assert not jobs.finish_job(s, jid, "someone-else", "done")  # not the linker: nothing dropped
+    assert all(r is not None for r in _results(db_url, jid).values())
+    with session_scope(db_url) as s:
+        assert jobs.finish_job(s, jid, "linker", "done: 3 persons")
+    got = _results(db_url, jid)
+    assert len(got) == 3 and all(r is None for r in got.values())  # rows stay (progress), results go
+    with session_scope(db_url) as s, pytest.raises(ValueError, match="nothing to retry"):
+        jobs.retry_job(s, jid, LEASE)  # a done job is never re-linked
+
+
+def test_replanning_under_a_new_version_drops_the_old_versions_results(db_url):
+    jid, ids = _job(db_url)
+    _finish_all(db_url, jid, ids)
+    with session_scope(db_url) as s:
+        jobs.fail_job(s, jid, "link failed")
+        jobs.retry_job(s, jid, LEASE)
+        assert jobs.claim_job(s, jid, "plan", "p2", LEASE) is not None
+        s.get(Job, jid).params = {**s.get(Job, jid).params, "version": "v2"}
+        new = jobs.plan_chunks(s, jid, "v2", [(0.0, 15.0), (15.0, 30.0)])
+        assert jobs.enter_chunks(s, jid, "p2")
+        jobs.refresh_progress(s, jid)
+        assert s.get(Job, jid).chunks_done == 0  # the old version's done rows do not count
+    got = _results(db_url, jid)
+    assert all(got[("v1", i)] is None for i in range(3))
+    _finish_all(db_url, jid, [c.id for c in new])
+    assert all(got is not None for (v, _), got in _results(db_url, jid).items() if v == "v2")
+
+
+def _chunk_rows(url: str) -> int:
+    with session_scope(url) as s:
+        return s.scalar(select(func.count()).select_from(JobChunk))
+
+
+def test_deleting_or_expiring_a_session_removes_its_chunk_rows(db_url):
+    from storage import retention
+
+    a, ids_a = _job(db_url)
+    b, ids_b = _job(db_url)
+    _finish_all(db_url, a, ids_a)
+    _finish_all(db_url, b, ids_b)
+    with session_scope(db_url) as s:
+        jobs.fail_job(s, a, "x")  # not done: results kept until the session goes
+        jobs.fail_job(s, b, "x")
+        sa, sb = s.get(Job, a).session_id, s.get(Job, b).session_id
+    assert _chunk_rows(db_url) == 6
+    with session_scope(db_url) as s:
+        repo.delete_session(s, sa, "admin")
+    assert _chunk_rows(db_url) == 3
+    with session_scope(db_url) as s:
+        rows = retention.delete_session_rows(s, sb)
+    assert rows["job_chunks"] == 3 and _chunk_rows(db_url) == 0
+
+
+@pytest.mark.slow
+def test_retried_job_equals_an_uninterrupted_run_and_keeps_no_chunk_results(tmp_path: Path, media_dir: Path):
+    """Real footage in 1 s chunks: one job straight through; another failed after its first chunk
+    (its stored result kept), retried and finished here. Same bins; no chunk result left."""
+    from affectline.settings import Settings
+    from ingest.analysis import get_pipeline, run_analysis
+    from ingest.chunks import run_chunk
+    from ingest.jobs import run_job_here, run_plan
+    from services.actor import operator
+    from services.analyses import create_analysis
+    from storage.db import migrate
+
+    video = media_dir / "two_people_head_turns_270p.mp4"
+    st = Settings(data_dir=tmp_path, academic_model="cues", torch_threads=1, analysis_fps=2.0, chunk_seconds=1.0)
+    url = st.resolved_database_url
+    migrate(url)
+    pipeline = get_pipeline(st)
+    with session_scope(url) as s:
+        gid = repo.get_or_create_group(s, "Year 5", "classroom").id
+
+    def bins(rid):
+        with session_scope(url) as s:
+            b = repo.session_bins(s, rid)
+        return b[["person_label", "t_start", "t_end", "engagement"]].sort_values(["person_label", "t_start"],
+                                                                                ignore_index=True)  # fmt: skip
+
+    r1, j1 = create_analysis(url, operator(None), video, "classroom", gid, 2.0)
+    run_analysis(j1, st, pipeline=pipeline)
+    assert all(r is None for r in _results(url, j1).values()) and len(_results(url, j1)) > 2
+
+    r2, j2 = create_analysis(url, operator(None), video, "classroom", gid, 2.0)
+    todo, _, _ = run_plan(j2, st)
+    assert run_chunk(todo[0], st, pipeline=pipeline).status == "done"
+    with session_scope(url) as s:
+        jobs.fail_job(s, j2, "the worker's machine was switched off")
+    kept = _results(url, j2)
+    assert sum(r is not None for r in kept.values()) == 1
+    with session_scope(url) as s:
+        jobs.retry_job(s, j2, st.lease_seconds)
+    run_job_here(j2, st, pipeline=pipeline)
+    with session_scope(url) as s:
+        job = s.get(Job, j2)
+        assert job.status == JobStatus.done, job.error
+        first = s.get(JobChunk, todo[0])
+        assert first.attempts == 1  # the retry reused the stored chunk rather than redoing it
+    assert all(r is None for r in _results(url, j2).values())
+    a, b = bins(r1), bins(r2)
+    assert len(a) > 0 and a["person_label"].nunique() == 2
+    import numpy as np
+
+    assert a[["person_label", "t_start", "t_end"]].equals(b[["person_label", "t_start", "t_end"]])
+    assert np.allclose(a["engagement"].astype(float), b["engagement"].astype(float), atol=1e-5, equal_nan=True)
+
+
+# --- the job's shape (chunk length, bin length, overlap, fps) is recorded once, at its first plan ------
+
+
+def test_a_retry_planned_by_a_worker_with_another_env_keeps_the_recorded_shape(tmp_path: Path, media_dir: Path):
+    from affectline.settings import Settings
+    from ingest.jobs import run_plan
+    from services.actor import operator
+    from services.analyses import create_analysis
+    from storage.db import migrate
+
+    first = Settings(data_dir=tmp_path, chunk_seconds=1.0, bin_seconds=1.0)
+    url = first.resolved_database_url
+    migrate(url)
+    with session_scope(url) as s:
+        gid = repo.get_or_create_group(s, "Year 5", "classroom").id
+    _, jid = create_analysis(url, operator(None), media_dir / "classroom_4students_270p.mp4", "classroom", gid, 2.0)
+    todo, _, _ = run_plan(jid, first)
+    with session_scope(url) as s:
+        params = dict(s.get(Job, jid).params)
+        windows = [(c.t_start, c.t_end) for c in jobs.job_chunks(s, jid)]
+        jobs.fail_job(s, jid, "the planner's machine went away")
+        jobs.retry_job(s, jid, LEASE)
+    assert (params["chunk_seconds"], params["bin_seconds"], params["overlap_s"], params["analysis_fps"]) == (1.0, 1.0, 2.0, 2.0)
+    assert len(windows) == 3
+    other = first.model_copy(update={"chunk_seconds": 60.0, "bin_seconds": 2.0, "analysis_fps": 4.0})
+    again, _, _ = run_plan(jid, other)
+    with session_scope(url) as s:
+        job = s.get(Job, jid)
+        assert job.params["version"] == params["version"]  # same shape: the same chunk rows
+        assert sorted(again) == sorted(todo) and job.chunks_total == 3
+        assert [(c.t_start, c.t_end) for c in jobs.job_chunks(s, jid)] == windows
+
+
+def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, monkeypatch, media_dir: Path):
+    """The worker's AFFECTLINE_BIN_SECONDS=2 does not change a job planned with 1 s bins."""
+    import ingest.analysis
+    from affectline.settings import Settings
+    from ingest.chunks import run_chunk
+
+    jid, (c0, *_r) = _job(db_url)
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        job.params = {**job.params, "bin_seconds": 1.0, "overlap_s": 2.0}
+        s.get(Recording, job.session_id).video_path = str(media_dir / "classroom_4students_270p.mp4")
+    seen = {}
+
+    class Fake:
+        def analyse_chunk(self, src, idx, t0, t1, fps, overlap_s, hook):
+            seen.update(fps=fps, overlap=overlap_s)
+            return type("R", (), {"to_bytes": lambda self: b"r"})()
+
+    def fake_pipeline(settings):
+        seen["bin_seconds"] = settings.bin_seconds
+        return Fake()
+
+    monkeypatch.setattr(ingest.analysis, "get_pipeline", fake_pipeline)
+    worker = Settings(data_dir=Path(db_url.removeprefix("sqlite:///")).parent, bin_seconds=2.0, analysis_fps=4.0)
+    assert run_chunk(c0, worker).status == "done"
+    assert seen == {"bin_seconds": 1.0, "fps": 2.0, "overlap": 2.0}
