@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.paths import MEDIA  # noqa: E402
-from tests.test_faults import Workers, bins_of, fault_env, running_chunk, submit, wait_job  # noqa: E402
+from tests.test_faults import Workers, bins_of, fault_env, running_chunk, submit, submit_many, wait_job  # noqa: E402
 
 
 def looped_video(src: Path, minutes: float, out: Path) -> Path:
@@ -51,31 +51,6 @@ def looped_video(src: Path, minutes: float, out: Path) -> Path:
         for p in vs.encode():
             c.mux(p)
     return out
-
-
-def submit_many(env: dict, video: Path, n: int, chunk_seconds: float) -> list[int]:
-    """``n`` jobs created and enqueued by one process as fast as it can (a class's uploads at once)."""
-    import subprocess
-
-    code = (
-        "import sys; from affectline.settings import get_settings; from services.actor import operator;"
-        "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
-        "from storage.models import Job\n"
-        "u = get_settings().resolved_database_url\n"
-        "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
-        "ids = []\n"
-        "for _ in range(int(sys.argv[2])):\n"
-        "    rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, float(sys.argv[4]))\n"
-        "    with scope(u) as s: j = s.get(Job, jid); j.params = {**j.params, 'chunk_seconds': float(sys.argv[3])}\n"
-        "    ids.append(jid)\n"
-        "for jid in ids: send_analysis(get_settings(), jid)\n"
-        "print(' '.join(map(str, ids)))"
-    )
-    args = [str(video), str(n), str(chunk_seconds), env.get("AFFECTLINE_ANALYSIS_FPS", "2.0")]
-    r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(r.stderr[-2000:])
-    return [int(x) for x in r.stdout.split()]
 
 
 def timed_job(url: str, env: dict, video: Path, w: Workers, chunk_seconds: float) -> float:

@@ -87,7 +87,9 @@ def _bar_hook():
 
 
 def _start_local_worker(log_path: Path) -> subprocess.Popen:
-    queues = ",".join(dict.fromkeys(["celery", get_settings().chunk_queue]))
+    from affectline.queue import worker_queues
+
+    queues = ",".join(worker_queues(get_settings()))
     cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "--concurrency", "1",
            "-Q", queues, "-n", f"local-{os.getpid()}-{time.monotonic_ns()}@%h",
            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
@@ -295,14 +297,19 @@ def sessions_delete(session_id: int) -> None:
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, help="Worker processes (each loads its own models).")
 @click.option("--queues", "-Q", default=None,
-              help="Queues to take tasks from (default: 'celery' and AFFECTLINE_CHUNK_QUEUE; GPU workers: 'gpu').")  # fmt: skip
+              help="Queues to take tasks from, comma-separated (default: 'celery' and AFFECTLINE_CHUNK_QUEUE; GPU "
+                   "workers: 'gpu'). Every worker also takes 'affectline.control' (plans and links), before any other.")  # fmt: skip
 def worker(concurrency: int, queues: str | None) -> None:
     """Run a Celery worker for the configured broker (blocks). Any number may run, on any machines."""
+    from affectline.queue import CONTROL_QUEUE, control_first, worker_queues
+
     _url()
     pool = ["--pool", "solo"] if concurrency == 1 else ["--concurrency", str(concurrency)]
     # Share the cores between the worker processes rather than oversubscribing them.
     os.environ.setdefault("AFFECTLINE_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
-    q = queues or ",".join(dict.fromkeys(["celery", get_settings().chunk_queue]))
+    # The control queue always: a worker that never links would leave its chunks' jobs unfinished.
+    given = [q.strip() for q in queues.split(",") if q.strip()] if queues else worker_queues(get_settings())
+    q = ",".join(control_first(dict.fromkeys([CONTROL_QUEUE, *given])))
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "-Q", q,
                               "-n", f"affectline-{os.getpid()}@%h", "--loglevel", "INFO"])  # fmt: skip
 

@@ -88,13 +88,14 @@ def test_services_and_health_checks(compose):
         assert deps["postgres"]["condition"] == deps["redis"]["condition"] == "service_healthy"
         assert deps["migrate"]["condition"] == "service_completed_successfully"
     assert "migrate" not in sv["migrate"].get("depends_on", {})  # no self-dependency through the anchor
-    # GPU workers: their own queue, a GPU reservation, CUDA; CPU workers take the default queue.
+    # GPU workers: their own queue, a GPU reservation, CUDA; CPU workers take the default queue;
+    # both take the control queue (plans and links) first.
     gpu = sv["worker-gpu"]
-    assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
+    assert gpu["command"][gpu["command"].index("--queues") + 1] == "affectline.control,gpu"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert gpu["environment"]["AFFECTLINE_DEVICE"] == "cuda" and gpu["profiles"] == ["gpu"]
     cpu = sv["worker"]
-    assert cpu["command"][cpu["command"].index("--queues") + 1] == "celery"
+    assert cpu["command"][cpu["command"].index("--queues") + 1] == "affectline.control,celery"
     assert cpu["environment"]["AFFECTLINE_TORCH_THREADS"] == "1"
 
 
@@ -132,7 +133,7 @@ def test_every_command_parses_with_the_real_cli(compose):
             pytest.fail(f"{name}: {' '.join(cmd)}: {e}")
 
 
-def test_worker_name_matches_its_health_check(compose, monkeypatch):
+def test_worker_name_matches_its_health_check(compose, monkeypatch, tmp_path):
     """The health check pings affectline-1@$HOSTNAME: the worker execs celery as PID 1 with that name."""
     import os
 
@@ -143,12 +144,36 @@ def test_worker_name_matches_its_health_check(compose, monkeypatch):
     seen = []
     monkeypatch.setattr(os, "execv", lambda exe, argv: seen.append(argv))
     monkeypatch.setattr(os, "getpid", lambda: 1)
-    r = CliRunner().invoke(main, ["worker", "--queues", "gpu"], env={"AFFECTLINE_DATA_DIR": "/tmp/affectline-docker-test"})
+    r = CliRunner().invoke(main, ["worker", "--queues", "gpu"], env={"AFFECTLINE_DATA_DIR": str(tmp_path)})
     assert r.exit_code == 0, r.output
     argv = seen[0]
-    assert argv[argv.index("-n") + 1] == "affectline-1@%h" and argv[argv.index("-Q") + 1] == "gpu"
+    assert argv[argv.index("-n") + 1] == "affectline-1@%h"
+    assert argv[argv.index("-Q") + 1] == "affectline.control,gpu"  # the control queue is never left out
     for name in ("worker", "worker-gpu"):
         assert "-d affectline-1@$$HOSTNAME" in compose["services"][name]["healthcheck"]["test"][1]
+
+
+def test_worker_default_queues_put_the_control_queue_first(monkeypatch, tmp_path):
+    """Plans and links overtake chunks only where the worker consumes the control queue, first."""
+    import os
+
+    from click.testing import CliRunner
+
+    from affectline.settings import get_settings
+    from cli.main import main
+
+    seen = []
+    monkeypatch.setattr(os, "execv", lambda exe, argv: seen.append(argv))
+    env = {"AFFECTLINE_DATA_DIR": str(tmp_path)}  # a fresh database (the worker command migrates it)
+    for args, env_extra, want in (([], {}, "affectline.control,celery"),
+                                  ([], {"AFFECTLINE_CHUNK_QUEUE": "gpu"}, "affectline.control,celery,gpu"),
+                                  (["--queues", "celery,affectline.control"], {}, "affectline.control,celery")):  # fmt: skip
+        get_settings.cache_clear()  # the settings are read once per process
+        r = CliRunner().invoke(main, ["worker", *args], env={**env, **env_extra})
+        get_settings.cache_clear()
+        assert r.exit_code == 0, r.output
+        argv = seen.pop()
+        assert argv[argv.index("-Q") + 1] == want, (args, env_extra)
 
 
 def test_dockerfile_copies_every_package_and_entry_points_import():

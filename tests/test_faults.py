@@ -48,7 +48,7 @@ class Workers:
 
     def start(self, name: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "-n", f"{name}@%h",
-               "-Q", "celery", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+               "-Q", "affectline.control,celery", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
         p = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.logs / f"{name}.log", "ab"),
                              stderr=subprocess.STDOUT)  # fmt: skip
         self.procs[name] = p
@@ -92,6 +92,28 @@ def submit(url: str, env: dict, video: Path, chunk_seconds: float | None = None)
     r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     return int(r.stdout.strip().splitlines()[-1])
+
+
+def submit_many(env: dict, video: Path, n: int, chunk_seconds: float) -> list[int]:
+    """``n`` jobs created, then enqueued, by one process as fast as it can (a class's uploads at once)."""
+    code = (
+        "import sys; from affectline.settings import get_settings; from services.actor import operator;"
+        "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
+        "from storage.models import Job\n"
+        "u = get_settings().resolved_database_url\n"
+        "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
+        "ids = []\n"
+        "for _ in range(int(sys.argv[2])):\n"
+        "    rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, float(sys.argv[4]))\n"
+        "    with scope(u) as s: j = s.get(Job, jid); j.params = {**j.params, 'chunk_seconds': float(sys.argv[3])}\n"
+        "    ids.append(jid)\n"
+        "for jid in ids: send_analysis(get_settings(), jid)\n"
+        "print(' '.join(map(str, ids)))"
+    )
+    args = [str(video), str(n), str(chunk_seconds), env.get("AFFECTLINE_ANALYSIS_FPS", "2.0")]
+    r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [int(x) for x in r.stdout.split()]
 
 
 def wait_job(url: str, job_id: int, workers: Workers, timeout: float = 600) -> Job:
