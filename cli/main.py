@@ -239,19 +239,12 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 def export(session_id: int, fmt: str, output: Path) -> None:
     """Export one row per person per time bin (audited)."""
-    from services.exports import export_session
+    from services.exports import ExportWriteError, FileSink, export_session
 
-    if output.is_dir():
-        raise click.ClickException(f"{output}: is a folder; give a file name for the export")
-    try:
-        out = export_session(_url(), _acting(), session_id, fmt, path=str(output))
-    except LookupError as e:
+    try:  # written inside the audited transaction: a failed write leaves no 'export' audit row
+        out = export_session(_url(), _acting(), session_id, fmt, sink=FileSink(output), path=str(output))
+    except (LookupError, ExportWriteError) as e:
         raise click.ClickException(str(e)) from None
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(out.data)
-    except OSError as e:
-        raise click.ClickException(f"{output}: cannot write the export ({e.strerror or e})") from None
     click.echo(f"{out.n_rows} rows -> {output}", err=True)
 
 

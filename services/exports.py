@@ -1,9 +1,18 @@
-"""Session exports: one row per person per time bin, the same bytes from the CLI and the dashboard."""
+"""Session exports: one row per person per time bin, the same bytes from the CLI and the dashboard.
+
+Every export writes an audit row. An export written to a file (``sink=FileSink(path)``: the CLI)
+is written inside the transaction that adds its audit row, so an export that could not be
+written (unwritable path, a full disk, a folder) leaves no row saying it was exported, and a
+file whose audit row then failed to commit is removed again (when the export created it).
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -28,6 +37,56 @@ class Export:
     columns: tuple[str, ...]
 
 
+class ExportWriteError(OSError):
+    """The export file could not be written; the message is one line naming the path and why."""
+
+
+class FileSink:
+    """Writes an export's bytes to ``path`` (inside the export's transaction; see the module doc)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.created = False
+
+    def __call__(self, out: Export) -> None:
+        p = self.path
+        if p.is_dir():
+            raise ExportWriteError(f"{p}: is a folder; give a file name for the export")
+        existed = p.exists()
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "wb") as f:  # not a temporary + rename: the target may be a device (/dev/stdout)
+                f.write(out.data)
+        except OSError as e:
+            if not existed and p.is_file():
+                p.unlink(missing_ok=True)  # a half-written file is no export
+            raise ExportWriteError(f"{p}: cannot write the export ({e.strerror or e})") from None
+        self.created = not existed
+
+    def undo(self) -> None:
+        """The audit row did not commit: the file must not outlive it (when we created it)."""
+        if self.created and self.path.is_file():
+            self.path.unlink(missing_ok=True)
+            self.created = False
+
+
+@contextmanager
+def _audited(url: str, sink: FileSink | None) -> Iterator:
+    try:
+        with scope(url) as s:
+            yield s
+    except BaseException:
+        if sink is not None:
+            sink.undo()
+        raise
+
+
+def _deliver(out: Export, sink: FileSink | None) -> Export:
+    if sink is not None:
+        sink(out)  # raises before the commit: the audit row goes with the failed write
+    return out
+
+
 def frame_bytes(df: pd.DataFrame, fmt: ExportFormat) -> bytes:
     """The export file's bytes (CSV or Parquet)."""
     if fmt == "csv":  # text cells neutralised against spreadsheet formulas (affectline.csvsafe)
@@ -39,15 +98,17 @@ def frame_bytes(df: pd.DataFrame, fmt: ExportFormat) -> bytes:
     raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-def export_session(url: str, actor: Actor, session_id: int, fmt: ExportFormat, **audit_detail) -> Export:
+def export_session(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sink: FileSink | None = None,
+                   **audit_detail) -> Export:  # fmt: skip
     """A visible session's export (``storage.repo.EXPORT_COLUMNS``), audited (actor, session, format, rows)."""
     require(actor, "export")
-    with scope(url) as s:
+    with _audited(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         df = repo.export_frame(s, session_id)
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), **audit_detail)
-    return Export(data, f"affectline_session_{session_id}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+        out = Export(data, f"affectline_session_{session_id}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+        return _deliver(out, sink)
 
 
 # --- selections and per-person summaries (issue 11) -------------------------------------------
@@ -85,10 +146,10 @@ def _selected_bins(s, session_id: int, sel: Selection, columns) -> pd.DataFrame:
 
 
 def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
-                     **audit_detail) -> Export:  # fmt: skip
+                     sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
     """Part of a session (time range, persons) in the export's columns (``EXPORT_COLUMNS``), audited."""
     require(actor, "export")
-    with scope(url) as s:
+    with _audited(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         cols = [c for c in repo.EXPORT_COLUMNS if c not in ("session_id", "person_label")]
         df = _selected_bins(s, session_id, sel, cols)
@@ -97,17 +158,19 @@ def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat,
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), **sel.audit(),
                    **audit_detail)  # fmt: skip
-    return Export(data, f"affectline_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+        out = Export(data, f"affectline_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df),
+                     tuple(df.columns))  # fmt: skip
+        return _deliver(out, sink)
 
 
 def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
-                   **audit_detail) -> Export:  # fmt: skip
+                   sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
     """One row per person (``services.summaries.student_summary``: ranked, mean engagement, minutes
     confused / fatigued / distracted / not visible) over the selection, audited."""
     from services.summaries import SUMMARY_COLUMNS, student_summary
 
     require(actor, "export")
-    with scope(url) as s:
+    with _audited(url, sink) as s:
         rec = visible_session(s, actor.group_ids, session_id)
         step = float(rec.bin_seconds or 1.0)
         bins = _selected_bins(s, session_id, sel, ("person_id", "t_start", "face_visible", "engagement",
@@ -120,8 +183,9 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export_summary", f"session:{session_id}", format=fmt, rows=len(df),
                    **sel.audit(), **audit_detail)  # fmt: skip
-    cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
-    return Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)
+        cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
+        out = Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)
+        return _deliver(out, sink)
 
 
 # --- therapy sessions (issue 11): the personalised label, its confidence and the clinician's tags ---
@@ -169,15 +233,15 @@ def therapy_frame(s, session_id: int, person_id: int | None = None) -> pd.DataFr
 
 
 def export_therapy(url: str, actor: Actor, session_id: int, fmt: ExportFormat, person_id: int | None = None,
-                   **audit_detail) -> Export:  # fmt: skip
+                   sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
     """A therapy session's export with personalised label, confidence, model version and tags, audited."""
     require(actor, "export")
-    with scope(url) as s:
+    with _audited(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         df = therapy_frame(s, session_id, person_id)
         data = frame_bytes(df, fmt)
         extra = {} if person_id is None else {"person": person_id}
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), kind="therapy",
                    **extra, **audit_detail)  # fmt: skip
-    name = f"affectline_therapy_{session_id}" + (f"_person{person_id}" if person_id is not None else "")
-    return Export(data, f"{name}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
+        name = f"affectline_therapy_{session_id}" + (f"_person{person_id}" if person_id is not None else "")
+        return _deliver(Export(data, f"{name}.{fmt}", MIME[fmt], len(df), tuple(df.columns)), sink)
