@@ -78,6 +78,39 @@ def test_preprocessing_rebuilds_fers_crops_from_the_same_frames_and_boxes(ref):
         np.testing.assert_array_equal(crops, ref["crops"][rows], err_msg=f"{media} frame {index}")
 
 
+def _padded_frame_crops(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """fer's own steps, literally: the whole frame to grey, padded, each square box cut from it."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    fill = cv2.mean(grey[-2:])[0]
+    padded = cv2.copyMakeBorder(grey, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=[fill] * 3)
+    out = []
+    for x1, y1, x2, y2 in boxes.astype(int):
+        x, y, w, h = x1, y1, x2 - x1, y2 - y1
+        if h > w:
+            x, w = x - (h - w) // 2, h
+        elif w > h:
+            y, h = y - (w - h) // 2, w
+        crop = padded[max(0, y + 30) : max(0, y + h + 50), max(0, x + 30) : max(0, x + w + 50)]
+        out.append(cv2.resize(crop, (64, 64)) if crop.size else None)
+    return out
+
+
+def test_crops_cut_without_padding_the_frame_equal_fers_padded_frame(group_faces):
+    """grey_crops converts only the pixels under each crop; at the frame's edges and beyond
+    it must still read fer's padding value."""
+    frame, dets = group_faces
+    h, w = frame.shape[:2]
+    edge = np.array([[-30, -20, 40, 60], [w - 40, h - 30, w + 30, h + 40], [5.7, 3.2, 80.9, 90.1],
+                     [100, h - 10, 160, h + 50], [-70, 200, -5, 260], [-500, -500, -450, -450]], np.float32)  # fmt: skip
+    boxes = np.concatenate([dets.boxes, edge])
+    crops, valid = grey_crops(frame, Detections(boxes, np.ones(len(boxes))))
+    want = _padded_frame_crops(frame, boxes)
+    assert valid.tolist() == [c is not None for c in want] and valid.sum() == len(boxes) - 1
+    for c, v, ref_crop in zip(crops, valid, want):
+        if v:
+            np.testing.assert_array_equal(c, ref_crop)
+
+
 def test_smiling_faces_in_the_group_photo_read_as_happy(model, group_faces):
     frame, dets = group_faces
     probs = model.predict(frame, dets)
