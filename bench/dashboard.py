@@ -1,6 +1,6 @@
 """Dashboard at scale: the 90-minute, 30-student session vs the same class at 5 minutes, in one run.
 
-    .venv/bin/python bench/dashboard.py [--minutes 90] [--students 30] [--keep DIR]
+    .venv/bin/python bench/dashboard.py [--minutes 90] [--students 30] [--term 40] [--term-minutes 45] [--keep DIR]
 
 Builds both sessions through the storage API (``tests.big_session.add_class_session``: 162,000
 person-bins for 90 x 30), then measures
@@ -12,10 +12,13 @@ person-bins for 90 x 30), then measures
    over the websocket (the page's data; the static JS bundle is reported separately, it is the
    same for every session and the browser caches it). Cold = first open after the server starts.
 
-3. the PDF class report of each session (``services.reports.session_report``), twice.
+3. the PDF class report of each session (``services.reports.session_report``), twice;
+4. the PDF group report over a term (``--term`` lessons of ``--term-minutes``, the same students; built by
+   ``tests.big_session.add_term``) against the same report over its first lesson alone, twice.
 
 Prints each figure with its ratio to the 5-minute session (the baseline of this run) and the
-issue's targets (<= 2 s, <= 5 MB for 90 minutes).
+issue's targets (<= 2 s, <= 5 MB for 90 minutes; <= 10 s for a PDF report). It also counts the script runs
+each open takes and the session page's own run time (the server is started through ``TIMED_STREAMLIT``).
 """
 
 from __future__ import annotations
@@ -119,10 +122,69 @@ def report_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
     return out
 
 
+def term_side(url: str, n_sessions: int, minutes: float, students: int) -> dict[str, dict[str, float]]:
+    """The group report (services.reports.group_report) over a term of ``n_sessions`` lessons vs over one of them."""
+    from datetime import date
+
+    from services.actor import operator
+    from services.reports import group_report
+    from storage import repo
+    from storage.db import session_scope
+    from storage.models import SessionKind
+    from tests.big_session import add_term
+
+    with session_scope(url) as s:
+        gid = repo.get_or_create_group(s, "year-9 term", SessionKind.classroom).id
+    t = time.perf_counter()
+    add_term(url, gid, n_sessions=n_sessions, minutes=minutes, n_persons=students)
+    print(f"built: a term of {n_sessions} lessons of {minutes:g} min x {students} students "
+          f"({n_sessions * int(minutes * 60) * students:,} person-bins) in {time.perf_counter() - t:.1f} s")  # fmt: skip
+    out: dict[str, dict[str, float]] = {"big": {}, "small": {}}
+    first = date(2026, 9, 1)  # add_term's first lesson; one a day after it
+    for name, until in (("big", None), ("small", first)):
+        row = out[name]
+        for label in ("group PDF", "group PDF again"):
+            t, cpu = time.perf_counter(), time.process_time()
+            rep = group_report(url, operator(), gid, since=first, until=until)
+            row[label] = time.perf_counter() - t
+            row[f"{label} CPU"] = time.process_time() - cpu
+        row["group PDF pages"] = float(rep.pages)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# `streamlit run` with every execution of the app script logged to $AFFECTLINE_BENCH_RUNLOG as "<page> <seconds>":
+# how many script runs an open costs (a button's rerun and the page it switches to are two) and how long each.
+TIMED_STREAMLIT = """
+import os, sys, time
+from streamlit.runtime.scriptrunner import script_runner as sr
+from streamlit.web import cli
+real = sr.exec_func_with_error_handling
+def timed(func, ctx):
+    t = time.perf_counter()
+    try:
+        return real(func, ctx)
+    finally:
+        page = ctx.pages_manager.get_pages().get(ctx.page_script_hash, {}).get("url_pathname", "?")
+        with open(os.environ["AFFECTLINE_BENCH_RUNLOG"], "a") as f:
+            f.write(f"{page or '?'} {time.perf_counter() - t:.4f}\\n")
+sr.exec_func_with_error_handling = timed
+sys.argv = ["streamlit", "run", *sys.argv[1:]]
+cli.main()
+"""
+
+
+SESSION_PAGE = "session"  # the session page's url path (dashboard/app.py: views/session.py)
+
+
+def _runs(log: Path, since: int) -> list[tuple[str, float]]:
+    lines = log.read_text().splitlines()[since:]
+    return [(a, float(b)) for a, b in (ln.rsplit(" ", 1) for ln in lines)]
 
 
 def browser_side(data_dir: Path, ids: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -133,11 +195,13 @@ def browser_side(data_dir: Path, ids: dict[str, int]) -> dict[str, dict[str, flo
     if not chromium:
         raise SystemExit("bench/dashboard.py: Debian chromium is not installed (apt-get install -y chromium)")
     port = _free_port()
+    runlog = data_dir / "script_runs.log"
+    runlog.write_text("")
     env = {**os.environ, "AFFECTLINE_DATA_DIR": str(data_dir), "AFFECTLINE_DASHBOARD_USER": "teacher",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "PYTHONUNBUFFERED": "1", "AFFECTLINE_BENCH_RUNLOG": str(runlog)}  # fmt: skip
     env.pop("AFFECTLINE_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+        [sys.executable, "-c", TIMED_STREAMLIT, str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -180,7 +244,7 @@ def browser_side(data_dir: Path, ids: dict[str, int]) -> dict[str, dict[str, flo
                 out["sessions_page_s"] = {"": time.perf_counter() - t}
                 for name, label in (("big", "cold"), ("small", "cold"), ("big", "warm"), ("small", "warm"),
                                     ("big", "in-app"), ("small", "in-app")):
-                    out[name].update(_open(page, base, ids[name], label, proc.pid, ws, in_app=label == "in-app"))
+                    out[name].update(_open(page, base, ids[name], label, proc.pid, ws, runlog, in_app=label == "in-app"))
                 out["static_mb"] = {"": first_load / 1e6}
             finally:
                 browser.close()
@@ -233,12 +297,14 @@ DRAWN = """n => { const p = document.querySelectorAll('.js-plotly-plot');
                          && document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 1 + 6 * 6; }"""
 
 
-def _open(page, base: str, sid: int, label: str, server_pid: int, ws: dict, in_app: bool = False) -> dict[str, float]:
+def _open(page, base: str, sid: int, label: str, server_pid: int, ws: dict, runlog: Path,
+          in_app: bool = False) -> dict[str, float]:  # fmt: skip
     """Open the session page and wait until every chart has its SVG drawn (the heat map included).
 
     ``in_app``: from the sessions list with its "Open session" button, as a user does (the app is
     already loaded); otherwise a page load of the deep link (the whole Streamlit app boots again).
-    Also: websocket bytes received, the server's and the browser's CPU seconds for it."""
+    Also: websocket bytes received, the server's and the browser's CPU seconds for it, and the script runs
+    it took (count; the session page's own run time)."""
     if in_app:
         page.goto(base)
         page.get_by_role("button", name="Open session").wait_for()
@@ -247,6 +313,7 @@ def _open(page, base: str, sid: int, label: str, server_pid: int, ws: dict, in_a
         page.get_by_role("option", name=re.compile(rf"#{sid}\)$")).click()
         page.wait_for_timeout(500)
     cpu, bcpu, ws0 = _cpu(server_pid), _browser_cpu(), ws["bytes"]
+    runs0 = len(runlog.read_text().splitlines())
     t = time.perf_counter()
     if in_app:
         page.get_by_role("button", name="Open session").click()
@@ -257,7 +324,9 @@ def _open(page, base: str, sid: int, label: str, server_pid: int, ws: dict, in_a
     busy = _browser_cpu() - bcpu  # CPU, not the wall time spent waiting for a core on a shared machine
     page.wait_for_timeout(1500)  # let the last frames arrive before counting bytes
     heap = page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0")
-    return {f"browser {label} s": drawn, f"browser CPU {label} s": busy,
+    runs = _runs(runlog, runs0)
+    return {f"script runs {label}": float(len(runs)),
+            f"session script {label} s": sum(t for p, t in runs if p == SESSION_PAGE), f"browser {label} s": drawn, f"browser CPU {label} s": busy,
             f"server CPU {label} s": _cpu(server_pid) - cpu, f"ws {label} MB": (ws["bytes"] - ws0) / 1e6,
             f"heap {label} MB": heap / 1e6}  # fmt: skip
 
@@ -268,6 +337,8 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=30)
     ap.add_argument("--keep", type=Path, help="build the database here and keep it")
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--term", type=int, default=40, help="lessons in the group report's term (0: no group report)")
+    ap.add_argument("--term-minutes", type=float, default=45.0)
     args = ap.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="affectline_bench_dash_"))
     data_dir = tmp / "data"
@@ -281,6 +352,7 @@ def main() -> None:
     ids = build(url, args.minutes, args.students)
     server = server_side(url, ids)
     pdf = report_side(url, ids)
+    term = term_side(url, args.term, args.term_minutes, args.students) if args.term else {}
     browser = {} if args.no_browser else browser_side(data_dir, ids)
     big, small = f"{args.minutes:g} min", "5 min"
     print(f"\n{'measure':28s} {big:>10s} {small:>10s} {'ratio':>7s}")
@@ -288,8 +360,10 @@ def main() -> None:
     rows.update({k: (pdf["big"][k], pdf["small"][k]) for k in pdf["big"]})
     if browser:
         rows.update({k: (browser["big"][k], browser["small"][k]) for k in browser["big"]})
+    if term:  # its columns: the whole term vs one lesson of it
+        rows.update({f"{k} (term vs 1)": (term["big"][k], term["small"][k]) for k in term["big"]})
     for k, (b, s) in rows.items():
-        unit = "" if "MB" in k else " s"
+        unit = "" if "MB" in k or k.startswith("script runs") or "pages" in k else " s"
         print(f"{k:28s} {b:9.3f}{unit:2s} {s:9.3f}{unit:2s} {b / s if s else float('nan'):6.1f}x")
     if browser:
         print(f"static bundle (once, browser-cached): {browser['static_mb']['']:.1f} MB; the sessions list (no chart) "
@@ -302,6 +376,10 @@ def main() -> None:
     slowest = max(pdf["big"]["PDF report"], pdf["big"]["PDF report again"])
     print(f"target for {big}: PDF class report <= 10 s: {'met' if slowest <= 10 else 'MISSED'} ({slowest:.2f} s wall, "
           f"{pdf['big']['PDF report CPU']:.2f} s CPU)")
+    if term:
+        worst = max(term["big"]["group PDF"], term["big"]["group PDF again"])
+        print(f"target for a term of {args.term} lessons: group PDF report <= 10 s: {'met' if worst <= 10 else 'MISSED'} "
+              f"({worst:.2f} s wall, {term['big']['group PDF CPU']:.2f} s CPU)")  # fmt: skip
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
     if not args.keep:

@@ -94,6 +94,24 @@ def test_sessions_page_lists_seeded_sessions_for_admin(seeded):
     assert set(table["state"]) == {"Analysis finished."}
 
 
+def test_open_session_button_goes_straight_to_the_chosen_session(seeded, monkeypatch):
+    """The click's rerun leaves the sessions page before building it (its job queries are not run)."""
+    from services import progress
+
+    at = run_as(seeded.users["admin"])
+    history = seeded.sessions["history"]
+    at.selectbox(key="open_session").set_value(history).run()
+    calls = []
+    real = progress.active_jobs
+    monkeypatch.setattr(progress, "active_jobs", lambda *a, **k: calls.append(a) or real(*a, **k))
+    at.button(key="open_button").click().run()
+    assert calls == []  # the sessions page's body (progress, table, upload form) was skipped
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "history lesson"
+    assert at.query_params["session"] == str(history)
+    assert not any("title" in df.value.columns and "state" in df.value.columns for df in at.dataframe)  # not the list
+
+
 def test_teacher_sees_only_their_class(seeded, db_url):
     at = run_as(seeded.users["teacher"])
     assert list(sessions_table(at)["title"]) == ["maths lesson"]

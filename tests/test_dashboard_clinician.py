@@ -140,6 +140,11 @@ def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):
     tags = _tags(url, ids, sid)
     assert tags[["t_start", "t_end", "label", "note", "is_baseline"]].values.tolist() == [
         [100.0, 125.0, "fear", "covered ears", False]]  # fmt: skip
+    with session_scope(url) as s:  # the tag added from the page is in the audit log, with who and what
+        (entry,) = [e for e in repo.audit_log(s) if e.action == "add_tag"]
+        assert (entry.actor, entry.target) == ("clinician", f"tag:{tags['uid'].iloc[0]}")
+        assert entry.detail == {"session_id": sid, "person_id": pid, "label": "fear", "t_start": 100.0, "t_end": 125.0,
+                                "baseline": False}  # fmt: skip
     shapes = chart(at)["layout"]["shapes"]
     drawn = [sh for sh in shapes if sh["fillcolor"] == charts.TAG_FILL]
     assert len(drawn) == 3 and {sh["yref"] for sh in drawn} == {"y domain", "y2 domain", "y3 domain"}

@@ -175,6 +175,11 @@ def test_brushing_the_class_chart_sets_the_range(db):
         pytest.fail(str([e.value for e in at.exception]))
     rng = specs(at)[0]["layout"]["xaxis"]["range"]
     assert rng == [charts.ms(300), charts.ms(500)], rng
+    # Dragging is that box-select (it refines); the wheel zooms plotly's own way, and the caption says which is which.
+    chart = at.get("plotly_chart")[0].proto
+    assert json.loads(chart.spec)["layout"]["dragmode"] == "select"
+    assert json.loads(chart.config)["scrollZoom"] is True
+    assert any("drag across the chart: every panel is redrawn finer" in c.value for c in at.caption)
 
 
 def test_trends_across_the_groups_sessions(db):
@@ -263,6 +268,11 @@ def test_long_lived_views_follow_changes_made_elsewhere(db):
     heat = data.heatmap_view(url, viewer.group_ids, new, "engagement", after.t0, after.t1,
                              tuple(int(p) for p in after.summary["person_id"]))  # fmt: skip
     assert heat.shape[0] == 11 and "Renamed" in heat.person_labels
+    # The page's chart is kept per view too, and is rebuilt for the new fingerprint and the new label.
+    order = tuple(int(p) for p in after.summary["person_id"])
+    fig = data.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
+    assert "Renamed" in fig.data[2].y and len(fig.data[2].y) == 11  # the heat map's rows
+    assert fig is data.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
 
 
 def test_admin_opens_any_class_session(db):

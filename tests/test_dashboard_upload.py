@@ -122,3 +122,11 @@ def test_progress_per_job_and_per_chunk(url, ids):
     at = page(ids.users["teacher"])
     assert not any("therapy" in b.proto.text for b in at.get("progress")) and len(at.get("progress")) == 4
     assert oid != jid
+
+    # The session's own page shows the same parts under its job's bar.
+    at.query_params["session"] = str(ids.sessions["maths"])
+    at.switch_page("views/session.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    bars = {b.proto.text: b.proto.value for b in at.get("progress")}
+    assert len(bars) == 4 and any("1 of 3 parts done, 1 in progress" in t for t in bars)
+    assert bars["part 2 · 01:00-02:00 · 50%, try 2"] == 50 and bars["part 3 · 02:00-02:30 · waiting"] == 0

@@ -155,6 +155,43 @@ def test_group_report_over_a_date_range(db_url, ids, tmp_path):
         reports.group_report(db_url, operator(), g, date.today(), date.today() - timedelta(days=1))
 
 
+def test_group_summaries_from_sql_are_the_pandas_ones(db_url, ids, big):
+    """The group report's per-person sums, aggregated in SQL, equal ``student_summary`` over the loaded bins:
+    a hidden face (no scores there), ties and two sessions of different bin lengths."""
+    import pandas as pd
+
+    from services import bins as bins_io
+    from services import summaries
+    from storage.models import TimeBin
+
+    sid, pids = big
+    maths = ids.sessions["maths"]
+    with session_scope(db_url) as s:  # a tie (confusion = fatigue: confusion wins, as argmax) and a missing score
+        row = s.query(TimeBin).filter_by(session_id=sid, person_id=pids[0]).order_by(TimeBin.t_start).first()
+        row.confusion, row.fatigue, row.distraction, row.neutrality, row.enjoyment = 0.4, 0.4, 0.1, 0.05, None
+        steps = {r.id: float(r.bin_seconds or 1.0) for r in s.query(Recording).filter(Recording.id.in_([sid, maths]))}
+        got = bins_io.student_summaries(s, [sid, maths], steps)
+        for k in (sid, maths):
+            want = summaries.student_summary(bins_io.load_bins(s, k, reports.CLASS_COLUMNS), steps[k])
+            pd.testing.assert_frame_equal(got[k], want, check_dtype=False)
+        assert bins_io.student_summaries(s, [], {}) == {}
+    assert got[sid]["minutes_not_visible"].max() > 4.9  # the planted 300 s hidden face is counted
+
+
+def test_group_report_over_a_term_of_the_same_students(db_url, ids, tmp_path):
+    from tests.big_session import add_term
+
+    g = ids.groups["class-a"]
+    sids = add_term(db_url, g, n_sessions=5, minutes=3, n_persons=4, distinct=2)
+    out = reports.group_report(db_url, operator(), g, date(2026, 9, 1), date(2026, 9, 30))
+    text = pdf_text(out.data, tmp_path)
+    assert "Sessions (5)" in text and all(f"Lesson {i:02d}" in text for i in range(1, 6))
+    per = text.split("Per student")[1].splitlines()
+    rows = [ln for ln in per if ln.strip().startswith("Student ")]
+    assert len(rows) == 4 and all(ln.split()[2] == "5" for ln in rows)  # each student once, seen in all 5
+    assert len(set(sids)) == 5
+
+
 def _actor(url, uid):
     with session_scope(url) as s:
         return actor_for_user(s, uid)

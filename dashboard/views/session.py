@@ -12,7 +12,8 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, jobs_view
+from services import progress
 from services import summaries as sm
 from storage.models import SessionKind
 
@@ -59,11 +60,11 @@ if job["status"] in ("queued", "running"):
 
     @st.fragment(run_every=2)
     def _progress() -> None:
-        state = data.job_state(url, gids, int(job["job_id"]))
-        st.progress(min(max(state.progress, 0.0), 1.0) if state else 0.0, text=data.job_phrase(state))
-        if state is not None and not state.active:
+        mine = [j for j in progress.active_jobs(url, viewer) if j.id == int(job["job_id"])]
+        if not mine:  # done or failed since the last tick: redraw the page with its result
             data.invalidate()
             st.rerun(scope="app")
+        jobs_view.show_job(mine[0], title="")  # the job's bar and, for a long video, one per part
 
     _progress()
 elif job["status"] == "failed":
@@ -141,20 +142,18 @@ if err := st.session_state.pop("view_error", None):
 
 t0, t1 = view
 order = tuple(int(p) for p in summary["person_id"])
-curve = data.class_curve_view(url, gids, sid, t0, t1)
-heat = data.heatmap_view(url, gids, sid, heat_value, t0, t1, order)
-shown_moments = [m for m in overview.moments if m.t_end > t0 and m.t_start < t1]
+curve = data.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
 title = "Engagement over time (therapy session)" if therapy else "Class engagement"
 names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
 focus = st.session_state.get(FOCUS) or tuple(order[:6])
 picked = st.multiselect("Students drawn under the heat map (a moment's button picks its students)", list(names),
                         format_func=names.get, default=[p for p in focus if p in names][:12],
                         key=f"students_{sid}_{hash(focus)}")  # fmt: skip
-students = [(names[p], data.student_view(url, gids, sid, p, t0, t1)) for p in picked]
-fig = charts.class_overview_figure(curve, heat, shown_moments, (t0, t1), overview.t1, title=title,
-                                   value_label=heat_value, students=students)  # fmt: skip
+fig = data.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
+# Dragging is a box-select (the figure's dragmode), which comes back here and redraws finer; plotly's own
+# zoom (wheel, modebar) only magnifies what was sent, so it stays for a quick look and every panel follows.
 event = st.plotly_chart(fig, key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
-                        config={"displaylogo": False})  # fmt: skip
+                        config={"displaylogo": False, "scrollZoom": True})  # fmt: skip
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
 if boxes:
     xs = boxes[0].get("x", [])
@@ -168,8 +167,9 @@ step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
 st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
            "faces (line) and how many were visible (bars); coloured bands are the moments below. Then each student "
            "(lowest mean engagement first; blank = face not visible), and the chosen students' academic emotions "
-           "(stacked) with engagement (black). One time axis: zoom any panel and all follow; drag across the chart "
-           "to redraw every panel finer for that range.")  # fmt: skip
+           "(stacked) with engagement (black). To see more detail, drag across the chart: every panel is redrawn "
+           "finer for that range (or type the range, or click a moment). The scroll wheel and the toolbar's zoom "
+           "only magnify what is drawn (all panels follow); 'Whole session' goes back.")  # fmt: skip
 
 # --- moments ---------------------------------------------------------------------------------
 st.subheader(f"Moments ({len(overview.moments)})")
