@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         default=1.0, ge=0,
         description="Search the whole frame for faces this often (seconds); in between, search only around tracked faces. 0 = every frame.",
     )
+    follow: Literal["landmarks", "detector"] = Field(
+        default="landmarks",
+        description="Between whole-frame searches (CPU): follow each tracked face by its landmarks, the detector searching only where they lose a face ('landmarks'), or search near every tracked face with the detector ('detector'). The GPU rule searches every frame whole either way.",
+    )
     store_thumbnails: bool = Field(default=False, description="Keep small face thumbnails to help name tracks.")
     academic_model: str = Field(
         default="auto", description="'cues', 'clip_caer' or 'auto' (clip_caer when a checkpoint is present)."

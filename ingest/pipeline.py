@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +171,19 @@ class Pipeline:
         self.cues = CueModel()
         self.window_model = self._load_window_model()
         self.n_full_searches = 0  # whole-frame face searches so far (the rest were local)
+        self.follow_counts: dict[str, int] = defaultdict(int)  # FollowCounts summed over chunks
         if str(self.device).startswith("cuda"):
             self.frames_per_batch, self.batch_across_frames = 32, True
+
+    def _follow_landmark(self, frame: np.ndarray, dets):
+        """The landmarker on the predicted boxes while following: MediaPipe tries only its first
+        crop scale there (a miss falls back to the detector, and the face step tries all scales
+        on the box it finds)."""
+        from recognition.face.landmarks import FaceLandmarker
+
+        if isinstance(self.landmarker, FaceLandmarker):
+            return self.landmarker.analyze(frame, dets, scales=self.landmarker.scales[:1])
+        return self.landmarker.analyze(frame, dets)
 
     def _load_window_model(self):
         """CLIP-CAER when a trained checkpoint is configured (or 'auto' finds one); else None (cue model)."""
@@ -276,7 +288,8 @@ class Pipeline:
         many = getattr(self.embedder, "embed_many", None) if self.batch_across_frames else None
         follower = FaceFollower(_TimedDetector(self.detector, clock), clock.timed("embed", embed_one_frame(self.embedder)),
                                 0.0 if many else s.full_search_every_s, Tracker(),
-                                clock.timed("embed", many) if many else None)  # fmt: skip
+                                clock.timed("embed", many) if many else None,
+                                None if many or s.follow != "landmarks" else clock.timed("landmarks", self._follow_landmark))  # fmt: skip
         samples: dict[int, _Samples] = defaultdict(_Samples)
         thumbs: dict[int, bytes] = {}
         stream = self.window_model.new_stream() if self.window_model else None
@@ -291,8 +304,10 @@ class Pipeline:
                 batch = next(batches, None)
             if batch is None:
                 break
-            with _Timer(clock, "detect+track"):
-                dets = follower.step(batch.frames, batch.times)
+            # The landmarks run while following count under "landmarks", not here.
+            lm0, t0 = clock.seconds["landmarks"], time.perf_counter()
+            dets = follower.step(batch.frames, batch.times)
+            clock.add("detect+track", time.perf_counter() - t0 - (clock.seconds["landmarks"] - lm0))
             own = (np.asarray(grid.index(batch.times)) >= lo) & (np.asarray(grid.index(batch.times)) < hi)
             res.n_face_samples += sum(len(d) for d, o in zip(dets, own) if o)
             res.frames_nominal += int(own.sum())
@@ -329,6 +344,8 @@ class Pipeline:
         res.frames_done = done
         res.n_full_searches = follower.counts.full_searches
         self.n_full_searches += follower.counts.full_searches
+        for k, v in vars(follower.counts).items():
+            self.follow_counts[k] += v
         a0, e0 = self.cues.predict(np.full((1, 52), np.nan, np.float32), np.full((1, 3), np.nan, np.float32),
                                    np.full((1, 7), np.nan, np.float32), np.zeros(1, bool))  # fmt: skip
         res.absent_academic, res.absent_engagement = a0[0], float(e0[0])

@@ -1,7 +1,8 @@
 """The batched face step: every tracked face of a window of frames through each face model at once.
 
 Landmarks + blendshapes + head pose (``analyze_many``) and FER (``predict_many``) each
-run once over all faces of all frames of the window; sharpness is a cheap per-crop
+run once over all faces of all frames of the window (landmarks only for the faces the
+follower did not already landmark while following them, ``data["lm_done"]``); sharpness is a cheap per-crop
 measure on the CPU. Re-identification embeddings are not here: the tracker needs them
 frame by frame, before it decides who is who (``recognition.tracking.follow``); they are
 batched across the faces of one frame (``Embedder.embed_many``).
@@ -94,15 +95,26 @@ class FaceStep:
             return out
         fr, dd = [frames[i] for i in keep], [dets[i] for i in keep]
         t0 = time.perf_counter()
-        lms = analyze_many(self.landmarker, fr, dd)
+        # Rows the face follower already landmarked (``data["lm_done"]``) are not run again.
+        todo = [~np.asarray(d.data["lm_done"], bool) if "lm_done" in d.data else np.ones(len(d), bool) for d in dd]
+        run = [k for k, m in enumerate(todo) if m.any()]
+        lms = dict(zip(run, analyze_many(self.landmarker, [fr[k] for k in run], [dd[k][todo[k]] for k in run])))
         t1 = time.perf_counter()
         exprs = self.expression.predict_many(fr, dd)
         t2 = time.perf_counter()
-        for i, f, d, lm, ex in zip(keep, fr, dd, lms, exprs):
+        for k, (i, f, d, ex) in enumerate(zip(keep, fr, dd, exprs)):
             gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
             sharp = np.array([sharpness(gray, b) for b in d.boxes], np.float32)
-            out[i] = FaceRows(np.asarray(lm.blendshapes, np.float32), np.asarray(lm.pose, np.float32),
-                              np.asarray(lm.found, bool), np.asarray(ex, np.float32), sharp)  # fmt: skip
+            blend = np.full((len(d), 52), np.nan, np.float32)
+            pose = np.full((len(d), 3), np.nan, np.float32)
+            found = np.zeros(len(d), bool)
+            m = todo[k]
+            if (~m).any():
+                blend[~m], pose[~m], found[~m] = d.data["lm_blendshapes"][~m], d.data["lm_pose"][~m], True
+            if k in lms:
+                lm = lms[k]
+                blend[m], pose[m], found[m] = lm.blendshapes, lm.pose, lm.found
+            out[i] = FaceRows(blend, pose, found, np.asarray(ex, np.float32), sharp)
         self.clock.add("landmarks", t1 - t0)
         self.clock.add("fer", t2 - t1)
         self.clock.add("sharpness", time.perf_counter() - t2)

@@ -91,6 +91,45 @@ def crop_transform(box: np.ndarray, scale: float, size: int) -> tuple[np.ndarray
     return np.array([[k, 0, -k * x0], [0, k, -k * y0]], np.float64), x0, y0, side
 
 
+# The detector's (MTCNN's) box from the extents of the 478 landmarks: centre shifted by
+# (DX, DY) landmark widths/heights, sides scaled by (SX, SY). Fitted (per-coefficient medians)
+# on 184 faces where MTCNN and MediaPipe both found the face: group_multiface.jpg,
+# two_people_head_turns, classroom_4students, crowd_walk_1080p and a 30-face 1080p composite
+# (tests.realseq.classroom_of). Mean IoU with MTCNN's box: 0.87-0.90 on 70-105 px faces
+# (0.84-0.90 leaving each source out of the fit), 0.77 on the 16 px classroom faces, where
+# MTCNN's own box is that unsteady. The box is taller than the mesh and sits higher: MTCNN
+# boxes reach up into the forehead the mesh stops short of.
+BOX_FROM_LANDMARKS = (-0.027, -0.065, 0.976, 1.101)  # DX, DY, SX, SY
+
+# Mesh points for the detector's five landmarks: iris centres, nose tip, mouth corners.
+_FIVE = (468, 473, 1, 61, 291)
+
+
+def box_from_landmarks(points: np.ndarray) -> np.ndarray:
+    """(n, 478, 2 or 3) frame-pixel landmarks -> (n, 4) float32 xyxy boxes in the detector's
+    convention (see ``BOX_FROM_LANDMARKS``), so FER crops, re-id chips and context boxes see
+    the face as they do on a detector's box."""
+    p = np.asarray(points, np.float32)
+    if len(p) == 0:
+        return np.zeros((0, 4), np.float32)
+    lo, hi = p[:, :, :2].min(1), p[:, :, :2].max(1)
+    size = hi - lo
+    dx, dy, sx, sy = BOX_FROM_LANDMARKS
+    c = (lo + hi) / 2 + size * np.array([dx, dy], np.float32)
+    half = size * np.array([sx, sy], np.float32) / 2
+    return np.concatenate([c - half, c + half], 1).astype(np.float32)
+
+
+def five_from_landmarks(points: np.ndarray) -> np.ndarray:
+    """(n, 478, 2+) landmarks -> (n, 5, 2) eyes, nose tip, mouth corners, left then right in
+    image order (as detectors give ``data["landmarks5"]``)."""
+    p = np.asarray(points, np.float32)[:, list(_FIVE), :2].copy()
+    for a, b in ((0, 1), (3, 4)):
+        swap = p[:, a, 0] > p[:, b, 0]
+        p[swap, a], p[swap, b] = p[swap, b].copy(), p[swap, a].copy()
+    return p
+
+
 class FaceLandmarker:
     """Landmarks, 52 blendshapes and head pose for each given face box.
 
@@ -168,12 +207,13 @@ class FaceLandmarker:
             )
         self._names_checked = True
 
-    def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
+    def analyze(self, frame: np.ndarray, dets: Detections, scales: tuple[float, ...] | None = None) -> LandmarkResult:
         """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB).
 
-        Each box is tried at each of ``scales`` in turn until a face is found whose
-        landmarks are centred inside the box; a miss therefore costs len(scales) crops.
+        Each box is tried at each of ``scales`` (default ``self.scales``) in turn until a face
+        is found whose landmarks are centred inside the box; a miss costs len(scales) crops.
         """
+        scales = tuple(scales) if scales else self.scales
         if not self._landmarkers:
             raise RuntimeError("FaceLandmarker.analyze called after close()")
         frame = np.asarray(frame)
@@ -183,14 +223,15 @@ class FaceLandmarker:
         ok = [i for i, b in enumerate(dets.boxes) if np.all(np.isfinite(b)) and b[2] > b[0] and b[3] > b[1]]
         n = len(self._landmarkers)
         if self._pool is None or len(ok) < 2:
-            self._landmark_many(0, frame, dets.boxes, ok, out)
+            self._landmark_many(0, frame, dets.boxes, ok, out, scales)
         else:  # each landmarker takes every n-th face; rows of ``out`` are written by one thread each
-            list(self._pool.map(lambda k: self._landmark_many(k, frame, dets.boxes, ok[k::n], out), range(n)))
+            list(self._pool.map(lambda k: self._landmark_many(k, frame, dets.boxes, ok[k::n], out, scales), range(n)))
         return out
 
-    def _landmark_many(self, k: int, frame: np.ndarray, boxes: np.ndarray, rows: list[int], out: LandmarkResult) -> None:
+    def _landmark_many(self, k: int, frame: np.ndarray, boxes: np.ndarray, rows: list[int], out: LandmarkResult,
+                       scales: tuple[float, ...]) -> None:  # fmt: skip
         for i in rows:
-            for scale in self.scales:
+            for scale in scales:
                 if self._landmark_one(k, frame, boxes[i], scale, out, i):
                     break
 
