@@ -430,3 +430,34 @@ def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, m
     worker = Settings(data_dir=Path(db_url.removeprefix("sqlite:///")).parent, bin_seconds=2.0, analysis_fps=4.0)
     assert run_chunk(c0, worker).status == "done"
     assert seen == {"bin_seconds": 1.0, "fps": 2.0, "overlap": 2.0}
+
+
+def test_cli_retry_requeues_a_failed_job_on_the_control_queue(db_url, settings):
+    """'affectline jobs retry' after a failed link: the job is queued again (its chunk results
+    kept) and its plan message waits on the control queue."""
+    from click.testing import CliRunner
+    from kombu import Queue
+
+    from affectline.queue import CONTROL_QUEUE, make_celery
+    from cli.main import main
+
+    jid, ids = _job(db_url, n_chunks=2)
+    _finish_all(db_url, jid, ids)
+    with session_scope(db_url) as s:
+        jobs.fail_job(s, jid, "linking the chunks failed")
+    r = CliRunner().invoke(main, ["jobs", "retry", str(jid)])
+    assert r.exit_code == 0, r.output
+    with session_scope(db_url) as s:
+        job = s.get(Job, jid)
+        assert (job.status, job.phase) == (JobStatus.queued, "plan")
+    assert all(v is not None for v in _results(db_url, jid).values())
+    got = []
+    with make_celery(settings).connection_for_read() as conn:
+
+        def take(body, msg):
+            got.append((msg.headers["task"], msg.delivery_info.get("routing_key"), body[0]))
+            msg.ack()
+
+        with conn.Consumer([Queue(CONTROL_QUEUE)], callbacks=[take]):
+            conn.drain_events(timeout=10)
+    assert got == [(ANALYZE_TASK, CONTROL_QUEUE, [jid])]
