@@ -192,3 +192,55 @@ def test_detectors_without_a_local_search_search_the_whole_frame():
     whole = det.detect([img])[0]
     near = det.detect_near(img, faces[:1])
     assert np.array_equal(near.boxes, whole.boxes) and len(near) == len(faces)
+
+
+def test_mtcnn_nets_take_raw_pixels_once_loaded():
+    """The input scaling folded into each net's first convolution gives what the nets gave on
+    (x - 127.5) / 128, black (0) pixels of out-of-frame crops included."""
+    import torch
+
+    from recognition.detection.mtcnn import ONet, PNet, RNet
+    from recognition.registry import resolve
+
+    model = detector("mtcnn").model
+    img, _, _ = group()
+    x = torch.from_numpy(img[:120, :160]).permute(2, 0, 1)[None].float()
+    x[..., :10, :] = 0
+    for cls, name, net, size in ((PNet, "mtcnn_pnet", model.pnet, None), (RNet, "mtcnn_rnet", model.rnet, 24),
+                                 (ONet, "mtcnn_onet", model.onet, 48)):  # fmt: skip
+        plain = cls().eval()
+        plain.load_state_dict(torch.load(resolve(name), map_location="cpu", weights_only=True))
+        inp = x if size is None else x[..., :size, :size]
+        with torch.inference_mode():
+            for a, b in zip(net(inp.contiguous(memory_format=torch.channels_last)), plain((inp - 127.5) * 0.0078125)):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5)
+
+
+def test_refinement_crops_from_pyramid_levels_match_crops_from_the_frame():
+    """R/O-Net crops are cut from the pyramid level nearest their size: they must show the same
+    face as a crop averaged from the full frame (a misplaced level would shift or blur it)."""
+    import torch
+    from torchvision.ops import roi_align
+
+    from recognition.detection.mtcnn import _pyramid_level, _Sources
+
+    img, faces, _ = group()
+    imgs = torch.from_numpy(img).permute(2, 0, 1)[None].float().contiguous()
+    h, w = imgs.shape[2:]
+    src, halves = _Sources(imgs), [imgs]
+    for s in detector("mtcnn").model.scales(h, w):
+        src.add(_pyramid_level(halves, h, w, s))
+    c = (faces[:, :2] + faces[:, 2:]) / 2
+    side = (faces[:, 2:] - faces[:, :2]).max(1, keepdims=True) * np.array([[0.6], [1.0], [2.5]])[:, None]
+    boxes = torch.from_numpy(np.concatenate([np.concatenate([c - s / 2, c + s / 2], 1) for s in side])).float()
+    idx = torch.zeros(len(boxes), dtype=torch.long)
+    for size in (24, 48):
+        got = src.crops(boxes, idx, size)
+        rois = torch.cat([idx[:, None].float(), boxes], 1)
+        want = roi_align(imgs, rois, (size, size), 1.0, sampling_ratio=-1, aligned=True)
+        err = (got - want).abs().mean((1, 2, 3))
+        assert float(err.max()) < 6.0, err  # grey levels out of 255
+        moved = rois.clone()
+        moved[:, [1, 3]] += (2 * (boxes[:, 2] - boxes[:, 0]) / size)[:, None]  # two crop pixels right
+        shifted = roi_align(imgs, moved, (size, size), 1.0, sampling_ratio=-1, aligned=True)
+        assert float(err.mean()) < float((shifted - want).abs().mean()) / 2  # far closer than a 2-pixel shift
