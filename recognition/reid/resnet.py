@@ -4,7 +4,8 @@ The network is the one of dlib's ``dnn_face_recognition_ex.cpp``: a 7x7/2 convol
 a 3x3/2 max pool, 14 residual blocks (32, 64, 128, 256 filters; "down" blocks use a 3x3/2
 convolution and add a 2x2/2 average pool of their input), a global average pool and a
 128-wide fully connected layer without bias. Batch norm was frozen into per-channel
-``affine`` layers before the file was written.
+``affine`` layers before the file was written; :func:`build_module` folds those into the
+convolutions they follow.
 
 dlib conventions kept here:
 - stride-2 convolutions and pools have no padding, stride-1 convolutions pad by 1;
@@ -241,9 +242,27 @@ def state_dict_from_weights(w: FaceNetWeights) -> dict:
     return sd
 
 
+def _fold_affines(net) -> None:
+    """Fold each frozen batch norm into the convolution before it (w * g, b * g + beta) and
+    drop it: the same numbers (~5e-7 apart), two passes over every activation fewer
+    (the network on 30 chips: ~0.9x the time, 1 thread, loaded machine)."""
+    import torch
+    from torch import nn
+
+    pairs = [(net, "conv", "aff")] + [(b, f"conv{j}", f"aff{j}") for b in net.blocks for j in (1, 2)]
+    with torch.no_grad():
+        for owner, conv_name, aff_name in pairs:
+            conv, aff = getattr(owner, conv_name), getattr(owner, aff_name)
+            g, beta = aff.gamma.reshape(-1), aff.beta.reshape(-1)
+            conv.weight.mul_(g.reshape(-1, 1, 1, 1))
+            conv.bias.mul_(g).add_(beta)
+            setattr(owner, aff_name, nn.Identity())
+
+
 def build_module(state_dict: dict):
     net = _torch_classes()()
     net.load_state_dict(state_dict)
+    _fold_affines(net)
     return net.eval().requires_grad_(False)
 
 
