@@ -443,3 +443,22 @@ def test_job_phrases():
     assert data.job_phrase(job(JobStatus.failed, e="Traceback (most recent call last):\n  ...\nValueError: x.mp4: no video stream\n"), now) == (
         "Analysis failed: ValueError: x.mp4: no video stream")
     assert data.job_phrase(job(JobStatus.failed), now) == "Analysis failed: no reason was recorded"
+
+
+def test_runner_config_skips_gc_and_magic_and_no_page_relies_on_magic():
+    """dashboard/.streamlit/config.toml turns off the gc.collect() after every run and "magic" (both cost
+    time on every open); with magic off a bare expression on a page would silently show nothing."""
+    import ast
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "dashboard" / ".streamlit" / "config.toml").read_text())
+    assert cfg["runner"] == {"postScriptGC": False, "magicEnabled": False}
+    bare = []
+    for path in [ROOT / "dashboard" / "app.py", *sorted((ROOT / "dashboard" / "views").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            for i, st in enumerate(getattr(node, "body", []) if isinstance(getattr(node, "body", None), list) else []):
+                doc = i == 0 and isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and isinstance(
+                    st, ast.Expr) and isinstance(st.value, ast.Constant)  # fmt: skip
+                if isinstance(st, ast.Expr) and not doc and not isinstance(st.value, (ast.Call, ast.Await)):
+                    bare.append(f"{path.name}:{st.lineno}")
+    assert bare == [], f"bare expressions (magic is off, they show nothing): {bare}"
