@@ -98,7 +98,11 @@ def test_class_overview_one_axis_heatmap_moments_and_ranked_students(db):
     overview = spec[0]
     assert overview["layout"]["title"]["text"] == "Class engagement"
     kinds = [t["type"] for t in overview["data"]]
-    assert kinds.count("heatmap") == 1 and "bar" in kinds  # class curve + visible faces + students x time
+    assert kinds.count("heatmap") == 1 and "bar" not in kinds  # class curve + visible faces + students x time
+    faces = next(t for t in overview["data"] if t.get("name") == "visible faces")  # one filled step line, no bars
+    assert faces["line"]["shape"] == "hv" and faces["fill"] == "tozeroy" and faces["yaxis"] == "y2"
+    fy, fx = _values(faces["y"]), _values(faces["x"])
+    assert len(fx) == len(fy) <= data.MAX_POINTS + 1 and fx[-1] == charts.ms(1200) and 0 < np.nanmax(fy) <= 12
     heat = next(t for t in overview["data"] if t["type"] == "heatmap")
     z = _values(heat["z"]).reshape(12, -1) if isinstance(heat["z"], dict) else np.asarray(heat["z"], float)
     assert len(heat["y"]) == 12 and z.shape[0] == 12 and z.shape[1] <= data.HEAT_COLUMNS
