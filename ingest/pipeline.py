@@ -402,6 +402,7 @@ class _TimedDetector:
     def __init__(self, detector, clock: StageClock) -> None:
         self.detect = clock.timed("detect whole", detector.detect)
         self.detect_near = clock.timed("detect near", detector.detect_near)
+        self.detect_new = clock.timed("detect whole", detector.detect_new)
 
 
 class _Timer:

@@ -57,6 +57,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thr: float, overlap: str = "iou")
     return order[np.asarray(keep, dtype=np.int64)]
 
 
+def off_known(dets: Detections, known: np.ndarray) -> Detections:
+    """The detections that are not one of the ``known`` faces (n, 4 xyxy): centre in none of
+    those boxes and IoU below 0.3 with each (a box can be found a little off the known one)."""
+    known = np.asarray(known, np.float32).reshape(-1, 4)
+    if len(dets) == 0 or len(known) == 0:
+        return dets
+    b = dets.boxes
+    c = (b[:, None, :2] + b[:, None, 2:]) / 2
+    inside = ((c >= known[None, :, :2]) & (c < known[None, :, 2:])).all(2).any(1)
+    lt, rb = np.maximum(b[:, None, :2], known[None, :, :2]), np.minimum(b[:, None, 2:], known[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_b, area_k = (np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1) for x in (b, known))
+    over = (inter / np.maximum(area_b[:, None] + area_k[None, :] - inter, 1e-9)).max(1) >= 0.3
+    return dets[~(inside | over)]
+
+
 class FaceDetector(ABC):
     """Finds faces in batches of RGB frames.
 
@@ -78,6 +94,13 @@ class FaceDetector(ABC):
         around each box); the default searches the whole frame, so any detector can be used.
         """
         return self.detect([frame])[0]
+
+    def detect_new(self, frame: np.ndarray, known: np.ndarray) -> Detections:
+        """Faces in ``frame`` other than the ``known`` ones (n, 4 xyxy): faces already followed.
+
+        MTCNN skips the refinement of candidates on known faces (most of a whole search's cost
+        on a full classroom); the default searches the whole frame and drops them afterwards."""
+        return off_known(self.detect([frame])[0], known)
 
     def close(self) -> None:
         """Release native resources; the detector is unusable afterwards."""

@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms, roi_align
 
 from affectline.settings import Settings, get_settings
 from affectline.types import Detections
-from recognition.detection.base import FaceDetector, check_frames, nms
+from recognition.detection.base import FaceDetector, check_frames, nms, off_known
 
 
 def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +184,25 @@ def _pyramid_level(halves: list[torch.Tensor], h: int, w: int, s: float) -> torc
     return F.interpolate(src, size=size, mode="area")
 
 
+def _off_known(boxes: torch.Tensor, idx: torch.Tensor, known: Sequence[torch.Tensor] | None) -> torch.Tensor:
+    """Mask of the candidates whose centre lies in none of their frame's ``known`` boxes.
+
+    A candidate centred on a face already followed is that face (or a part of it): R/O-Net
+    would only confirm it and the final NMS drop it again, so it is cheaper not to crop it."""
+    keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    if known is None or len(boxes) == 0:
+        return keep
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for j, kb in enumerate(known):
+        if len(kb) == 0:
+            continue
+        m = (idx == j).nonzero(as_tuple=True)[0]
+        x, y = c[m, 0, None], c[m, 1, None]
+        inside = (x >= kb[:, 0]) & (x < kb[:, 2]) & (y >= kb[:, 1]) & (y < kb[:, 3])
+        keep[m] = ~inside.any(1)
+    return keep
+
+
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr: float) -> torch.Tensor:
     """NMS on intersection over the smaller box, per frame (drops a face part nested in a face)."""
     if len(boxes) == 0:
@@ -216,6 +235,7 @@ class MTCNN(nn.Module):
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         self.min_face_px, self.thresholds, self.factor = min_face_px, thresholds, factor
         self.min_face_frac = min_face_frac
+        self.last_candidates = (0, 0)  # crops given to R-Net and O-Net by the last forward
 
     def load(self, settings: Settings) -> MTCNN:
         from recognition.registry import resolve
@@ -239,8 +259,12 @@ class MTCNN(nn.Module):
         return out
 
     @torch.inference_mode()
-    def forward(self, imgs: torch.Tensor, min_face: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return boxes (k, 4), scores (k,), landmarks (k, 5, 2) and the frame index (k,) of each face."""
+    def forward(self, imgs: torch.Tensor, min_face: float | None = None,
+                known: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Return boxes (k, 4), scores (k,), landmarks (k, 5, 2) and the frame index (k,) of each face.
+
+        ``known``: per image, (n, 4) boxes of faces found already; candidates centred in them
+        are dropped before R-Net and again before O-Net, so only other faces are searched for."""
         h, w = imgs.shape[2:]
         t1, t2, t3 = self.thresholds
         dev = imgs.device
@@ -262,11 +286,15 @@ class MTCNN(nn.Module):
             boxes.append(bx[keep]), scores.append(sc[keep]), regs.append(reg[b, :, i, j][keep]), idx.append(b[keep])
         del halves
         empty = (torch.zeros(0, 4, device=dev), torch.zeros(0, device=dev), torch.zeros(0, 5, 2, device=dev))
+        self.last_candidates = (0, 0)
         if not boxes:
             return *empty, torch.zeros(0, dtype=torch.long, device=dev)
         bx, sc, reg, b = torch.cat(boxes), torch.cat(scores), torch.cat(regs), torch.cat(idx)
         keep = batched_nms(bx, sc, b, 0.7)
         bx, b = _square(_regress(bx[keep], reg[keep])), b[keep]
+        new = _off_known(bx, b, known)
+        bx, b = bx[new], b[new]
+        self.last_candidates = (len(bx), 0)
 
         # Stage 2: refine on 24x24 crops.
         prob, reg = _refine(self.rnet, src, bx, b, 24)
@@ -274,6 +302,9 @@ class MTCNN(nn.Module):
         bx, sc, reg, b = bx[ok], prob[ok], reg[ok], b[ok]
         keep = batched_nms(bx, sc, b, 0.7)
         bx, b = _square(_regress(bx[keep], reg[keep])), b[keep]
+        new = _off_known(bx, b, known)
+        bx, b = bx[new], b[new]
+        self.last_candidates = (self.last_candidates[0], len(bx))
         if len(bx) == 0:
             return *empty, b
 
@@ -316,8 +347,12 @@ class MTCNNDetector(FaceDetector):
         # Bounds the first pyramid level's activations: (B, 10, H, W) float32 at ~40 bytes a pixel.
         self.max_batch_pixels = max_batch_pixels or (16 if self.device.type == "cuda" else 4) * 1920 * 1080
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+    def detect(self, frames: Sequence[np.ndarray], known: Sequence[np.ndarray] | None = None) -> list[Detections]:
+        """Faces in each frame; with ``known`` (per frame, (n, 4) boxes of faces found already)
+        only the others: candidates centred in a known box skip R-Net and O-Net."""
         frames = check_frames(frames)
+        if known is not None and len(known) != len(frames):
+            raise ValueError(f"known must hold one box array per frame: {len(known)} for {len(frames)} frames")
         out: list[Detections | None] = [None] * len(frames)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(frames):
@@ -329,11 +364,19 @@ class MTCNNDetector(FaceDetector):
                 part = ids[k : k + step]
                 batch = torch.from_numpy(np.stack([frames[i] for i in part])).to(self.device)
                 imgs = batch.permute(0, 3, 1, 2).float()
-                boxes, scores, lms, idx = (t.cpu().numpy() for t in self.model(imgs))
+                kn = None if known is None else [self._boxes(known[i]) for i in part]
+                boxes, scores, lms, idx = (t.cpu().numpy() for t in self.model(imgs, known=kn))
                 for j, i in enumerate(part):
                     m = idx == j
                     out[i] = _faces(boxes[m], scores[m], lms[m], w, h)
         return out  # type: ignore[return-value]
+
+    def _boxes(self, boxes: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4), device=self.device)
+
+    def detect_new(self, frame: np.ndarray, known: np.ndarray) -> Detections:
+        # The cascade skips candidates centred on known faces; a box regressed to just off one still goes.
+        return off_known(self.detect([frame], [known])[0], known)
 
     # Local search: a square region REGION_FACES face-widths wide around each expected box,
     # resampled to REGION_PX pixels, so the expected face measures REGION_PX / REGION_FACES px

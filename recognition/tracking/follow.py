@@ -11,7 +11,9 @@ Per frame, in time order:
    does: the landmarks found in the predicted box give the face's box
    (``box_from_landmarks``), and only the faces it does not find there go to
    ``detect_near``. The landmark results ride on the detections (``data["lm_*"]``) so the
-   face step does not landmark those faces again.
+   face step does not landmark those faces again. With a ``landmark`` function a whole
+   search follows the tracked faces the same way first, then looks only for the other faces
+   (``detect_new``: MTCNN refines no candidate centred on a followed face).
 2. **Embed, then update.** The tracker says which faces need an embedding
    (``needs_embedding``: new, ambiguous, due for a refresh); only those are embedded, then
    ``update`` gives every face its track id.
@@ -105,9 +107,10 @@ class FollowCounts:
     full_searches: int = 0  # frames searched whole (the others only near tracked faces)
     embedded: int = 0  # faces embedded
     followed: int = 0  # faces found by the landmarker in their predicted box
-    lost: int = 0  # predicted boxes where it found none (searched by detect_near instead)
+    lost: int = 0  # predicted boxes where it found none (then searched by detect_near, or whole)
     near_found: int = 0  # faces detect_near found for those
     whole_fallbacks: int = 0  # frames searched whole because faces seen a frame ago were still missing
+    new_found: int = 0  # faces a whole search found away from the faces followed on its frame
 
 
 EmbedMany = Callable[[Sequence[np.ndarray], Sequence[Detections]], list[np.ndarray]]
@@ -152,11 +155,17 @@ class FaceFollower:
         if self.embed_many is not None and self.every_s <= 0:
             return self._step_batched(frames, times)
         full, self._last_slot = full_search_frames(np.asarray(times), self.every_s, self._last_slot)
-        whole = iter(self.detector.detect([f for f, k in zip(frames, full) if k]) if full.any() else [])
+        # Following by landmarks, a whole search needs the tracker's state at its frame (the
+        # faces to follow first), so it runs frame by frame; else the batch's searches are one call.
+        batch = full & (self.landmark is None)
+        whole = iter(self.detector.detect([f for f, k in zip(frames, batch) if k]) if batch.any() else [])
         self.counts.full_searches += int(full.sum())
         out = []
         for frame, t, k in zip(frames, times, full):
-            dets = next(whole) if k else self._search_near(frame, float(t))
+            if k:
+                dets = next(whole) if self.landmark is None else self._search_whole(frame, float(t))
+            else:
+                dets = self._search_near(frame, float(t))
             self.counts.detected += len(dets)
             dets, n = embed_then_update(self.tracker, self.embed, frame, float(t), dets)
             self.counts.embedded += n
@@ -188,8 +197,26 @@ class FaceFollower:
             self.counts.whole_fallbacks += 1
         return dets
 
-    def _follow_landmarks(self, frame: np.ndarray, expected: np.ndarray) -> Detections:
-        """Landmark the predicted boxes (one call); the faces not found there by ``detect_near``."""
+    def _search_whole(self, frame: np.ndarray, t: float) -> Detections:
+        """Follow the tracked faces by their landmarks, then search the whole frame for the
+        other faces only (``detect_new``): new ones, and those the landmarker lost. On a full
+        classroom nearly all of a whole search's R/O-Net candidates lie on followed faces."""
+        expected, _ = self.tracker.expected_boxes(t)
+        if not len(expected):
+            return self.detector.detect([frame])[0]
+        followed = self._follow_landmarks(frame, expected, near=False)
+        new = self.detector.detect_new(frame, followed.boxes)
+        self.counts.new_found += len(new)
+        if not len(followed):
+            return new
+        new = with_landmarks(new)
+        if "landmarks5" not in new.data:
+            followed.data.pop("landmarks5", None)
+        return Detections.merge([followed, new]) if len(new) else followed
+
+    def _follow_landmarks(self, frame: np.ndarray, expected: np.ndarray, near: bool = True) -> Detections:
+        """Landmark the predicted boxes (one call); the faces not found there by ``detect_near``
+        (with ``near``; else only the followed ones)."""
         h, w = frame.shape[:2]
         try_lm = (expected[:, 3] - expected[:, 1]) >= self.follow_min_px
         found = np.zeros(len(expected), bool)
@@ -211,9 +238,9 @@ class FaceFollower:
             followed = with_landmarks(Detections(boxes[keep], np.full(len(ok), FOLLOW_SCORE, np.float32),
                                                  data={"landmarks5": lm5}), res, ok)  # fmt: skip
             self.counts.followed += len(ok)
-        if found.all():
-            return followed
         self.counts.lost += int((~found).sum())
+        if found.all() or not near:
+            return followed
         near = self.detector.detect_near(frame, expected[~found])
         if len(near) and len(followed):  # a lost face's region can hold a followed neighbour
             near = near[iou(near.boxes, followed.boxes).max(1) < 0.3]
