@@ -10,12 +10,16 @@ import click
 from cli.common import acting, database_url
 
 
-def _write(out, output: Path) -> None:
+def _made(make, output: Path) -> None:
+    """Run ``make(sink)``: the PDF is written inside the audited transaction, so a failed write is not audited."""
+    from services.exports import ExportWriteError, FileSink
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(out.data)
-    except OSError as e:
-        raise click.ClickException(f"{output}: cannot write the report ({e.strerror or e})") from None
+        out = make(FileSink(output, "report"))
+    except (LookupError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    except ExportWriteError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"{out.kind} report, {out.pages} pages -> {output}", err=True)
 
 
@@ -31,11 +35,7 @@ def report_session(session_id: int, output: Path) -> None:
     """A class report (classroom session) or a child report (therapy session)."""
     from services.reports import session_report
 
-    try:
-        out = session_report(database_url(), acting(), session_id)
-    except (LookupError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    _write(out, output)
+    _made(lambda sink: session_report(database_url(), acting(), session_id, sink=sink), output)
 
 
 @report.command("group")
@@ -47,9 +47,5 @@ def report_group(group: str, since: datetime | None, until: datetime | None, out
     """The sessions of GROUP (a name or id) recorded between --from and --to."""
     from services.reports import group_report
 
-    try:
-        out = group_report(database_url(), acting(), group, since.date() if since else None,
-                           until.date() if until else None)  # fmt: skip
-    except (LookupError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    _write(out, output)
+    _made(lambda sink: group_report(database_url(), acting(), group, since.date() if since else None,
+                                    until.date() if until else None, sink=sink), output)  # fmt: skip

@@ -44,14 +44,14 @@ class ExportWriteError(OSError):
 class FileSink:
     """Writes an export's bytes to ``path`` (inside the export's transaction; see the module doc)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, what: str = "export"):
+        self.path, self.what = Path(path), what  # ``what`` names the file in errors: "export", "report"
         self.created = False
 
     def __call__(self, out: Export) -> None:
         p = self.path
         if p.is_dir():
-            raise ExportWriteError(f"{p}: is a folder; give a file name for the export")
+            raise ExportWriteError(f"{p}: is a folder; give a file name for the {self.what}")
         existed = p.exists()
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ class FileSink:
         except OSError as e:
             if not existed and p.is_file():
                 p.unlink(missing_ok=True)  # a half-written file is no export
-            raise ExportWriteError(f"{p}: cannot write the export ({e.strerror or e})") from None
+            raise ExportWriteError(f"{p}: cannot write the {self.what} ({e.strerror or e})") from None
         self.created = not existed
 
     def undo(self) -> None:
@@ -71,7 +71,7 @@ class FileSink:
 
 
 @contextmanager
-def _audited(url: str, sink: FileSink | None) -> Iterator:
+def audited_delivery(url: str, sink: FileSink | None) -> Iterator:
     try:
         with scope(url) as s:
             yield s
@@ -81,7 +81,7 @@ def _audited(url: str, sink: FileSink | None) -> Iterator:
         raise
 
 
-def _deliver(out: Export, sink: FileSink | None) -> Export:
+def deliver(out: Export, sink: FileSink | None) -> Export:
     if sink is not None:
         sink(out)  # raises before the commit: the audit row goes with the failed write
     return out
@@ -102,13 +102,13 @@ def export_session(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
                    **audit_detail) -> Export:  # fmt: skip
     """A visible session's export (``storage.repo.EXPORT_COLUMNS``), audited (actor, session, format, rows)."""
     require(actor, "export")
-    with _audited(url, sink) as s:
+    with audited_delivery(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         df = repo.export_frame(s, session_id)
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), **audit_detail)
         out = Export(data, f"affectline_session_{session_id}.{fmt}", MIME[fmt], len(df), tuple(df.columns))
-        return _deliver(out, sink)
+        return deliver(out, sink)
 
 
 # --- selections and per-person summaries (issue 11) -------------------------------------------
@@ -149,7 +149,7 @@ def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat,
                      sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
     """Part of a session (time range, persons) in the export's columns (``EXPORT_COLUMNS``), audited."""
     require(actor, "export")
-    with _audited(url, sink) as s:
+    with audited_delivery(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         cols = [c for c in repo.EXPORT_COLUMNS if c not in ("session_id", "person_label")]
         df = _selected_bins(s, session_id, sel, cols)
@@ -160,7 +160,7 @@ def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat,
                    **audit_detail)  # fmt: skip
         out = Export(data, f"affectline_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df),
                      tuple(df.columns))  # fmt: skip
-        return _deliver(out, sink)
+        return deliver(out, sink)
 
 
 def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
@@ -170,7 +170,7 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
     from services.summaries import SUMMARY_COLUMNS, student_summary
 
     require(actor, "export")
-    with _audited(url, sink) as s:
+    with audited_delivery(url, sink) as s:
         rec = visible_session(s, actor.group_ids, session_id)
         step = float(rec.bin_seconds or 1.0)
         bins = _selected_bins(s, session_id, sel, ("person_id", "t_start", "face_visible", "engagement",
@@ -185,7 +185,7 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
                    **sel.audit(), **audit_detail)  # fmt: skip
         cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
         out = Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)
-        return _deliver(out, sink)
+        return deliver(out, sink)
 
 
 # --- therapy sessions (issue 11): the personalised label, its confidence and the clinician's tags ---
@@ -236,7 +236,7 @@ def export_therapy(url: str, actor: Actor, session_id: int, fmt: ExportFormat, p
                    sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
     """A therapy session's export with personalised label, confidence, model version and tags, audited."""
     require(actor, "export")
-    with _audited(url, sink) as s:
+    with audited_delivery(url, sink) as s:
         visible_session(s, actor.group_ids, session_id)
         df = therapy_frame(s, session_id, person_id)
         data = frame_bytes(df, fmt)
@@ -244,4 +244,4 @@ def export_therapy(url: str, actor: Actor, session_id: int, fmt: ExportFormat, p
         repo.audit(s, actor.audit_name, "export", f"session:{session_id}", format=fmt, rows=len(df), kind="therapy",
                    **extra, **audit_detail)  # fmt: skip
         name = f"affectline_therapy_{session_id}" + (f"_person{person_id}" if person_id is not None else "")
-        return _deliver(Export(data, f"{name}.{fmt}", MIME[fmt], len(df), tuple(df.columns)), sink)
+        return deliver(Export(data, f"{name}.{fmt}", MIME[fmt], len(df), tuple(df.columns)), sink)

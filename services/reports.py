@@ -29,7 +29,8 @@ from services import bins as bins_io
 from services import report_charts as charts
 from services import summaries
 from services.actor import Actor, require
-from services.db import scope, visible_session
+from services.db import visible_session
+from services.exports import FileSink, audited_delivery, deliver
 from storage import person_models, repo, tags
 from storage.models import Group, Recording, SessionKind
 
@@ -358,10 +359,13 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
 # --- entry points -----------------------------------------------------------------------------
 
 
-def session_report(url: str, actor: Actor, session_id: int) -> Report:
-    """A class report for a classroom session, a child report for a therapy one; audited."""
+def session_report(url: str, actor: Actor, session_id: int, sink: FileSink | None = None) -> Report:
+    """A class report for a classroom session, a child report for a therapy one; audited.
+
+    With ``sink`` (the CLI) the file is written before the audit row commits: a failed write
+    leaves no row saying the report was made (``services.exports``)."""
     require(actor, "export")
-    with scope(url) as s:
+    with audited_delivery(url, sink) as s:
         rec = visible_session(s, actor.group_ids, session_id)
         if rec.analysed_at is None:
             raise ValueError(f"session {session_id} has not been analysed yet: nothing to report")
@@ -383,7 +387,7 @@ def session_report(url: str, actor: Actor, session_id: int) -> Report:
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"session:{session_id}", kind=kind, pages=doc.pages_count,
                    bytes=len(data))  # fmt: skip
-    return Report(data, f"affectline_{kind}_report_session_{session_id}.pdf", doc.pages_count, kind)
+        return deliver(Report(data, f"affectline_{kind}_report_session_{session_id}.pdf", doc.pages_count, kind), sink)
 
 
 def find_group(s: Session, actor: Actor, group: int | str) -> Group:
@@ -394,12 +398,14 @@ def find_group(s: Session, actor: Actor, group: int | str) -> Group:
     return g
 
 
-def group_report(url: str, actor: Actor, group: int | str, since: date | None = None, until: date | None = None) -> Report:
-    """The analysed sessions of a group recorded in [since, until] (whole UTC days, both included); audited."""
+def group_report(url: str, actor: Actor, group: int | str, since: date | None = None, until: date | None = None,
+                 sink: FileSink | None = None) -> Report:
+    """The analysed sessions of a group recorded in [since, until] (whole UTC days, both included); audited
+    (with ``sink``, as ``session_report``)."""
     require(actor, "export")
     if since and until and until < since:
         raise ValueError(f"the range ends ({until}) before it starts ({since})")
-    with scope(url) as s:
+    with audited_delivery(url, sink) as s:
         g = find_group(s, actor, group)
         q = select(Recording).where(Recording.group_id == g.id, Recording.analysed_at.is_not(None))
         if since:
@@ -415,4 +421,5 @@ def group_report(url: str, actor: Actor, group: int | str, since: date | None = 
         repo.audit(s, actor.audit_name, "report", f"group:{g.id}", kind="group", sessions=[r.id for r in recs],
                    since=str(since) if since else None, until=str(until) if until else None, pages=doc.pages_count,
                    bytes=len(data))  # fmt: skip
-    return Report(data, f"affectline_group_report_{g.id}_{since or 'start'}_{until or 'now'}.pdf", doc.pages_count, "group")
+        return deliver(Report(data, f"affectline_group_report_{g.id}_{since or 'start'}_{until or 'now'}.pdf",
+                              doc.pages_count, "group"), sink)  # fmt: skip

@@ -93,3 +93,25 @@ def test_a_file_whose_audit_row_did_not_commit_is_removed(tmp_path: Path, settin
     with pytest.raises(CommitFails):
         exports.export_session(url, operator(), sid, "csv", sink=exports.FileSink(out))
     assert out.exists()
+
+
+def _reports_audited(url: str) -> list[dict]:
+    with session_scope(url) as s:
+        return [e.detail for e in repo.audit_log(s) if e.action == "report"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_cli_report_that_fails_to_write_is_not_audited(tmp_path: Path, case: str):
+    """A PDF report is an export too: one line naming the path, and no row saying it was made."""
+    sid = _session_with_bins(tmp_path)
+    out = _target(tmp_path, case)
+    rc, errors, stderr = run_cli(tmp_path, "report", "session", str(sid), "-o", str(out))
+    assert_one_line(rc, errors, stderr, str(out))
+    assert "report" in errors[0]
+    assert _reports_audited(_url(tmp_path)) == []
+    good = tmp_path / "out" / "r.pdf"
+    rc, errors, stderr = run_cli(tmp_path, "report", "session", str(sid), "-o", str(good))
+    assert rc == 0, stderr[-2000:]
+    assert good.read_bytes().startswith(b"%PDF")
+    (row,) = _reports_audited(_url(tmp_path))
+    assert row["kind"] == "class" and row["bytes"] == good.stat().st_size
