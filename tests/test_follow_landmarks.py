@@ -298,3 +298,13 @@ def test_a_whole_search_with_30_faces_followed_refines_only_the_candidates_off_t
     figs = {r: realseq.sequence_figures(seq, runs[r][0]) for r in runs}
     assert figs["landmarks"].id_switches == 0 and figs["landmarks"].shared_ids == 0, figs
     assert (figs["landmarks"].people, figs["landmarks"].ids) == (figs["detector"].people, figs["detector"].ids), figs
+
+
+def test_with_landmarks_of_no_found_face_gives_empty_columns():
+    """A frame where the landmarker finds none of the predicted faces (seen on the looped 360p crowd)."""
+    from recognition.face.landmarks import LandmarkResult
+    from recognition.tracking.follow import with_landmarks
+
+    res = LandmarkResult.empty(3)
+    d = with_landmarks(Detections.empty(), res, np.zeros(0, np.int64))
+    assert len(d) == 0 and d.data["lm_blendshapes"].shape == (0, 52) and d.data["lm_pose"].shape == (0, 3)

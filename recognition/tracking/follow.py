@@ -61,7 +61,7 @@ def with_landmarks(dets: Detections, result=None, rows: np.ndarray | None = None
     else:
         rows = np.arange(n) if rows is None else rows
         data["lm_done"] = np.ones(n, bool)
-        data["lm_blendshapes"] = np.asarray(result.blendshapes, np.float32)[rows].reshape(n, -1)
+        data["lm_blendshapes"] = np.asarray(result.blendshapes, np.float32)[rows].reshape(n, 52)  # n may be 0
         data["lm_pose"] = np.asarray(result.pose, np.float32)[rows].reshape(n, 3)
     return Detections(dets.boxes, dets.scores, dets.track_id, data)
 
