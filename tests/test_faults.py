@@ -73,15 +73,21 @@ class Workers:
         return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.logs.glob("*.log")))
 
 
+# What both job-submitting scripts start with: the database and the group the jobs go to.
+_SUBMIT_PRELUDE = (
+    "import sys; from affectline.settings import get_settings; from services.actor import operator;"
+    "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
+    "from storage.models import Job\n"
+    "u = get_settings().resolved_database_url\n"
+    "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
+)
+
+
 def submit(url: str, env: dict, video: Path, chunk_seconds: float | None = None) -> int:
     """A session and its job, enqueued by name as the CLI and dashboard do. ``chunk_seconds`` goes in
     the job's params (the planning worker's AFFECTLINE_CHUNK_SECONDS otherwise)."""
     code = (
-        "import sys; from affectline.settings import get_settings; from services.actor import operator;"
-        "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
-        "from storage.models import Job\n"
-        "u = get_settings().resolved_database_url\n"
-        "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
+        _SUBMIT_PRELUDE +
         "rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, float(sys.argv[3]))\n"
         "if sys.argv[2] != '-':\n"
         "    with scope(u) as s: j = s.get(Job, jid); j.params = {**j.params, 'chunk_seconds': float(sys.argv[2])}\n"
@@ -97,11 +103,7 @@ def submit(url: str, env: dict, video: Path, chunk_seconds: float | None = None)
 def submit_many(env: dict, video: Path, n: int, chunk_seconds: float) -> list[int]:
     """``n`` jobs created, then enqueued, by one process as fast as it can (a class's uploads at once)."""
     code = (
-        "import sys; from affectline.settings import get_settings; from services.actor import operator;"
-        "from services.analyses import create_analysis, send_analysis; from services.db import scope; from storage import repo\n"
-        "from storage.models import Job\n"
-        "u = get_settings().resolved_database_url\n"
-        "with scope(u) as s: g = repo.get_or_create_group(s, 'Year 5', 'classroom').id\n"
+        _SUBMIT_PRELUDE +
         "ids = []\n"
         "for _ in range(int(sys.argv[2])):\n"
         "    rid, jid = create_analysis(u, operator(None), sys.argv[1], 'classroom', g, float(sys.argv[4]))\n"
