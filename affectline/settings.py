@@ -59,13 +59,18 @@ class Settings(BaseSettings):
         default="torch",
         description="Face descriptors: dlib's network run in torch, batched, CPU or CUDA ('torch'), or dlib itself ('dlib'); same numbers.",
     )
-    landmarker: Literal["auto", "torch", "mediapipe"] = Field(
+    landmarker: Literal["auto", "litert", "torch", "mediapipe"] = Field(
         default="auto",
-        description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph run in torch, batched, CPU or CUDA ('torch'), MediaPipe itself ('mediapipe'), or 'auto': torch on CUDA, MediaPipe on CPU (where it is faster per face).",
+        description="Landmarks, blendshapes and head pose: MediaPipe's FaceLandmarker graph re-implemented around its own networks, run by LiteRT's XNNPACK kernels on the CPU ('litert') or by torch, batched, CPU or CUDA ('torch'); MediaPipe itself ('mediapipe'); or 'auto': torch on CUDA, litert on the CPU (MediaPipe where LiteRT is not installed).",
     )
     dashboard_user: str | None = Field(
         default=None,
         description="Log the dashboard in as this user without a password (single-user local demo only; refused unless the dashboard listens on a loopback address).",
+    )
+    dashboard_warm_sessions: int = Field(
+        default=4,
+        ge=0,
+        description="At dashboard start, compute the first view of this many sessions (newest first, per set of groups a user sees) in the background, so the first open after a restart is as fast as later ones; 0 = none.",
     )
     session_idle_minutes: float = Field(default=30.0, gt=0, description="A dashboard login ends after this long without use.")
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")

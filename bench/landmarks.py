@@ -1,4 +1,4 @@
-"""Landmarks, blendshapes and head pose per face: torch batched vs torch one crop at a time vs MediaPipe.
+"""Landmarks, blendshapes and head pose per face: torch batched vs one crop at a time vs LiteRT vs MediaPipe.
 
     .venv/bin/python bench/landmarks.py [--device cpu|cuda] [--reps 3] [--threads N]
                                         [--batch-size N] [--save-inputs F.npz | --inputs F.npz]
@@ -12,7 +12,9 @@ machine hurts every way alike):
     MediaPipe graph call per crop and scale tried);
   * torch loop: ``TorchFaceLandmarker.analyze`` on one box at a time (one crop per forward);
   * torch batched: one ``analyze_many`` over all frames (all crops of all frames per
-    forward, ``--batch-size`` crops at a time).
+    forward, ``--batch-size`` crops at a time);
+  * litert: the same ``analyze_many`` with MediaPipe's networks in LiteRT's XNNPACK kernels,
+    N sets side by side (CPU only; what ``landmarker='auto'`` runs on a CPU).
 Printed: wall and CPU ms per face for each, and the ratios batched vs loop and batched
 vs MediaPipe (on a shared machine, wall time includes waiting for a core: compare CPU).
 On a machine without dlib/cv2/mediapipe (e.g. a GPU box), ``--inputs`` reads frames and
@@ -120,6 +122,16 @@ def main() -> None:
             for i in range(len(d)):
                 tl.analyze(f, Detections(d.boxes[i : i + 1], d.scores[i : i + 1]))
 
+    lite = None
+    if args.device == "cpu":
+        from recognition.face.mesh.litert import available
+
+        if available():
+            lite = TorchFaceLandmarker(s, device="cpu", runtime="litert", threads=threads)
+            lite.analyze_many(frames[:1], dets[:1])
+        else:
+            print("LiteRT left out: ai-edge-litert is not installed")
+
     mp_lm = None
     if not args.no_mediapipe:
         try:
@@ -137,6 +149,9 @@ def main() -> None:
     if mp_lm is not None:
         found["mediapipe"] = sum(int(mp_lm.analyze(f, d).found.sum()) for f, d in zip(frames, dets))
     ways = {"torch batched": batched, "torch loop": loop}
+    if lite is not None:
+        found["litert"] = sum(int(r.found.sum()) for r in lite.analyze_many(frames, dets))
+        ways["litert"] = lambda: lite.analyze_many(frames, dets)
     if mp_lm is not None:
         ways["mediapipe"] = mediapipe
     wall = {k: float("inf") for k in ways}
@@ -156,8 +171,12 @@ def main() -> None:
                 f"  torch batched vs {base:10s}: {wall[base] / wall['torch batched']:.2f}x (wall), "
                 f"{cpu[base] / cpu['torch batched']:.2f}x (CPU) faster"
             )
-    if mp_lm is not None:
-        mp_lm.close()
+    if lite is not None and mp_lm is not None:
+        print(f"  litert vs mediapipe: {wall['mediapipe'] / wall['litert']:.2f}x (wall), "
+              f"{cpu['mediapipe'] / cpu['litert']:.2f}x (CPU) faster")  # fmt: skip
+    for m in (lite, mp_lm):
+        if m is not None:
+            m.close()
 
 
 if __name__ == "__main__":

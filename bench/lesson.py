@@ -93,7 +93,9 @@ def end_to_end(video: Path, device: str, fps: float) -> dict:
         out = p.apply(VideoSource(video), fps=fps)
         e2e, e2e_cpu = time.perf_counter() - t0, cpu_s() - c0
         stages = dict(p.clock.seconds)
-        models = {"landmarker": type(p.landmarker).__name__, "embedder": type(p.embedder).__name__,
+        lm_runtime = getattr(p.landmarker, "runtime", None)
+        models = {"landmarker": type(p.landmarker).__name__ + (f" ({lm_runtime})" if lm_runtime else ""),
+                  "embedder": type(p.embedder).__name__,
                   "academic": p.academic_name}  # fmt: skip
     return {"frames": n, "decode_s": decode, "e2e_s": e2e, "decode_cpu": decode_cpu, "e2e_cpu": e2e_cpu, "faces": out.n_face_samples, "persons": len(out.tracks), "whole": out.n_full_searches,
             "duration": src.info.duration, "stages": stages, "models": models}  # fmt: skip
@@ -129,7 +131,7 @@ def per_model(device: str, students: int, n_frames: int) -> None:
         print(f"{name:34s} {tb * 1000:16.2f} {ts * 1000:19.2f} {ts / tb:8.1f}x")
 
     cpu = not device.startswith("cuda")
-    for kind in (["mediapipe"] if cpu else []) + ["torch"]:  # MediaPipe has no CUDA path
+    for kind in (["mediapipe", "litert"] if cpu else []) + ["torch"]:  # MediaPipe and LiteRT have no CUDA path
         try:
             lm = _load_landmarker(s.model_copy(update={"landmarker": kind}), device)
         except Exception as e:  # noqa: BLE001 - a missing optional stack is reported, not fatal

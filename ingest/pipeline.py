@@ -198,13 +198,12 @@ class Pipeline:
             self.frames_per_batch, self.batch_across_frames = 32, True
 
     def _follow_landmark(self, frame: np.ndarray, dets):
-        """The landmarker on the predicted boxes while following: MediaPipe tries only its first
-        crop scale there (a miss falls back to the detector, and the face step tries all scales
-        on the box it finds)."""
-        from recognition.face.landmarks import FaceLandmarker
-
-        if isinstance(self.landmarker, FaceLandmarker):
-            return self.landmarker.analyze(frame, dets, scales=self.landmarker.scales[:1])
+        """The landmarker on the predicted boxes while following: only its first crop scale is
+        tried there (a miss falls back to the detector, and the face step tries all scales on
+        the box it finds)."""
+        scales = getattr(self.landmarker, "scales", None)
+        if scales:
+            return self.landmarker.analyze(frame, dets, scales=scales[:1])
         return self.landmarker.analyze(frame, dets)
 
     def _load_window_model(self):

@@ -179,7 +179,7 @@ def test_empty_input():
 # ---- cue directions on real footage --------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["mediapipe", "torch"])
+@pytest.fixture(scope="module", params=["mediapipe", "torch", "litert"])
 def pipeline(request):
     """The cue directions must hold with either landmarker (``Settings.landmarker``)."""
     from affectline.settings import Settings

@@ -1,7 +1,9 @@
-"""Picks the face landmarker the settings name: MediaPipe itself or its torch re-implementation.
+"""Picks the face landmarker the settings name: MediaPipe itself or its re-implementation.
 
-Both give the same ``LandmarkResult`` from ``analyze(frame, dets)``; the torch one also
-has ``analyze_many(frames, dets_list)``, batched across frames, and runs on CUDA.
+All give the same ``LandmarkResult`` from ``analyze(frame, dets)``. The re-implementation
+(``recognition.face.mesh.landmarker.TorchFaceLandmarker``) also has ``analyze_many(frames,
+dets_list)``, batched across frames, and runs MediaPipe's three networks either in torch
+(CPU or CUDA) or in LiteRT's XNNPACK kernels (CPU).
 """
 
 from __future__ import annotations
@@ -10,17 +12,34 @@ from affectline.settings import Settings, get_settings
 
 
 def load_landmarker(settings: Settings | None = None, device: str | None = None, *, threads: int = 1):
-    """``TorchFaceLandmarker`` on ``device`` (default ``settings.torch_device()``) when
-    ``settings.landmarker`` is 'torch', or 'auto' and the device is CUDA; else MediaPipe's
-    ``FaceLandmarker`` with ``threads`` graphs side by side (CPU only; ``device`` is ignored).
+    """The landmarker ``settings.landmarker`` names, on ``device`` (default ``settings.torch_device()``):
 
-    'auto' keeps MediaPipe on CPU because there one XNNPACK graph per core is faster per face
-    than the torch graph (bench/landmarks.py), while the torch one is what runs on a GPU."""
+    - 'torch': ``TorchFaceLandmarker`` with the torch graph, on the CPU or CUDA;
+    - 'litert': ``TorchFaceLandmarker`` with LiteRT's networks, ``threads`` sets side by side (CPU only);
+    - 'mediapipe': MediaPipe's ``FaceLandmarker``, ``threads`` graphs side by side (CPU only);
+    - 'auto': torch on CUDA; on the CPU litert, or MediaPipe where LiteRT is not installed.
+
+    On 2 CPU cores litert landmarks a face in 7.0 ms of wall time and 12.8 CPU-ms, MediaPipe's own
+    graph in 13.2 ms and 18.2 CPU-ms, the torch graph in 21 CPU-ms (bench/landmarks.py): MediaPipe
+    spends a third of its time around the networks, and XNNPACK beats torch's CPU convolutions."""
     s = settings or get_settings()
     device = device or s.torch_device()
-    if s.landmarker == "torch" or (s.landmarker == "auto" and device.startswith("cuda")):
+    name = s.landmarker
+    if name == "auto":
+        from recognition.face.mesh.litert import available
+
+        name = "torch" if device.startswith("cuda") else "litert" if available() else "mediapipe"
+    if name in ("torch", "litert"):
         from recognition.face.mesh.landmarker import TorchFaceLandmarker
 
+        if name == "litert":
+            from recognition.face.mesh.litert import available
+
+            if not device.startswith("cpu"):
+                raise ValueError(f"landmarker 'litert' runs on the CPU only, not on {device}: use 'torch' or 'auto' there")
+            if not available():
+                raise RuntimeError("landmarker 'litert' needs the ai-edge-litert package (pip install ai-edge-litert)")
+            return TorchFaceLandmarker(s, device="cpu", runtime="litert", threads=threads)
         return TorchFaceLandmarker(s, device=device)
     from recognition.face.landmarks import FaceLandmarker
 

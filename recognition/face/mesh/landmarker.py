@@ -17,13 +17,22 @@ coordinates (a region's corner at the first pixel's centre), source positions ro
 1/32 px, integer weights and results rounded to uint8 before scaling, zero border for the
 detector, replicated border for the mesh input. The frame crops themselves follow cv2 5's
 warpAffine, which the MediaPipe wrapper uses (exact positions, zero border).
+
+On the CPU, where OpenCV is installed, both warps are OpenCV's own calls (``warps='cv2'``:
+warpAffine for the frame crop as the wrapper does, warpPerspective between the region's
+corners as MediaPipe's CPU converter does), 0.2 ms a face instead of 8 ms of grid_sample;
+and the networks can run in LiteRT's XNNPACK kernels (``runtime='litert'``,
+``recognition.face.mesh.litert``) instead of the torch graph. CUDA always runs the torch
+graph and the torch warps.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Self
 
@@ -107,6 +116,35 @@ def warp_rects(img: torch.Tensor, rects: torch.Tensor, size: int, border: str) -
     return torch.floor(out.permute(0, 2, 3, 1) + 0.5).clamp_(0.0, 255.0)
 
 
+def _cv2():
+    """OpenCV when installed (a GPU machine may have torch and numpy only)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def warp_rects_cv2(img: torch.Tensor, rects: torch.Tensor, size: int) -> torch.Tensor:
+    """``warp_rects`` with a replicated border, by ``cv2.remap`` on fixed-point maps: the same
+    1/32 px positions and integer bilinear weights as MediaPipe's OpenCV 4 (cv2 5's own
+    warpPerspective samples at exact positions, 5x further from MediaPipe's landmarks).
+    (B, S, S, 3) uint8 CPU -> (B, size, size, 3) float holding uint8 values."""
+    cv2 = _cv2()
+    src = img.numpy()
+    out = np.empty((len(src), size, size, 3), np.uint8)
+    t = np.arange(size, dtype=np.float64) / size - 0.5
+    for i, (cx, cy, w, h, a) in enumerate(rects.double().tolist()):
+        c, sn = math.cos(a), math.sin(a)
+        # Positions in 1/32 px, rounded half to even as OpenCV's saturate_cast (rows v, columns u).
+        qx = np.rint((cx + c * t * w)[None, :] * 32.0 - (sn * t * h)[:, None] * 32.0).astype(np.int32)
+        qy = np.rint((cy + sn * t * w)[None, :] * 32.0 + (c * t * h)[:, None] * 32.0).astype(np.int32)
+        xy = np.stack((qx >> 5, qy >> 5), axis=-1).astype(np.int16)
+        frac = ((qy & 31) << 5 | (qx & 31)).astype(np.uint16)
+        cv2.remap(src[i], xy, frac, cv2.INTER_LINEAR, dst=out[i], borderMode=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(out).float()
+
+
 @dataclass
 class CropResult:
     """Outputs for a batch of crops; coordinates normalised to the crop (z shares x's scale)."""
@@ -125,6 +163,10 @@ class TorchFaceLandmarker:
     batch_size: crops per forward pass; ``analyze_many`` runs all crops of all its frames in
         batches of this size, one pass per crop scale still needed. Default: 16 on CPU (the
         128 x 128 layers of a larger batch no longer stay in cache), 256 on CUDA.
+    runtime: 'torch' (``TFLiteGraph``, CPU or CUDA) or 'litert' (LiteRT on the CPU, ``threads``
+        XNNPACK threads; the mesh network 3x faster per face there than the torch graph).
+    warps: 'cv2' (OpenCV's warps, as MediaPipe's CPU path runs them), 'torch' (grid_sample,
+        what CUDA runs), or 'auto': cv2 on the CPU where it is installed, else torch.
     ``crops_seen`` and ``seconds`` count crops and the time spent in the networks, as the
     MediaPipe wrapper's counters do.
     """
@@ -138,16 +180,39 @@ class TorchFaceLandmarker:
         size: int = 256,
         min_confidence: float = 0.5,
         batch_size: int | None = None,
+        runtime: str = "torch",
+        threads: int = 1,
+        warps: str = "auto",
     ) -> None:
         from affectline.settings import get_settings
 
         if not scales or min(scales) < 1.0 or size < 64:
             raise ValueError(f"TorchFaceLandmarker needs scales >= 1 and size >= 64, got scales={scales}, size={size}")
+        if runtime not in ("torch", "litert") or warps not in ("auto", "cv2", "torch"):
+            raise ValueError(f"runtime must be 'torch' or 'litert' and warps 'auto', 'cv2' or 'torch', got {runtime!r}, {warps!r}")
         s = settings or get_settings()
         data = load_converted(s)
-        self.detector = TFLiteGraph(data["programs"]["detector"]).eval()
-        self.mesh = TFLiteGraph(data["programs"]["mesh"]).eval()
-        self.blend = TFLiteGraph(data["programs"]["blendshapes"]).eval()
+        if runtime == "litert":
+            from recognition.face.mesh.litert import LiteRTGraph
+            from recognition.face.mesh.weights import MEMBERS
+            from recognition.registry import resolve
+
+            task = resolve("face_landmarker", s)
+            # One set of networks per thread, each on its share of the crops (LiteRT's invoke
+            # releases the GIL): two single-threaded sets on 2 cores beat one two-threaded set.
+            self._sets = [
+                tuple(LiteRTGraph.from_task(task, MEMBERS[k]) for k in ("detector", "mesh", "blendshapes"))
+                for _ in range(max(1, threads))
+            ]
+            self.detector, self.mesh, self.blend = self._sets[0]
+            self._pool = ThreadPoolExecutor(len(self._sets)) if len(self._sets) > 1 else None
+        else:
+            self.detector = TFLiteGraph(data["programs"]["detector"]).eval()
+            self.mesh = TFLiteGraph(data["programs"]["mesh"]).eval()
+            self.blend = TFLiteGraph(data["programs"]["blendshapes"]).eval()
+            self._sets, self._pool = [(self.detector, self.mesh, self.blend)], None
+        self.runtime, self._warps = runtime, warps
+        self._lock = threading.Lock()  # the counters, when network sets run side by side
         self.geometry = FaceGeometry(data["canonical"].numpy(), data["weights"].numpy())
         self.anchors = _anchors()
         self.subset = torch.tensor(BLENDSHAPE_LANDMARKS, dtype=torch.long)
@@ -166,6 +231,15 @@ class TorchFaceLandmarker:
     def batch_size(self, n: int | None) -> None:
         self._batch_size = n
 
+    @property
+    def warps(self) -> str:
+        """'cv2' or 'torch': what resamples the crops on this device (see the class docstring)."""
+        if self.device.type != "cpu" or self._warps == "torch":
+            return "torch"
+        if self._warps == "cv2" or _cv2() is not None:
+            return "cv2"
+        return "torch"
+
     def to(self, device: str | torch.device) -> Self:
         self.device = torch.device(device)
         for m in (self.detector, self.mesh, self.blend, self.geometry):
@@ -181,11 +255,14 @@ class TorchFaceLandmarker:
         self.close()
 
     def close(self) -> None:
-        """Nothing native to release; kept so the pipeline can treat both landmarkers alike."""
+        """Stops the thread pool of the LiteRT sets (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     # --- the MediaPipe graph on a batch of crops -------------------------------------------
 
-    def _detect(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _detect(self, crops: torch.Tensor, detector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Best face of each crop (B, S, S, 3) uint8: found (B,), box (B, 4) xyxy and keypoints (B, 6, 2), normalised."""
         b, s = crops.shape[0], crops.shape[1]
         if s % DETECTOR_SIZE == 0:  # output pixel u samples source pixel u * s/128 exactly
@@ -194,7 +271,7 @@ class TorchFaceLandmarker:
         else:
             whole = torch.tensor([[s / 2, s / 2, s, s, 0.0]], device=crops.device).expand(b, 5)
             x = warp_rects(crops, whole, DETECTOR_SIZE, "zeros")
-        reg, cls = self.detector(x * (2.0 / 255.0) - 1.0)
+        reg, cls = detector(x * (2.0 / 255.0) - 1.0)
         score = torch.sigmoid(cls[..., 0].clamp(-100.0, 100.0))  # (B, 896)
         a = self.anchors
         reg = reg / DETECTOR_SIZE
@@ -219,18 +296,22 @@ class TorchFaceLandmarker:
         return found, box, kp
 
     @torch.no_grad()
-    def _run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All outputs for crops (B, S, S, 3) uint8 on ``self.device``."""
+    def _run(self, crops: torch.Tensor, k: int = 0) -> dict[str, torch.Tensor]:
+        """All outputs for crops (B, S, S, 3) uint8 on ``self.device``, by network set ``k``."""
+        detector, mesh, blend_net = self._sets[k]
         s = crops.shape[1]
-        found, box, kp = self._detect(crops)
+        found, box, kp = self._detect(crops, detector)
         # Region of interest: the box grown 1.5x, turned so the eyes (keypoints 0 and 1) are level.
         cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
         w, h = (box[:, 2] - box[:, 0]) * ROI_SCALE, (box[:, 3] - box[:, 1]) * ROI_SCALE
         d = (kp[:, 1] - kp[:, 0]) * s
         angle = torch.atan2(d[:, 1], d[:, 0])
         rect = torch.stack((cx * s, cy * s, w * s, h * s, angle), dim=1)
-        x = warp_rects(crops, rect, MESH_SIZE, "replicate") * (1.0 / 255.0)
-        raw, presence_logit, _ = self.mesh(x)
+        if self.warps == "cv2":
+            x = warp_rects_cv2(crops, rect, MESH_SIZE) * (1.0 / 255.0)
+        else:
+            x = warp_rects(crops, rect, MESH_SIZE, "replicate") * (1.0 / 255.0)
+        raw, presence_logit, _ = mesh(x)
         presence = torch.sigmoid(presence_logit.reshape(-1))
         lm = raw.reshape(-1, 478, 3) / MESH_SIZE
         # MediaPipe's LandmarkProjectionCalculator: rotate in the rect's normalised frame, then scale.
@@ -241,7 +322,7 @@ class TorchFaceLandmarker:
         pz = lm[..., 2] * w[:, None]
         lm = torch.stack((px, py, pz), dim=-1)
         pts = lm[:, self.subset, :2] * torch.tensor([float(s), float(s)], device=lm.device)
-        (blend,) = self.blend(pts)
+        (blend,) = blend_net(pts)
         matrix = self.geometry(lm, s, s)
         return {
             "landmarks": lm,
@@ -257,7 +338,13 @@ class TorchFaceLandmarker:
         if t.dim() != 4 or t.shape[-1] != 3 or t.shape[1] != t.shape[2] or t.dtype != torch.uint8:
             raise ValueError(f"crops must be B x S x S x 3 uint8, got {tuple(t.shape)} {t.dtype}")
         x = t.to(self.device)
-        parts = [self._timed(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        bs = self.batch_size
+        if self._pool is not None and len(x) > 1:  # each set takes every n-th batch, one thread each
+            bs = min(bs, -(-len(x) // len(self._sets)))
+            batches = [x[i : i + bs] for i in range(0, len(x), bs)]
+            parts = list(self._pool.map(lambda j: self._timed(batches[j], j % len(self._sets)), range(len(batches))))
+        else:
+            parts = [self._timed(x[i : i + bs]) for i in range(0, len(x), bs)]
         cat = {k: torch.cat([p[k] for p in parts]) if parts else None for k in ("landmarks", "blendshapes", "matrix", "found", "presence")}
         if not parts:
             return CropResult(
@@ -272,13 +359,14 @@ class TorchFaceLandmarker:
             cat["presence"].float().cpu().numpy(),
         )
 
-    def _timed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _timed(self, x: torch.Tensor, k: int = 0) -> dict[str, torch.Tensor]:
         t = time.perf_counter()
-        out = self._run(x)
+        out = self._run(x, k)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
-        self.seconds += time.perf_counter() - t
-        self.crops_seen += len(x)
+        with self._lock:
+            self.seconds += time.perf_counter() - t
+            self.crops_seen += len(x)
         return out
 
     # --- frames and boxes -------------------------------------------------------------------
@@ -304,6 +392,12 @@ class TorchFaceLandmarker:
             return rows[0].reshape(3, n, s, s).permute(1, 2, 3, 0).to(torch.uint8), geo
         h, w = frame.shape[:2]
         out = torch.empty(n, s, s, 3, dtype=torch.uint8)
+        if self.warps == "cv2":  # exactly the MediaPipe wrapper's crop
+            cv2, o = _cv2(), out.numpy()
+            for i, b in enumerate(boxes):
+                cv2.warpAffine(frame, crop_transform(b, scale, s)[0], (s, s), dst=o[i], flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)  # fmt: skip
+            return out, geo
         for i, (x0, y0, side) in enumerate(geo):
             # The pixels this crop's bilinear taps can touch; outside the frame they are zeros either way.
             c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
@@ -316,16 +410,17 @@ class TorchFaceLandmarker:
             out[i] = _grid_sample_u8(sub, sx, sy, "zeros")[0].permute(1, 2, 0).to(torch.uint8)
         return out.to(self.device), geo
 
-    def analyze(self, frame: np.ndarray, dets: Detections) -> LandmarkResult:
+    def analyze(self, frame: np.ndarray, dets: Detections, scales: tuple[float, ...] | None = None) -> LandmarkResult:
         """Landmark every box of ``dets`` in ``frame`` (H x W x 3 uint8 RGB); see ``analyze_many``."""
-        return self.analyze_many([frame], [dets])[0]
+        return self.analyze_many([frame], [dets], scales)[0]
 
-    def analyze_many(self, frames: Sequence[np.ndarray], dets_list: Sequence[Detections]) -> list[LandmarkResult]:
+    def analyze_many(self, frames: Sequence[np.ndarray], dets_list: Sequence[Detections],
+                     scales: tuple[float, ...] | None = None) -> list[LandmarkResult]:  # fmt: skip
         """One ``LandmarkResult`` per frame; all boxes of all frames go through the networks together.
 
-        Each box is tried at each of ``scales`` in turn until a face is found whose landmarks
-        are centred inside the box (as the MediaPipe wrapper does); each scale is one batched
-        pass over the boxes still missing.
+        Each box is tried at each of ``scales`` (default ``self.scales``) in turn until a face is
+        found whose landmarks are centred inside the box (as the MediaPipe wrapper does); each
+        scale is one batched pass over the boxes still missing.
         """
         if len(frames) != len(dets_list):
             raise ValueError(f"{len(frames)} frames but {len(dets_list)} detection sets")
@@ -341,7 +436,7 @@ class TorchFaceLandmarker:
             else:  # one upload of the uint8 frame, converted on the device
                 sources.append(torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None].float() if ok else None)
             todo += [(fi, i) for i in ok]
-        for scale in self.scales:
+        for scale in tuple(scales) if scales else self.scales:
             if not todo:
                 break
             crops, geos = [], []
