@@ -330,9 +330,11 @@ def dashboard(port: int, address: str, headless: bool) -> None:
         raise click.ClickException(f"AFFECTLINE_DASHBOARD_USER logs in without a password, so it is refused on "
                                    f"--address {address}: use 127.0.0.1, or unset it and log in with a password")  # fmt: skip
     _url()
-    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,
-                              "--server.port", str(port), "--server.headless", str(headless).lower()])  # fmt: skip
+    # dashboard/serve.py is `streamlit run dashboard/app.py` plus a background warm-up of the newest sessions'
+    # first views (Settings.dashboard_warm_sessions): Streamlit's caches are per process, so it runs in the server's.
+    serve = Path(__file__).resolve().parents[1] / "dashboard" / "serve.py"
+    os.execv(sys.executable, [sys.executable, str(serve), "--server.address", address, "--server.port", str(port),
+                              "--server.headless", str(headless).lower()])  # fmt: skip
 
 
 @main.command("fetch-models")

@@ -710,3 +710,33 @@ def edit_tag(url: str, viewer: Viewer, session_id: int, uid: str, **changes) -> 
         tags.edit_tag(s, uid, viewer.username, **changes)
         repo.audit(s, viewer.audit_name, "edit_tag", f"tag:{uid}", session_id=session_id,
                    **{k: v for k, v in changes.items() if v is not None})  # fmt: skip
+
+
+# --- the session page's first view, for the warm-up at server start (dashboard.warmup) ----------
+
+DEFAULT_STUDENTS = 6  # rows drawn under the heat map before anyone is picked: the lowest-ranked
+DEFAULT_HEAT_VALUE = _sm.HEATMAP_VALUES[0]
+
+
+def chart_title(therapy: bool) -> str:
+    return "Engagement over time (therapy session)" if therapy else "Class engagement"
+
+
+def warm_session(url: str, group_ids: GroupIds, session_id: int):
+    """Compute what the session page's first view of a session needs, under the page's own cache keys.
+
+    The same calls, with the same arguments, that ``views/session.py`` makes for its default view (whole
+    session, engagement heat map, the six lowest-ranked students), so the first open after a server start
+    finds them cached. Returns the chart, or None when that page draws no per-student chart (not analysed,
+    or no stored timelines). Visibility is checked as on any read: ``group_ids`` must see the session."""
+    info = session_info(url, group_ids, session_id)
+    if not info.analysed:
+        return None
+    ov = class_overview(url, group_ids, session_id)
+    class_aggregates(url, group_ids, session_id)
+    if ov.summary.empty:
+        return None
+    order = tuple(int(p) for p in ov.summary["person_id"])
+    class_curve_view(url, group_ids, session_id, ov.t0, ov.t1)
+    return class_figure(url, group_ids, session_id, ov.t0, ov.t1, DEFAULT_HEAT_VALUE, order[:DEFAULT_STUDENTS],
+                        chart_title(info.kind is SessionKind.therapy))  # fmt: skip

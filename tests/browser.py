@@ -37,14 +37,15 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> No
 
 @contextmanager
 def dashboard_server(data_dir: Path, env: dict[str, str] | None = None, address: str = "127.0.0.1") -> Iterator[str]:
-    """``affectline``'s Streamlit app on ``address`` over ``data_dir``; yields its loopback URL.
+    """``affectline``'s Streamlit app (its launcher, warm-up included) on ``address`` over ``data_dir``; yields its URL.
 
     ``AFFECTLINE_DASHBOARD_USER`` is dropped unless ``env`` sets it (tests log in for real)."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if k != "AFFECTLINE_DASHBOARD_USER"}
     full.update({"AFFECTLINE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
+        # dashboard/serve.py, as `affectline dashboard` runs it: `streamlit run dashboard/app.py` plus the warm-up
+        [sys.executable, str(ROOT / "dashboard" / "serve.py"), "--server.headless", "true",
          "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

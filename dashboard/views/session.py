@@ -143,9 +143,9 @@ if err := st.session_state.pop("view_error", None):
 t0, t1 = view
 order = tuple(int(p) for p in summary["person_id"])
 curve = data.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
-title = "Engagement over time (therapy session)" if therapy else "Class engagement"
+title = data.chart_title(therapy)
 names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
-focus = st.session_state.get(FOCUS) or tuple(order[:6])
+focus = st.session_state.get(FOCUS) or tuple(order[: data.DEFAULT_STUDENTS])
 picked = st.multiselect("Students drawn under the heat map (a moment's button picks its students)", list(names),
                         format_func=names.get, default=[p for p in focus if p in names][:12],
                         key=f"students_{sid}_{hash(focus)}")  # fmt: skip
