@@ -48,7 +48,7 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
     except PackageNotFoundError:
         code = "dev"
     keys = ("chunk_seconds", "bin_seconds", "detector", "min_face_px", "min_face_frac", "full_search_every_s",
-            "academic_model", "caer_checkpoint", "embedder", "store_thumbnails")  # fmt: skip
+            "follow", "landmarker", "academic_model", "caer_checkpoint", "embedder", "store_thumbnails")  # fmt: skip
     spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -461,3 +461,17 @@ def test_cli_retry_requeues_a_failed_job_on_the_control_queue(db_url, settings):
         with conn.Consumer([Queue(CONTROL_QUEUE)], callbacks=[take]):
             conn.drain_events(timeout=10)
     assert got == [(ANALYZE_TASK, CONTROL_QUEUE, [jid])]
+
+
+def test_the_result_version_changes_with_every_setting_that_changes_results():
+    """Chunk results are reused under the same version only: a switch of landmarker, of how faces
+    are followed or of the detector must not reuse chunks analysed the other way."""
+    from affectline.settings import Settings
+    from ingest.jobs import pipeline_version
+
+    base = Settings()
+    v = pipeline_version(base, 4.0, 2.0)
+    assert v == pipeline_version(Settings(), 4.0, 2.0)
+    for change in ({"landmarker": "mediapipe"}, {"follow": "detector"}, {"detector": "dlib_hog"}, {"embedder": "dlib"}):
+        assert pipeline_version(base.model_copy(update=change), 4.0, 2.0) != v, change
+    assert pipeline_version(base, 2.0, 2.0) != v
