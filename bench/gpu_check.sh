@@ -6,15 +6,18 @@
 #
 #   bash bench/gpu_check.sh [WHEELS_DIR] [LESSON_SECONDS]
 #
-# Sized to finish inside one 10-minute command: tests <= 200 s, lesson <= 300 s, the
-# per-model benches <= 60 s each (each step has its own timeout and the script goes on).
+# Sized to finish inside one 10-minute command: tests <= 180 s, lesson <= 240 s, the
+# per-model benches <= 40 s each (each step has its own timeout and the script goes on).
 #
-# The GPU box is expected to have Python 3.12 with torch, numpy and opencv-python-headless.
-# What else the pipeline imports (pydantic, pydantic-settings, pandas, scipy, pytest and
-# their dependencies; PyAV optional) is installed from WHEELS_DIR when given, without
-# network. decord, mediapipe, dlib and celery are not needed: the pipeline imports them
-# lazily and decodes with OpenCV where decord is absent. Model files come from
-# $AFFECTLINE_MODEL_DIR (carry ~/.cache/affectline/models there); nothing is downloaded.
+# The GPU box is expected to have Python 3.12 with torch, numpy, h5py and opencv-python-headless.
+# What else the pipeline imports (pydantic, pydantic-settings, pandas, pytest and their
+# dependencies) is installed from WHEELS_DIR when given, without network. scipy, decord,
+# mediapipe, LiteRT, dlib, PyAV and celery are not needed: the tracker solves assignments
+# with numpy, the pipeline decodes with OpenCV where decord is absent, and the lesson bench
+# encodes with OpenCV where PyAV is. Model files come from .gpu_kit/models when present,
+# else $AFFECTLINE_MODEL_DIR; nothing is downloaded. bench/gpu_kit.sh builds .gpu_kit/
+# (wheels + converted models, 54 MiB with the working tree); then one device call:
+#   run(carry=[".gpu_kit"], command="bash bench/gpu_check.sh .gpu_kit/wheels", timeout_s=560)
 # Everything it prints is also written to $OUT/gpu_check.txt when $OUT is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,7 @@ if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
   $PY -m pip install --quiet --no-index --find-links "$WHEELS" "$WHEELS"/*.whl || echo "wheel install failed"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu_kit/models ] && export AFFECTLINE_MODEL_DIR="$PWD/.gpu_kit/models"
 export AFFECTLINE_DEVICE=cuda AFFECTLINE_LANDMARKER=torch AFFECTLINE_EMBEDDER=torch AFFECTLINE_DATA_DIR=${AFFECTLINE_DATA_DIR:-/tmp/affectline-gpu}
 echo "== device"
 nvidia-smi -L 2>/dev/null || true
@@ -45,15 +49,15 @@ print("ingest.pipeline imports")
 EOF
 
 echo "== gpu tests"
-timeout 200 $PY -m pytest -q -m gpu tests/test_pipeline_gpu.py $(ls tests/test_*gpu*.py tests/test_*torch*.py 2>/dev/null | grep -v test_pipeline_gpu.py) -p no:cacheprovider
+timeout 180 $PY -m pytest -q -m gpu tests/test_pipeline_gpu.py $(ls tests/test_*gpu*.py tests/test_*torch*.py 2>/dev/null | grep -v test_pipeline_gpu.py) -p no:cacheprovider
 echo "gpu tests exit $?"
 
 echo "== lesson, cuda, ${SECONDS_LESSON} s"
-timeout 300 $PY bench/lesson.py --device cuda --seconds "$SECONDS_LESSON"
+timeout 240 $PY bench/lesson.py --device cuda --seconds "$SECONDS_LESSON"
 echo "lesson exit $?"
 
 echo "== per-model benches"
-[ -f bench/landmarks.py ] && { timeout 60 $PY bench/landmarks.py --device cuda --reps 2 --no-mediapipe; echo "landmarks exit $?"; }
-[ -f bench/reid.py ] && { timeout 60 $PY bench/reid.py --device cuda --skip-dlib; echo "reid exit $?"; }
-[ -f bench/caer.py ] && { timeout 60 $PY bench/caer.py --device cuda; echo "caer exit $?"; }
+# (landmarks batched vs one crop on CUDA: in the lesson bench's per-model table above)
+[ -f bench/reid.py ] && { timeout 40 $PY bench/reid.py --device cuda --skip-dlib; echo "reid exit $?"; }
+[ -f bench/caer.py ] && { timeout 40 $PY bench/caer.py --device cuda; echo "caer exit $?"; }
 exit 0

@@ -150,3 +150,30 @@ def test_the_accelerator_rule_batches_frames_and_keeps_the_persons():
     for a, b in zip(default.tracks, batched.tracks):
         assert abs(len(a.times) - len(b.times)) <= 1
         assert np.nanmax(np.abs(a.bins.engagement.to_numpy() - b.bins.engagement.to_numpy())) < 0.1
+
+
+def test_the_gpu_path_runs_with_what_a_gpu_machine_has(tmp_path):
+    """The CUDA rule end to end with only what the GPU machine offers (torch, numpy, OpenCV, h5py
+    and the kit's small wheels: pandas, pydantic): no scipy, mediapipe, LiteRT, tflite, dlib,
+    decord, celery or SQLAlchemy. Run on the CPU here; the same persons as the full install."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+for m in ("scipy", "mediapipe", "ai_edge_litert", "tflite", "dlib", "decord", "celery", "kombu", "sqlalchemy"):
+    sys.modules[m] = None  # importing any of them now fails
+import json
+from affectline.settings import Settings
+from ingest.pipeline import Pipeline
+with Pipeline(Settings(academic_model="cues", landmarker="torch", embedder="torch"), device="cpu") as p:
+    p.batch_across_frames = True
+    out = p.apply({str(MEDIA / "two_people_head_turns_270p.mp4")!r}, fps=4)
+print(json.dumps({{"persons": len(out.tracks), "samples": sorted(len(t.times) for t in out.tracks),
+                  "source": type(p).__module__}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["persons"] == 2 and min(got["samples"]) >= 15  # 4.48 s at 4 fps: 18 frames, both faces in most

@@ -210,7 +210,7 @@ def match_by_overlap(
     than half of its shared times, and each track is paired at most once (Hungarian, most
     agreement first).
     """
-    from scipy.optimize import linear_sum_assignment
+    from recognition.tracking.assignment import linear_sum_assignment
 
     from recognition.tracking.geometry import iou
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance
+from recognition.tracking.assignment import linear_sum_assignment
 
 
 def similarity(distance: np.ndarray | float, threshold: float) -> np.ndarray | float:

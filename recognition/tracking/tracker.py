@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from affectline.types import Detections
 from recognition.reid.embedder import EMBEDDING_DIM, pairwise_distance, robust_mean
+from recognition.tracking.assignment import linear_sum_assignment
 from recognition.tracking.config import TrackerConfig, TrackSummary
 from recognition.tracking.geometry import cxcywh, motion_cost, smooth_boxes, xyxy
 from recognition.tracking.merge import link_fragments
