@@ -168,7 +168,8 @@ class TorchFaceLandmarker:
     warps: 'cv2' (OpenCV's warps, as MediaPipe's CPU path runs them), 'torch' (grid_sample,
         what CUDA runs), or 'auto': cv2 on the CPU where it is installed, else torch.
     ``crops_seen`` and ``seconds`` count crops and the time spent in the networks, as the
-    MediaPipe wrapper's counters do.
+    MediaPipe wrapper's counters do; ``cpu_seconds`` the CPU time of the threads that ran them
+    (torch's own worker threads not included).
     """
 
     def __init__(
@@ -221,6 +222,7 @@ class TorchFaceLandmarker:
         self.device = torch.device("cpu")
         self.crops_seen = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.to(device or s.torch_device())
 
     @property
@@ -360,12 +362,13 @@ class TorchFaceLandmarker:
         )
 
     def _timed(self, x: torch.Tensor, k: int = 0) -> dict[str, torch.Tensor]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         out = self._run(x, k)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         with self._lock:
             self.seconds += time.perf_counter() - t
+            self.cpu_seconds += time.thread_time() - c  # this thread's own (XNNPACK runs on it too)
             self.crops_seen += len(x)
         return out
 
