@@ -35,7 +35,7 @@ from ingest.stages.bins import bin_samples, owned_bins
 from ingest.stages.chunk import ChunkResult, ChunkTrack
 from ingest.stages.faces import FaceStep, StageClock, embed_one_frame
 from ingest.stages.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
-from ingest.stages.decode import open_video
+from ingest.stages.decode import Prefetch, open_video
 from ingest.video import VideoSource, sample_indices
 from recognition.tracking.follow import full_search_frames
 
@@ -165,6 +165,9 @@ class Pipeline:
     """Search every frame whole and embed every face, a batch of frames per call (on CUDA): see
     ``FaceFollower``. On CPU the tracker asks for the few embeddings it needs and faces are
     searched near their tracks between whole searches (``Settings.full_search_every_s``)."""
+
+    prefetch_batches = 1
+    """Batches decoded ahead on a background thread (``ingest.stages.decode.Prefetch``); 0 = none."""
 
     frames_per_batch = 8
     """Frames decoded, tracked and sent through the face step together (every face of them in one
@@ -319,48 +322,54 @@ class Pipeline:
                           expression_model=self.expression_name, absent_academic=np.zeros(5, np.float32),
                           absent_engagement=0.0)  # fmt: skip
         done = n_batches = 0
-        batches = iter(src.batches(fps, batch_size=self.frames_per_batch, start=analysed.start, end=analysed.end))
-        while True:
-            with _Timer(clock, "decode"):
-                batch = next(batches, None)
-            if batch is None:
-                break
-            # The landmarks run while following count under "landmarks", not here.
-            lm0, t0 = clock.seconds["landmarks"], time.perf_counter()
-            dets = follower.step(batch.frames, batch.times)
-            clock.add("detect+track", time.perf_counter() - t0 - (clock.seconds["landmarks"] - lm0))
-            own = (np.asarray(grid.index(batch.times)) >= lo) & (np.asarray(grid.index(batch.times)) < hi)
-            res.n_face_samples += sum(len(d) for d, o in zip(dets, own) if o)
-            res.frames_nominal += int(own.sum())
-            tracked = [d[d.track_id >= 0] for d in dets]
-            rows = self.faces.run(batch.frames, tracked)
-            h, w = batch.frames.shape[1:3]
-            for frame, t, d, r, o in zip(batch.frames, batch.times, tracked, rows, own):
-                emb = d.data.get("embedding")
-                for i, tid in enumerate(d.track_id.tolist()):
-                    box = d.boxes[i]
-                    sm = samples[tid]
-                    sm.times.append(float(t))
-                    sm.boxes.append(box)
-                    sm.context.append(context_box(box, w, h))
-                    sm.blend.append(r.blend[i])
-                    sm.pose.append(r.pose[i])
-                    sm.found.append(bool(r.found[i]))
-                    sm.expr.append(r.expr[i])
-                    sm.face_px.append(float(box[3] - box[1]))
-                    sm.sharp.append(float(r.sharp[i]))
-                    sm.score.append(float(d.scores[i]))
-                    sm.emb.append(emb[i] if emb is not None else np.full(128, np.nan, np.float32))
-                    if s.store_thumbnails and o and tid not in thumbs and box[3] - box[1] >= 24:
-                        thumbs[tid] = _thumbnail(frame, box)
-                    if stream is not None:
-                        with _Timer(clock, "clip_caer"):
-                            stream.push(tid, frame, box, sm.context[-1])
-            done += len(batch.indices)
-            n_batches += 1
-            if n_batches % TRIM_EVERY_BATCHES == 0:
-                _release_free_heap()
-            hook(min(done / max(total, 1), 1.0), f"{min(done, total)}/{total} frames")
+        batches = src.batches(fps, batch_size=self.frames_per_batch, start=analysed.start, end=analysed.end)
+        # The next batch decodes on a thread while the models run on this one.
+        batches = Prefetch(batches, self.prefetch_batches) if self.prefetch_batches else iter(batches)
+        try:
+            while True:
+                with _Timer(clock, "decode"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                # The landmarks run while following count under "landmarks", not here.
+                lm0, t0 = clock.seconds["landmarks"], time.perf_counter()
+                dets = follower.step(batch.frames, batch.times)
+                clock.add("detect+track", time.perf_counter() - t0 - (clock.seconds["landmarks"] - lm0))
+                own = (np.asarray(grid.index(batch.times)) >= lo) & (np.asarray(grid.index(batch.times)) < hi)
+                res.n_face_samples += sum(len(d) for d, o in zip(dets, own) if o)
+                res.frames_nominal += int(own.sum())
+                tracked = [d[d.track_id >= 0] for d in dets]
+                rows = self.faces.run(batch.frames, tracked)
+                h, w = batch.frames.shape[1:3]
+                for frame, t, d, r, o in zip(batch.frames, batch.times, tracked, rows, own):
+                    emb = d.data.get("embedding")
+                    for i, tid in enumerate(d.track_id.tolist()):
+                        box = d.boxes[i]
+                        sm = samples[tid]
+                        sm.times.append(float(t))
+                        sm.boxes.append(box)
+                        sm.context.append(context_box(box, w, h))
+                        sm.blend.append(r.blend[i])
+                        sm.pose.append(r.pose[i])
+                        sm.found.append(bool(r.found[i]))
+                        sm.expr.append(r.expr[i])
+                        sm.face_px.append(float(box[3] - box[1]))
+                        sm.sharp.append(float(r.sharp[i]))
+                        sm.score.append(float(d.scores[i]))
+                        sm.emb.append(emb[i] if emb is not None else np.full(128, np.nan, np.float32))
+                        if s.store_thumbnails and o and tid not in thumbs and box[3] - box[1] >= 24:
+                            thumbs[tid] = _thumbnail(frame, box)
+                        if stream is not None:
+                            with _Timer(clock, "clip_caer"):
+                                stream.push(tid, frame, box, sm.context[-1])
+                done += len(batch.indices)
+                n_batches += 1
+                if n_batches % TRIM_EVERY_BATCHES == 0:
+                    _release_free_heap()
+                hook(min(done / max(total, 1), 1.0), f"{min(done, total)}/{total} frames")
+        finally:
+            if isinstance(batches, Prefetch):
+                batches.close()
         if stream is not None:
             with _Timer(clock, "clip_caer"):
                 for tid, probs in stream.flush().items():

@@ -177,3 +177,43 @@ print(json.dumps({{"persons": len(out.tracks), "samples": sorted(len(t.times) fo
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["persons"] == 2 and min(got["samples"]) >= 15  # 4.48 s at 4 fps: 18 frames, both faces in most
+
+
+def test_prefetch_keeps_order_raises_where_the_batch_was_and_stops():
+    import threading
+    import time
+
+    from ingest.stages.decode import Prefetch
+
+    def gen(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"bad frame {i}")
+            yield i
+
+    assert list(Prefetch(gen(7), depth=2)) == list(range(7))
+    got = []
+    with pytest.raises(ValueError, match="bad frame 3"):
+        for x in Prefetch(gen(7, fail_at=3)):
+            got.append(x)
+    assert got == [0, 1, 2]  # every batch before the bad one is handed out first
+    before = threading.active_count()
+    p = Prefetch(gen(10**6))
+    assert next(p) == 0
+    p.close()  # a consumer that stops early (a failed chunk) leaves no thread behind
+    time.sleep(0.3)
+    assert threading.active_count() == before
+
+
+def test_pipeline_output_is_the_same_with_and_without_prefetch():
+    from affectline.settings import Settings
+    from ingest.pipeline import Pipeline
+
+    with Pipeline(Settings(academic_model="cues")) as p:
+        a = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)
+        p.prefetch_batches = 0
+        b = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)
+    assert len(a.tracks) == len(b.tracks) == 2
+    for x, y in zip(a.tracks, b.tracks):
+        np.testing.assert_array_equal(x.times, y.times)
+        np.testing.assert_allclose(x.bins.engagement.to_numpy(), y.bins.engagement.to_numpy(), equal_nan=True)
