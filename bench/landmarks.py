@@ -33,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from affectline.settings import Settings  # noqa: E402
 from affectline.types import Detections  # noqa: E402
 
@@ -88,8 +90,6 @@ def main() -> None:
     ap.add_argument("--save-inputs", type=Path)
     ap.add_argument("--no-mediapipe", action="store_true")
     args = ap.parse_args()
-
-    import torch
 
     from recognition.face.mesh.landmarker import TorchFaceLandmarker
 
@@ -174,9 +174,29 @@ def main() -> None:
     if lite is not None and mp_lm is not None:
         print(f"  litert vs mediapipe: {wall['mediapipe'] / wall['litert']:.2f}x (wall), "
               f"{cpu['mediapipe'] / cpu['litert']:.2f}x (CPU) faster")  # fmt: skip
+    if lite is not None:
+        networks_alone(s)
     for m in (lite, mp_lm):
         if m is not None:
             m.close()
+
+
+def networks_alone(s: Settings, reps: int = 30) -> None:
+    """The floor: each of MediaPipe's three networks alone in LiteRT (XNNPACK), one thread, one face."""
+    from recognition.face.mesh.litert import LiteRTGraph
+    from recognition.face.mesh.weights import MEMBERS
+    from recognition.registry import resolve
+
+    task = resolve("face_landmarker", s)
+    shapes = {"detector": (1, 128, 128, 3), "mesh": (1, 256, 256, 3), "blendshapes": (1, 146, 2)}
+    parts = []
+    for name, shape in shapes.items():
+        net = LiteRTGraph.from_task(task, MEMBERS[name], threads=1)
+        x = torch.rand(shape)
+        net(x)
+        _, c = timed(lambda net=net, x=x: [net(x) for _ in range(reps)])
+        parts.append(f"{name} {c / reps * 1e3:.2f}")
+    print("  networks alone (LiteRT, 1 thread), CPU ms a face: " + ", ".join(parts))
 
 
 if __name__ == "__main__":
