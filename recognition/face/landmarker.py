@@ -19,9 +19,10 @@ def load_landmarker(settings: Settings | None = None, device: str | None = None,
     - 'mediapipe': MediaPipe's ``FaceLandmarker``, ``threads`` graphs side by side (CPU only);
     - 'auto': torch on CUDA; on the CPU litert, or MediaPipe where LiteRT is not installed.
 
-    On 2 CPU cores litert landmarks a face in 7.0 ms of wall time and 12.8 CPU-ms, MediaPipe's own
-    graph in 13.2 ms and 18.2 CPU-ms, the torch graph in 21 CPU-ms (bench/landmarks.py): MediaPipe
-    spends a third of its time around the networks, and XNNPACK beats torch's CPU convolutions."""
+    On 2 CPU cores (``bench/landmarks.py``, quiet) litert landmarks a face in 5.0 ms of wall time and
+    8.7 CPU-ms, MediaPipe's own graph in 6.2 ms and 10.6 CPU-ms, the torch graph in 11.4 ms and
+    14.8 CPU-ms: MediaPipe spends ~3.8 CPU-ms a face around its networks (ours 1.9), and
+    XNNPACK beats torch's CPU convolutions."""
     s = settings or get_settings()
     device = device or s.torch_device()
     name = s.landmarker

@@ -18,9 +18,9 @@ coordinates (a region's corner at the first pixel's centre), source positions ro
 detector, replicated border for the mesh input. The frame crops themselves follow cv2 5's
 warpAffine, which the MediaPipe wrapper uses (exact positions, zero border).
 
-On the CPU, where OpenCV is installed, both warps are OpenCV's own calls (``warps='cv2'``:
-warpAffine for the frame crop as the wrapper does, warpPerspective between the region's
-corners as MediaPipe's CPU converter does), 0.2 ms a face instead of 8 ms of grid_sample;
+On the CPU, where OpenCV is installed, both warps are OpenCV calls (``warps='cv2'``:
+warpAffine for the frame crop as the wrapper does; remap on fixed-point maps for the
+region, at the positions above), 0.2 ms a face instead of 8 ms of grid_sample;
 and the networks can run in LiteRT's XNNPACK kernels (``runtime='litert'``,
 ``recognition.face.mesh.litert``) instead of the torch graph. CUDA always runs the torch
 graph and the torch warps.
@@ -163,8 +163,9 @@ class TorchFaceLandmarker:
     batch_size: crops per forward pass; ``analyze_many`` runs all crops of all its frames in
         batches of this size, one pass per crop scale still needed. Default: 16 on CPU (the
         128 x 128 layers of a larger batch no longer stay in cache), 256 on CUDA.
-    runtime: 'torch' (``TFLiteGraph``, CPU or CUDA) or 'litert' (LiteRT on the CPU, ``threads``
-        XNNPACK threads; the mesh network 3x faster per face there than the torch graph).
+    runtime: 'torch' (``TFLiteGraph``, CPU or CUDA) or 'litert' (LiteRT's XNNPACK kernels on the
+        CPU: ``threads`` single-threaded sets of the networks side by side, each on its share
+        of the crops; the mesh network 3x faster per face there than the torch graph).
     warps: 'cv2' (OpenCV's warps, as MediaPipe's CPU path runs them), 'torch' (grid_sample,
         what CUDA runs), or 'auto': cv2 on the CPU where it is installed, else torch.
     ``crops_seen`` and ``seconds`` count crops and the time spent in the networks, as the
@@ -191,6 +192,8 @@ class TorchFaceLandmarker:
             raise ValueError(f"TorchFaceLandmarker needs scales >= 1 and size >= 64, got scales={scales}, size={size}")
         if runtime not in ("torch", "litert") or warps not in ("auto", "cv2", "torch"):
             raise ValueError(f"runtime must be 'torch' or 'litert' and warps 'auto', 'cv2' or 'torch', got {runtime!r}, {warps!r}")
+        if warps == "cv2" and _cv2() is None:
+            raise ValueError("warps='cv2' needs OpenCV (cv2), which is not installed here: use 'auto' or 'torch'")
         s = settings or get_settings()
         data = load_converted(s)
         if runtime == "litert":
@@ -238,9 +241,7 @@ class TorchFaceLandmarker:
         """'cv2' or 'torch': what resamples the crops on this device (see the class docstring)."""
         if self.device.type != "cpu" or self._warps == "torch":
             return "torch"
-        if self._warps == "cv2" or _cv2() is not None:
-            return "cv2"
-        return "torch"
+        return "cv2" if _cv2() is not None else "torch"
 
     def to(self, device: str | torch.device) -> Self:
         self.device = torch.device(device)
