@@ -227,6 +227,15 @@ def test_litert_landmarker_needs_litert(monkeypatch):
         load_landmarker(Settings(landmarker="litert"), "cpu")
 
 
+def test_without_opencv_the_torch_warps_run(monkeypatch):
+    from recognition.face.mesh import landmarker
+
+    monkeypatch.setattr(landmarker, "_cv2", lambda: None)
+    assert TorchFaceLandmarker(Settings(), device="cpu").warps == "torch"
+    with pytest.raises(ValueError, match="needs OpenCV"):
+        TorchFaceLandmarker(Settings(), device="cpu", warps="cv2")
+
+
 def test_converted_file_runs_with_torch_and_numpy_only(torch_lm, footage, tmp_path):
     """What a GPU machine without tflite, mediapipe or cv2 runs: the cached .pt, torch and numpy."""
     _, frame, dets = footage[0]
