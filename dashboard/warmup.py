@@ -30,6 +30,10 @@ log = logging.getLogger("affectline.dashboard.warmup")
 DONE = "dashboard warm-up done"  # the line it logs when finished (bench/dashboard.py waits for it)
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def targets(url: str, limit: int, dashboard_user: str | None = None) -> list[tuple[GroupIds, int]]:
     """(viewer group ids, session id) to warm: newest sessions first, each under every distinct group set of
     an enabled user who may view it, at most ``limit`` pairs."""
@@ -72,13 +76,13 @@ def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, 
     try:
         pairs = targets(url, limit, dashboard_user)
     except Exception as e:  # e.g. the database is not reachable yet: the pages will say so
-        log.warning("dashboard warm-up skipped: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        log.warning("dashboard warm-up skipped: %s", _first_line(e))
         pairs = []
     for gids, sid in pairs:
         try:
             fig = data.warm_session(url, gids, sid)
         except Exception as e:
-            log.warning("dashboard warm-up: session %s not warmed: %s", sid, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.warning("dashboard warm-up: session %s not warmed: %s", sid, _first_line(e))
             continue
         if fig is not None:
             if not done:
