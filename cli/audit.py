@@ -38,7 +38,9 @@ def audit() -> None:
 @audit.command("list")
 @filters
 def audit_list(**kw) -> None:
-    """Matching rows, newest first: id, time (UTC), actor, action, target, its name."""
+    """Matching rows, newest first: id, time (UTC), actor, action, target, its name (tabs, newlines and
+    other control characters in a field shown as escapes: \\t, \\n, \\x1b; a backslash as \\\\)."""
+    from affectline.lines import one_line
     from cli.common import database_url
     from storage.audit import frame
     from storage.db import session_scope
@@ -47,7 +49,9 @@ def audit_list(**kw) -> None:
         df = frame(s, _filter(**kw))
     for r in df.itertuples():
         when = r.at.strftime("%Y-%m-%d %H:%M:%S") if r.at is not None else ""
-        click.echo(f"{r.id}\t{when}\t{r.actor}\t{r.action}\t{r.target}\t{r.target_label}")
+        # Every stored field escaped (affectline.lines): a value with a newline or tab cannot fake a row.
+        fields = (r.actor, r.action, r.target, r.target_label)
+        click.echo("\t".join([str(r.id), when, *map(one_line, fields)]))
 
 
 @audit.command("export")

@@ -56,6 +56,12 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+class _Refused(click.ClickException):
+    """A bad global option: one line, exit 2 like a usage error (click's own would print three)."""
+
+    exit_code = 2
+
+
 @click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 @click.option("--as", "claim", default=None, metavar="NAME",
@@ -63,6 +69,13 @@ class _LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, verbose: bool, claim: str | None) -> None:
     """Affectline: per-person emotion and engagement timelines from classroom and therapy video."""
+    if claim is not None:  # checked before any command runs: a refused claim writes nothing
+        from services.actor import check_claim
+
+        try:
+            claim = check_claim(claim)
+        except ValueError as e:
+            raise _Refused(str(e)) from None
     ctx.obj = {"claim": claim}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from affectline.settings import SettingsError

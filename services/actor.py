@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import getpass
+import os
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from affectline.lines import one_line
 from storage import access
-from storage.models import Role, User
+from storage.labels import clean_label
+from storage.models import AuditEntry, Role, User
+
+# Every column that records who acted (audit_log.actor, tags' authors, consent's recorded_by) is 100
+# characters on both databases; PostgreSQL refuses longer text, SQLite would keep 100 kB.
+ACTOR_MAX = AuditEntry.__table__.c.actor.type.length
+CLAIM_MAX = 50  # leaves room for "os:" + a 32-character login + " (as ...)"
 
 GroupIds = tuple[int, ...] | None  # hashable form of visible_group_ids; None = every group
 
@@ -49,16 +57,43 @@ def actor_for_user(s: Session, user_id: int) -> Actor | None:
 
 
 def os_user() -> str:
+    """The login name: $LOGNAME/$USER as ``getpass`` reads them, unless that is not one line of
+    plain text (an environment variable can hold anything); then the passwd entry's name."""
     try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (some containers)
+        name = getpass.getuser()
+        return clean_label(name, "user", max_len=32) if name == name.strip() else _passwd_name()
+    except Exception:  # no passwd entry (some containers), or a name that could fake an audit line
+        return _passwd_name()
+
+
+def _passwd_name() -> str:
+    try:
+        import pwd
+
+        return clean_label(pwd.getpwuid(os.getuid()).pw_name, "user", max_len=32)
+    except Exception:
         return "unknown"
+
+
+def check_claim(claim: str) -> str:
+    """An ``--as`` claim as it will be recorded, or ``ValueError`` saying what is wrong with it: one
+    line of printable text (no control characters, bidirectional overrides or undecodable bytes), at
+    most ``CLAIM_MAX`` characters, and short enough that the audit trail's actor column keeps it whole."""
+    for i, ch in enumerate(claim):
+        if 0xD800 <= ord(ch) <= 0xDFFF:  # bytes that were not UTF-8 (Python's surrogateescape)
+            raise ValueError(f"--as claim '{one_line(claim[:60])}' is not valid UTF-8 text (position {i + 1})")
+    text = clean_label(claim, "--as claim", max_len=CLAIM_MAX)
+    name = Actor(None, f"os:{os_user()}", Role.admin, None, claim=text).audit_name
+    if len(name) > ACTOR_MAX:
+        raise ValueError(f"--as claim {text!r} makes the audit name {len(name)} characters long; at most {ACTOR_MAX}")
+    return text
 
 
 def operator(claim: str | None = None) -> Actor:
     """The person at the command line: whoever can run the CLI can open the database, so they
-    act with every permission, and the audit trail records their operating-system account."""
-    return Actor(None, f"os:{os_user()}", Role.admin, None, claim=claim or None)
+    act with every permission, and the audit trail records their operating-system account.
+    ``claim`` is checked (``check_claim``): a forged line or an over-long name never reaches a table."""
+    return Actor(None, f"os:{os_user()}", Role.admin, None, claim=check_claim(claim) if claim else None)
 
 
 def require(actor: Actor, action: str) -> None:

@@ -146,8 +146,9 @@ def frame(s: Session, f: Filter = Filter()) -> pd.DataFrame:
 
 
 def export_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """An audit table ready for CSV: times in ISO 8601 UTC, detail as sorted JSON (write it with
-    ``affectline.csvsafe``: actors, targets and labels are typed by people)."""
+    """An audit table ready for CSV: times in ISO 8601 UTC, detail as sorted JSON, text fields on one
+    line each (``affectline.lines.one_line``); write it with ``affectline.csvsafe``: actors, targets and
+    labels are typed by people."""
     import json
 
     def iso(t: Any) -> str:
@@ -156,4 +157,10 @@ def export_rows(df: pd.DataFrame) -> pd.DataFrame:
         t = pd.Timestamp(t)
         return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).isoformat()
 
-    return df.assign(at=df["at"].map(iso), detail=df["detail"].map(lambda d: json.dumps(d, sort_keys=True, default=str)))
+    from affectline.lines import one_line
+
+    # Text fields escaped as in ``audit list`` (a quoted CSV cell may hold a newline, but grep and
+    # line-based log tools would read it as a row); detail is JSON, which escapes them itself.
+    text = {c: df[c].map(one_line) for c in ("actor", "action", "target", "target_label")}
+    return df.assign(at=df["at"].map(iso), detail=df["detail"].map(lambda d: json.dumps(d, sort_keys=True, default=str)),
+                     **text)  # fmt: skip
