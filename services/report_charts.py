@@ -15,6 +15,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from services import report_fonts as fonts
 from services.summaries import format_clock
 
 ACADEMIC_COLORS = {"neutrality": "#9e9e9e", "enjoyment": "#2e7d32", "confusion": "#ef6c00", "fatigue": "#6a1b9a",
@@ -36,6 +37,7 @@ _CLOCK = FuncFormatter(lambda v, _pos: format_clock(v))
 def _figure(**kw) -> Figure:
     """A figure of its own, drawn by Agg: no pyplot, so no global state shared by two reports built at once
     (Streamlit runs each browser session's script in its own thread)."""
+    fonts.use_in_matplotlib()  # names in every script on the axes (DejaVu, then Noto Sans CJK)
     fig = Figure(**kw)
     FigureCanvasAgg(fig)
     return fig

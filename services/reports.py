@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from fpdf import FPDF
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from services import bins as bins_io
 from services import report_charts as charts
+from services import report_fonts as fonts
 from services import summaries
 from services.actor import Actor, require
 from services.db import visible_session
@@ -34,7 +34,6 @@ from services.exports import FileSink, audited_delivery, deliver
 from storage import person_models, repo, tags
 from storage.models import Group, Recording, SessionKind
 
-FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: every name prints, not only Latin-1
 PAGE_W = 190  # mm of text width on A4 with 10 mm margins
 ACADEMIC = summaries.ACADEMIC
 EXPRESSION = repo.EXPRESSION_COLUMNS
@@ -92,8 +91,10 @@ class _Doc(FPDF):
     def __init__(self, title: str, subtitle: str) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
         # Two faces, not three: parsing a DejaVu font is ~0.5 s of CPU per report; notes are set small and grey.
-        self.add_font("dv", "", str(FONT_DIR / "DejaVuSans.ttf"))
-        self.add_font("dv", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
+        self.add_font("dv", "", str(fonts.DEJAVU_DIR / "DejaVuSans.ttf"))
+        self.add_font("dv", "B", str(fonts.DEJAVU_DIR / "DejaVuSans-Bold.ttf"))
+        self._cjk_loaded = False
+        self.set_text_shaping(True)  # HarfBuzz: Arabic joined, Hebrew and Arabic right to left
         self.set_margins(10, 12, 10)
         self.set_auto_page_break(True, margin=14)
         self.report_title, self.subtitle = title, subtitle
@@ -106,6 +107,20 @@ class _Doc(FPDF):
         self.set_font("dv", "", 9)
         self.multi_cell(PAGE_W, 5, subtitle, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(2)
+
+    def get_fallback_font(self, char: str, style: str = "") -> str | None:
+        """A glyph DejaVu lacks: Noto Sans CJK, added the first time a report needs it (report_fonts)."""
+        found = super().get_fallback_font(char, style)
+        if found is None and not self._cjk_loaded and fonts.is_cjk(char):
+            regular, bold = fonts.cjk_font(), fonts.cjk_font(bold=True)
+            if regular is None:
+                raise fonts.missing(char)
+            self._cjk_loaded = True
+            self.add_font("cjk", "", str(regular))
+            self.add_font("cjk", "B", str(bold))
+            self.set_fallback_fonts(["cjk"])
+            found = super().get_fallback_font(char, style)
+        return found
 
     def footer(self) -> None:
         self.set_y(-10)
