@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         default=300.0, ge=5, description="Re-send a queued chunk no worker has taken after this long (a lost message)."
     )
     chunk_queue: str = Field(default="celery", min_length=1, description="Celery queue for chunk tasks ('gpu' for GPU workers).")
+    outage_wait_s: float = Field(
+        default=600.0, ge=0, description="How long the CLI waits for an unreachable database or broker before it stops "
+                                         "waiting (the job goes on) or gives up sending it.",
+    )  # fmt: skip
 
     @property
     def resolved_database_url(self) -> str:

@@ -47,6 +47,16 @@ class _LazyGroup(click.Group):
         present = {n for n, (mod, _) in self.lazy.items() if importlib.util.find_spec(mod) is not None}
         return sorted(set(super().list_commands(ctx)) | present)
 
+    def invoke(self, ctx):
+        """A database or broker that cannot be reached, or whose disk is full: one line, not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            line = _service_fault(e)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
     def get_command(self, ctx, name):
         if name in self.lazy:
             import importlib
@@ -54,6 +64,23 @@ class _LazyGroup(click.Group):
             mod, attr = self.lazy[name]
             return getattr(importlib.import_module(mod), attr)
         return super().get_command(ctx, name)
+
+
+def _service_fault(e: Exception) -> str | None:
+    """One line for an error of the database or broker themselves (down, or a full disk), else None."""
+    if isinstance(e, click.ClickException):
+        return None
+    from services import outage
+
+    mods = {type(c).__module__.split(".")[0] for c in outage.chain(e)}
+    if not mods & {"sqlalchemy", "kombu", "redis", "psycopg", "sqlite3", "amqp"}:
+        return None
+    what = "the broker" if mods & {"kombu", "redis", "amqp"} else "the database"
+    if outage.disk_full(e):
+        return f"{what}'s disk is full or read-only ({outage.reason(e)})"
+    if outage.unreachable(e):
+        return f"{what} is unreachable ({outage.reason(e)}); try again when it is back"
+    return None
 
 
 class _Refused(click.ClickException):
@@ -113,39 +140,87 @@ def _start_local_worker(log_path: Path) -> subprocess.Popen:
 LOCAL_WORKER_RESTARTS = 2
 
 
+def _say(message: str) -> None:
+    click.echo(f"\n{message}", err=True)  # below the progress bar, which redraws itself
+
+
+def _job_view(url: str, job_id: int):
+    """The job as ``affectline jobs list`` shows it (one state text for both), or None once deleted."""
+    from storage.db import session_scope
+    from storage.jobs import job_views
+    from storage.models import Job
+
+    with session_scope(url) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return None
+        return job_views(s, get_settings().lease_seconds, job_id=job_id)[0]
+
+
+def _followed(url: str, job_id: int, local: bool):
+    """``_job_view``, waited for through a database outage (bounded: Settings.outage_wait_s); past that,
+    one line saying the job goes on and how to follow it."""
+    from services import outage
+
+    try:
+        return outage.retrying(lambda: _job_view(url, job_id), "database", get_settings().outage_wait_s, _say)
+    except outage.Unreachable as e:
+        if local:  # the local worker stops with this command; the finished chunks are kept
+            goes_on = f"job {job_id} is kept with its finished chunks: run 'affectline worker' to go on with it"
+        else:
+            goes_on = f"job {job_id} goes on in the workers"
+        raise _Waited(f"stopped waiting: {e}; {goes_on}, and follow it with 'affectline jobs list'") from None
+
+
+class _Waited(click.ClickException):
+    """The CLI stopped following a job that is not over (exit 75, EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
 def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, restart=None) -> None:
     """Follow the job row until it ends; a local worker that dies is replaced (its chunk is taken again
     by the new worker's reaper: the dead process's lease is void at once on this machine)."""
-    from storage.db import session_scope
-    from storage.jobs import job_views
-    from storage.models import Job, JobStatus
+    from storage.models import JobStatus
 
     restarts, warned = 0, False
-    lease_s = get_settings().lease_seconds
     while True:
-        with session_scope(url) as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise click.ClickException(f"job {job_id} is gone: its session was deleted during the analysis")
-            status, progress, message = job.status, job.progress, job.message
-            view = next((v for v in job_views(s, lease_s, limit=200) if v.id == job_id), None)
+        view = _followed(url, job_id, local=restart is not None)
+        if view is None:
+            raise click.ClickException(f"job {job_id} is gone: its session was deleted during the analysis")
+        status, progress, message = JobStatus(view.status), view.progress, view.message
         hook(progress, message)
         if status not in (JobStatus.queued, JobStatus.running):
             return
-        if view is not None and view.stale and not warned:
+        if view.stale and not warned:
             warned = True
-            click.echo(f"\njob {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
-                       "(is a worker running? see 'affectline jobs list')", err=True)  # fmt: skip
+            _say(f"job {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
+                 "(is a worker running? see 'affectline jobs list')")  # fmt: skip
         for i, w in enumerate(workers):
             if w.poll() is None:
                 continue
             if restart is None or restarts >= LOCAL_WORKER_RESTARTS:
-                msg = f"the local worker exited with code {w.returncode}; job {job_id} stays queued for any worker ('affectline jobs retry {job_id}' or 'affectline worker')"
-                raise click.ClickException(msg)
+                raise click.ClickException(_worker_gone(url, job_id, w.returncode, restarts))
             restarts += 1
             click.echo(f"\nthe local worker exited with code {w.returncode}; starting another ({restarts}/{LOCAL_WORKER_RESTARTS})", err=True)
             workers[i] = restart()
         time.sleep(0.5)
+
+
+def _worker_gone(url: str, job_id: int, code: int, restarts: int) -> str:
+    """What became of the job when the local worker died for good, in the words of ``jobs list``."""
+    log = get_settings().data_dir / "logs" / "worker.log"
+    view = _followed(url, job_id, local=True)
+    died = f"the local worker exited with code {code}" + (f" ({restarts + 1} times)" if restarts else "")
+    if view is None:
+        return f"{died}; job {job_id} is gone (its session was deleted)"
+    if view.status == "queued":
+        then = "start a worker ('affectline worker') to go on with it"
+    elif view.stale:
+        then = f"'affectline jobs retry {job_id}' queues it again (finished chunks are kept)"
+    else:  # running, lease not yet expired: any worker's reaper takes its chunk again
+        then = "start a worker ('affectline worker') to go on with it; it shows as stale until one does"
+    return f"{died} (see {log}); job {job_id} is {view.state}: {then}"
 
 
 class _Fps(click.ParamType):
@@ -177,7 +252,8 @@ class _Fps(click.ParamType):
               help="Start a local worker for this run (default: yes with the embedded SQLite broker, no otherwise).")  # fmt: skip
 def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
     """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
-    from services.analyses import create_analysis, send_analysis
+    from services import outage
+    from services.analyses import create_analysis, enqueue
     from storage.db import session_scope
     from storage.models import JobStatus
     from storage.repo import get_or_create_group
@@ -188,11 +264,14 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
     settings = get_settings()
     url = _url()
     fps = analysis_fps or settings.analysis_fps
-    try:
+    def find_group() -> int:
         with session_scope(url) as s:
-            g = get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
-            group_id = g.id
-    except ValueError as e:  # a group name with control characters, or too long
+            return get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"),
+                                       kind).id  # fmt: skip
+
+    try:  # a database still starting: wait for it here, before anything is written
+        group_id = outage.retrying(find_group, "database", settings.outage_wait_s, _say)
+    except (ValueError, outage.Unreachable) as e:  # a group name with control characters, or too long
         raise click.ClickException(str(e)) from None
     try:
         rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
@@ -222,7 +301,10 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
                 log_path = settings.data_dir / "logs" / "worker.log"
                 workers.append(_start_local_worker(log_path))
                 restart = lambda: _start_local_worker(log_path)  # noqa: E731
-            send_analysis(settings, job_id)  # row committed above
+            try:  # row committed above; an unreachable broker is waited for, a full disk fails the job
+                enqueue(url, settings, rec_id, job_id, wait_s=settings.outage_wait_s, say=_say)
+            except RuntimeError as e:
+                raise click.ClickException(str(e)) from None
             _wait_for_job(url, job_id, workers, hook, restart=restart)
     finally:
         bar.close()
@@ -234,15 +316,12 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
-    with session_scope(url) as s:
-        from storage.models import Job
-
-        job = s.get(Job, job_id)
-        if job is None:
-            raise click.ClickException(f"session {rec_id} was deleted during its analysis")
-        if job.status != JobStatus.done:
-            raise click.ClickException(job.error or f"job {job_id} ended {job.status.value}")
-        click.echo(f"{job.message}", err=True)
+    view = _followed(url, job_id, local=False)
+    if view is None:
+        raise click.ClickException(f"session {rec_id} was deleted during its analysis")
+    if view.status != JobStatus.done.value:
+        raise click.ClickException(view.error or f"job {job_id} ended {view.status}")
+    click.echo(view.message, err=True)
     click.echo(rec_id)
 
 

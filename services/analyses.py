@@ -6,11 +6,12 @@ import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
 from services.actor import Actor, require
+from services import outage
 from services.db import scope
 from storage import repo
 from storage.models import Group, JobStatus, SessionKind
@@ -52,14 +53,22 @@ def create_analysis(
         return rec.id, job.id
 
 
-def enqueue(url: str, settings: Settings, session_id: int, job_id: int) -> None:
-    """Send the committed job to the workers; if the broker refuses, the job is marked failed with why."""
-    try:
-        send_analysis(settings, job_id)  # only after the commit: the worker must find the row
+def enqueue(url: str, settings: Settings, session_id: int, job_id: int, wait_s: float = 0.0,
+            say: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Send the committed job to the workers. An unreachable broker is retried for ``wait_s`` seconds
+    (``say`` tells the user); if it still refuses, or refuses for good (a full disk under the embedded
+    broker's file), the job is marked failed with why, in one line, and ``RuntimeError`` says the same."""
+    try:  # only after the commit: the worker must find the row
+        outage.retrying(lambda: send_analysis(settings, job_id), "broker", wait_s, say or (lambda _msg: None))
     except Exception as e:
+        why = e.reason if isinstance(e, outage.Unreachable) else outage.reason(e)  # "database or disk is full"
+        if isinstance(e, outage.Unreachable) and e.waited_s >= 1:
+            why += f" (the broker was unreachable for {e.waited_s:.0f} s)"
         with scope(url) as s:
-            repo.update_job(s, job_id, status=JobStatus.failed, error=f"could not queue the analysis: {e}")
-        raise RuntimeError(f"session {session_id} saved, but the analysis could not be queued: {e}") from e
+            repo.update_job(s, job_id, status=JobStatus.failed, error=f"could not queue the analysis: {why}",
+                            message="failed")  # fmt: skip
+        raise RuntimeError(f"session {session_id} saved, but the analysis could not be queued: {why}; job {job_id} "
+                           f"is failed ('affectline jobs retry {job_id}' sends it again)") from e  # fmt: skip
 
 
 def save_upload(settings: Settings, filename: str, video: bytes | BinaryIO) -> Path:

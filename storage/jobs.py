@@ -404,10 +404,13 @@ class JobView:
         return f"{self.status} (stale: no heartbeat for {self.heartbeat_age_s:.0f} s)" if self.stale else self.status
 
 
-def job_views(s: Session, lease_s: float, limit: int = 50, now: datetime | None = None) -> list[JobView]:
+def job_views(s: Session, lease_s: float, limit: int = 50, now: datetime | None = None,
+              job_id: int | None = None) -> list[JobView]:  # fmt: skip
+    """Newest jobs first (or only ``job_id``), each with the state ``affectline jobs list`` shows."""
     now = now or utcnow()
     out = []
-    for j in s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)):
+    q = select(Job).order_by(Job.id.desc()).limit(limit)
+    for j in s.scalars(q if job_id is None else q.where(Job.id == job_id)):
         hb = _aware(j.heartbeat_at or j.started_at)
         age = (now - hb).total_seconds() if hb is not None else None
         leased = j.heartbeat_at is not None or j.lease_owner is not None  # chunked analyses; other tasks keep no heartbeat
