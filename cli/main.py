@@ -105,6 +105,9 @@ def main(ctx: click.Context, verbose: bool, claim: str | None) -> None:
             raise _Refused(str(e)) from None
     ctx.obj = {"claim": claim}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # the CLI says in one line what a broker fault means; celery would log its retries' tracebacks
+        for name in ("celery", "kombu"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     from affectline.settings import SettingsError
 
     try:
@@ -192,10 +195,15 @@ def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, 
         hook(progress, message)
         if status not in (JobStatus.queued, JobStatus.running):
             return
-        if view.stale and not warned:
-            warned = True
-            _say(f"job {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
-                 "(is a worker running? see 'affectline jobs list')")  # fmt: skip
+        if view.stale:
+            if not warned:
+                warned = True
+                _say(f"job {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
+                     f"(is a worker running? see 'affectline jobs list'){_disk_note()}")  # fmt: skip
+            if view.heartbeat_age_s is not None and view.heartbeat_age_s > get_settings().outage_wait_s:
+                # Bounded like an outage: the job keeps its finished chunks for a retry.
+                raise _Waited(f"stopped waiting: job {job_id} is {view.state}{_disk_note()}; 'affectline jobs retry "
+                              f"{job_id}' queues it again (finished chunks are kept), 'affectline jobs list' follows it")  # fmt: skip
         for i, w in enumerate(workers):
             if w.poll() is None:
                 continue
@@ -205,6 +213,16 @@ def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, 
             click.echo(f"\nthe local worker exited with code {w.returncode}; starting another ({restarts}/{LOCAL_WORKER_RESTARTS})", err=True)
             workers[i] = restart()
         time.sleep(0.5)
+
+
+def _disk_note() -> str:
+    """Why a worker may have stopped renewing: the disk under a SQLite database or embedded broker is full."""
+    from services.outage import full_disks
+
+    settings = get_settings()
+    full = full_disks(settings.resolved_database_url, settings.resolved_broker_url)
+    return f"; the disk under {', '.join(full)} is full: no worker can store anything there until space is freed" \
+        if full else ""  # fmt: skip
 
 
 def _worker_gone(url: str, job_id: int, code: int, restarts: int) -> str:
@@ -220,7 +238,7 @@ def _worker_gone(url: str, job_id: int, code: int, restarts: int) -> str:
         then = f"'affectline jobs retry {job_id}' queues it again (finished chunks are kept)"
     else:  # running, lease not yet expired: any worker's reaper takes its chunk again
         then = "start a worker ('affectline worker') to go on with it; it shows as stale until one does"
-    return f"{died} (see {log}); job {job_id} is {view.state}: {then}"
+    return f"{died} (see {log}); job {job_id} is {view.state}{_disk_note()}: {then}"
 
 
 class _Fps(click.ParamType):

@@ -9,7 +9,9 @@ one) does not clear by itself: that is reported at once, in one line, as what it
 from __future__ import annotations
 
 import errno
+import shutil
 import time
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -99,3 +101,22 @@ def retrying(fn: Callable[[], T], what: str, wait_s: float, say: Callable[[str],
         if started is not None:
             say(f"the {what} is back after {time.monotonic() - started:.0f} s")
         return out
+
+
+FULL_BELOW = 1 << 20  # bytes free under which SQLite cannot even start a journal
+
+
+def full_disks(database_url: str, broker_url: str) -> list[str]:
+    """The SQLite files (database, embedded broker) whose disk is (nearly) full: a worker stores nothing there."""
+    out = []
+    for url in (database_url, broker_url):
+        path = url.removeprefix("sqla+")
+        if not path.startswith("sqlite:///") or path == "sqlite:///":
+            continue
+        folder = Path(path.removeprefix("sqlite:///")).parent
+        try:
+            if shutil.disk_usage(folder).free < FULL_BELOW:
+                out.append(str(folder))
+        except OSError:
+            continue
+    return list(dict.fromkeys(out))
