@@ -48,3 +48,12 @@ def accuracy_line(model_id: str | None, cards: tuple[ModelCard, ...] | None = No
         return f"Expression model {model_id or 'unknown'}: accuracy not measured."
     return (f"Expression model {c.name}: macro-F1 {c.macro_f1:.2f}, accuracy {c.accuracy:.2f} "
             f"on the development set (model card: {c.link}).")  # fmt: skip
+
+
+def accuracy_markdown(model_id: str | None, cards: tuple[ModelCard, ...] | None = None) -> str:
+    """``accuracy_line`` for a page that renders Markdown: the model card as a link."""
+    c = card_for(model_id, cards)
+    if c is None:
+        return accuracy_line(model_id, cards)
+    return (f"Expression model {c.name}: macro-F1 {c.macro_f1:.2f}, accuracy {c.accuracy:.2f} on the development set "
+            f"([model card]({c.link})).")  # fmt: skip

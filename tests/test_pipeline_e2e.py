@@ -75,10 +75,15 @@ def test_crowd_video_gives_several_tracks_stored_and_exported(db_url, settings, 
     assert df["person_id"].nunique() == n_tracks
     eng = df["engagement"].dropna()  # empty where no landmarks were found on a tiny face: unknown, not 0
     assert len(eng) >= 0.7 * len(df) and ((eng >= 0) & (eng <= 1)).all()
+    # Read faces (and bins with no face: the cue model's verdict) sum to 1; unreadable ones have none at all.
+    read = ~df.face_visible | (df.readable > 0)
+    assert read.sum() >= 0.5 * len(df) and df.loc[df.face_visible, "readable"].notna().all()
     acad = df[["neutrality", "enjoyment", "confusion", "fatigue", "distraction"]].to_numpy()
-    assert np.allclose(acad.sum(axis=1), 1, atol=1e-3)
-    expr = df[df.face_visible][["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
-    assert np.allclose(expr.sum(axis=1), 1, atol=1e-3)
+    assert np.allclose(acad[read].sum(axis=1), 1, atol=1e-3) and np.isnan(acad[~read]).all()
+    expr = df[["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
+    seen = (df.face_visible & read).to_numpy()
+    assert np.allclose(expr[seen].sum(axis=1), 1, atol=1e-3) and np.isnan(expr[~read.to_numpy()]).all()
+    assert df.loc[~read, "unreadable_reason"].notna().all() and df.loc[read, "unreadable_reason"].isna().all()
     # faces are where people are: boxes sit in the frame and the lower part of a walking crowd
     with session_scope(db_url) as s:
         from storage.db import from_blob
