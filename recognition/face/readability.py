@@ -45,28 +45,36 @@ IRIS_CENTRES = (468, 473)
 # Outer eye corners, a fallback where a mesh has no iris points (the 468-point mesh).
 EYE_OUTER_CORNERS = (33, 263)
 
-IOD_PER_BOX_WIDTH = 0.40
-"""Pupil distance / MTCNN box width on frontal faces (measured on the development set's
-faces: median 0.40): turns a box width into the iod it would have."""
+IOD_PER_BOX_WIDTH = 0.45
+"""Pupil distance / MTCNN box width: median 0.446 over 300 frontal development faces
+(``bench/readability_curve.py``). Turns a box width into the iod it would have."""
 
 
 @dataclass(frozen=True)
 class ReadabilityParams:
-    """The gate's thresholds. Defaults from the measured accuracy-by-size curve (README)."""
+    """The gate's thresholds, from the accuracy-by-size curve of ``bench/readability_curve.py`` (README,
+    "Readability gate"; FER2013 mini-Xception, 300 development faces, 5-class macro-F1: native 0.56,
+    pupil distance 20-30 px 0.50, 14-20 px 0.45, 11-14 px 0.34, 9-11 px 0.32, 7-9 px 0.26, chance 0.20)."""
 
-    min_iod_px: float = 10.0
-    """Smallest inter-ocular distance (pupil to pupil, px) read: ~ a 25 px wide face box.
-    Below it the 7-class accuracy on the development set falls towards chance."""
+    min_iod_px: float = 14.0
+    """Smallest inter-ocular distance (pupil to pupil, px) read: a face about 32 px wide. Below it the
+    5-class macro-F1 falls from 0.45 to 0.34 and under (a 24 px face: 0.33, declined)."""
     max_abs_yaw: float = 40.0
-    """Largest |yaw| (degrees, 0 = facing the camera) read: beyond it half the face is hidden."""
+    """Largest |yaw| (degrees, 0 = facing the camera) read: beyond it the far half of the face is hidden.
+    Not measured: the development faces turn 30 degrees at most (accuracy 0.54 / 0.46 / 0.51 at 0-10 /
+    10-20 / 20-30 degrees); 40 is where the cue model's own head-turn ramp is nearly full (20-45)."""
     max_abs_pitch: float = 35.0
-    """Largest |pitch| (degrees) read: a face bowed over a desk or tipped back."""
-    min_sharpness: float = 20.0
-    """Smallest Laplacian variance of the 64 x 64 grey crop read (a sharp face: 100-1000)."""
+    """Largest |pitch| (degrees) read: a face bowed over a desk or tipped back (as for yaw, not measured)."""
+    min_sharpness: float = 60.0
+    """Smallest Laplacian variance of the 64 x 64 grey crop read. Unblurred development faces: 1st
+    percentile 129, median 401; a 64 px face blurred by 4% of its width: median 61, accuracy 0.30
+    (0.53 sharp); by 8%: 26, accuracy 0.25."""
     require_landmarks: bool = True
     """Without landmarks there are no blendshapes or pose to read or check."""
-    pose_min_iod_px: float = 6.0
-    """Smallest iod at which the head pose is still reported (flagged ``pose_ok``)."""
+    pose_min_iod_px: float = 5.0
+    """Smallest iod at which head pose (and the engagement built on it) is still reported, flagged
+    ``pose_ok``: at 12 px faces (iod ~5) the yaw differs from the same face's native-size yaw by 3
+    degrees (median; 90th percentile 8), pitch by 4 (10); the cue model's head-turn ramp starts at 20."""
 
     def __post_init__(self) -> None:
         for name in ("min_iod_px", "max_abs_yaw", "max_abs_pitch", "min_sharpness", "pose_min_iod_px"):
