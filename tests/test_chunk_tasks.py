@@ -472,6 +472,7 @@ def test_the_result_version_changes_with_every_setting_that_changes_results():
     base = Settings()
     v = pipeline_version(base, 4.0, 2.0)
     assert v == pipeline_version(Settings(), 4.0, 2.0)
-    for change in ({"landmarker": "mediapipe"}, {"follow": "detector"}, {"detector": "dlib_hog"}, {"embedder": "dlib"}):
+    for change in ({"landmarker": "mediapipe"}, {"follow": "detector"}, {"detector": "dlib_hog"}, {"embedder": "dlib"},
+                   {"readable_min_iod_px": 20.0}, {"readable_min_sharpness": 10.0}):
         assert pipeline_version(base.model_copy(update=change), 4.0, 2.0) != v, change
     assert pipeline_version(base, 2.0, 2.0) != v
