@@ -37,6 +37,11 @@ EXPRESSION_COLORS = {
 OTHER_LABEL_COLORS = ("#00897b", "#5e35b1", "#8d6e63", "#3949ab", "#c0ca33", "#00acc1")
 GAP_COLOR = "rgba(120,120,120,0.15)"
 UNCERTAIN = "uncertain"
+# A visible face the readability gate could not read: violet, apart from grey (not visible) and from
+# the darker grey of "uncertain"; no academic emotion or expression is drawn there.
+NOT_READABLE = "not readable"
+NOT_READABLE_FILL = "rgba(126,87,194,0.22)"
+NOT_READABLE_CELL = "#b39ddb"
 
 # What each model family is, in words a teacher or clinician can act on. A provenance string
 # is "<name>@<sha256 prefix>"; names are matched loosely ("clip-caer", "clip_caer", ...).
@@ -59,6 +64,14 @@ def describe_model(provenance: str | None) -> str:
 def model_caption(academic_model: str | None, expression_model: str | None) -> str:
     """One line saying which models produced a session's numbers."""
     return f"Academic emotions and engagement: {describe_model(academic_model)}. Expressions: {describe_model(expression_model)}."
+
+
+def accuracy_caption(expression_model: str | None) -> str:
+    """The one line beside the numbers: how accurate the expression model is (its model card), and the gate."""
+    from affectline.model_cards import accuracy_markdown
+
+    return (accuracy_markdown(expression_model) + " Faces too small, turned away or blurred to read are shown as "
+            f"'{NOT_READABLE}', apart from 'not visible' and 'uncertain': no emotion is given for them.")  # fmt: skip
 
 
 def on_grid(bins: pd.DataFrame, step: float, value_cols: Sequence[str]) -> pd.DataFrame:
@@ -376,6 +389,13 @@ def class_overview_figure(
                         colorbar=dict(title=value_label, len=0.6, y=0.3, thickness=12),
                         hovertemplate=f"%{{y}} {_mmss(duration)}<br>{value_label} %{{z:.2f}}<extra></extra>",
                         name=value_label, row=2, col=1)  # fmt: skip
+        unread = getattr(heat, "unreadable", None)
+        if unread is not None and np.asarray(unread).any():  # visible but not readable: its own colour, not blank
+            fig.add_heatmap(x=hx, y=unique_labels(heat.person_labels), z=np.where(unread, 1.0, np.nan).astype(np.float32),
+                            colorscale=[[0, NOT_READABLE_CELL], [1, NOT_READABLE_CELL]], zmin=0, zmax=1, showscale=False,
+                            xgap=0, ygap=1, name=NOT_READABLE,
+                            hovertemplate=f"%{{y}} {_mmss(duration)}<br>{NOT_READABLE}: face visible, too small, turned "
+                                          "away or blurred to read<extra></extra>", row=2, col=1)  # fmt: skip
         fig.update_yaxes(autorange="reversed", type="category", row=2, col=1, tickfont_size=10)
     bands: tuple[list, list] = ([], [])
     for kind, color in MOMENT_COLORS.items():
@@ -417,8 +437,9 @@ def _student_rows(fig: go.Figure, series: pd.DataFrame, label: str, row: int, du
                     legendgroup="engagement", connectgaps=False, line=dict(color="black", width=1.6),
                     showlegend=show_legend, hovertemplate=f"{label} {_mmss(duration)} engagement %{{y:.2f}}<extra></extra>",
                     row=row, col=1)  # fmt: skip
-    _spans(fig, _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step), GAP_COLOR,
-           rows=(row,), out=bands)  # fmt: skip
+    hidden, unread = gate_spans(series)
+    _spans(fig, hidden, GAP_COLOR, rows=(row,), out=bands)
+    _spans(fig, unread, NOT_READABLE_FILL, rows=(row,), out=bands, label=NOT_READABLE)
     fig.update_yaxes(title_text=label, title_font_size=11, range=[0, 1], fixedrange=True, row=row, col=1)
 
 
@@ -452,9 +473,10 @@ def student_figure(series, title: str, x_range: tuple[float, float], duration: f
     fig.add_scatter(x=x, y=series["engagement"].round(3), mode="lines", name="engagement", connectgaps=False,
                     line=dict(color="black", width=1.8), showlegend=show_legend,
                     hovertemplate=f"{_mmss(duration)} engagement %{{y:.2f}}<extra></extra>")  # fmt: skip
-    hidden = _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step)
+    hidden, unread = gate_spans(series)
     bands: tuple[list, list] = ([], [])
     _spans(fig, hidden, GAP_COLOR, out=bands)
+    _spans(fig, unread, NOT_READABLE_FILL, label=NOT_READABLE, out=bands)
     if tags is not None:
         _spans(fig, [(r.t_start, r.t_end, r.label) for r in tags.itertuples()], TAG_FILL, TAG_LINE,
                label=lambda sp: str(sp[2]), width=1, out=bands)  # fmt: skip
@@ -464,6 +486,19 @@ def student_figure(series, title: str, x_range: tuple[float, float], duration: f
     fig.update_layout(title=dict(text=title, font_size=13), height=190, margin=dict(l=40, r=10, t=32, b=24),
                       showlegend=show_legend, hovermode="x unified", dragmode="select", selectdirection="h")  # fmt: skip
     return fig
+
+
+def gate_spans(series: pd.DataFrame) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(not visible, not readable) spans of a resampled series: a bucket is "not readable" when most of its
+    bins had a visible face that could not be read (``not_readable`` share, see ``dashboard.data``), else a
+    bucket without engagement is "not visible"."""
+    step = float(series["step"].iloc[0]) if len(series) else 1.0
+    t = series["t_start"].to_numpy(float)
+    unread = (series["not_readable"].fillna(0).to_numpy(float) >= 0.5) if "not_readable" in series \
+        else np.zeros(len(series), bool)  # fmt: skip
+    hidden = ~np.isfinite(series["engagement"].to_numpy(float)) & ~unread
+    spans = [[(float(t[a]), float(t[b - 1] + step)) for a, b in _runs_of(m)] for m in (hidden, unread)]
+    return spans[0], spans[1]
 
 
 def _nan_runs(v: np.ndarray, t: np.ndarray, step: float) -> list[tuple[float, float]]:
@@ -551,8 +586,9 @@ def child_figure(
                         hovertemplate=(f"{c} %{{y:.2f}}" + ("<br>%{text}" if cue_text is not None and i == 0 else "")
                                        + "<extra></extra>"))  # fmt: skip
     bands: tuple[list, list] = ([], [])
-    _spans(fig, _nan_runs(series["engagement"].to_numpy(float), series["t_start"].to_numpy(float), step), GAP_COLOR,
-           label="face not visible", rows=(1, 2, 3), out=bands)  # fmt: skip
+    hidden, unread = gate_spans(series)
+    _spans(fig, hidden, GAP_COLOR, label="face not visible", rows=(1, 2, 3), out=bands)
+    _spans(fig, unread, NOT_READABLE_FILL, label=NOT_READABLE, rows=(1, 2, 3), out=bands)
     unc = labels[labels["label"] == UNCERTAIN] if len(labels) else labels
     _spans(fig, list(zip(unc["t_start"], unc["t_end"])) if len(unc) else [], UNCERTAIN_FILL, label="uncertain",
            rows=(2, 3), out=bands)  # fmt: skip

@@ -618,6 +618,7 @@ def _student(url: str, group_ids: GroupIds, session_id: int, person_id: int, t0:
     cols = ["engagement", *_sm.ACADEMIC]
     frame = b[["t_start", *cols]].copy()
     frame.loc[~vis, cols] = float("nan")
+    frame["not_readable"] = _sm.unreadable(b).astype(float)  # share per bucket: drawn as "not readable"
     return _sm.resample(frame, t0, t1, max_points, info.bin_seconds)
 
 

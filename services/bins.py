@@ -19,8 +19,8 @@ from storage import repo
 from storage.models import Person, TimeBin
 
 SCORE_COLUMNS = ("engagement", *repo.ACADEMIC_COLUMNS, *repo.EXPRESSION_COLUMNS)
-DEFAULT_COLUMNS = ("person_id", "t_start", "t_end", "face_visible", *SCORE_COLUMNS, "personal_label",
-                   "personal_confidence")  # fmt: skip
+DEFAULT_COLUMNS = ("person_id", "t_start", "t_end", "face_visible", *SCORE_COLUMNS, "readable", "unreadable_reason",
+                   "personal_label", "personal_confidence")  # fmt: skip
 
 
 def load_bins(
@@ -89,6 +89,7 @@ def student_summaries(s: Session, session_ids: Sequence[int], bin_seconds: dict[
         func.avg(case((vis, TimeBin.engagement), else_=None)),
         func.sum(case((vis, 1), else_=0)),
         *[dominant(ACADEMIC.index(c)) for c in ("confusion", "fatigue", "distraction")],
+        func.sum(case((and_(vis, TimeBin.readable.is_not(None), TimeBin.readable <= 0), 1), else_=0)),
         func.min(TimeBin.t_start),
         func.max(TimeBin.t_start),
     ]
@@ -98,7 +99,7 @@ def student_summaries(s: Session, session_ids: Sequence[int], bin_seconds: dict[
         .group_by(TimeBin.session_id, TimeBin.person_id)  # no join per bin: the labels are read once below
     )
     cols = ["session_id", "person_id", "mean_engagement", "n_visible", "n_confusion", "n_fatigue",
-            "n_distraction", "t_min", "t_max"]  # fmt: skip
+            "n_distraction", "n_not_readable", "t_min", "t_max"]  # fmt: skip
     rows = pd.DataFrame(s.execute(q).all(), columns=cols)
     labels = dict(
         s.execute(select(Person.id, Person.label).where(Person.id.in_(rows["person_id"].unique().tolist()))).all()
@@ -121,6 +122,7 @@ def student_summaries(s: Session, session_ids: Sequence[int], bin_seconds: dict[
             "minutes_confused": r["n_confusion"].to_numpy(float) * minutes,
             "minutes_fatigued": r["n_fatigue"].to_numpy(float) * minutes,
             "minutes_distracted": r["n_distraction"].to_numpy(float) * minutes,
+            "minutes_not_readable": r["n_not_readable"].to_numpy(float) * minutes,
         })  # fmt: skip
         summ["minutes_not_visible"] = (duration / 60.0 - summ["minutes_visible"]).clip(lower=0.0)
         summ = summ.sort_values(["mean_engagement", "person_label", "person_id"], na_position="last", kind="stable")

@@ -174,7 +174,7 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
         rec = visible_session(s, actor.group_ids, session_id)
         step = float(rec.bin_seconds or 1.0)
         bins = _selected_bins(s, session_id, sel, ("person_id", "t_start", "face_visible", "engagement",
-                                                   *repo.ACADEMIC_COLUMNS))  # fmt: skip
+                                                   *repo.ACADEMIC_COLUMNS, "readable"))  # fmt: skip
         t0 = sel.t0 if sel.t0 is not None else 0.0
         t1 = sel.t1 if sel.t1 is not None else (rec.duration or (bins["t_start"].max() + step if len(bins) else 0.0))
         df = student_summary(bins, step, duration=max(float(t1) - float(t0), 0.0))
@@ -193,7 +193,7 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
 THERAPY_COLUMNS: tuple[str, ...] = (
     "session_id", "person_id", "person_label", "t_start", "t_end", "face_visible", "personal_label",
     "personal_confidence", "personal_model", "tags", "baseline", *repo.EXPRESSION_COLUMNS, "engagement",
-    *repo.ACADEMIC_COLUMNS, "academic_model", "expression_model",
+    *repo.ACADEMIC_COLUMNS, "readable", "unreadable_reason", "pose_reliable", "academic_model", "expression_model",
 )  # fmt: skip
 
 
@@ -209,7 +209,8 @@ def therapy_frame(s, session_id: int, person_id: int | None = None) -> pd.DataFr
 
     rec = s.get(Recording, session_id)
     cols = ("person_id", "t_start", "t_end", "face_visible", "personal_label", "personal_confidence",
-            *repo.EXPRESSION_COLUMNS, "engagement", *repo.ACADEMIC_COLUMNS)  # fmt: skip
+            *repo.EXPRESSION_COLUMNS, "engagement", *repo.ACADEMIC_COLUMNS, "readable", "unreadable_reason",
+            "pose_reliable")  # fmt: skip
     df = load_bins(s, session_id, cols, person_ids=None if person_id is None else [person_id])
     df.insert(0, "session_id", session_id)
     versions = {}

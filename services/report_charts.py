@@ -26,6 +26,7 @@ TAG_COLORS = ("#00897b", "#5e35b1", "#f4511e", "#3949ab", "#c0ca33", "#00acc1", 
 ENGAGEMENT_LINE = "#1565c0"
 MOMENT_COLOR = "#ef6c00"
 UNSEEN = "#b0b0b0"  # mid grey: apart from every colour of the engagement scale, also in grey print
+NOT_READABLE = "#7e57c2"  # a visible face the readability gate could not read: apart from grey (not visible)
 # Low engagement red, middling pale yellow, high blue-green: legible in grey print too (monotone lightness).
 HEAT = LinearSegmentedColormap.from_list("engagement", ["#b2182b", "#f4a582", "#fddbc7", "#d1e5f0", "#4393c3", "#053061"])
 DPI = 130
@@ -80,8 +81,9 @@ def class_curve(t: np.ndarray, engagement: np.ndarray, n_visible: np.ndarray, n_
 
 
 def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: float, title: str,
-             width_in: float = 7.2) -> bytes:  # fmt: skip
-    """Students x time: each cell the mean over its bins with a visible face; grey where none was seen."""
+             width_in: float = 7.2, unreadable: np.ndarray | None = None) -> bytes:  # fmt: skip
+    """Students x time: each cell the mean over its bins with a visible face; grey where none was seen,
+    hatched violet where a face was seen but could not be read (``unreadable``, persons x columns)."""
     n_rows = max(len(rows), 1)
     height = min(9.0, 1.0 + 0.17 * n_rows)
     # Fixed margins, not constrained layout: measuring the tick labels took half of this chart's time.
@@ -92,6 +94,12 @@ def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: fl
     t1 = t0 + col_seconds * matrix.shape[1]
     im = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
                    extent=(t0, t1, n_rows - 0.5, -0.5))  # fmt: skip
+    if unreadable is not None and np.asarray(unreadable).any():
+        from matplotlib.colors import ListedColormap
+
+        ax.imshow(np.ma.masked_where(~np.asarray(unreadable, bool), np.ones(matrix.shape)), aspect="auto",
+                  cmap=ListedColormap([NOT_READABLE]), vmin=0, vmax=1, interpolation="nearest",
+                  extent=(t0, t1, n_rows - 0.5, -0.5))  # fmt: skip
     ax.set_yticks(range(len(rows)), rows, fontsize=6 if n_rows > 20 else 8)
     _time_axis(ax, t0, t1)
     ax.grid(False)
@@ -103,9 +111,10 @@ def heat_map(matrix: np.ndarray, rows: Sequence[str], t0: float, col_seconds: fl
 def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray], engagement: np.ndarray,
                     expression: dict[str, np.ndarray], uncertain: Sequence[tuple[float, float]],
                     unseen: Sequence[tuple[float, float]], tags: Sequence[tuple[float, float, str]],
-                    width_in: float = 7.2) -> bytes:  # fmt: skip
+                    width_in: float = 7.2, unreadable: Sequence[tuple[float, float]] = ()) -> bytes:  # fmt: skip
     """One person: academic emotions (stacked) with engagement, then expressions; every panel carries the
-    tags (coloured spans, labelled on top), the uncertain spans (hatched) and the not-visible spans (grey)."""
+    tags (coloured spans, labelled on top), the uncertain spans (hatched), the not-visible spans (grey) and
+    the visible but not readable spans (violet)."""
     fig = _figure(figsize=(width_in, 4.4), layout="constrained")
     a1, a2 = fig.subplots(2, 1, sharex=True)
     x = t + step / 2
@@ -113,6 +122,7 @@ def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray],
     tag_color = {lab: TAG_COLORS[i % len(TAG_COLORS)] for i, lab in enumerate(labels)}
     for ax in (a1, a2):
         _spans(ax, unseen, color=UNSEEN, linewidth=0, zorder=0)
+        _spans(ax, unreadable, color=NOT_READABLE, alpha=0.35, linewidth=0, zorder=0)
         _spans(ax, uncertain, facecolor="none", edgecolor="#616161", hatch="///", linewidth=0, zorder=3)
         for a, b, lab in tags:
             ax.axvspan(a, b, color=tag_color[lab], alpha=0.22, linewidth=0, zorder=1)
@@ -131,7 +141,7 @@ def person_timeline(t: np.ndarray, step: float, academic: dict[str, np.ndarray],
         a1.annotate(lab, (a, 1.0), xytext=(2, 2), textcoords="offset points", fontsize=6, color=tag_color[lab],
                     annotation_clip=False)  # fmt: skip
     _time_axis(a2, float(t[0]) if len(t) else 0.0, float(t[-1] + step) if len(t) else 1.0)
-    a2.set_xlabel("time from the start of the session (hatched: uncertain; grey: face not visible)")
+    a2.set_xlabel("time from the start of the session (hatched: uncertain; grey: face not visible; violet: not readable)")
     return _png(fig)
 
 

@@ -75,7 +75,7 @@ def describe_model(provenance: str | None) -> str:
 
 
 load_bins = bins_io.load_bins
-CLASS_COLUMNS = ("person_id", "t_start", "face_visible", "engagement", *ACADEMIC)
+CLASS_COLUMNS = ("person_id", "t_start", "face_visible", "engagement", *ACADEMIC, "readable")
 
 
 def _runs(mask: np.ndarray, t: np.ndarray, step: float) -> list[tuple[float, float]]:
@@ -203,8 +203,15 @@ def _f(v: float, fmt: str = "{:.2f}") -> str:
 
 
 def _models(doc: _Doc, rec: Recording) -> None:
+    from affectline.model_cards import accuracy_line
+
     doc.para(f"Academic emotions and engagement: {describe_model(rec.academic_model)}.\n"
              f"Expressions: {describe_model(rec.expression_model)}.")  # fmt: skip
+    doc.para(accuracy_line(rec.expression_model) + " " + GATE_WORDS, size=8)  # fmt: skip
+
+
+GATE_WORDS = ("A face too small, turned away, blurred or without landmarks is 'not readable': it gets no expression "
+              "and no academic emotion, and is counted apart from 'not visible'.")  # fmt: skip
 
 
 def _stamp(actor: Actor) -> str:
@@ -241,8 +248,10 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
     hm = summaries.heatmap(bins, "engagement", t0, t1, max_columns=180, bin_seconds=step,
                            order=summary["person_id"].tolist())  # fmt: skip
     doc.chart(charts.heat_map(hm.values, hm.person_labels, t0, hm.step,
-                              f"engagement per student, {summaries.format_clock(hm.step)} columns, lowest mean first"),
-              "Grey: face not visible in that interval (no estimate, not a low score).",
+                              f"engagement per student, {summaries.format_clock(hm.step)} columns, lowest mean first",
+                              unreadable=hm.unreadable),
+              "Grey: face not visible in that interval (no estimate, not a low score). Violet: face visible but "
+              "not readable and no engagement either (head pose unreliable at that size).",
               title="Students x time: engagement")  # fmt: skip
 
     doc.heading(f"Moments ({len(found)})")
@@ -254,13 +263,14 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
 
     doc.heading("Per student (lowest mean engagement first)")
     doc.grid(["#", "student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
-               "min not visible"],
+               "min not readable", "min not visible"],
               [[str(r.rank), r.person_label, _f(r.mean_engagement), _f(r.minutes_visible, "{:.1f}"),
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}"),
-                _f(r.minutes_not_visible, "{:.1f}")] for r in summary.itertuples()],
-              [8, 46, 24, 22, 22, 22, 24, 22])  # fmt: skip
+                _f(r.minutes_not_readable, "{:.1f}"), _f(r.minutes_not_visible, "{:.1f}")] for r in summary.itertuples()],
+              [8, 38, 20, 19, 19, 19, 21, 24, 21])  # fmt: skip
     doc.para("Minutes confused (fatigued, distracted): visible minutes whose most probable academic emotion was that "
-             "one.", size=7.5, style="note")  # fmt: skip
+             "one. Minutes not readable: visible minutes of a face the model cannot read (too small, turned away, "
+             "blurred): no emotion is given for them.", size=7.5, style="note")  # fmt: skip
 
 
 # --- child session ----------------------------------------------------------------------------
@@ -291,14 +301,20 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         t = pbins["t_start"].to_numpy(float)
         visible = pbins["face_visible"].fillna(False).astype(bool).to_numpy()
         uncertain = (pbins["personal_label"] == "uncertain").to_numpy()
+        unread = summaries.unreadable(pbins)
         ptags = [tg for tg in all_tags if tg.person_id == pid]
         num = lambda c: pd.to_numeric(pbins[c], errors="coerce").to_numpy(float)  # noqa: E731
         doc.chart(charts.person_timeline(
             t, step, {c: num(c) for c in ACADEMIC}, num("engagement"), {c: num(c) for c in EXPRESSION},
             _runs(uncertain, t, step), _runs(~visible, t, step), [(tg.t_start, tg.t_end, tg.label) for tg in ptags],
+            unreadable=_runs(unread, t, step),
         ), "Top: academic emotions (stacked) and engagement (black line). Bottom: expression probabilities. Coloured "
            "spans: the clinician's tags (labelled at their start). Hatched: the personal model was uncertain. "
-           "Grey: face not visible.", title=f"{label}: timelines")  # fmt: skip
+           "Grey: face not visible. Violet: face visible but not readable (no expression given).",
+           title=f"{label}: timelines")  # fmt: skip
+        if unread.any():
+            doc.para(f"Not readable: {unread.sum() * step / 60:.1f} min of visible face (counted apart from "
+                     f"'uncertain' and 'not visible').", size=8)  # fmt: skip
         labels = pbins["personal_label"].dropna()
         if not labels.empty:
             counts = labels.value_counts()

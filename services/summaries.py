@@ -11,13 +11,18 @@ Conventions:
   with no row at all for some time (not in frame) counts as not visible then.
 * "Minutes confused" (fatigued, distracted) = minutes of visible bins whose most probable academic
   emotion is that one: the same reading a teacher would make of the stacked chart.
+* A visible face that could not be read (the readability gate, ``recognition.face.readability``:
+  too small, turned away, blurred, no landmarks) has no academic emotion or expression: it counts as
+  "not readable" (``minutes_not_readable``), never as confused, distracted or anything else. Bins
+  stored before the gate (``readable`` NULL) count as read.
 
 Functions (stable signatures):
 
 ``student_summary(bins, bin_seconds=1.0, duration=None) -> pd.DataFrame``
     One row per person, ranked: lowest mean engagement first (who needs a look). Columns
     ``SUMMARY_COLUMNS``: rank, person_id, person_label, mean_engagement, minutes_visible,
-    minutes_confused, minutes_fatigued, minutes_distracted, minutes_not_visible.
+    minutes_confused, minutes_fatigued, minutes_distracted, minutes_not_readable (visible, not
+    readable), minutes_not_visible.
 
 ``class_series(bins, bin_seconds=1.0, aggregates=None) -> pd.DataFrame``
     Per bin: t_start, engagement (mean over visible faces), n_visible, and the mean of each
@@ -32,8 +37,9 @@ Functions (stable signatures):
 
 ``heatmap(bins, value="engagement", t0=None, t1=None, max_columns=240, bin_seconds=1.0, order=None) -> Heatmap``
     A persons x time matrix of ``value`` (engagement or an academic emotion), mean of visible bins
-    per column, NaN where the face was not visible in the whole column. ``order``: person ids top
-    to bottom (default: ``student_summary`` rank order).
+    per column, NaN where the face was not visible in the whole column, or visible but not readable
+    (``Heatmap.unreadable`` tells those apart). ``order``: person ids top to bottom (default:
+    ``student_summary`` rank order).
 
 ``moments(bins, bin_seconds=1.0, ...) -> list[Moment]``
     Class-wide events found automatically: engagement dips, confusion and fatigue rises, distraction
@@ -69,7 +75,9 @@ import pandas as pd
 ACADEMIC = ("neutrality", "enjoyment", "confusion", "fatigue", "distraction")
 HEATMAP_VALUES = ("engagement", *ACADEMIC)
 SUMMARY_COLUMNS = ["rank", "person_id", "person_label", "mean_engagement", "minutes_visible", "minutes_confused",
-                   "minutes_fatigued", "minutes_distracted", "minutes_not_visible"]  # fmt: skip
+                   "minutes_fatigued", "minutes_distracted", "minutes_not_readable", "minutes_not_visible"]  # fmt: skip
+NOT_READABLE = "not readable"
+"""What a visible face the gate could not read is called on every screen and page."""
 MomentKind = Literal["dip", "confusion", "fatigue", "distraction"]
 MOMENT_WORDS = {
     "dip": "class engagement dipped",
@@ -115,6 +123,14 @@ def parse_clock(text: str) -> float:
 
 def _visible(bins: pd.DataFrame) -> np.ndarray:
     return bins["face_visible"].fillna(False).astype(bool).to_numpy()
+
+
+def unreadable(bins: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: the face was visible but none of the bin's face-frames could be read (``readable`` == 0)."""
+    if "readable" not in bins or bins.empty:
+        return np.zeros(len(bins), bool)
+    r = pd.to_numeric(bins["readable"], errors="coerce").to_numpy(float)
+    return _visible(bins) & np.isfinite(r) & (r <= 0)
 
 
 def _num(bins: pd.DataFrame, col: str) -> np.ndarray:
@@ -167,6 +183,7 @@ def student_summary(bins: pd.DataFrame, bin_seconds: float = 1.0, duration: floa
         "person_id": bins["person_id"].astype(int).to_numpy(),
         "eng": np.where(vis, _num(bins, "engagement"), np.nan),
         "vis": vis.astype(float),
+        "unread": unreadable(bins).astype(float),
         **{f"is_{c}": (dom == ACADEMIC.index(c)).astype(float) for c in ("confusion", "fatigue", "distraction")},
     })  # fmt: skip
     g = frame.groupby("person_id", sort=False)
@@ -177,6 +194,7 @@ def student_summary(bins: pd.DataFrame, bin_seconds: float = 1.0, duration: floa
         "minutes_confused": g["is_confusion"].sum() * minutes,
         "minutes_fatigued": g["is_fatigue"].sum() * minutes,
         "minutes_distracted": g["is_distraction"].sum() * minutes,
+        "minutes_not_readable": g["unread"].sum() * minutes,
     })  # fmt: skip
     out["minutes_not_visible"] = (duration / 60.0 - out["minutes_visible"]).clip(lower=0.0)
     labels = _labels(bins)
@@ -275,7 +293,8 @@ class Heatmap:
     person_labels: list[str]
     t_start: np.ndarray
     step: float
-    values: np.ndarray  # (persons, columns), NaN = not visible in that column
+    values: np.ndarray  # (persons, columns), NaN = not visible (or not readable) in that column
+    unreadable: np.ndarray | None = None  # (persons, columns) bool: visible there, but no face-frame readable
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -298,10 +317,10 @@ def heatmap(
     labels = _labels(bins)
     if bins.empty or t1 <= t0:
         return Heatmap(value, order, [labels.get(p, str(p)) for p in order], np.zeros(0), float(bin_seconds),
-                       np.zeros((len(order), 0)))  # fmt: skip
+                       np.zeros((len(order), 0)), np.zeros((len(order), 0), bool))  # fmt: skip
     vis = _visible(bins)
     frame = pd.DataFrame({"t_start": bins["t_start"].to_numpy(float), "person_id": bins["person_id"].astype(int).to_numpy(),
-                          "v": np.where(vis, _num(bins, value), np.nan)})  # fmt: skip
+                          "v": np.where(vis, _num(bins, value), np.nan), "u": unreadable(bins)})  # fmt: skip
     grid = resample(pd.DataFrame({"t_start": [t0]}), t0, t1, max_columns, bin_seconds)
     step = float(grid["step"].iloc[0])
     n = len(grid)
@@ -318,7 +337,12 @@ def heatmap(
     np.add.at(counts, (row[ok], col[ok]), 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where(counts > 0, sums / counts, np.nan)
-    return Heatmap(value, order, [labels.get(p, str(p)) for p in order], grid["t_start"].to_numpy(float), step, values)
+    u = f["u"].to_numpy(bool)
+    seen_unread = np.zeros((len(order), n), bool)
+    seen_unread[row[u], col[u]] = True
+    # A cell with no value but an unreadable face in it is "not readable", not "not visible".
+    return Heatmap(value, order, [labels.get(p, str(p)) for p in order], grid["t_start"].to_numpy(float), step, values,
+                   seen_unread & ~np.isfinite(values))  # fmt: skip
 
 
 # --- moments -------------------------------------------------------------------------------
@@ -461,7 +485,8 @@ class Trends:
     sessions: list[SessionKey] = field(default_factory=list)
 
 
-TREND_MINUTES = ["minutes_visible", "minutes_confused", "minutes_fatigued", "minutes_distracted", "minutes_not_visible"]
+TREND_MINUTES = ["minutes_visible", "minutes_confused", "minutes_fatigued", "minutes_distracted", "minutes_not_readable",
+                 "minutes_not_visible"]  # fmt: skip
 
 
 def trends(sessions: Sequence[tuple[SessionKey, pd.DataFrame, float]]) -> Trends:

@@ -32,10 +32,10 @@ from storage.db import from_blob
 from storage.models import FeatureSeries, Person, Recording, SessionKind, TimeBin
 from storage.repo import EXPRESSION_COLUMNS
 
-CLASS_COLUMNS: tuple[str, ...] = ("person_id", "t_start", "face_visible", "engagement", *ACADEMIC)
+CLASS_COLUMNS: tuple[str, ...] = ("person_id", "t_start", "face_visible", "engagement", *ACADEMIC, "readable")
 PERSON_COLUMNS: tuple[str, ...] = (
     "person_id", "track_id", "t_start", "t_end", "face_visible", "engagement", *ACADEMIC, *EXPRESSION_COLUMNS,
-    "personal_label", "personal_confidence",
+    "readable", "unreadable_reason", "personal_label", "personal_confidence",
 )  # fmt: skip
 # The inputs of the interpretable cue model (recognition.academic.cues), shown on hover.
 CUE_INPUTS: tuple[str, ...] = (
@@ -82,7 +82,7 @@ def _fetch(s: Session, q) -> list[tuple]:
 def _frame(rows: list, columns: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(rows, columns=list(columns))
     for c in columns:
-        if c in ("person_id", "track_id", "personal_label"):
+        if c in ("person_id", "track_id", "personal_label", "unreadable_reason"):
             continue
         if c == "face_visible":
             df[c] = df[c].fillna(False).astype(bool)

@@ -141,3 +141,34 @@ def test_personal_figure_without_personal_model():
     b = make_bins(10, np.random.default_rng(4)).assign(personal_label=None, personal_confidence=np.nan)
     fig = charts.personal_figure(b, None, "Child", 1.0)
     assert [t.name for t in fig.data] == list(EXPRESSION_COLUMNS)
+
+
+def test_not_readable_is_drawn_apart_from_not_visible():
+    import numpy as np
+    import pandas as pd
+
+    from dashboard import charts
+    from services import summaries as sm
+
+    t = np.arange(10.0)
+    eng = np.where((t >= 3) & (t < 7), np.nan, 0.6)
+    eng[8:] = np.nan
+    series = pd.DataFrame({"t_start": t, "step": 1.0, "engagement": eng, **{c: 0.2 for c in sm.ACADEMIC},
+                           "not_readable": ((t >= 3) & (t < 7)).astype(float)})  # fmt: skip
+    hidden, unread = charts.gate_spans(series)
+    assert hidden == [(8.0, 10.0)] and unread == [(3.0, 7.0)]
+    fig = charts.student_figure(series, "A", (0, 10), 10)
+    fills = [sh.fillcolor for sh in fig.layout.shapes]
+    assert fills.count(charts.NOT_READABLE_FILL) == 1 and fills.count(charts.GAP_COLOR) == 1
+    assert any(a.text == charts.NOT_READABLE for a in fig.layout.annotations)
+    heat = sm.Heatmap("confusion", [1], ["A"], t, 1.0, np.where(series["not_readable"] > 0, np.nan, 0.2)[None],
+                      (series["not_readable"] > 0).to_numpy()[None])  # fmt: skip
+    fig = charts.class_overview_figure(series.assign(n_visible=1), heat, (), (0, 10), 10, value_label="confusion")
+    names = [tr.name for tr in fig.data if tr.type == "heatmap"]
+    assert names == ["confusion", charts.NOT_READABLE]
+    from affectline.model_cards import card_for
+
+    card = card_for("fer2013-mini-xception@x")
+    line = charts.accuracy_caption("fer2013-mini-xception@x")
+    assert ("not measured" in line) if card is None else (f"macro-F1 {card.macro_f1:.2f}" in line and card.anchor in line)
+    assert charts.NOT_READABLE in line

@@ -172,7 +172,7 @@ def test_concurrent_first_use_migrates_once(tmp_path: Path):
     from storage.db import get_engine
 
     with get_engine(url).connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0004"]
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0005"]
 
 
 @pytest.mark.slow
@@ -472,6 +472,7 @@ def test_the_result_version_changes_with_every_setting_that_changes_results():
     base = Settings()
     v = pipeline_version(base, 4.0, 2.0)
     assert v == pipeline_version(Settings(), 4.0, 2.0)
-    for change in ({"landmarker": "mediapipe"}, {"follow": "detector"}, {"detector": "dlib_hog"}, {"embedder": "dlib"}):
+    for change in ({"landmarker": "mediapipe"}, {"follow": "detector"}, {"detector": "dlib_hog"}, {"embedder": "dlib"},
+                   {"readable_min_iod_px": 20.0}, {"readable_min_sharpness": 10.0}):
         assert pipeline_version(base.model_copy(update=change), 4.0, 2.0) != v, change
     assert pipeline_version(base, 2.0, 2.0) != v

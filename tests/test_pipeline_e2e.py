@@ -75,10 +75,15 @@ def test_crowd_video_gives_several_tracks_stored_and_exported(db_url, settings, 
     assert df["person_id"].nunique() == n_tracks
     eng = df["engagement"].dropna()  # empty where no landmarks were found on a tiny face: unknown, not 0
     assert len(eng) >= 0.7 * len(df) and ((eng >= 0) & (eng <= 1)).all()
+    # Read faces (and bins with no face: the cue model's verdict) sum to 1; unreadable ones have none at all.
+    read = ~df.face_visible | (df.readable > 0)
+    assert read.sum() >= 0.5 * len(df) and df.loc[df.face_visible, "readable"].notna().all()
     acad = df[["neutrality", "enjoyment", "confusion", "fatigue", "distraction"]].to_numpy()
-    assert np.allclose(acad.sum(axis=1), 1, atol=1e-3)
-    expr = df[df.face_visible][["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
-    assert np.allclose(expr.sum(axis=1), 1, atol=1e-3)
+    assert np.allclose(acad[read].sum(axis=1), 1, atol=1e-3) and np.isnan(acad[~read]).all()
+    expr = df[["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy()
+    seen = (df.face_visible & read).to_numpy()
+    assert np.allclose(expr[seen].sum(axis=1), 1, atol=1e-3) and np.isnan(expr[~read.to_numpy()]).all()
+    assert df.loc[~read, "unreadable_reason"].notna().all() and df.loc[read, "unreadable_reason"].isna().all()
     # faces are where people are: boxes sit in the frame and the lower part of a walking crowd
     with session_scope(db_url) as s:
         from storage.db import from_blob
@@ -197,3 +202,35 @@ def test_local_search_between_whole_searches_keeps_every_person(media_dir):
     for a, b in zip(whole.tracks, local.tracks):
         assert abs(len(a.times) - len(b.times)) <= 1
         assert np.nanmax(np.abs(a.bins["engagement"].to_numpy() - b.bins["engagement"].to_numpy())) < 0.1
+
+
+def test_real_classroom_gives_no_emotion_for_a_face_it_cannot_read(db_url, settings, pipeline, media_dir):
+    """The sample classroom (four students, faces 10-20 px): before the readability gate 75% of its
+    student-seconds were exported as "confusion". No face-second may carry an academic emotion or an
+    expression unless it was readable, and every unreadable one says why, in the export too."""
+    from recognition.face.readability import REASONS
+    from services import summaries as sm
+    from services.exports import frame_bytes
+
+    rid, jid = _analyse(db_url, settings, pipeline, media_dir / "classroom_4students_270p.mp4", fps=4.0)
+    with session_scope(db_url) as s:
+        assert s.get(Job, jid).status == JobStatus.done, s.get(Job, jid).error
+        df = export_frame(s, rid)
+    assert df["person_id"].nunique() >= 3
+    vis = df[df.face_visible]
+    assert len(vis) >= 6
+    acad = vis[list(sm.ACADEMIC)].to_numpy(float)
+    expr = vis[["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]].to_numpy(float)
+    read = (vis["readable"] > 0).to_numpy()
+    assert np.isnan(acad[~read]).all() and np.isnan(expr[~read]).all()  # no label of any kind when unreadable
+    assert np.isfinite(acad[read]).all()
+    assert vis.loc[~read, "unreadable_reason"].isin(REASONS).all() and vis.loc[read, "unreadable_reason"].isna().all()
+    # faces this small are declined for their size (pupils ~4-9 px apart, the gate reads from 14)
+    assert (~read).mean() >= 0.9 and (vis.loc[~read, "unreadable_reason"] == "too_small").mean() >= 0.9
+    # a "confusion" second needs a readable face
+    confused = sm._dominant(vis) == sm.ACADEMIC.index("confusion")
+    assert not (confused & ~read).any()
+    summary = sm.student_summary(df, 1.0)
+    assert summary["minutes_not_readable"].sum() == pytest.approx((~read).sum() / 60)
+    text = frame_bytes(df, "csv").decode()
+    assert "readable,unreadable_reason,pose_reliable" in text.splitlines()[0] and "too_small" in text

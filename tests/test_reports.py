@@ -246,3 +246,25 @@ def test_two_reports_built_at_once_are_both_whole(db_url, ids, tmp_path):
         title = "Class session report: maths lesson" if sid == ids.sessions["maths"] else "Therapy session report"
         (tmp_path / str(i)).mkdir()
         assert title in text and colourful(pdf_pages(out.data, tmp_path / str(i))[0]).sum() > 500
+
+
+def test_class_report_counts_not_readable_apart_and_says_how_accurate_the_model_is(db_url, ids, big, tmp_path):
+    """Student 01's face visible but unreadable for 5 minutes: its own column and violet cells, no emotion."""
+    from sqlalchemy import update
+
+    from storage.models import TimeBin
+
+    sid, pids = big
+    with session_scope(db_url) as s:
+        s.execute(update(TimeBin).where(TimeBin.session_id == sid, TimeBin.person_id == pids[0], TimeBin.t_start >= 60,
+                                        TimeBin.t_start < 360)
+                  .values(face_visible=True, readable=0.0, unreadable_reason="too_small", engagement=None,
+                          neutrality=None, enjoyment=None, confusion=None, fatigue=None, distraction=None))  # fmt: skip
+    out = reports.session_report(db_url, operator(), sid)
+    text = flat(pdf_text(out.data, tmp_path))
+    assert "accuracy not measured" in text and "not readable" in text
+    assert "Minutes not readable: visible minutes of a face the model cannot read" in text  # the table's column
+    row = next(line for line in pdf_text(out.data, tmp_path).splitlines() if re.match(r"\s*\d+\s+Student 01\s", line))
+    assert row.split()[-2:] == ["5.0", "0.0"]  # 5 minutes not readable, in their own column; none not visible
+    pages = pdf_pages(out.data, tmp_path, dpi=80)
+    assert any(near(p, report_charts.NOT_READABLE, 30).sum() > 50 for p in pages)  # the violet cells are drawn

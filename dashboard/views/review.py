@@ -42,6 +42,7 @@ if pid is None:
     st.stop()
 st.caption(charts.model_caption(info.academic_model, info.expression_model) + " Hover the expression row to see the "
            "cue model's inputs (blendshapes, head pose): the academic estimate is an interpretable rule over them.")  # fmt: skip
+st.caption(charts.accuracy_caption(info.expression_model))
 
 CUE_DOC = Path(__file__).resolve().parents[2] / "docs" / "cue_model.md"
 if "cue" in (info.academic_model or "") and CUE_DOC.is_file():
@@ -63,22 +64,26 @@ if bins["personal_label"].isna().all():
 else:
     vis = bins["face_visible"].astype(bool)
     share = (bins.loc[vis, "personal_label"] == charts.UNCERTAIN).mean() if vis.any() else 0.0
+    unread = sm.unreadable(bins).mean() / max(vis.mean(), 1e-9) if vis.any() else 0.0
     st.caption(f"{share:.0%} of visible bins are 'uncertain' (grey): the model's confidence was below "
-               f"{settings.uncertain_threshold:.2f}, so it does not guess.")  # fmt: skip
+               f"{settings.uncertain_threshold:.2f}, so it does not guess; {unread:.0%} are 'not readable' (violet): "
+               "no label is given for them.")  # fmt: skip
 
 t0, t1 = view
 inside = bins[(bins["t_start"] >= t0) & (bins["t_start"] < t1)]
 value_cols = ["engagement", *sm.ACADEMIC, *charts.EXPRESSION_COLUMNS, "personal_confidence"]
 frame = inside[["t_start", *value_cols]].copy()
 frame.loc[~inside["face_visible"].astype(bool), value_cols] = float("nan")
+frame["not_readable"] = sm.unreadable(inside).astype(float)
 series = sm.resample(frame, t0, t1, 900, step)
 cue_series = sm.resample(cues[(cues["t_start"] >= t0) & (cues["t_start"] < t1)], t0, t1, 900, step) if len(cues) else None
 runs = charts.label_runs(inside, step)
 fig = charts.child_figure(series, runs, tags, persons[pid], (t0, t1), full[1], cues=cue_series)
 event = st.plotly_chart(fig, key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False})  # fmt: skip
-st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible or the model uncertain. Drag across the "
-           "chart to pick a range for a tag.")  # fmt: skip
+st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
+           "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
+           "to pick a range for a tag.")  # fmt: skip
 
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
 if boxes and len(boxes[0].get("x", [])) == 2:

@@ -75,6 +75,7 @@ if not info.analysed:
     st.stop()
 
 st.info(charts.model_caption(info.academic_model, info.expression_model), icon=":material/science:")
+st.caption(charts.accuracy_caption(info.expression_model))
 overview = data.class_overview(url, gids, sid)
 summary = overview.summary
 agg, withheld = data.class_aggregates(url, gids, sid)
@@ -166,7 +167,8 @@ if boxes:
 step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
 st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
            "faces (line) and how many were visible (bars); coloured bands are the moments below. Then each student "
-           "(lowest mean engagement first; blank = face not visible), and the chosen students' academic emotions "
+           "(lowest mean engagement first; blank = face not visible; violet = visible but not readable: too small, "
+           "turned away or blurred, so no emotion is given), and the chosen students' academic emotions "
            "(stacked) with engagement (black). To see more detail, drag across the chart: every panel is redrawn "
            "finer for that range (or type the range, or click a moment). The scroll wheel and the toolbar's zoom "
            "only magnify what is drawn (all panels follow); 'Whole session' goes back.")  # fmt: skip
