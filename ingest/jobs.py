@@ -49,7 +49,12 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
         code = "dev"
     keys = ("chunk_seconds", "bin_seconds", "detector", "min_face_px", "min_face_frac", "full_search_every_s",
             "follow", "landmarker", "academic_model", "caer_checkpoint", "embedder", "store_thumbnails")  # fmt: skip
-    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code}
+    from ingest.stages.chunk import FORMAT
+    from recognition.academic.cues import CueModel
+
+    # The chunk format and the cue model's fingerprint: a chunk made by other code is not reused.
+    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code,
+                                                    "chunk_format": FORMAT, "cues": CueModel().sha256}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
