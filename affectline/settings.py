@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
     login_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account or address waits.")
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
+    # The readability gate (recognition.face.readability): unset = the measured defaults there.
+    readable_min_iod_px: float | None = Field(default=None, ge=0, description="Smallest pupil distance (px) whose expression is read.")
+    readable_max_yaw: float | None = Field(default=None, ge=0, description="Largest |yaw| (degrees) whose expression is read.")
+    readable_max_pitch: float | None = Field(default=None, ge=0, description="Largest |pitch| (degrees) whose expression is read.")
+    readable_min_sharpness: float | None = Field(default=None, ge=0, description="Smallest Laplacian variance of the 64 px face crop read.")
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
     )
@@ -103,6 +108,12 @@ class Settings(BaseSettings):
         import os
 
         return self.torch_threads or max(1, os.cpu_count() or 1)
+
+    def readability_overrides(self) -> dict[str, float]:
+        """The gate thresholds set in the environment, as ``ReadabilityParams`` keyword arguments."""
+        names = {"readable_min_iod_px": "min_iod_px", "readable_max_yaw": "max_abs_yaw",
+                 "readable_max_pitch": "max_abs_pitch", "readable_min_sharpness": "min_sharpness"}  # fmt: skip
+        return {p: float(getattr(self, k)) for k, p in names.items() if getattr(self, k) is not None}
 
     def torch_device(self) -> str:
         """The torch device string; 'auto' picks CUDA when present (imports torch lazily)."""

@@ -31,11 +31,10 @@ import pandas as pd
 
 from affectline.settings import Settings, get_settings
 from affectline.types import ACADEMIC_CLASSES, Segment, TimeGrid
-from ingest.stages.bins import bin_samples, owned_bins
+from ingest.stages.bins import READABILITY_CODES, bin_samples, owned_bins
 from ingest.stages.chunk import ChunkResult, ChunkTrack
 from ingest.stages.faces import FaceStep, StageClock, embed_one_frame
 from ingest.stages.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
-from ingest.stages.relative import readable_samples
 from recognition.academic.cues import CUE_INPUTS
 from ingest.stages.decode import Prefetch, open_video
 from ingest.video import VideoSource, sample_indices
@@ -61,6 +60,9 @@ class _Samples:
     expr: list[np.ndarray] = field(default_factory=list)
     face_px: list[float] = field(default_factory=list)
     sharp: list[float] = field(default_factory=list)
+    readable: list[bool] = field(default_factory=list)  # recognition.face.readability
+    reason: list[int] = field(default_factory=list)  # index into READABILITY_CODES ("" = readable)
+    pose_ok: list[bool] = field(default_factory=list)
     score: list[float] = field(default_factory=list)  # detector confidence
     emb: list[np.ndarray] = field(default_factory=list)  # re-id embedding where the tracker asked for one
     academic: list[np.ndarray] = field(default_factory=list)  # filled by a window model (CLIP-CAER) if any
@@ -194,7 +196,9 @@ class Pipeline:
         # Threads per worker are explicit: with several workers on one machine, oversubscribed
         # torch threads spin and starve each other (measured 6-40x slower FER under load).
         self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)
-        self.faces = FaceStep(self.landmarker, self.expression, self.clock)
+        from recognition.face.readability import ReadabilityParams
+
+        self.faces = FaceStep(self.landmarker, self.expression, self.clock, ReadabilityParams(**s.readability_overrides()))
         self.cues = CueModel()
         self.window_model = self._load_window_model()
         self.n_full_searches = 0  # whole-frame face searches so far (the rest were local)
@@ -357,6 +361,10 @@ class Pipeline:
                         sm.expr.append(r.expr[i])
                         sm.face_px.append(float(box[3] - box[1]))
                         sm.sharp.append(float(r.sharp[i]))
+                        rd = r.readability
+                        sm.readable.append(bool(rd.readable[i]))
+                        sm.reason.append(READABILITY_CODES.index(rd.reason[i]))
+                        sm.pose_ok.append(bool(rd.pose_ok[i]))
                         sm.score.append(float(d.scores[i]))
                         sm.emb.append(emb[i] if emb is not None else np.full(128, np.nan, np.float32))
                         if s.store_thumbnails and o and tid not in thumbs and box[3] - box[1] >= 24:
@@ -411,6 +419,13 @@ class Pipeline:
             academic, engagement = self.cues.predict_inputs(inputs, np.ones(int(own.sum()), bool))
             if "academic" in o:
                 academic = o["academic"].astype(np.float32)
+            # The readability gate: no academic emotion (nor its inputs in the stored features) for a face
+            # that cannot be read; engagement and head pose only where the pose holds up at that size.
+            readable, pose_ok = o["readable"].astype(bool), o["pose_ok"].astype(bool)
+            academic = np.where(readable[:, None], academic, np.nan).astype(np.float32)
+            engagement = np.where(pose_ok, engagement, np.nan).astype(np.float32)
+            o["blend"] = np.where(readable[:, None], o["blend"], np.nan)
+            o["pose"] = np.where(pose_ok[:, None], o["pose"], np.nan)
             bins, feats = bin_samples(o, academic, engagement, grid, fps, duration,
                                       (res.absent_academic, res.absent_engagement))  # fmt: skip
         st = np.asarray(summ.times, np.float64)
@@ -432,7 +447,7 @@ class Pipeline:
             overlap_times=t[zone].astype(np.float64), overlap_boxes=a["boxes"][zone].astype(np.float32).reshape(-1, 4),
             overlap_embeddings=a["emb"][zone].astype(np.float32).reshape(-1, 128), thumbnail=thumb,
             cue_inputs=inputs, sharp=a["sharp"][own].astype(np.float32),
-            readable=readable_samples(a["boxes"][own].reshape(-1, 4), inputs, a["sharp"][own]),
+            readable=a["readable"][own].astype(bool), pose_ok=a["pose_ok"][own].astype(bool),
         )  # fmt: skip
 
 

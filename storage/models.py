@@ -246,6 +246,12 @@ class TimeBin(Base):
     sad: Mapped[float | None] = mapped_column(Float)
     surprise: Mapped[float | None] = mapped_column(Float)
     neutral: Mapped[float | None] = mapped_column(Float)
+    # The readability gate (issue 17, migration 0005): share of the bin's face-frames whose expression could be
+    # read (the expression and academic columns are means over those only; NULL where no face was seen), why
+    # not when none could, and the share whose head pose (and so engagement) was still reliable.
+    readable: Mapped[float | None] = mapped_column(Float)
+    unreadable_reason: Mapped[str | None] = mapped_column(String(40))
+    pose_reliable: Mapped[float | None] = mapped_column(Float)
     # Clinician model output (issue 5): top label, its confidence, "uncertain" below threshold.
     personal_label: Mapped[str | None] = mapped_column(String(100))
     personal_confidence: Mapped[float | None] = mapped_column(Float)

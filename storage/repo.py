@@ -37,6 +37,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     ("session_id", "person_id", "person_label", "t_start", "t_end", "face_visible", "engagement")
     + ACADEMIC_COLUMNS
     + EXPRESSION_COLUMNS
+    + ("readable", "unreadable_reason", "pose_reliable")
     + ("academic_model", "expression_model")
 )
 

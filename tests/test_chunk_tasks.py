@@ -172,7 +172,7 @@ def test_concurrent_first_use_migrates_once(tmp_path: Path):
     from storage.db import get_engine
 
     with get_engine(url).connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0004"]
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0005"]
 
 
 @pytest.mark.slow

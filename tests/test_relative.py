@@ -129,7 +129,8 @@ def _track(tid: int, times, bs, pose, expr, box=(100, 100, 140, 140)) -> ChunkTr
                       embedding_samples=np.ones((1, 128), np.float32) / np.sqrt(128), link_times=times[[0, -1]],
                       link_boxes=boxes[[0, -1]], overlap_times=times, overlap_boxes=boxes,
                       overlap_embeddings=np.full((n, 128), np.nan, np.float32), cue_inputs=inputs,
-                      sharp=np.full(n, 300.0, np.float32), readable=np.ones(n, bool))  # fmt: skip
+                      sharp=np.full(n, 300.0, np.float32), readable=np.ones(n, bool),
+                      pose_ok=np.ones(n, bool))  # fmt: skip
 
 
 def test_rescoring_against_the_population_gives_the_chunk_its_own_bins_back():
@@ -179,3 +180,17 @@ def test_link_re_reads_each_person_against_their_session_and_keeps_absent_bins()
     other = [replace(c, academic_model="clip_caer@0123") for c in chunks]
     kept = link_chunk_results(other, chunks[0].info, FPS).tracks[0].bins
     assert (kept.loc[vis, "confusion"] > kept.loc[vis, "neutrality"]).all()
+
+
+def test_unreadable_samples_are_neither_baseline_nor_read():
+    times, bs, pose, expr = _samples(0.0, 40, brow=0.1)  # 10 s of relaxed brows ...
+    bs[:20, BLENDSHAPE_NAMES.index("browDownLeft")] = bs[:20, BLENDSHAPE_NAMES.index("browDownRight")] = 0.9
+    tr = _track(0, times, bs, pose, expr)
+    readable = np.arange(40) >= 20  # ... the frowning first 5 s judged unreadable by the gate
+    pose_ok = np.arange(40) >= 8
+    tr = replace(tr, readable=readable, pose_ok=pose_ok)
+    b = person_baseline(MODEL, [tr], GRID)
+    assert b.center[I["brow_down"]] == pytest.approx(0.1) and b.n[I["brow_down"]] == 5
+    bins = rescore_bins(tr, MODEL, b, GRID)
+    assert bins.loc[:4, "confusion"].isna().all() and bins.loc[5:, "confusion"].notna().all()
+    assert bins.loc[:1, "engagement"].isna().all() and bins.loc[2:, "engagement"].notna().all()

@@ -13,7 +13,11 @@ import pandas as pd
 
 from affectline.features import FEATURE_NAMES
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES, Segment, TimeGrid
+from recognition.face.readability import REASONS
 
+READABILITY_CODES: tuple[str, ...] = ("",) + REASONS
+"""Per-sample reason codes: 0 = readable, else 1 + the index in ``REASONS``."""
+READABILITY_COLUMNS = ("readable", "unreadable_reason", "pose_reliable")
 N_QUALITY = 4  # (coverage, landmarks found, face px, sharpness): see affectline.features
 
 
@@ -25,7 +29,8 @@ def owned_bins(grid: TimeGrid, window: Segment) -> tuple[int, int]:
 
 
 def bin_columns() -> list[str]:
-    return ["t_start", "t_end", "face_visible", "engagement", *(c.lower() for c in ACADEMIC_CLASSES), *EXPRESSION_CLASSES]
+    return ["t_start", "t_end", "face_visible", "engagement", *(c.lower() for c in ACADEMIC_CLASSES), *EXPRESSION_CLASSES,
+            *READABILITY_COLUMNS]  # fmt: skip
 
 
 def absent_bins(grid: TimeGrid, index: np.ndarray, duration: float, academic: np.ndarray, engagement: float
@@ -39,7 +44,8 @@ def absent_bins(grid: TimeGrid, index: np.ndarray, duration: float, academic: np
                   np.tile(np.asarray(academic, np.float32), (n, 1)), np.full((n, 7), np.nan, np.float32)), feats  # fmt: skip
 
 
-def _frame(grid, index, duration, visible, engagement, academic, expr) -> pd.DataFrame:
+def _frame(grid, index, duration, visible, engagement, academic, expr, readable=None, reason=None,
+           pose_ok=None) -> pd.DataFrame:  # fmt: skip
     starts = np.asarray(grid.time(np.asarray(index, np.int64)), np.float64)
     df = pd.DataFrame({"t_start": starts, "t_end": np.minimum(starts + grid.step, duration)})
     df["face_visible"] = visible
@@ -48,6 +54,11 @@ def _frame(grid, index, duration, visible, engagement, academic, expr) -> pd.Dat
         df[c.lower()] = academic[:, j]
     for j, c in enumerate(EXPRESSION_CLASSES):
         df[c] = expr[:, j]
+    n = len(df)
+    # No face in the bin: nothing was judged (NaN share, no reason).
+    df["readable"] = np.full(n, np.nan, np.float32) if readable is None else readable
+    df["unreadable_reason"] = pd.Series([None] * n, dtype=object) if reason is None else reason
+    df["pose_reliable"] = np.full(n, np.nan, np.float32) if pose_ok is None else pose_ok
     return df
 
 
@@ -69,9 +80,15 @@ def bin_samples(a: dict[str, np.ndarray], academic: np.ndarray, engagement: np.n
                 fps: float, duration: float, absent: tuple[np.ndarray, float]) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
     """Average one track's samples into the bins of ``grid`` they fall in, over the track's span.
 
-    ``a`` holds the per-sample arrays (times, blend, pose, expr, found, face_px, sharp),
-    ``academic`` (n, 5) and ``engagement`` (n,) the per-sample scores. Bins inside the
-    span without a sample get ``absent_bins`` rows.
+    ``a`` holds the per-sample arrays (times, blend, pose, expr, found, face_px, sharp, and
+    the readability gate's readable, reason code, pose_ok), ``academic`` (n, 5) and
+    ``engagement`` (n,) the per-sample scores (NaN where the gate withheld them). Bins inside
+    the span without a sample get ``absent_bins`` rows.
+
+    Readability per bin: ``readable`` is the share of its face-frames judged readable (its
+    expressions and academic emotions are means over those only), ``pose_reliable`` the share
+    whose head pose was reliable, and ``unreadable_reason`` the most frequent reason when none
+    was readable (None otherwise).
     """
     t = a["times"]
     n = len(t)
@@ -97,5 +114,16 @@ def bin_samples(a: dict[str, np.ndarray], academic: np.ndarray, engagement: np.n
     ], axis=1)  # fmt: skip
     feats = np.concatenate([mean(a["blend"]), mean(a["pose"]), expr, quality], axis=1)
     assert feats.shape[1] == len(FEATURE_NAMES)
-    df = _frame(grid, first + np.arange(nb), duration, vis, eng, acad, expr)
+    n_ok = np.ones(n, bool) if "readable" not in a else np.asarray(a["readable"], bool)
+    p_ok = n_ok if "pose_ok" not in a else np.asarray(a["pose_ok"], bool)
+    codes = np.zeros(n, np.int64) if "reason" not in a else np.asarray(a["reason"], np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(vis, np.bincount(b, n_ok, nb) / np.maximum(counts, 1), np.nan).astype(np.float32)
+        pose_share = np.where(vis, np.bincount(b, p_ok, nb) / np.maximum(counts, 1), np.nan).astype(np.float32)
+    per_reason = np.zeros((nb, len(READABILITY_CODES)), np.int64)
+    np.add.at(per_reason, (b, codes), 1)
+    top = per_reason[:, 1:].argmax(axis=1) + 1  # the most frequent reason (the first on ties: size before the rest)
+    reason = pd.Series([READABILITY_CODES[c] if v and r == 0 else None for c, v, r in zip(top, vis, share)],
+                       dtype=object)  # fmt: skip
+    df = _frame(grid, first + np.arange(nb), duration, vis, eng, acad, expr, share, reason, pose_share)
     return df, feats.astype(np.float32)

@@ -51,7 +51,8 @@ class ChunkTrack:
     # The person-relative pass after linking (``ingest.stages.relative``), per sample of ``times``.
     cue_inputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 9), np.float32))  # (n, len(CUE_INPUTS))
     sharp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n,) Laplacian variance
-    readable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) may be read (and be baseline)
+    readable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) the gate's: may be read
+    pose_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) the gate's: head pose reportable
 
     @property
     def n_samples(self) -> int:
@@ -60,7 +61,7 @@ class ChunkTrack:
 
 _ARRAYS = ("times", "face_boxes", "context_boxes", "features", "embedding", "embedding_samples", "link_times",
            "link_boxes", "overlap_times", "overlap_boxes", "overlap_embeddings", "cue_inputs", "sharp",
-           "readable")  # fmt: skip
+           "readable", "pose_ok")  # fmt: skip
 
 
 @dataclass
@@ -98,12 +99,15 @@ class ChunkResult:
         for i, tr in enumerate(self.tracks):
             for k in _ARRAYS:
                 arrays[f"{i}.{k}"] = np.asarray(getattr(tr, k))
-            cols = list(tr.bins.columns)
-            arrays[f"{i}.bins"] = tr.bins.to_numpy(np.float64) if len(cols) else np.zeros((0, 0))
+            cols = [c for c in tr.bins.columns if tr.bins[c].dtype != object]
+            text = {c: [None if v is None or v != v else str(v) for v in tr.bins[c]]
+                    for c in tr.bins.columns if tr.bins[c].dtype == object}  # fmt: skip
+            arrays[f"{i}.bins"] = tr.bins[cols].to_numpy(np.float64) if len(cols) else np.zeros((0, 0))
             if tr.thumbnail is not None:
                 arrays[f"{i}.thumbnail"] = np.frombuffer(tr.thumbnail, np.uint8)
             meta_tracks.append({"track_id": tr.track_id, "n_found": tr.n_found, "n_confident": tr.n_confident,
-                                "bin_columns": cols, "bin_dtypes": [str(tr.bins[c].dtype) for c in cols]})  # fmt: skip
+                                "bin_columns": cols, "bin_dtypes": [str(tr.bins[c].dtype) for c in cols],
+                                "bin_text": text, "bin_order": list(tr.bins.columns)})  # fmt: skip
         meta = {
             "format": FORMAT, "index": self.index, "window": [self.window.start, self.window.end],
             "analysed": [self.analysed.start, self.analysed.end], "info": self.info.__dict__,
@@ -130,6 +134,10 @@ class ChunkResult:
                 cols = m["bin_columns"]
                 bins = pd.DataFrame(z[f"{i}.bins"].reshape(-1, len(cols)), columns=cols) if cols else pd.DataFrame()
                 bins = bins.astype(dict(zip(cols, m["bin_dtypes"])))
+                for c, texts in m.get("bin_text", {}).items():  # text columns (the readability reason) ride in the header
+                    bins[c] = pd.Series(texts, dtype=object)
+                if m.get("bin_order"):
+                    bins = bins[m["bin_order"]]
                 thumb = z[f"{i}.thumbnail"].tobytes() if f"{i}.thumbnail" in z.files else None
                 tracks.append(ChunkTrack(track_id=m["track_id"], bins=bins, n_found=m["n_found"],
                                          n_confident=m["n_confident"], thumbnail=thumb, **vals))  # fmt: skip

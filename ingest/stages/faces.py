@@ -3,7 +3,9 @@
 Landmarks + blendshapes + head pose (``analyze_many``) and FER (``predict_many``) each
 run once over all faces of all frames of the window (landmarks only for the faces the
 follower did not already landmark while following them, ``data["lm_done"]``); sharpness is a cheap per-crop
-measure on the CPU. Re-identification embeddings are not here: the tracker needs them
+measure on the CPU. Between the two, every face-frame is judged readable or not (size,
+landmarks, pose, blur: ``recognition.face.readability``); the expression model runs on the
+readable faces only, the others get NaN expressions and the reason. Re-identification embeddings are not here: the tracker needs them
 frame by frame, before it decides who is who (``recognition.tracking.follow``); they are
 batched across the faces of one frame (``Embedder.embed_many``).
 
@@ -23,6 +25,7 @@ import cv2
 import numpy as np
 
 from affectline.types import Detections
+from recognition.face.readability import Readability, ReadabilityParams, iod_from_landmarks, judge
 
 
 class StageClock:
@@ -76,16 +79,23 @@ class FaceRows:
     blend: np.ndarray  # (n, 52)
     pose: np.ndarray  # (n, 3)
     found: np.ndarray  # (n,) landmarks found
-    expr: np.ndarray  # (n, 7)
+    expr: np.ndarray  # (n, 7), NaN rows where not readable
     sharp: np.ndarray  # (n,)
+    readability: Readability | None = None  # per face: readable, reason, pose_ok, iod
+
+    @property
+    def readable(self) -> np.ndarray:
+        return self.readability.readable if self.readability is not None else np.ones(len(self.found), bool)
 
 
 class FaceStep:
     """Runs the face models over the tracked faces of a window of frames, each model once."""
 
-    def __init__(self, landmarker, expression, clock: StageClock | None = None) -> None:
+    def __init__(self, landmarker, expression, clock: StageClock | None = None,
+                 readability: ReadabilityParams | None = None) -> None:  # fmt: skip
         self.landmarker, self.expression = landmarker, expression
         self.clock = clock or StageClock()
+        self.params = readability or ReadabilityParams()
 
     def run(self, frames: Sequence[np.ndarray], dets: Sequence[Detections]) -> list[FaceRows]:
         keep = [i for i, d in enumerate(dets) if len(d)]
@@ -100,22 +110,34 @@ class FaceStep:
         run = [k for k, m in enumerate(todo) if m.any()]
         lms = dict(zip(run, analyze_many(self.landmarker, [fr[k] for k in run], [dd[k][todo[k]] for k in run])))
         t1 = time.perf_counter()
-        exprs = self.expression.predict_many(fr, dd)
-        t2 = time.perf_counter()
-        for k, (i, f, d, ex) in enumerate(zip(keep, fr, dd, exprs)):
+        judged = []
+        for k, (f, d) in enumerate(zip(fr, dd)):
             gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
             sharp = np.array([sharpness(gray, b) for b in d.boxes], np.float32)
             blend = np.full((len(d), 52), np.nan, np.float32)
             pose = np.full((len(d), 3), np.nan, np.float32)
+            iod = np.full(len(d), np.nan, np.float32)
             found = np.zeros(len(d), bool)
             m = todo[k]
             if (~m).any():
                 blend[~m], pose[~m], found[~m] = d.data["lm_blendshapes"][~m], d.data["lm_pose"][~m], True
+                if "lm_iod" in d.data:
+                    iod[~m] = d.data["lm_iod"][~m]
             if k in lms:
                 lm = lms[k]
                 blend[m], pose[m], found[m] = lm.blendshapes, lm.pose, lm.found
-            out[i] = FaceRows(blend, pose, found, np.asarray(ex, np.float32), sharp)
+                iod[m] = iod_from_landmarks(lm.landmarks)
+            judged.append((blend, pose, found, sharp, judge(d.boxes, found, pose, sharp, iod, self.params)))
+        t2 = time.perf_counter()
+        # The expression model sees the readable faces only: an unreadable one has no expression to give.
+        readable = [j[4].readable for j in judged]
+        exprs = self.expression.predict_many(fr, [d[r] for d, r in zip(dd, readable)])
+        t3 = time.perf_counter()
+        for i, d, (blend, pose, found, sharp, rd), ex in zip(keep, dd, judged, exprs):
+            expr = np.full((len(d), 7), np.nan, np.float32)
+            expr[rd.readable] = np.asarray(ex, np.float32).reshape(-1, 7)
+            out[i] = FaceRows(blend, pose, found, expr, sharp, rd)
         self.clock.add("landmarks", t1 - t0)
-        self.clock.add("fer", t2 - t1)
-        self.clock.add("sharpness", time.perf_counter() - t2)
+        self.clock.add("sharpness", t2 - t1)
+        self.clock.add("fer", t3 - t2)
         return out

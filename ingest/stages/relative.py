@@ -22,60 +22,31 @@ import pandas as pd
 
 from affectline.types import ACADEMIC_CLASSES, TimeGrid
 from ingest.stages.bins import bin_mean
-from recognition.academic.cues import CUE_INPUTS, CueBaseline, CueModel
+from recognition.academic.cues import CueBaseline, CueModel
 
-_YAW, _PITCH = CUE_INPUTS.index("yaw"), CUE_INPUTS.index("pitch")
 _ACAD = [c.lower() for c in ACADEMIC_CLASSES]
 
 
-def _gate():
-    """The readability gate's ``judge`` (``recognition.face.readability``), None where it is not installed."""
-    try:
-        from recognition.face.readability import judge
-    except ImportError:
-        return None
-    return judge
-
-
-def readable_samples(face_boxes: np.ndarray, cue_inputs: np.ndarray, sharp: np.ndarray) -> np.ndarray:
-    """(n,) bool: may this face-frame be read against the person (and count towards their baseline)?
-
-    The one place that decides it for the cue model. With the readability gate
-    (``recognition.face.readability``) its judgement (size, landmarks, pose, blur);
-    without it, whether the landmarker read the face (a face too small to landmark has
-    only FER's reading of a few pixels: no resting face can be learnt from it).
-    """
-    n = len(cue_inputs)
-    x = np.asarray(cue_inputs, np.float64).reshape(n, len(CUE_INPUTS))
-    found = np.isfinite(x).all(1)  # every landmark input present (the expression ones too)
-    judge = _gate()
-    if judge is None:
-        return found
-    pose = np.stack([x[:, _YAW], x[:, _PITCH], np.zeros(n)], axis=1)
-    return np.asarray(judge(face_boxes, found, pose, sharp).readable, bool)
-
-
 def sample_scores(model: CueModel, part, baseline: CueBaseline) -> tuple[np.ndarray, np.ndarray]:
-    """(academic (n, 5), engagement (n,)) of a chunk track's samples: readable ones against
-    ``baseline``; the others as the population reads them, or, where the readability gate
-    is installed, with no academic emotion at all (it stores none for an unreadable face)."""
-    ok = np.asarray(part.readable, bool)
-    vis = np.ones(part.n_samples, bool)
-    acad, eng = model.predict_inputs(part.cue_inputs, vis)
-    if ok.any():
-        a, e = model.predict_inputs(np.asarray(part.cue_inputs)[ok], vis[ok], baseline)
-        acad[ok], eng[ok] = a, e
-    if _gate() is not None:
-        acad[~ok] = np.nan
+    """(academic (n, 5), engagement (n,)) of a chunk track's samples read against ``baseline``,
+    withheld as the readability gate decided in the chunk (``ChunkTrack.readable``: no
+    academic emotion for an unreadable face; ``pose_ok``: no engagement where the head pose
+    does not hold up), exactly as the chunk's own bins withheld them."""
+    acad, eng = model.predict_inputs(part.cue_inputs, np.ones(part.n_samples, bool), baseline)
+    acad[~np.asarray(part.readable, bool)] = np.nan
+    eng[~np.asarray(part.pose_ok, bool)] = np.nan
     return acad, eng
 
 
 def _has_inputs(p) -> bool:
-    return len(p.cue_inputs) == p.n_samples and len(p.readable) == p.n_samples and p.n_samples > 0
+    n = p.n_samples
+    return n > 0 and len(p.cue_inputs) == n and len(p.readable) == n and len(p.pose_ok) == n
 
 
 def person_baseline(model: CueModel, parts: list, grid: TimeGrid) -> CueBaseline:
-    """The person's session baseline from the readable samples of all their chunk tracks."""
+    """The person's session baseline from the readable samples of all their chunk tracks
+    (the readability gate's judgement, ``recognition.face.readability``: a face too small,
+    turned or blurred teaches nothing about the resting face)."""
     parts = [p for p in parts if _has_inputs(p)]
     if not parts:
         return CueBaseline.population()

@@ -29,6 +29,7 @@ import numpy as np
 
 from affectline.types import Detections
 from recognition.face.landmarks import box_from_landmarks, five_from_landmarks
+from recognition.face.readability import iod_from_landmarks
 from recognition.reid.embedder import EMBEDDING_DIM
 from recognition.tracking.geometry import iou
 from recognition.tracking.tracker import Tracker
@@ -44,9 +45,10 @@ FOLLOW_SCORE = 0.99
 threshold) centred in a tracked face's predicted box, so it is treated as a confident
 detection of a face already confirmed by the detector."""
 
-LANDMARK_KEYS = ("lm_done", "lm_blendshapes", "lm_pose")
+LANDMARK_KEYS = ("lm_done", "lm_blendshapes", "lm_pose", "lm_iod")
 """Per-row ``Detections.data`` the follower fills: landmarked while following (bool), and
-those rows' blendshapes (52) and head pose (3); NaN / False on the other rows."""
+those rows' blendshapes (52), head pose (3) and pupil distance in px (the face's size for the
+readability gate); NaN / False on the other rows."""
 
 
 def with_landmarks(dets: Detections, result=None, rows: np.ndarray | None = None) -> Detections:
@@ -58,11 +60,13 @@ def with_landmarks(dets: Detections, result=None, rows: np.ndarray | None = None
         data["lm_done"] = np.zeros(n, bool)
         data["lm_blendshapes"] = np.full((n, 52), np.nan, np.float32)
         data["lm_pose"] = np.full((n, 3), np.nan, np.float32)
+        data["lm_iod"] = np.full(n, np.nan, np.float32)
     else:
         rows = np.arange(n) if rows is None else rows
         data["lm_done"] = np.ones(n, bool)
         data["lm_blendshapes"] = np.asarray(result.blendshapes, np.float32)[rows].reshape(n, 52)  # n may be 0
         data["lm_pose"] = np.asarray(result.pose, np.float32)[rows].reshape(n, 3)
+        data["lm_iod"] = iod_from_landmarks(np.asarray(result.landmarks, np.float32)[rows])
     return Detections(dets.boxes, dets.scores, dets.track_id, data)
 
 

@@ -1,0 +1,50 @@
+"""What each expression model's numbers are worth: its measured figures, beside the numbers it gives.
+
+Imports nothing of ours: the dashboard, the reports and the CLI look a recording's
+``expression_model`` (``name@sha256-prefix``) up here and print one line such as
+"Expression model: macro-F1 0.52 on the development set (model card)" beside its
+numbers, or "not measured" when no card matches. The figures come from
+``affectline eval expressions ../shared/fixtures/expressions`` (README, model cards);
+``anchor`` is the README heading anchor of the model's card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+README_URL = "README.md"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_id_prefix: str  # matched against the start of a stored ``expression_model`` id
+    name: str
+    macro_f1: float  # 5-class (angry, happy, sad, surprise, neutral) on the development set, native size
+    accuracy: float
+    ece: float  # expected calibration error
+    anchor: str  # README heading anchor of this model's card, e.g. "model-card-fer2013-mini-xception"
+
+    @property
+    def link(self) -> str:
+        return f"{README_URL}#{self.anchor}"
+
+
+CARDS: tuple[ModelCard, ...] = ()
+"""Filled from measured figures (``affectline eval expressions``); none is guessed."""
+
+
+def card_for(model_id: str | None, cards: tuple[ModelCard, ...] | None = None) -> ModelCard | None:
+    """The card whose prefix starts ``model_id`` (the longest such prefix), or None."""
+    if not model_id:
+        return None
+    hits = [c for c in (CARDS if cards is None else cards) if model_id.startswith(c.model_id_prefix)]
+    return max(hits, key=lambda c: len(c.model_id_prefix)) if hits else None
+
+
+def accuracy_line(model_id: str | None, cards: tuple[ModelCard, ...] | None = None) -> str:
+    """One line for beside the numbers: how accurate the expression model is, or that nobody measured it."""
+    c = card_for(model_id, cards)
+    if c is None:
+        return f"Expression model {model_id or 'unknown'}: accuracy not measured."
+    return (f"Expression model {c.name}: macro-F1 {c.macro_f1:.2f}, accuracy {c.accuracy:.2f} "
+            f"on the development set (model card: {c.link}).")  # fmt: skip
