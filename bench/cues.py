@@ -21,7 +21,9 @@ ROC AUCs printed (higher = the score ranks the labelled faces first; 0.5 = chanc
   Confusion  vs angry/disgust/fear/sad faces (the rest: happy, surprise, neutral)
   Neutrality vs neutral faces
   Enjoyment  vs happy faces
-and how many identities had more than one photo. No timing: nothing here is a speed figure.
+over all readable photos (the gate's judgement: the pipeline gives no academic emotion
+for the others) and over those of identities with more than one photo (where a baseline
+exists at all), and how many identities had more than one photo. No timing: nothing here is a speed figure.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def extract(folder: Path, cache: Path) -> dict[str, np.ndarray]:
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     s = Settings(torch_threads=1)
     pipe = Pipeline(s, device="cpu")
-    out = {k: [] for k in ("name", "label", "blend", "pose", "expr", "found", "detected")}
+    out = {k: [] for k in ("name", "label", "blend", "pose", "expr", "found", "detected", "readable")}
     for i, r in enumerate(rows):
         bgr = cv2.imread(str(folder / "images" / r["file"]))
         frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -68,10 +70,12 @@ def extract(folder: Path, cache: Path) -> dict[str, np.ndarray]:
             one = Detections(d.boxes[j : j + 1], d.scores[j : j + 1])
             fr = pipe.faces.run([frame], [one])[0]
             blend, pose, expr, found = fr.blend[0], fr.pose[0], fr.expr[0], bool(fr.found[0])
+            readable = bool(fr.readable[0])
         else:
             blend, pose, expr, found = np.full(52, np.nan), np.full(3, np.nan), np.full(7, np.nan), False
+            readable = False
         for k, v in (("name", r["file"]), ("label", r["label"]), ("blend", blend), ("pose", pose), ("expr", expr),
-                     ("found", found), ("detected", ok)):  # fmt: skip
+                     ("found", found), ("detected", ok), ("readable", readable)):  # fmt: skip
             out[k].append(v)
         if i % 200 == 0:
             print(f"  features {i}/{len(rows)}", file=sys.stderr, flush=True)
@@ -102,11 +106,12 @@ def baselines(f: dict[str, np.ndarray], leave_one_out: bool):
     groups: dict[str, np.ndarray] = {}
     for name in np.unique(ids):
         groups[name] = np.flatnonzero(ids == name)
+    readable = f["readable"].astype(bool)
     for i, name in enumerate(ids):
         idx = groups[name]
         if leave_one_out:
             idx = idx[idx != i]
-        out.append(model.fit_baseline(raw[idx]))
+        out.append(model.fit_baseline(raw[idx[readable[idx]]]))  # readable photos only, as a session
     multi = sum(len(v) > 1 for v in groups.values())
     return out, multi, len(groups)
 
@@ -133,25 +138,35 @@ def main() -> None:
     f = extract(args.dir, args.cache)
     keep = f["detected"].astype(bool)
     f = {k: v[keep] for k, v in f.items()}
-    lab = f["label"]
     print(f"{args.dir}: {len(keep)} photos, {int(keep.sum())} with a face detected, "
-          f"{int(f['found'].sum())} with landmarks")  # fmt: skip
+          f"{int(f['found'].sum())} with landmarks, {int(f['readable'].sum())} readable (the gate)")  # fmt: skip
+    loo, multi, n_ids = baselines(f, leave_one_out=True)
+    incl, _, _ = baselines(f, leave_one_out=False)
+    reads = {"absolute": scores(f), "relative (LOO)": scores(f, loo), "relative (all)": scores(f, incl)}
+    # Scored over the readable faces: the only ones the pipeline gives an academic emotion.
+    ok = f["readable"].astype(bool)
+    reads = {k: a[ok] for k, a in reads.items()}
+    lab = f["label"][ok]
+    print(f"identities: {n_ids}, of which {multi} with more than one photo (the others: population baseline)")
+    print(f"{'ROC AUC':40s}" + "".join(f"{k:>16s}" for k in reads))
     targets = {
         "Confusion vs angry/disgust/fear/sad": (2, np.isin(lab, NEGATIVE)),
         "Neutrality vs neutral": (0, lab == "neutral"),
         "Enjoyment vs happy": (1, lab == "happy"),
     }
-    loo, multi, n_ids = baselines(f, leave_one_out=True)
-    incl, _, _ = baselines(f, leave_one_out=False)
-    reads = {"absolute": scores(f), "relative (LOO)": scores(f, loo), "relative (all)": scores(f, incl)}
-    print(f"identities: {n_ids}, of which {multi} with more than one photo (the others: population baseline)")
-    print(f"{'ROC AUC':40s}" + "".join(f"{k:>16s}" for k in reads))
     for name, (j, pos) in targets.items():
         print(f"{name:40s}" + "".join(f"{auc(a[:, j], pos):16.3f}" for a in reads.values()))
+    # Where the person-relative reading can act at all: photos whose identity has other photos.
+    ids = np.array([identity(x) for x in f["name"][ok]])
+    _, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    many = counts[inv] > 1
+    print(f"the {int(many.sum())} readable photos of identities with more than one photo:")
+    for name, (j, pos) in targets.items():
+        print(f"{name:40s}" + "".join(f"{auc(a[many, j], pos[many]):16.3f}" for a in reads.values()))
     top = {k: np.bincount(a.argmax(1), minlength=5) / len(a) for k, a in reads.items()}
     from affectline.types import ACADEMIC_CLASSES
 
-    print("top-class share over all photos:")
+    print(f"top-class share over the {int(ok.sum())} readable photos:")
     for k, v in top.items():
         print(f"  {k:16s} " + "  ".join(f"{c} {x:.2f}" for c, x in zip(ACADEMIC_CLASSES, v)))
 
