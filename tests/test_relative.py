@@ -291,3 +291,30 @@ def test_chunked_and_single_pass_read_the_persons_against_the_same_baseline(clip
     # The woman sits turned ~27 degrees the whole clip: her usual, not distraction, in both runs.
     for out in (one, two):
         assert np.bincount(_tops(out), minlength=5).argmax() == NEU
+
+
+def test_a_clinicians_calibration_baseline_becomes_the_cue_models_baseline():
+    from affectline.features import FEATURE_NAMES
+    from ingest.stages.relative import CueSamples, clinician_baseline, reread_bins
+    from recognition.personal.calibration import Baseline, fit_baseline
+
+    # A child whose resting eyes are narrow (eyeBlink 0.35): 30 tagged baseline bins.
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    X = np.zeros((30, len(FEATURE_NAMES)), np.float32)
+    X[:, col["eyeBlinkLeft"]] = X[:, col["eyeBlinkRight"]] = 0.35
+    X[:, col["p_neutral"]], X[:, col["face_visible"]] = 1.0, 1.0
+    b = clinician_baseline(MODEL, fit_baseline(X, np.ones(30, bool)))
+    assert b.source == "clinician" and b.n[I["eye_closed"]] == 30
+    assert b.center[I["eye_closed"]] == pytest.approx(0.35, abs=1e-6)
+    assert b.center[I["p_negative"]] == pytest.approx(0.0, abs=1e-6)  # log(p + TAU) back to p
+    assert clinician_baseline(MODEL, Baseline.identity()) is None
+    # Their session's bins, read against it: resting eyes are not Fatigue.
+    times, bs, pose, expr = _samples(0.0, 20, brow=0.0)
+    for name in ("eyeBlinkLeft", "eyeBlinkRight"):
+        bs[:, BLENDSHAPE_NAMES.index(name)] = 0.35
+    tr = _track(0, times, bs, pose, expr)
+    assert (tr.bins["fatigue"] > tr.bins["neutrality"]).all()
+    samples = CueSamples.of([tr])
+    bins = reread_bins(tr.bins, samples, MODEL, b, GRID)
+    assert (bins["neutrality"] > bins["fatigue"]).all()
+    assert bins[["t_start", "t_end", "face_visible"]].equals(tr.bins[["t_start", "t_end", "face_visible"]])

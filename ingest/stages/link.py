@@ -21,7 +21,7 @@ import pandas as pd
 from affectline.types import TimeGrid, VideoInfo
 from ingest.stages.bins import absent_bins
 from ingest.stages.chunk import ChunkResult, ChunkTrack
-from ingest.stages.relative import relative_parts
+from ingest.stages.relative import CueSamples, relative_parts
 
 CONFIRM_SCORE = 0.95
 """A track counts as a person once the landmarker confirmed a face in it at least once, or
@@ -43,6 +43,7 @@ class PersonTrack:
     features: np.ndarray
     thumbnail: bytes | None = None
     sources: list[tuple[int, int]] = field(default_factory=list)  # (chunk index, chunk-local track id)
+    cue_samples: CueSamples | None = None  # for a re-read against a clinician's baseline (ingest.analysis.store)
 
 
 @dataclass
@@ -153,7 +154,7 @@ def link_chunk_results(chunks: list[ChunkResult], info: VideoInfo, fps: float, s
             context_boxes=cat("context_boxes", 4) if with_samples else np.zeros((0, 4), np.float32),
             embedding=np.mean(valid, axis=0) if valid else None,  # faces too small to embed have none
             bins=bins, features=feats, thumbnail=next((p.thumbnail for p in trs if p.thumbnail), None),
-            sources=[(chunks[c].index, p.track_id) for c, p in parts],
+            sources=[(chunks[c].index, p.track_id) for c, p in parts], cue_samples=CueSamples.of(trs),
         ))  # fmt: skip
     return PipelineOutput(
         info=info, analysis_fps=fps, bin_seconds=step, academic_model=chunks[0].academic_model,

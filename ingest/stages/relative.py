@@ -17,12 +17,14 @@ n / (n + ``CueParams.baseline_prior_n``), n the distinct seconds (bins) they wer
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 from affectline.types import ACADEMIC_CLASSES, TimeGrid
 from ingest.stages.bins import bin_mean
-from recognition.academic.cues import CueBaseline, CueModel
+from recognition.academic.cues import CUE_INPUTS, CueBaseline, CueModel
 
 _ACAD = [c.lower() for c in ACADEMIC_CLASSES]
 
@@ -88,3 +90,60 @@ def relative_parts(parts: list, model: CueModel, grid: TimeGrid, academic: bool 
 
     b = baseline if baseline is not None else person_baseline(model, parts, grid)
     return [replace(p, bins=rescore_bins(p, model, b, grid, academic)) for p in parts], b
+
+
+@dataclass
+class CueSamples:
+    """One person's samples as the person-relative pass reads them (concatenated chunk tracks)."""
+
+    times: np.ndarray  # (n,) seconds
+    cue_inputs: np.ndarray  # (n, len(CUE_INPUTS))
+    readable: np.ndarray  # (n,) bool
+    pose_ok: np.ndarray  # (n,) bool
+    bins: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def of(cls, parts: list) -> CueSamples:
+        parts = [p for p in parts if _has_inputs(p)]
+        if not parts:
+            return cls(np.zeros(0), np.zeros((0, len(CUE_INPUTS)), np.float32), np.zeros(0, bool), np.zeros(0, bool))
+        cat = lambda k: np.concatenate([np.asarray(getattr(p, k)) for p in parts])  # noqa: E731
+        return cls(cat("times").astype(np.float64), cat("cue_inputs"), cat("readable").astype(bool),
+                   cat("pose_ok").astype(bool))  # fmt: skip
+
+
+def reread_bins(bins: pd.DataFrame, samples: CueSamples, model: CueModel, baseline: CueBaseline,
+                grid: TimeGrid) -> pd.DataFrame:  # fmt: skip
+    """A stored track's bins (e.g. a part of a person cut by a human correction) re-read
+    against another baseline (a clinician's, ``clinician_baseline``) from the person's samples
+    inside those bins' span."""
+    if not len(bins) or not samples.n_samples:
+        return bins
+    t0, t1 = float(bins["t_start"].min()), float(bins["t_end"].max())
+    m = (samples.times >= t0 - 1e-6) & (samples.times < t1)
+    if not m.any():
+        return bins
+    part = CueSamples(samples.times[m], np.asarray(samples.cue_inputs)[m], samples.readable[m], samples.pose_ok[m], bins)
+    return rescore_bins(part, model, baseline, grid)
+
+
+def clinician_baseline(model: CueModel, baseline) -> CueBaseline | None:
+    """The cue model's baseline from a child's calibration baseline (``recognition.personal.
+    calibration.Baseline``: medians of the clinician-tagged baseline bins, or of all their bins):
+    its centre's blendshapes, head pose and FER probabilities, worth its number of bins. None for
+    the identity (no calibration)."""
+    from affectline.features import BLENDSHAPE_NAMES, POSE_NAMES
+    from recognition.personal.population import TAU
+
+    _NB, _NP = len(BLENDSHAPE_NAMES), len(POSE_NAMES)
+
+    if baseline is None or baseline.is_identity:
+        return None
+    c = np.asarray(baseline.center, np.float64)
+    probs = np.clip(np.exp(c[_NB + _NP :]) - TAU, 0.0, 1.0)  # the centre is a median of log(p + TAU)
+    b = model.baseline_from_center(c[:_NB], c[_NB : _NB + _NP], probs, baseline.n_bins, source="clinician")
+    return b
