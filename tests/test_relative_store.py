@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
-from affectline.features import EXPRESSION_CLASSES
+from affectline.types import EXPRESSION_CLASSES
 from recognition.personal.calibration import MODEL_FEATURE_NAMES, Baseline
 from recognition.personal.population import TAU
 from storage import people

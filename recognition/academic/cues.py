@@ -17,9 +17,10 @@ Cues, each in [0, 1] (``ramp(x, lo, hi)`` = clip((x - lo) / (hi - lo), 0, 1)):
   head_away   = max(ramp(|yaw|), ramp(-pitch) [head down], ramp(pitch) [head up])
 A cue whose inputs are missing counts as absent (0); a weighted mean uses the inputs present.
 
-Relative to the person (``baseline``): every cue reads its raw input (``CUE_INPUTS``:
-mean mouthSmile, p_happy, mean browDown, browInnerUp, p_angry + p_fear + p_sad, the
-look-down-discounted eyeBlink, jawOpen, yaw, pitch) minus a shift,
+Relative to the person (``baseline``): each raw input (``CUE_INPUTS``: mean mouthSmile,
+p_happy, mean browDown, browInnerUp, p_angry + p_fear + p_sad, the look-down-discounted
+eyeBlink, jawOpen, yaw, pitch) named in ``CueParams.relative_inputs`` (all but the
+smile's) is read minus a shift,
   shift = w * (person's resting value - population resting value),  w = n / (n + prior_n),
 clipped at 0 for the expression inputs (a baseline explains a resting frown or a narrow
 eye away; it never makes a cue easier to fire than for the population) and signed for
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -220,12 +222,9 @@ class CueModel:
         g = np.arange(len(x)) if groups is None else _check(groups, None, "groups", len(x))
         ok = np.isfinite(x)
         n = np.array([len(np.unique(g[ok[:, j]])) for j in range(x.shape[1])], np.float64)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: unknown, not an error
-                center = np.nanmedian(x, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: unknown (n = 0), not an error
+            center = np.nanmedian(x, axis=0)
         return CueBaseline(center, n, "session" if n.any() else "population")
 
     def baseline_from_center(self, blend: np.ndarray, pose: np.ndarray, expr: np.ndarray, n: int,
