@@ -50,9 +50,13 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
     keys = ("chunk_seconds", "bin_seconds", "detector", "min_face_px", "min_face_frac", "full_search_every_s",
             "follow", "landmarker", "academic_model", "caer_checkpoint", "embedder", "store_thumbnails",
             "readable_min_iod_px", "readable_max_yaw", "readable_max_pitch", "readable_min_sharpness")  # fmt: skip
-    # "gate": chunk results carry the readability gate's columns since issue 17; older stored results
-    # (without them) are never reused.
-    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code, "gate": 1}
+    from ingest.stages.chunk import FORMAT
+    from recognition.academic.cues import CueModel
+
+    # "gate": chunk results carry the readability gate's columns since issue 17; the chunk format and
+    # the cue model's fingerprint: a chunk made by other code (older stored results) is never reused.
+    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code, "gate": 1,
+                                                    "chunk_format": FORMAT, "cues": CueModel().sha256}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -35,6 +35,7 @@ from ingest.stages.bins import READABILITY_CODES, bin_samples, owned_bins
 from ingest.stages.chunk import ChunkResult, ChunkTrack
 from ingest.stages.faces import FaceStep, StageClock, embed_one_frame
 from ingest.stages.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
+from recognition.academic.cues import CUE_INPUTS
 from ingest.stages.decode import Prefetch, open_video
 from ingest.video import VideoSource, sample_indices
 from recognition.tracking.follow import full_search_frames
@@ -410,9 +411,12 @@ class Pipeline:
         own = (k >= owned[0]) & (k < owned[1])
         zone = (t < window.start + overlap_s) | (t >= window.end - overlap_s)
         bins, feats = None, np.zeros((0, 0), np.float32)
+        inputs = np.zeros((0, len(CUE_INPUTS)), np.float32)
         if own.any():
             o = {key: v[own] for key, v in a.items()}
-            academic, engagement = self.cues.predict(o["blend"], o["pose"], o["expr"], np.ones(int(own.sum()), bool))
+            # The chunk's own (absolute) scores; the link step re-reads them against the person (ingest.stages.relative).
+            inputs = self.cues.inputs(o["blend"], o["pose"], o["expr"], np.ones(int(own.sum()), bool)).astype(np.float32)
+            academic, engagement = self.cues.predict_inputs(inputs, np.ones(int(own.sum()), bool))
             if "academic" in o:
                 academic = o["academic"].astype(np.float32)
             # The readability gate: no academic emotion (nor its inputs in the stored features) for a face
@@ -442,6 +446,8 @@ class Pipeline:
             link_times=st[link], link_boxes=np.asarray(summ.boxes, np.float32)[link].reshape(-1, 4),
             overlap_times=t[zone].astype(np.float64), overlap_boxes=a["boxes"][zone].astype(np.float32).reshape(-1, 4),
             overlap_embeddings=a["emb"][zone].astype(np.float32).reshape(-1, 128), thumbnail=thumb,
+            cue_inputs=inputs, sharp=a["sharp"][own].astype(np.float32),
+            readable=a["readable"][own].astype(bool), pose_ok=a["pose_ok"][own].astype(bool),
         )  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """The cue model: exact formula properties on synthetic features, cue directions on real faces.
 
-Real faces: dlib HOG boxes -> FaceLandmarker + FER mini-Xception -> CueModel. What each
-real-footage test relies on was checked by eye on the frames it names.
+Real faces: dlib HOG boxes -> FaceLandmarker + FER mini-Xception -> CueModel, read against
+the population and, for blinks and smiles, against the person (``CueBaseline``; the
+person-relative pass on whole clips is in tests/test_relative.py). What each real-footage
+test relies on was checked by eye on the frames it names.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def test_fingerprint_follows_the_parameters():
     assert MODEL.name == "cues" and MODEL.version
     assert len(MODEL.sha256) == 64 and MODEL.sha256 == CueModel().sha256
     assert CueModel(replace(CueParams(), yaw=(25.0, 45.0))).sha256 != MODEL.sha256
-    assert CueModel(version="2").sha256 != MODEL.sha256
+    assert CueModel(version=MODEL.version + ".x").sha256 != MODEL.sha256
 
 
 def test_empty_input():
@@ -200,6 +202,7 @@ def pipeline(request):
             academic, engagement = MODEL.predict(lm.blendshapes, lm.pose, expr, np.ones(len(dets), bool))
             return dets, lm, academic, engagement
 
+        run.fer = fer
         yield run
 
 
@@ -239,6 +242,25 @@ def test_closed_eyes_raise_fatigue_for_the_same_person(pipeline):
         assert e_shut[person] < e_open[person] - 0.2, person
 
 
+def test_closed_eyes_raise_fatigue_against_the_persons_own_baseline(pipeline):
+    """The same blinks, each person read against their median over the clip (the session)."""
+    vr = decord.VideoReader(str(MEDIA / "two_people_head_turns_270p.mp4"))
+    dets, *_ = pipeline(vr[0].asnumpy(), upsample=1)
+    frames = sorted(set(range(0, len(vr), 4)) | {17, 20, 40, 43})
+    rows = {}
+    for i in frames:
+        _, lm, _, _ = pipeline(vr[i].asnumpy(), dets=dets)
+        rows[i] = MODEL.inputs(lm.blendshapes, lm.pose, np.full((2, 7), np.nan), np.ones(2, bool))
+    seconds = np.array([int(i / vr.get_avg_fps()) for i in frames])
+    for person, shut, open_ in ((0, 20, 17), (1, 43, 40)):
+        b = MODEL.fit_baseline(np.stack([rows[i][person] for i in frames]), seconds)
+        assert b.source == "session" and b.n[0] >= 4
+        (a_shut, a_open), (e_shut, e_open) = MODEL.predict_inputs(np.stack([rows[shut][person], rows[open_][person]]),
+                                                                  np.ones(2, bool), b)  # fmt: skip
+        assert a_shut[FAT] > a_open[FAT] + 0.1, person
+        assert e_shut < e_open - 0.2, person
+
+
 def test_smiles_raise_enjoyment_over_a_straight_face(pipeline):
     frame = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
     dets, lm, academic, _ = pipeline(frame, upsample=1)
@@ -249,6 +271,11 @@ def test_smiles_raise_enjoyment_over_a_straight_face(pipeline):
     assert academic[chin].argmax() != ENJ
     assert (np.delete(enjoy, chin) > enjoy[chin] + 0.5).sum() >= 4
     assert (academic.argmax(1) == ENJ).sum() >= 4
+    # Against each person (one photo: their baseline is this face, worth one second) the grins stay Enjoyment.
+    x = MODEL.inputs(lm.blendshapes, lm.pose, np.asarray(pipeline.fer.predict(frame, dets)), np.ones(len(dets), bool))
+    rel = np.concatenate([MODEL.predict_inputs(x[i : i + 1], np.ones(1, bool), MODEL.fit_baseline(x[i : i + 1]))[0]
+                          for i in range(len(x))])  # fmt: skip
+    assert rel[chin].argmax() != ENJ and (rel.argmax(1) == ENJ).sum() >= 4
 
 
 def test_lowered_brows_raise_confusion_over_relaxed_brows(pipeline):

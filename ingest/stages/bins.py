@@ -62,6 +62,20 @@ def _frame(grid, index, duration, visible, engagement, academic, expr, readable=
     return df
 
 
+def bin_mean(x: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """(nb, k) float32 mean of the rows of ``x`` (n, k) per bin ``b`` (n,) in [0, nb), NaN ignored;
+    NaN where a bin has no finite value."""
+    n = len(b)
+    x = np.asarray(x, np.float32).reshape(n, -1)
+    ok = ~np.isnan(x)
+    s = np.zeros((nb, x.shape[1]), np.float32)
+    c = np.zeros((nb, x.shape[1]), np.float32)
+    np.add.at(s, b, np.where(ok, x, 0))
+    np.add.at(c, b, ok)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
 def bin_samples(a: dict[str, np.ndarray], academic: np.ndarray, engagement: np.ndarray, grid: TimeGrid,
                 fps: float, duration: float, absent: tuple[np.ndarray, float]) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
     """Average one track's samples into the bins of ``grid`` they fall in, over the track's span.
@@ -85,14 +99,7 @@ def bin_samples(a: dict[str, np.ndarray], academic: np.ndarray, engagement: np.n
     counts = np.bincount(b, minlength=nb).astype(np.float32)
 
     def mean(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32).reshape(n, -1)
-        ok = ~np.isnan(x)
-        s = np.zeros((nb, x.shape[1]), np.float32)
-        c = np.zeros((nb, x.shape[1]), np.float32)
-        np.add.at(s, b, np.where(ok, x, 0))
-        np.add.at(c, b, ok)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+        return bin_mean(x, b, nb)
 
     vis = counts > 0
     acad, eng, expr = mean(academic), mean(engagement)[:, 0], mean(a["expr"])

@@ -23,7 +23,7 @@ import pandas as pd
 
 from affectline.types import Segment, VideoInfo
 
-FORMAT = 1
+FORMAT = 2  # 2: per-sample cue inputs, sharpness and readability (the person-relative pass)
 
 
 @dataclass
@@ -48,6 +48,11 @@ class ChunkTrack:
     overlap_boxes: np.ndarray  # (o, 4) raw detector boxes
     overlap_embeddings: np.ndarray  # (o, 128) NaN where not embedded
     thumbnail: bytes | None = None
+    # The person-relative pass after linking (``ingest.stages.relative``), per sample of ``times``.
+    cue_inputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 9), np.float32))  # (n, len(CUE_INPUTS))
+    sharp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n,) Laplacian variance
+    readable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) the gate's: may be read
+    pose_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) the gate's: head pose reportable
 
     @property
     def n_samples(self) -> int:
@@ -55,7 +60,8 @@ class ChunkTrack:
 
 
 _ARRAYS = ("times", "face_boxes", "context_boxes", "features", "embedding", "embedding_samples", "link_times",
-           "link_boxes", "overlap_times", "overlap_boxes", "overlap_embeddings")  # fmt: skip
+           "link_boxes", "overlap_times", "overlap_boxes", "overlap_embeddings", "cue_inputs", "sharp",
+           "readable", "pose_ok")  # fmt: skip
 
 
 @dataclass

@@ -6,7 +6,8 @@ same times on both sides: ``match_by_overlap``), then by the tracker's own rules
 motion and appearance for what the overlap did not settle (someone who left and came
 back later: ``link_chunks``). A person's timeline is the concatenation of its chunk
 tracks' bins (each chunk owns the bins that start in its window), with 'no face' bins
-filled in between. The work and memory here are bounded by persons x bins; sample arrays
+filled in between, each chunk track's scores first re-read against the person's own
+baseline over the whole session (``ingest.stages.relative``). The work and memory here are bounded by persons x bins; sample arrays
 are carried along only when asked (``with_samples``), for in-process runs.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 from affectline.types import TimeGrid, VideoInfo
 from ingest.stages.bins import absent_bins
 from ingest.stages.chunk import ChunkResult, ChunkTrack
+from ingest.stages.relative import CueSamples, relative_parts
 
 CONFIRM_SCORE = 0.95
 """A track counts as a person once the landmarker confirmed a face in it at least once, or
@@ -41,6 +43,7 @@ class PersonTrack:
     features: np.ndarray
     thumbnail: bytes | None = None
     sources: list[tuple[int, int]] = field(default_factory=list)  # (chunk index, chunk-local track id)
+    cue_samples: CueSamples | None = None  # for a re-read against a clinician's baseline (ingest.analysis.store)
 
 
 @dataclass
@@ -135,9 +138,12 @@ def link_chunk_results(chunks: list[ChunkResult], info: VideoInfo, fps: float, s
             continue
         persons.append((min(float(p.times[0]) for p in trs), gid, parts))
     tracks = []
+    model, academic = _cue_model(chunks[0].academic_model)
     for key, (_, gid, parts) in enumerate(sorted(persons, key=lambda p: (p[0], p[1]))):
         parts.sort(key=lambda p: p[1].times[0])
         trs = [p for _, p in parts]
+        # Scores read against this person's own session baseline (ingest.stages.relative).
+        trs, _ = relative_parts(trs, model, grid, academic)
         bins, feats = _timeline(trs, grid, info.duration, absent)
         valid = [np.asarray(p.embedding, np.float32) for p in trs if np.isfinite(p.embedding).all()]
         cat = (lambda k, w: np.concatenate([np.asarray(getattr(p, k), np.float32).reshape(-1, w) for p in trs]))
@@ -148,13 +154,23 @@ def link_chunk_results(chunks: list[ChunkResult], info: VideoInfo, fps: float, s
             context_boxes=cat("context_boxes", 4) if with_samples else np.zeros((0, 4), np.float32),
             embedding=np.mean(valid, axis=0) if valid else None,  # faces too small to embed have none
             bins=bins, features=feats, thumbnail=next((p.thumbnail for p in trs if p.thumbnail), None),
-            sources=[(chunks[c].index, p.track_id) for c, p in parts],
+            sources=[(chunks[c].index, p.track_id) for c, p in parts], cue_samples=CueSamples.of(trs),
         ))  # fmt: skip
     return PipelineOutput(
         info=info, analysis_fps=fps, bin_seconds=step, academic_model=chunks[0].academic_model,
         expression_model=chunks[0].expression_model, tracks=tracks,
         n_face_samples=sum(c.n_face_samples for c in chunks), n_full_searches=sum(c.n_full_searches for c in chunks),
     )  # fmt: skip
+
+
+def _cue_model(academic_model: str):
+    """The cue model that re-reads the persons, and whether it also gives their academic
+    emotions (it does unless a window model such as CLIP-CAER made them; engagement is
+    always the cue model's)."""
+    from recognition.academic.cues import CueModel
+
+    model = CueModel()
+    return model, academic_model == f"{model.name}@{model.sha256[:12]}"
 
 
 def _timeline(parts: list[ChunkTrack], grid: TimeGrid, duration: float, absent) -> tuple[pd.DataFrame, np.ndarray]:
