@@ -130,8 +130,8 @@ def frame_times(path: str | Path) -> tuple[np.ndarray, float] | None:
     if len(p) > 1 and not (np.diff(p) > 0).all():
         return None
     last = int(np.asarray(dur, np.int64)[order][-1])
-    if last <= 0:
-        last = int(np.median(np.diff(p))) if len(p) > 1 else 0
+    if last <= 0:  # no duration in the container: the last frame lasts as long as the one before
+        last = int(p[-1] - p[-2]) if len(p) > 1 else 0
     num, den = tb.numerator, tb.denominator
     times = ((p - p[0]) * num) / den
     return times, float((int(p[-1] - p[0]) + last) * num / den)
@@ -141,6 +141,8 @@ def _decord_times(vr, fps: float) -> tuple[np.ndarray, float] | None:
     """decord's own timestamps (float32 seconds: exact to ~0.1 ms over half an hour), for when the
     packets cannot be read apart; snapped to ``k / fps`` where they are that constant rate."""
     n = len(vr)
+    if n < 2:
+        return None
     ts = np.asarray(vr.get_frame_timestamp(range(n)), np.float64).reshape(n, 2)
     times = ts[:, 0] - ts[0, 0]
     if n > 1 and not (np.diff(times) > 0).all():
@@ -148,8 +150,8 @@ def _decord_times(vr, fps: float) -> tuple[np.ndarray, float] | None:
     grid = np.arange(n) / fps
     if np.abs(times - grid).max() < 1e-3:
         return grid, n / fps
-    end = ts[-1, 1] - ts[0, 0]
-    return times, float(end if end > times[-1] else times[-1] + np.median(np.diff(times)))
+    # decord ends the last frame one declared-rate frame later: as long as the one before is truer.
+    return times, float(2 * times[-1] - times[-2])
 
 
 # libav's and decord's own lines on stderr (the one-line VideoError says it for the user).

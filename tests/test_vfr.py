@@ -185,3 +185,39 @@ def test_visible_bins_are_where_the_faces_are(db_url, settings, pipeline, vfr_vi
     for _, rows in visible.groupby("person_id"):
         assert sorted(rows["t_start"].round().astype(int)) == TRUE_FACE_BINS  # each face in each of its bins
     assert df["t_end"].max() <= DURATION + 1e-9
+
+
+@pytest.mark.parametrize("timestamps", ["packets", "opencv"])
+def test_opencv_decoder_times_frames_the_same(vfr_videos, monkeypatch, timestamps):
+    """``Cv2Source`` (a box with OpenCV and no decord) samples the same frames at the same times,
+    with the packets' timestamps where PyAV is there and OpenCV's own where it is not."""
+    import ingest.stages.decode as decode
+
+    if timestamps == "opencv":
+        monkeypatch.setattr(decode, "frame_times", lambda path: (_ for _ in ()).throw(ModuleNotFoundError("av")))
+    truth = np.array(FACE_MS + EMPTY_MS) / 1000.0
+    src = decode.Cv2Source(vfr_videos["mp4"])
+    assert src.info.n_frames == len(truth) and np.abs(src.times - truth).max() < 1e-3
+    assert src.info.duration == pytest.approx(DURATION, abs=1e-3)
+    ref = VideoSource(vfr_videos["mp4"])
+    batches = list(src.batches(4.0, batch_size=5, start=4.0, end=12.0))  # a chunk after the start
+    idx = np.concatenate([b.indices for b in batches])
+    assert np.array_equal(idx, ref.sample(4.0, 4.0, 12.0)[0])
+    assert np.allclose(np.concatenate([b.times for b in batches]), truth[idx], atol=1e-3)
+    want = np.concatenate([b.frames for b in ref.batches(4.0, batch_size=5, start=4.0, end=12.0)])
+    assert np.abs(np.concatenate([b.frames for b in batches]).astype(int) - want).mean() < 2  # the same pictures
+
+
+def test_decords_own_times_when_the_packets_cannot_be_read(vfr_videos, tmp_path):
+    """decord's float32 timestamps are the fallback: right to a fraction of a millisecond on a
+    variable-rate file, and exactly k / fps on a constant-rate one."""
+    import decord
+
+    from ingest.video import _decord_times
+    from tests.synth import counter_video
+
+    times, duration = _decord_times(decord.VideoReader(str(vfr_videos["mp4"])), 25.0)
+    assert np.abs(times - np.array(FACE_MS + EMPTY_MS) / 1000.0).max() < 1e-5 and duration == pytest.approx(DURATION)
+    cfr = counter_video(tmp_path / "c.mp4", frames=60, fps=25)
+    times, duration = _decord_times(decord.VideoReader(str(cfr)), 25.0)
+    assert np.array_equal(times, np.arange(60) / 25.0) and duration == 60 / 25.0

@@ -75,7 +75,7 @@ class Cv2Source:
         if len(t) < 2 or not (np.diff(t) > 0).all():
             return None
         t -= t[0]
-        return t, float(t[-1] + np.median(np.diff(t)))
+        return t, float(2 * t[-1] - t[-2])  # the last frame lasts as long as the one before it
 
     def sample(self, fps: float, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         return sample_window(self.times, self.info.duration, fps, start, end, rate=self.info.fps)
