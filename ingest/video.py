@@ -160,36 +160,39 @@ _NOISE = re.compile(r"^\s*(\[[\w ,:./-]+ @ 0x[0-9a-f]+\]|\[\d\d:\d\d:\d\d\] \S+\
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Hold what C code writes to file descriptor 2 while a file is probed: libav and decord print
+    """Hold what is written to file descriptor 2 while a file is probed: libav and decord print
     their own lines there ("moov atom not found", "ERROR opening ...") beside our one-line error.
     Their lines go to the debug log; anything else written meanwhile (another thread's message)
-    is put back on stderr afterwards."""
+    is put back on stderr afterwards, in its order."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to keep off it
+        os.fstat(2)
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing reaches a terminal anyway
+        saved = None
+    if saved is None:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), fd)
+        os.dup2(held.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            text = held.read().decode(errors="replace")
             kept = []
-            for line in text.splitlines(keepends=True):
-                if _NOISE.match(line):
-                    log.debug("decoder: %s", line.rstrip())
+            for line in held.read().splitlines(keepends=True):
+                text = line.decode(errors="replace")
+                if _NOISE.match(text):
+                    log.debug("decoder: %s", text.rstrip())
                 else:
                     kept.append(line)
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                os.write(2, b"".join(kept))
 
 
 _quiet_libav_done = False
