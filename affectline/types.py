@@ -70,14 +70,21 @@ class TimeGrid:
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """A decodable video. ``fps`` is the rate the container declares; a variable-rate
+    video's frames are timed by their own timestamps, so ``duration_s`` (the end of the last
+    frame) is stored beside it; 0 means a constant rate, ``n_frames / fps``."""
+
     path: str
     fps: float
     n_frames: int
     width: int
     height: int
+    duration_s: float = 0.0
 
     @property
     def duration(self) -> float:
+        if self.duration_s > 0:
+            return self.duration_s
         return self.n_frames / self.fps if self.fps > 0 else 0.0
 
 

@@ -242,27 +242,30 @@ def _worker_gone(url: str, job_id: int, code: int, restarts: int) -> str:
 
 
 class _Fps(click.ParamType):
-    """Analysis frames per second: a finite number in (0, 60]."""
+    """Analysis frames per second: at least a frame per bin (1 / AFFECTLINE_BIN_SECONDS), at most 60."""
 
     name = "fps"
 
     def convert(self, value, param, ctx):
-        import math
+        from affectline.settings import analysis_fps_problem
 
         try:
             f = float(value)
         except (TypeError, ValueError):
-            f = math.nan
-        if not math.isfinite(f) or not 0 < f <= 60:
+            f = float("nan")
+        problem = analysis_fps_problem(f, get_settings().bin_seconds)
+        if problem:
             # One line, exit 1 (a usage error would print three).
-            raise click.ClickException(f"--fps {value}: must be a number above 0 and at most 60")
+            raise click.ClickException(f"--fps {value}: {problem}")
         return f
 
 
 @main.command()
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(["classroom", "therapy"]), default="classroom", show_default=True)
-@click.option("--fps", "analysis_fps", type=_Fps(), default=None, help="Analysis frames per second (default AFFECTLINE_ANALYSIS_FPS, 4).")
+@click.option("--fps", "analysis_fps", type=_Fps(), default=None,
+              help="Analysis frames per second (default AFFECTLINE_ANALYSIS_FPS, 4): at least one per bin, at most 60; "
+                   "above the video's own rate every frame is analysed once.")  # fmt: skip
 @click.option("--group", default=None, help="Class or caseload name (default: 'Default class' / 'Default caseload').")
 @click.option("--title", default=None, help="Session title (default: file name).")
 @click.option("--eager", is_flag=True, help="Run the task in this process instead of through a worker.")

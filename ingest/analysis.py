@@ -84,6 +84,7 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
             recording_id=recording_id, fps=out.info.fps, n_frames=out.info.n_frames, width=out.info.width,
             height=out.info.height, analysis_fps=out.analysis_fps, bin_seconds=out.bin_seconds,
             academic_model=out.academic_model, expression_model=out.expression_model, tracks=records,
+            duration=out.info.duration,
         )  # fmt: skip
         return replace_analysis(s, result)
 

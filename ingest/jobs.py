@@ -29,7 +29,7 @@ import threading
 from typing import Callable
 
 from affectline.queue import ANALYZE_TASK, CHUNK_TASK, LINK_TASK
-from affectline.settings import Settings, get_settings
+from affectline.settings import MAX_ANALYSIS_FPS, Settings, analysis_fps_problem, get_settings
 from ingest.chunks import Heartbeat, owner_dead, owner_id, with_db
 from storage import jobs
 from storage.db import session_scope
@@ -55,8 +55,10 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
 
     # "gate": chunk results carry the readability gate's columns since issue 17; the chunk format and
     # the cue model's fingerprint: a chunk made by other code (older stored results) is never reused.
+    # "timing": frames timed by their own timestamps (issue 20), not index / average fps.
     spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code, "gate": 1,
-                                                    "chunk_format": FORMAT, "cues": CueModel().sha256}  # fmt: skip
+                                                    "chunk_format": FORMAT, "cues": CueModel().sha256,
+                                                    "timing": "pts"}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,6 +125,10 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
     if got is None:
         return [], False, None
     params, video = got
+    # One rule for the job's shape (see ``job_shape``): what the job row holds wins, else this
+    # planner's settings, and the values used are written back, so a retry planned by a worker
+    # with another environment cuts the same windows and every chunk and the link read them.
+    chunk_s, overlap, bin_s = job_shape(params, s_)
     try:
         if video is None:
             raise VideoError(f"job {job_id}: its session was deleted")
@@ -130,15 +136,14 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
         fps = float(params.get("analysis_fps") or s_.analysis_fps)
         if not (math.isfinite(fps) and fps > 0):
             raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
+        problem = analysis_fps_problem(fps, bin_s) if fps <= MAX_ANALYSIS_FPS else None  # above: every frame
+        if problem:
+            raise VideoError(f"{video}: analysis fps {fps:g} {problem}")
         fps = min(fps, src.info.fps)
     except VideoError as e:
         msg = str(e)  # bound here: the name e ends with the block
         with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
         return [], False, None
-    # One rule for the job's shape (see ``job_shape``): what the job row holds wins, else this
-    # planner's settings, and the values used are written back, so a retry planned by a worker
-    # with another environment cuts the same windows and every chunk and the link read them.
-    chunk_s, overlap, bin_s = job_shape(params, s_)
     windows = [(w.start, w.end) for w in chunk_windows(src.info.duration, chunk_s, bin_s)]
     version = pipeline_version(s_.model_copy(update={"chunk_seconds": chunk_s, "bin_seconds": bin_s}), fps, overlap)
     queue = params.get("queue") or s_.chunk_queue
@@ -148,7 +153,8 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
         if job is None or job.lease_owner != me:
             return None
         job.params = {**(job.params or {}), "version": version, "analysis_fps": fps, "overlap_s": overlap,
-                      "chunk_seconds": chunk_s, "bin_seconds": bin_s, "queue": queue}  # fmt: skip
+                      "chunk_seconds": chunk_s, "bin_seconds": bin_s, "queue": queue,
+                      "duration": src.info.duration}  # fmt: skip
         chunks = jobs.plan_chunks(s, job_id, version, windows)
         if not jobs.enter_chunks(s, job_id, me):
             return None

@@ -287,8 +287,11 @@ class Pipeline:
 
     @staticmethod
     def _frames_in(src: VideoSource, span: Segment, fps: float) -> np.ndarray:
-        """Times of the sampled frames in ``span`` (as ``VideoSource.batches`` yields them)."""
-        info = src.info
+        """Times of the sampled frames in ``span`` (as ``VideoSource.batches`` yields them: each
+        frame's own timestamp, so a variable-rate video's chunk holds the frames of its seconds)."""
+        if hasattr(src, "sample"):
+            return src.sample(fps, span.start, span.end)[1]
+        info = src.info  # a source without timestamps: a constant rate
         t = sample_indices(info.n_frames, info.fps, fps) / info.fps
         return t[(t >= span.start) & (t < span.end)]
 

@@ -31,14 +31,31 @@ def send_analysis(settings: Settings, job_id: int) -> None:
     make_celery(settings).send_task(ANALYZE_TASK, args=[job_id])
 
 
+def check_fps(analysis_fps: float, bin_seconds: float | None = None) -> float:
+    """``analysis_fps`` as a float, or ValueError in one line naming it (bins of ``bin_seconds``,
+    default the settings'): check it before an upload is written."""
+    from affectline.settings import analysis_fps_problem, get_settings
+
+    try:
+        fps = float(analysis_fps)
+    except (TypeError, ValueError):
+        fps = float("nan")
+    problem = analysis_fps_problem(fps, bin_seconds or get_settings().bin_seconds)
+    if problem:
+        raise ValueError(f"analysis fps {analysis_fps!r}: {problem}")
+    return fps
+
+
 def create_analysis(
     url: str, actor: Actor, video_path: str | Path, kind: SessionKind | str, group_id: int, analysis_fps: float,
-    title: str | None = None, audit_action: str = "analyse", **audit_detail,
+    title: str | None = None, audit_action: str = "analyse", bin_seconds: float | None = None, **audit_detail,
 ) -> tuple[int, int]:  # fmt: skip
     """Commit a session for ``video_path`` in a visible group of the right kind and a queued job.
 
-    Returns (session id, job id); nothing is enqueued yet (see ``send_analysis``)."""
+    Returns (session id, job id); nothing is enqueued yet (see ``send_analysis``). An analysis rate
+    that leaves bins without a frame (``affectline.settings.analysis_fps_problem``) is refused."""
     require(actor, "upload")
+    check_fps(analysis_fps, bin_seconds)
     kind = SessionKind(kind)
     with scope(url) as s:
         group = s.get(Group, group_id)

@@ -184,6 +184,7 @@ class AnalysisResult:
     academic_model: str
     expression_model: str
     tracks: list[TrackRecord] = field(default_factory=list)
+    duration: float | None = None  # seconds, the end of the last frame's timestamp; None: n_frames / fps
 
 
 def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
@@ -213,7 +214,7 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
     kept, withheld = withhold(s, rec.group_id, result.tracks)
     replace_class_bins(s, rid, withheld)
     rec.fps, rec.n_frames, rec.width, rec.height = result.fps, result.n_frames, result.width, result.height
-    rec.duration = result.n_frames / result.fps if result.fps else 0.0
+    rec.duration = result.duration if result.duration else (result.n_frames / result.fps if result.fps else 0.0)
     rec.analysis_fps, rec.bin_seconds = result.analysis_fps, result.bin_seconds
     rec.academic_model, rec.expression_model = result.academic_model, result.expression_model
     rec.analysed_at = now()

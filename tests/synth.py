@@ -50,3 +50,30 @@ def paste_video(path: Path, faces: list[np.ndarray], tracks: list[Callable[[int]
         return img
 
     return write_video(path, frames, fps, size, draw)
+
+
+def write_timed_video(path: Path, frames: list[tuple[int, np.ndarray]], time_base: int = 1000) -> Path:
+    """A variable-rate video: each (pts, RGB frame) pair is encoded with that presentation timestamp,
+    in units of 1/``time_base`` s (the way a phone writes them), H.264 in MP4 or MKV by the suffix."""
+    from fractions import Fraction
+
+    h, w = frames[0][1].shape[:2]
+    pts = [int(p) for p, _ in frames]
+    # Each frame lasts until the next (the last as long as the one before): the container's sample
+    # durations, which the encoder alone would set from its declared rate.
+    lasts = dict(zip(pts, np.diff(pts + [2 * pts[-1] - pts[-2]]).tolist()))
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=25)  # the declared rate: what the timestamps contradict
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.time_base = st.codec_context.time_base = Fraction(1, time_base)
+        st.options = {"g": "12"}
+        for pts, img in frames:
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts, f.time_base = int(pts), Fraction(1, time_base)
+            for pkt in st.encode(f):
+                pkt.duration = lasts[pkt.pts]
+                c.mux(pkt)
+        for pkt in st.encode():
+            pkt.duration = lasts[pkt.pts]
+            c.mux(pkt)
+    return path

@@ -91,11 +91,64 @@ def test_a_jpeg_renamed_mp4_is_still_refused(tmp_path: Path, media_dir: Path):
         VideoSource(fake)
 
 
-@pytest.mark.parametrize("fps", ["nan", "inf", "-1", "0", "abc"])
+@pytest.mark.parametrize("fps", ["nan", "inf", "-1", "0", "abc", "1e-9", "0.5", "61"])
 def test_fps_must_be_a_finite_positive_number(tmp_path: Path, media_dir: Path, fps: str):
     rc, errors, stderr = run_cli(tmp_path, "analyze", str(media_dir / "two_people_head_turns_270p.mp4"), "--fps", fps)
     assert_one_line(rc, errors, stderr, f"--fps {fps}")
     assert not (tmp_path / "data" / "affectline.db").exists() or _stored(tmp_path) == (0, 0)  # nothing created
+
+
+def test_fps_is_at_least_a_frame_per_bin(tmp_path: Path, media_dir: Path):
+    """``--fps 1e-9`` gave a 15 s video two rows: fewer frames than bins is refused, naming the bound,
+    which follows the bin size."""
+    rc, errors, stderr = run_cli(tmp_path, "analyze", str(media_dir / "two_people_head_turns_270p.mp4"), "--fps", "0.2",
+                                 AFFECTLINE_BIN_SECONDS="2")  # fmt: skip
+    assert_one_line(rc, errors, stderr, "--fps 0.2", "at least 0.5 frames a second", "2 s bin")
+
+
+def test_fps_bounds_hold_in_the_settings_and_the_upload_service(tmp_path: Path):
+    from affectline.settings import Settings, analysis_fps_problem
+    from services.analyses import check_fps
+
+    assert analysis_fps_problem(4.0, 1.0) is None and analysis_fps_problem(0.5, 2.0) is None
+    assert "at least 1 frame a second" in analysis_fps_problem(0.5, 1.0)
+    assert "at most 60" in analysis_fps_problem(120.0, 1.0)
+    assert Settings(bin_seconds=4.0, analysis_fps=0.25).analysis_fps == 0.25
+    with pytest.raises(ValueError, match="at least 1 frame a second"):
+        Settings(analysis_fps=0.01)
+    with pytest.raises(ValueError, match=r"analysis fps 1e-09: must be at least 1 frame a second"):
+        check_fps(1e-9, 1.0)
+    rc, errors, stderr = run_cli(tmp_path, "sessions", "list", AFFECTLINE_ANALYSIS_FPS="0.01")
+    assert_one_line(rc, errors, stderr, "AFFECTLINE_ANALYSIS_FPS='0.01'", "at least 1 frame a second")
+
+
+def test_a_text_file_named_mp4_prints_only_the_one_line(tmp_path: Path):
+    """libav ("moov atom not found") and decord ("ERROR opening ...") print their own lines when a
+    file is probed; the user sees only ours."""
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("lesson notes, not a video\n" * 20)
+    rc, _, stderr = run_cli(tmp_path, "analyze", str(bad), "--eager")
+    lines = stderr.splitlines()
+    assert rc == 1 and len(lines) == 1, stderr
+    assert lines[0].startswith(f"Error: {bad}: is not a video file or is damaged")
+    # Verbose: the decoder's lines are there, in the debug log, for whoever asks.
+    rc, _, stderr = run_cli(tmp_path, "-v", "analyze", str(bad), "--eager")
+    assert rc == 1 and "moov atom not found" in stderr and "DEBUG ingest.video: decoder:" in stderr
+
+
+def test_the_decoder_guard_keeps_other_messages(tmp_path: Path):
+    """Holding fd 2 while a file is probed must not swallow what anything else writes meanwhile."""
+    code = ("import os, sys\n"
+            "from ingest.video import _quiet_stderr\n"
+            "with _quiet_stderr():\n"
+            "    os.write(2, b'[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55c08f4f2700] moov atom not found\\n')\n"
+            "    os.write(2, b'[18:56:35] /github/workspace/src/video/video_reader.cc:83: ERROR opening: x.mp4\\n')\n"
+            "    print('WARNING ingest.chunks: lease renewal failed', file=sys.stderr)\n"
+            "print('after', file=sys.stderr)\n")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == ["WARNING ingest.chunks: lease renewal failed", "after"]
 
 
 @pytest.mark.parametrize(("name", "value"), [("AFFECTLINE_ANALYSIS_FPS", "fast"), ("AFFECTLINE_CHUNK_SECONDS", "nan"),

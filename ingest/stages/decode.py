@@ -2,8 +2,9 @@
 
 ``open_video`` gives ``ingest.video.VideoSource`` (decord, PyAV fallback) where decord
 is installed, and otherwise ``Cv2Source``, which reads with OpenCV alone: a GPU box
-with only torch, numpy and OpenCV can still decode. Both sample the same frame indices
-(``sample_indices``), so results do not depend on the decoder that read them.
+with only torch, numpy and OpenCV can still decode. Both time each frame by its own
+presentation timestamp and sample the same frames (``ingest.video.sample_window``), so
+results do not depend on the decoder that read them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from affectline.types import VideoInfo
-from ingest.video import FrameBatch, VideoError, VideoSource, sample_indices
+from ingest.video import FrameBatch, VideoError, VideoSource, frame_times, sample_window
 
 
 def open_video(path: str | Path):
@@ -44,41 +45,73 @@ class Cv2Source:
             cap.release()
         if n <= 0 or fps <= 0 or w <= 0:
             raise VideoError(f"{self.path}: no video frames could be read")
-        self.info = VideoInfo(str(self.path), fps, n, w, h)
+        timed = self._times(n)
+        if timed is None:
+            self.times, duration = np.arange(n) / fps, 0.0
+        else:
+            self.times, duration = timed
+            n = len(self.times)
+        self.info = VideoInfo(str(self.path), fps, n, w, h, duration)
+
+    def _times(self, n: int) -> tuple[np.ndarray, float] | None:
+        """Each frame's timestamp: from the packets where PyAV is installed, else OpenCV's own
+        (a pass that grabs every frame, without converting colours)."""
+        try:
+            timed = frame_times(self.path)
+        except ModuleNotFoundError:
+            timed = None
+        if timed is not None and len(timed[0]) == n:
+            return timed
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        ms: list[float] = []
+        try:
+            while cap.grab():
+                ms.append(cap.get(cv2.CAP_PROP_POS_MSEC))
+        finally:
+            cap.release()
+        t = np.asarray(ms, np.float64) / 1000.0
+        if len(t) < 2 or not (np.diff(t) > 0).all():
+            return None
+        t -= t[0]
+        return t, float(2 * t[-1] - t[-2])  # the last frame lasts as long as the one before it
+
+    def sample(self, fps: float, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return sample_window(self.times, self.info.duration, fps, start, end, rate=self.info.fps)
 
     def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None) -> Iterator[FrameBatch]:
         import cv2
 
-        info = self.info
-        idx = sample_indices(info.n_frames, info.fps, fps)
-        times = idx / info.fps
-        keep = (times >= start) & (times < (end if end is not None else np.inf))
-        idx = idx[keep]
+        idx, _ = self.sample(fps, start, end)
         if not len(idx):
             return
         cap = cv2.VideoCapture(str(self.path))
         try:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx[0]))
-            pos = int(idx[0])
+            # OpenCV seeks to frame k at time k / fps: right on a constant-rate file only.
+            regular = np.abs(self.times - np.arange(len(self.times)) / self.info.fps).max() < 0.5 / self.info.fps
+            pos = int(idx[0]) if regular else 0
+            if pos:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, pos)
             buf_i, buf_f = [], []
             for k in idx.tolist():
                 while pos < k:  # grab() skips without converting colours
                     if not cap.grab():
-                        raise VideoError(f"{self.path}: video is truncated near {pos / info.fps:.1f} s")
+                        raise VideoError(f"{self.path}: video is truncated near {self.times[pos]:.1f} s")
                     pos += 1
                 ok, frame = cap.read()
                 pos += 1
                 if not ok:
-                    raise VideoError(f"{self.path}: video is truncated near {k / info.fps:.1f} s")
+                    raise VideoError(f"{self.path}: video is truncated near {self.times[k]:.1f} s")
                 buf_i.append(k)
                 buf_f.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 if len(buf_i) == batch_size:
                     ii = np.array(buf_i)
-                    yield FrameBatch(ii, ii / info.fps, np.stack(buf_f))
+                    yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
                     buf_i, buf_f = [], []
             if buf_i:
                 ii = np.array(buf_i)
-                yield FrameBatch(ii, ii / info.fps, np.stack(buf_f))
+                yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
         finally:
             cap.release()
 
