@@ -53,3 +53,12 @@ def review_file(url: str, data_dir: Path, actor: Actor, session_id: int) -> Path
     if path is None:
         raise nope
     return path
+
+
+def copy_available(url: str, data_dir: Path, actor: Actor, session_id: int) -> bool:
+    """Whether ``actor`` may watch a review copy of ``session_id`` (the page shows the player only then)."""
+    try:
+        review_file(url, data_dir, actor, session_id)
+    except LookupError:
+        return False
+    return True

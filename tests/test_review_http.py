@@ -53,7 +53,7 @@ def world(tmp_path_factory):
         url = settings.resolved_database_url
         migrate(url)
         ids = seed(url)
-        source = make_video(root / "src.mp4", n=250, audio="aac")  # 10 s, frame k shows k
+        source = make_video(root / "src.mp4", n=1000, audio="aac")  # 40 s as the seeded sessions, frame k shows k
         with session_scope(url) as s:
             for u in ("teacher", "clinician"):
                 access.set_password(s, ids.users[u], PASSWORD)
@@ -189,10 +189,51 @@ def test_a_video_element_plays_the_copy_and_seeks_in_chromium(world):
             )
         finally:
             browser.close()
-    assert got["played"] > 0 and got["duration"] == pytest.approx(9.92, abs=0.1)
+    assert got["played"] > 0 and got["duration"] == pytest.approx(39.92, abs=0.1)
     assert got["time"] == pytest.approx(6.4, abs=1e-3) and got["ready"] >= 2
     assert (got["w"], got["h"]) == (320, 240)
     import numpy as np
 
     grey = np.asarray(got["row"], float).reshape(-1, 4)[:, :3].mean(axis=1)[None, :]
     assert read_code(np.repeat(grey, 3, axis=0)) == 160  # the frame at 6.4 s is source frame 160
+
+
+def test_the_session_page_player_seeks_on_a_click_and_its_cursor_follows(world):
+    """The review player component on the session page: a click at 3/4 of its timeline plays the video
+    from 0:30, the cursor moves with playback, and a pause is reported back to the page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    sid = world["ids"].sessions["maths"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS + ["--autoplay-policy=no-user-gesture-required"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
+            page.goto(f"{world['base']}/session?session={sid}")
+            page.get_by_role("textbox", name="Username").fill("teacher")
+            page.get_by_role("textbox", name="Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name="Video")).to_be_visible()
+            frame = page.frame_locator("iframe[title*='affectline_review_player']")
+            video, chart = frame.locator("video"), frame.locator("#chart")
+            expect(video).to_have_attribute("src", f"/review/{sid}.mp4")
+            video.evaluate("v => new Promise(ok => v.readyState >= 1 ? ok() : v.addEventListener('loadedmetadata', ok))")
+            assert (float(chart.get_attribute("data-t0")), float(chart.get_attribute("data-t1"))) == (0.0, 40.0)
+            box = chart.bounding_box()
+            chart.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})
+            t = video.evaluate("v => new Promise(ok => { const f = () => v.readyState >= 2 && !v.seeking ? "
+                               "ok(v.currentTime) : setTimeout(f, 20); f(); })")  # fmt: skip
+            assert 29.9 <= t <= 30.6, t  # 3/4 of 0:00-0:40 (a pixel is 0.03 s), playing on from there
+            cursor = frame.locator("#chart .cursor")
+            first = float(cursor.get_attribute("data-t"))
+            page.wait_for_timeout(700)
+            later = float(cursor.get_attribute("data-t"))
+            assert later > first >= 29.9  # the cursor follows playback
+            x = float(cursor.get_attribute("x1"))
+            assert abs(x - box["width"] * later / 40) < 2
+            video.evaluate("v => v.pause()")
+            expect(page.get_by_text("Paused at 00:3")).to_be_visible()  # the value came back to the page
+        finally:
+            browser.close()
