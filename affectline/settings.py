@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         default=300.0, ge=5, description="Re-send a queued chunk no worker has taken after this long (a lost message)."
     )
     chunk_queue: str = Field(default="celery", min_length=1, description="Celery queue for chunk tasks ('gpu' for GPU workers).")
+    # Review copies (issue 19, ingest/review_copy.py): written only where the group allows video review.
+    review_height: int = Field(default=360, ge=120, le=1080, description="Height of the review copy in pixels (never above the source's).")
+    review_fps: float = Field(
+        default=12.5, gt=0, le=60,
+        description="Frames per second of the review copy: every k-th source frame, k = round(source fps / this) (12.5 from 25, 15 from 30).",
+    )
     outage_wait_s: float = Field(
         default=600.0, ge=0, description="How long the CLI waits for an unreachable database or broker before it stops "
                                          "waiting (the job goes on) or gives up sending it.",

@@ -39,6 +39,7 @@ class _LazyGroup(click.Group):
         "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),
         "retention": ("cli.privacy", "retention"),
+        "groups": ("cli.privacy", "groups"),
     }
 
     def list_commands(self, ctx):
@@ -397,6 +398,10 @@ def sessions_delete(session_id: int) -> None:
             delete_session(s, session_id, _actor())
         except (LookupError, SessionBusy) as e:
             raise click.ClickException(str(e)) from None
+    from affectline.settings import get_settings
+    from storage.review import remove_session_files
+
+    remove_session_files(get_settings().data_dir, session_id)  # its review copy: after the commit
     click.echo(f"deleted session {session_id}", err=True)
 
 

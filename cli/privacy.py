@@ -170,3 +170,38 @@ def retention_run(group: str | None, dry_run: bool) -> None:
                f"{len(rep.files_removed)} file(s)", err=True)  # fmt: skip
     if rep.files_failed:
         raise SystemExit(1)
+
+
+@click.group()
+def groups() -> None:
+    """Groups and their video-review setting (whether analyses keep a review copy of the video)."""
+
+
+@groups.command("list")
+def groups_list() -> None:
+    """Each group: kind and whether its analyses keep a review copy (and whether that is the kind's default)."""
+    from services.privacy import group_rows
+
+    url, actor = _ctx()
+    with _errors():
+        rows = group_rows(url, actor)
+    click.echo("group_id\tgroup\tkind\tvideo_review")
+    for r in rows:
+        how = "default" if r.video_review_set is None else "set"
+        click.echo(f"{r.group_id}\t{r.group}\t{r.kind}\t{'on' if r.video_review else 'off'} ({how})")
+
+
+@groups.command("video-review")
+@click.argument("group")
+@click.argument("setting", type=click.Choice(["on", "off", "default"]))
+def groups_video_review(group: str, setting: str) -> None:
+    """Let GROUP's analyses keep a browser-playable review copy of each recording (on), or not (off);
+    'default' = on for therapy groups, off for classrooms. Audited. Off stops new copies; copies
+    already kept stay until their session is deleted or expires."""
+    from services.privacy import set_video_review
+
+    url, actor = _ctx()
+    with _errors():
+        on = set_video_review(url, actor, group, {"on": True, "off": False, "default": None}[setting])
+    click.echo(f"group {group}: video review {'on' if on else 'off'}" + (" (the kind's default)" if setting == "default" else ""),
+               err=True)  # fmt: skip

@@ -464,6 +464,10 @@ def admin_delete_session(url: str, viewer: Viewer, session_id: int) -> None:
     _require(viewer, "delete_session")
     with scope(url) as s:
         repo.delete_session(s, session_id, viewer.username)
+    from affectline.settings import get_settings
+    from storage.review import remove_session_files
+
+    remove_session_files(get_settings().data_dir, session_id)  # the review copy and any parts, after the commit
     invalidate()
 
 

@@ -1,4 +1,5 @@
-"""Start the dashboard: ``streamlit run dashboard/app.py`` in this process, plus the cache warm-up.
+"""Start the dashboard: ``streamlit run dashboard/asgi.py`` (``app.py`` plus our routes) in this process,
+plus the cache warm-up.
 
     python dashboard/serve.py [streamlit run options...]     (what ``affectline dashboard`` runs)
 
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "dashboard" / "app.py"
+APP = ROOT / "dashboard" / "asgi.py"  # st.App("app.py") with the review-copy route (dashboard.review_route)
 if __name__ == "__main__":  # run as a file: its folder is first on sys.path, the repository root may be absent
     sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "dashboard"]
 

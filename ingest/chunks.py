@@ -142,13 +142,16 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
             return None
         job = s.get(Job, c.job_id)
         rec = s.get(Recording, job.session_id) if job.session_id is not None else None
+        from storage.review import session_allows
+
         return (c.job_id, c.idx, c.t_start, c.t_end, c.attempts, dict(job.params or {}),
-                rec.video_path if rec is not None else None)  # fmt: skip
+                rec.video_path if rec is not None else None, job.session_id,
+                rec is not None and session_allows(s, rec.id))  # fmt: skip
 
     got = with_db(url, claim, what=f"claiming chunk {chunk_id}")
     if got is None:
         return ChunkOutcome("skipped")
-    job_id, idx, t0, t1, attempts, params, video = got
+    job_id, idx, t0, t1, attempts, params, video, session_id, review = got
     log.info("chunk %s (job %s, #%s, %.1f-%.1f s) taken by %s", chunk_id, job_id, idx, t0, t1, me)
     if video is None:
         with_db(url, lambda s: jobs.chunk_fails_job(s, chunk_id, f"job {job_id}: its session was deleted"))
@@ -185,7 +188,17 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
             else:
                 pl = get_pipeline(s_ if bin_s == s_.bin_seconds else s_.model_copy(update={"bin_seconds": bin_s}))
             overlap = float(params.get("overlap_s", getattr(pl, "chunk_overlap_s", 2.0)))
-            res = pl.analyse_chunk(src, idx, t0, t1, fps, overlap_s=overlap, hook=progress)
+            # The review copy's part of this window, from the frames the analysis decodes (group setting).
+            writer = _review_writer(s_, src, session_id, job_id, params, idx, t0, t1) if review else None
+            try:
+                res = pl.analyse_chunk(src, idx, t0, t1, fps, overlap_s=overlap, hook=progress,
+                                       **({"tap": writer} if writer is not None else {}))  # fmt: skip
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+            if writer is not None:
+                _close_review(writer, chunk_id)
             data = res.to_bytes()
     except LeaseLost:
         log.warning("chunk %s: lease lost (taken over or job stopped); result dropped", chunk_id)
@@ -213,6 +226,25 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
         log.warning("chunk %s: lease lost before storing; another worker's result stands", chunk_id)
         return ChunkOutcome("lost", job_id)
     return ChunkOutcome("done", job_id, link=bool(link))
+
+
+def _review_writer(s_: Settings, src, session_id: int, job_id: int, params: dict, idx: int, t0: float, t1: float):
+    """The writer of this chunk's part of the review copy (``ingest.review_copy``)."""
+    from ingest.review_copy import ReviewSpec, chunk_writer, part_path
+
+    info = src.info
+    spec = ReviewSpec(info.fps, info.width, info.height, s_.review_fps, s_.review_height)
+    path = part_path(s_.data_dir, session_id, job_id, str(params.get("version", "")), idx)
+    return chunk_writer(path, spec, t0, t1, last=t1 >= info.duration - 1e-6)
+
+
+def _close_review(writer, chunk_id: int) -> None:
+    from ingest.review_copy import ReviewCopyError
+
+    try:
+        writer.close()
+    except ReviewCopyError as e:  # the analysis stands; the link says the copy is missing
+        log.warning("chunk %s: review copy part not written: %s", chunk_id, e)
 
 
 def load_results(url: str, job_id: int, version: str):

@@ -209,6 +209,11 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
             from ingest.clinic import population_rescore
 
             population_rescore(url, session_id, s_)
+            from ingest.review_copy import finish_for_job
+
+            with session_scope(url) as s:
+                video = s.get(Recording, session_id).video_path
+            review = finish_for_job(url, s_.data_dir, job_id, session_id, params["version"], video)
     except JobFailed as e:
         msg = str(e)  # bound here: the name e ends with the block
         with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
@@ -219,7 +224,8 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
         with_db(url, lambda s: jobs.fail_job(s, job_id, msg))
         return True
     n = len(out.tracks)
-    with_db(url, lambda s: jobs.finish_job(s, job_id, me, f"done: {n} person{'s' * (n != 1)}"))
+    done = f"done: {n} person{'s' * (n != 1)}" + (f"; {review}" if review else "")
+    with_db(url, lambda s: jobs.finish_job(s, job_id, me, done))
     if hook:
         hook(1.0, f"done: {n} person{'s' * (n != 1)}")
     return True

@@ -296,12 +296,13 @@ class Pipeline:
         return t[(t >= span.start) & (t < span.end)]
 
     def analyse_chunk(self, video: str | Path | VideoSource, index: int, start: float, end: float, fps: float,
-                      overlap_s: float = 2.0, hook: Hook | None = None) -> ChunkResult:  # fmt: skip
+                      overlap_s: float = 2.0, hook: Hook | None = None, tap=None) -> ChunkResult:  # fmt: skip
         """Analyse the window [start, end) of ``video`` as chunk ``index`` (see ``ingest.stages.chunk``).
 
         Frames in [start - overlap_s, end + overlap_s) are analysed with a tracker of the
         chunk's own; only bins starting inside the window are returned. ``hook`` gets
-        (fraction of this chunk done, "done/total frames").
+        (fraction of this chunk done, "done/total frames"). ``tap`` (``ingest.video.FrameTap``,
+        e.g. the review copy's writer) is handed the decoded frames it wants, on the decode thread.
         """
         from recognition.tracking import Tracker, context_box
         from recognition.tracking.follow import FaceFollower
@@ -331,7 +332,8 @@ class Pipeline:
                           expression_model=self.expression_name, absent_academic=np.zeros(5, np.float32),
                           absent_engagement=0.0)  # fmt: skip
         done = n_batches = 0
-        batches = src.batches(fps, batch_size=self.frames_per_batch, start=analysed.start, end=analysed.end)
+        extra = {"tap": tap} if tap is not None else {}
+        batches = src.batches(fps, batch_size=self.frames_per_batch, start=analysed.start, end=analysed.end, **extra)
         # The next batch decodes on a thread while the models run on this one.
         batches = Prefetch(batches, self.prefetch_batches) if self.prefetch_batches else iter(batches)
         try:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -87,6 +87,16 @@ def sample_window(times: np.ndarray, duration: float, fps: float, start: float =
     t = np.asarray(times, np.float64)[idx]
     keep = (t >= start) & (t < (end if end is not None else np.inf))
     return idx[keep], t[keep]
+
+
+class FrameTap(Protocol):
+    """Receives decoded frames beside the sampled batches (``VideoSource.batches(tap=...)``): the review copy."""
+
+    until: int | None  # source frames past the last sample are still read up to this index (None: the video's end)
+
+    def wants(self, index: int) -> bool: ...
+
+    def put(self, index: int, time: float, frame: np.ndarray) -> None: ...
 
 
 def sample_indices(n_frames: int, src_fps: float, fps: float) -> np.ndarray:
@@ -302,13 +312,17 @@ class VideoSource:
         """(frame indices, their times) sampled at ``fps`` within [start, end) seconds."""
         return sample_window(self.times, self.info.duration, fps, start, end, rate=self.info.fps)
 
-    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None) -> Iterator[FrameBatch]:
-        """Frames sampled at ``fps`` within [start, end) seconds, ``batch_size`` at a time."""
+    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None,
+                tap: FrameTap | None = None) -> Iterator[FrameBatch]:  # fmt: skip
+        """Frames sampled at ``fps`` within [start, end) seconds, ``batch_size`` at a time.
+
+        ``tap`` (optional) is handed every decoded frame it ``wants``, sampled or not, in order: the
+        frames between samples are decoded anyway, so a review copy costs their colour conversion only."""
         idx, times = self.sample(fps, start, end)
         if self.backend == "decord":
-            yield from self._decord_batches(idx, times, batch_size)
+            yield from self._decord_batches(idx, times, batch_size, tap)
         else:
-            yield from self._pyav_batches(idx, times, batch_size)
+            yield from self._pyav_batches(idx, times, batch_size, tap)
 
     # Frames read from decord per burst, in bytes. decord's decoder thread keeps decoding
     # ahead into an unbounded queue while the caller is busy (dmlc/decord#157, #208: a
@@ -327,7 +341,27 @@ class VideoSource:
         keys = self._keyframes()
         return int(keys[np.searchsorted(keys, k, side="right") - 1])
 
-    def _decord_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int) -> Iterator[FrameBatch]:
+    def _time_of(self, k: int) -> float:
+        """Frame ``k``'s timestamp (past the timed frames, as if the last rate went on)."""
+        return float(self.times[k]) if k < len(self.times) else k / self.info.fps
+
+    def _advance(self, pos: int, k: int, tap: FrameTap | None) -> None:
+        """Move decord's reader from frame ``pos`` to ``k`` (not read), handing the frames the tap wants to it."""
+        vr = self._reader
+        while pos < k:
+            if tap is None:
+                vr.skip_frames(k - pos)
+                return
+            j = next((i for i in range(pos, k) if tap.wants(i)), k)
+            if j > pos:
+                vr.skip_frames(j - pos)  # decoded without colour conversion
+            if j < k:
+                tap.put(j, self._time_of(j), vr.next().asnumpy())
+                j += 1
+            pos = j
+
+    def _decord_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int,
+                        tap: FrameTap | None = None) -> Iterator[FrameBatch]:  # fmt: skip
         # Sequential skip+next: skip_frames decodes without colour conversion, and unlike
         # get_batch it seeks back to a keyframe at most once a burst (measured ~2x faster at
         # 4 of 25 fps). decord's seek() is exact only onto a keyframe, so every seek goes to
@@ -344,17 +378,36 @@ class VideoSource:
                 vr.seek(kf)
                 pos = kf
             frames: list[np.ndarray] = []
+            last_burst = b0 + burst >= len(idx)
             for j, k in enumerate(b_idx.tolist()):
                 try:
                     if k > pos:
-                        vr.skip_frames(k - pos)
+                        self._advance(pos, k, tap)
                     frames.append(vr.next().asnumpy())
+                    if tap is not None and tap.wants(k):
+                        tap.put(k, self._time_of(k), frames[-1])
+                    pos = k + 1
+                    if last_burst and j == len(b_idx) - 1 and tap is not None:
+                        # After the last sample: the frames up to the tap's end (or the video's) it still wants.
+                        stop = min(self.info.n_frames, tap.until if tap.until is not None else self.info.n_frames)
+                        self._advance(pos, stop, tap)
+                        pos = stop
+                except VideoError:
+                    raise
                 except Exception as e:
                     raise VideoError(
                         f"{self.path}: video is damaged or truncated; decoding stopped near {times[b0 + j]:.1f} s "
                         f"({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})"
                     ) from None
-                pos = k + 1
+            if tap is not None and b0 + burst < len(idx):
+                # The frames up to the next burst's first sample go to the tap now: parking seeks past them.
+                nxt = int(idx[b0 + burst])
+                try:
+                    self._advance(pos, nxt, tap)
+                except Exception as e:
+                    raise VideoError(f"{self.path}: video is damaged or truncated; decoding stopped near "
+                                     f"{pos / self.info.fps:.1f} s ({type(e).__name__})") from None  # fmt: skip
+                pos = nxt
             # Park the reader at the keyframe the next burst starts from.
             target = self._keyframe_before(int(idx[b0 + burst])) if b0 + burst < len(idx) else 0
             if target == pos:  # decord treats a seek onto its own position as a no-op: no flush
@@ -368,26 +421,34 @@ class VideoSource:
                 frames[s : s + batch_size] = [None] * len(batch)  # type: ignore[list-item]
                 yield FrameBatch(idx[sl], times[sl], batch)
 
-    def _pyav_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int) -> Iterator[FrameBatch]:
+    def _pyav_batches(self, idx: np.ndarray, times: np.ndarray, batch_size: int,
+                      tap: FrameTap | None = None) -> Iterator[FrameBatch]:  # fmt: skip
         import av
 
         wanted = set(int(x) for x in idx)
         buf_i, buf_f = [], []
         last = -1
+        stop = idx[-1] if len(idx) else -1
+        if tap is not None and len(idx):
+            stop = max(stop, (tap.until if tap.until is not None else self.info.n_frames) - 1)
         try:
             with av.open(str(self.path)) as c:
                 st = c.streams.video[0]
                 st.thread_type = "AUTO"
                 for k, frame in enumerate(c.decode(st)):
                     last = k
+                    rgb = None
                     if k in wanted:
+                        rgb = frame.to_ndarray(format="rgb24")
                         buf_i.append(k)
-                        buf_f.append(frame.to_ndarray(format="rgb24"))
-                        if len(buf_i) == batch_size:
-                            ii = np.array(buf_i)
-                            yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
-                            buf_i, buf_f = [], []
-                    if k >= idx[-1] if len(idx) else True:
+                        buf_f.append(rgb)
+                    if tap is not None and len(idx) and tap.wants(k):
+                        tap.put(k, self._time_of(k), rgb if rgb is not None else frame.to_ndarray(format="rgb24"))
+                    if len(buf_i) == batch_size:
+                        ii = np.array(buf_i)
+                        yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
+                        buf_i, buf_f = [], []
+                    if k >= stop:
                         break
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.path}: video is damaged or truncated; decoding stopped near frame {last + 1} ({e})") from None

@@ -142,6 +142,38 @@ def set_retention(url: str, actor: Actor, group: int | str, days: int | None) ->
         return consent.set_retention(s, _visible_group(s, actor, group).id, days, actor.audit_name)
 
 
+# --- video review (issue 19: storage.review) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    group_id: int
+    group: str
+    kind: str
+    video_review: bool  # in effect
+    video_review_set: bool | None  # as set; None = the kind's default
+
+
+def set_video_review(url: str, actor: Actor, group: int | str, allowed: bool | None) -> bool:
+    """Whether analyses of ``group`` keep a review copy of the video (None: the kind's default); audited.
+    Returns the setting in effect."""
+    from storage import review
+
+    _require(actor)
+    with scope(url) as s:
+        return review.set_group_setting(s, _visible_group(s, actor, group).id, allowed, actor.audit_name)
+
+
+def group_rows(url: str, actor: Actor) -> list[GroupRow]:
+    """Every visible group with its kind and video-review setting."""
+    from storage import review
+
+    _require(actor)
+    with scope(url) as s:
+        return [GroupRow(g.id, g.name, g.kind.value, review.group_allows(g, g.kind), g.video_review)
+                for g in s.scalars(select(Group).order_by(Group.name)) if actor.sees(g.id)]  # fmt: skip
+
+
 def policies(url: str, actor: Actor, at: datetime | None = None) -> list[PolicyRow]:
     """Each visible group's policy, with how many sessions it holds and how many have expired."""
     from sqlalchemy import func

@@ -63,6 +63,9 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[SessionKind] = mapped_column(Enum(SessionKind, native_enum=False, length=20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Whether analyses keep a browser-playable review copy of the video (storage.review): None = the
+    # kind's default (on for therapy, off for classrooms until the school turns it on).
+    video_review: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class User(Base):
@@ -146,6 +149,8 @@ class Recording(Base):
     expression_model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     analysed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The review copy (storage.review), relative to Settings.data_dir; None = none kept.
+    review_path: Mapped[str | None] = mapped_column(Text)
 
 
 class Job(Base):

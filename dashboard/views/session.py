@@ -13,6 +13,9 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, charts, data, jobs_view
+from dashboard.review_player import review_player
+from dashboard.review_route import review_url
+from services import review as review_copy
 from services import progress
 from services import summaries as sm
 from storage.models import SessionKind
@@ -173,6 +176,26 @@ st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per poin
            "finer for that range (or type the range, or click a moment). The scroll wheel and the toolbar's zoom "
            "only magnify what is drawn (all panels follow); 'Whole session' goes back.")  # fmt: skip
 
+# --- the video (issue 19): the review copy beside the timeline, where the group keeps one ----------
+SEEK = f"seek_{sid}"
+if review_copy.copy_available(url, settings.data_dir, viewer, sid):
+    st.subheader("Video")
+    curve_all = data.class_curve_view(url, gids, sid, *full)
+    paused = review_player(key=f"review_player_{sid}", src=review_url(sid), t0=full[0], t1=full[1],
+                           curve=zip(curve_all["t_start"], curve_all["engagement"]),
+                           moments=[(m.t_start, m.t_end, sm.MOMENT_WORDS[m.kind]) for m in overview.moments],
+                           seek=st.session_state.get(SEEK), caption="class engagement; click to play from there")  # fmt: skip
+    if paused:
+        st.caption(f"Paused at {sm.format_clock(paused['t'])}.")
+
+
+def _open_moment(m) -> None:
+    """A moment's button: the charts narrow to it and the video plays from its start."""
+    _set_view(m.t_start - 60, m.t_end + 60, m.person_ids)
+    nonce = (st.session_state.get(SEEK) or (0, 0))[1] + 1
+    st.session_state[SEEK] = (m.t_start, nonce)
+
+
 # --- moments ---------------------------------------------------------------------------------
 st.subheader(f"Moments ({len(overview.moments)})")
 if not overview.moments:
@@ -180,7 +203,7 @@ if not overview.moments:
 for i, m in enumerate(overview.moments):
     a, b = st.columns([1, 5], vertical_alignment="center")
     a.button(f"{sm.format_clock(m.t_start)}-{sm.format_clock(m.t_end)}", key=f"moment_{i}", icon=":material/zoom_in:",
-             on_click=_set_view, args=(m.t_start - 60, m.t_end + 60, m.person_ids))  # fmt: skip
+             on_click=_open_moment, args=(m,))  # fmt: skip
     who = ", ".join(m.person_labels[:8]) + (f" and {len(m.person_labels) - 8} more" if len(m.person_labels) > 8 else "")
     b.markdown(f"**{sm.MOMENT_WORDS[m.kind].capitalize()}** for {m.duration / 60:.1f} min "
                f"({m.level:.2f} vs usual {m.usual:.2f}). Students: {who or 'no single student stood out'}.")  # fmt: skip

@@ -80,7 +80,9 @@ class Cv2Source:
     def sample(self, fps: float, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         return sample_window(self.times, self.info.duration, fps, start, end, rate=self.info.fps)
 
-    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None) -> Iterator[FrameBatch]:
+    def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None,
+                tap=None) -> Iterator[FrameBatch]:  # fmt: skip
+        """As ``VideoSource.batches``; ``tap`` (``ingest.video.FrameTap``) gets the frames it wants, sampled or not."""
         import cv2
 
         idx, _ = self.sample(fps, start, end)
@@ -94,21 +96,36 @@ class Cv2Source:
             if pos:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, pos)
             buf_i, buf_f = [], []
-            for k in idx.tolist():
+            def advance(pos: int, k: int) -> int:
                 while pos < k:  # grab() skips without converting colours
                     if not cap.grab():
-                        raise VideoError(f"{self.path}: video is truncated near {self.times[pos]:.1f} s")
+                        raise VideoError(f"{self.path}: video is truncated near {self.times[min(pos, len(self.times) - 1)]:.1f} s")
+                    if tap is not None and tap.wants(pos):
+                        ok, f = cap.retrieve()
+                        if ok:
+                            tap.put(pos, float(self.times[pos]), cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
                     pos += 1
+                return pos
+
+            for k in idx.tolist():
+                pos = advance(pos, k)
                 ok, frame = cap.read()
                 pos += 1
                 if not ok:
                     raise VideoError(f"{self.path}: video is truncated near {self.times[k]:.1f} s")
                 buf_i.append(k)
                 buf_f.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                if tap is not None and tap.wants(k):
+                    tap.put(k, float(self.times[k]), buf_f[-1])
                 if len(buf_i) == batch_size:
                     ii = np.array(buf_i)
                     yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
                     buf_i, buf_f = [], []
+            if tap is not None:  # after the last sample, the frames the tap still wants
+                try:
+                    advance(pos, min(self.info.n_frames, tap.until if tap.until is not None else self.info.n_frames))
+                except VideoError:
+                    pass  # OpenCV's frame count is an estimate: the video may end a little earlier
             if buf_i:
                 ii = np.array(buf_i)
                 yield FrameBatch(ii, self.times[ii], np.stack(buf_f))
