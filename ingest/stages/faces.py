@@ -99,12 +99,8 @@ class FaceStep:
         todo = [~np.asarray(d.data["lm_done"], bool) if "lm_done" in d.data else np.ones(len(d), bool) for d in dd]
         run = [k for k, m in enumerate(todo) if m.any()]
         lms = dict(zip(run, analyze_many(self.landmarker, [fr[k] for k in run], [dd[k][todo[k]] for k in run])))
-        t1 = time.perf_counter()
-        exprs = self.expression.predict_many(fr, dd)
-        t2 = time.perf_counter()
-        for k, (i, f, d, ex) in enumerate(zip(keep, fr, dd, exprs)):
-            gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
-            sharp = np.array([sharpness(gray, b) for b in d.boxes], np.float32)
+        blends, poses, founds = [], [], []
+        for k, d in enumerate(dd):
             blend = np.full((len(d), 52), np.nan, np.float32)
             pose = np.full((len(d), 3), np.nan, np.float32)
             found = np.zeros(len(d), bool)
@@ -114,7 +110,17 @@ class FaceStep:
             if k in lms:
                 lm = lms[k]
                 blend[m], pose[m], found[m] = lm.blendshapes, lm.pose, lm.found
-            out[i] = FaceRows(blend, pose, found, np.asarray(ex, np.float32), sharp)
+            blends.append(blend), poses.append(pose), founds.append(found)
+        t1 = time.perf_counter()
+        if getattr(self.expression, "needs_landmarks", False):  # a head over blendshapes + pose too
+            exprs = self.expression.predict_many(fr, dd, [{"blend": b, "pose": p} for b, p in zip(blends, poses)])
+        else:
+            exprs = self.expression.predict_many(fr, dd)
+        t2 = time.perf_counter()
+        for k, (i, f, d, ex) in enumerate(zip(keep, fr, dd, exprs)):
+            gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+            sharp = np.array([sharpness(gray, b) for b in d.boxes], np.float32)
+            out[i] = FaceRows(blends[k], poses[k], founds[k], np.asarray(ex, np.float32), sharp)
         self.clock.add("landmarks", t1 - t0)
         self.clock.add("fer", t2 - t1)
         self.clock.add("sharpness", time.perf_counter() - t2)
