@@ -1,3 +1,4 @@
+# Exploration script as run for the README figures (paths under /tmp are its feature caches).
 import sys, hashlib, time, types, torch, numpy as np
 torch.set_num_threads(1)
 from pathlib import Path

@@ -1,3 +1,4 @@
+# Exploration script as run for the README figures (paths under /tmp are its feature caches).
 """Fit the shipped head on pooled sizes; report grouped-CV figures per size."""
 import sys, json, numpy as np
 sys.path.insert(0,'/work/wt-expr')
