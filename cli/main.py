@@ -38,6 +38,7 @@ class _LazyGroup(click.Group):
         "report": ("cli.report", "report"),
         "jobs": ("cli.jobs", "jobs"),
         "consent": ("cli.privacy", "consent"),
+        "eval": ("cli.eval", "eval_"),
         "retention": ("cli.privacy", "retention"),
         "groups": ("cli.privacy", "groups"),
     }

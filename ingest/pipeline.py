@@ -180,7 +180,7 @@ class Pipeline:
     def __init__(self, settings: Settings | None = None, device: str | None = None):
         from recognition.academic.cues import CueModel
         from recognition.detection import load_detector
-        from recognition.face.expression import ExpressionModel
+        from recognition.face.expression import load_expression_model
 
         _limit_heap_fragmentation()
         self.settings = s = settings or get_settings()
@@ -195,7 +195,7 @@ class Pipeline:
         self.landmarker = _load_landmarker(s, self.device)
         # Threads per worker are explicit: with several workers on one machine, oversubscribed
         # torch threads spin and starve each other (measured 6-40x slower FER under load).
-        self.expression = ExpressionModel.load(s, device=self.device, threads=s.resolved_torch_threads)
+        self.expression = load_expression_model(s, device=self.device, threads=s.resolved_torch_threads)
         from recognition.face.readability import ReadabilityParams
 
         self.faces = FaceStep(self.landmarker, self.expression, self.clock, ReadabilityParams(**s.readability_overrides()))

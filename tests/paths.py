@@ -19,3 +19,14 @@ def caer_fixture(module: bool = False) -> Path:
     if not (CAER_FIXTURE / "checkpoint.pth").is_file():
         pytest.skip(f"CLIP-CAER parity fixture not found at {CAER_FIXTURE} (kept outside git)", allow_module_level=module)
     return CAER_FIXTURE
+
+# Labelled faces (LFW-derived, the development half of an identity split): never in git.
+EXPRESSION_FIXTURE = ROOT.parent / "shared" / "fixtures" / "expressions"
+
+
+def expression_fixture() -> Path:
+    """The labelled development faces; the calling test is skipped with the reason where absent
+    (CI has ../shared)."""
+    if not (EXPRESSION_FIXTURE / "labels.csv").is_file():
+        pytest.skip(f"labelled expression faces not found at {EXPRESSION_FIXTURE} (kept outside git)")
+    return EXPRESSION_FIXTURE

@@ -131,7 +131,12 @@ class FaceStep:
         t2 = time.perf_counter()
         # The expression model sees the readable faces only: an unreadable one has no expression to give.
         readable = [j[4].readable for j in judged]
-        exprs = self.expression.predict_many(fr, [d[r] for d, r in zip(dd, readable)])
+        faces = [d[r] for d, r in zip(dd, readable)]
+        if getattr(self.expression, "needs_landmarks", False):  # a head over blendshapes + pose too
+            extra = [{"blend": j[0][r], "pose": j[1][r]} for j, r in zip(judged, readable)]
+            exprs = self.expression.predict_many(fr, faces, extra)
+        else:
+            exprs = self.expression.predict_many(fr, faces)
         t3 = time.perf_counter()
         for i, d, (blend, pose, found, sharp, rd), ex in zip(keep, dd, judged, exprs):
             expr = np.full((len(d), 7), np.nan, np.float32)

@@ -1,0 +1,1 @@
+"""Scoring model outputs against human labels (pure numpy)."""

@@ -1,0 +1,67 @@
+"""The pipeline's calibrated expression model: its pinned head, its crops, real faces, the eval command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from affectline.types import EXPRESSION_CLASSES, Detections
+from recognition.face.expression import CalibratedExpressionModel, margin_crops
+from recognition.registry import resolve, sha256_of, specs
+from tests.paths import MEDIA, expression_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+HAPPY = EXPRESSION_CLASSES.index("happy")
+
+
+def test_head_file_is_the_pinned_one_and_names_the_model():
+    path = resolve("expression_head")
+    assert path == ROOT / "recognition/face/weights/expression_head.npz"
+    assert sha256_of(path) == specs()["expression_head"].sha256
+    m = CalibratedExpressionModel.load()
+    assert m.sha256 == specs()["expression_head"].sha256 and m.head.temperature > 0
+
+
+def test_margin_is_a_fraction_of_the_box_and_the_edge_keeps_its_shape():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[40:60, 90:110] = 255  # a 20 px white square
+    c0, v0 = margin_crops(frame, np.array([[90, 40, 110, 60]], np.float32), 0.0, size=20)
+    c5, _ = margin_crops(frame, np.array([[90, 40, 110, 60]], np.float32), 0.5, size=40)
+    assert v0.all() and (c0[0] == 255).all()  # margin 0: the box and nothing else
+    assert (c5[0, 10:30, 10:30] == 255).all() and (c5[0, :9] == 0).all()  # half a box on each side
+    ce, ve = margin_crops(frame, np.array([[-10, 40, 10, 60]], np.float32), 0.0, size=20)
+    assert ve.all() and (ce[0, :, 10:] == 0).all()  # off-frame half: filled, not stretched
+
+
+def test_smiles_in_the_group_photo_read_happy():
+    import dlib
+
+    frame = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    rects = dlib.get_frontal_face_detector()(frame, 1)
+    boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32)
+    probs = CalibratedExpressionModel.load().predict_many([frame], [Detections(boxes, np.ones(len(boxes)))])[0]
+    assert probs.shape == (6, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (probs.argmax(1) == HAPPY).sum() >= 4
+
+
+def test_eval_command_on_real_labelled_faces(tmp_path: Path):
+    folder = expression_fixture()
+    out = subprocess.run([sys.executable, "-m", "cli.main", "eval", "expressions", str(folder), "--sizes", "native",
+                          "--sample", "30", "--json"], capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout[out.stdout.index("{"):])
+    nat = res["sizes"]["native"]
+    assert res["model"].startswith("fer-ensemble-calibrated@")
+    assert nat["faces"] >= 30 and nat["readable"] >= 0.9 * nat["faces"]
+    assert nat["accuracy"] > 0.5 and sum(map(sum, nat["confusion"])) == nat["readable"]
+
+
+def test_eval_command_bad_folder_is_one_line(tmp_path: Path):
+    (tmp_path / "labels.csv").write_text("file,label\na.jpg,joyful\n")
+    out = subprocess.run([sys.executable, "-m", "cli.main", "eval", "expressions", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 1 and "joyful" in out.stderr and "Traceback" not in out.stderr
