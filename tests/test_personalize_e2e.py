@@ -216,8 +216,11 @@ def test_real_analysis_is_scored_and_tilted_heads_are_uncertain(db_url, settings
     assert population_rescore(db_url, sid, settings) > 0
     with session_scope(db_url) as s:
         b = session_bins(s, sid)
-    seen = b[b["face_visible"].astype(bool)]
-    assert len(seen) >= 8 and b["person_id"].nunique() == 2
+    vis = b[b["face_visible"].astype(bool)]
+    # a bin the readability gate could not read gets no label at all (not "uncertain": nothing)
+    assert vis.loc[vis["readable"] == 0, "personal_label"].isna().all()
+    seen = vis[vis["readable"] > 0]
+    assert len(seen) >= 4 and len(vis) >= 8 and b["person_id"].nunique() == 2
     assert seen["personal_label"].notna().all() and seen["personal_confidence"].between(0, 1).all()
     assert set(seen["personal_label"]) <= set(EXPRESSION_CLASSES) | {"uncertain"}
     fer_top = seen[list(EXPRESSION_CLASSES)].astype(float).idxmax(axis=1)
