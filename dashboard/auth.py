@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from affectline.settings import Settings
 from dashboard import data
+from dashboard.safe import md_text
 from storage import access, audit, logins
 from storage.models import Role, User
 
@@ -204,7 +205,7 @@ def login_page(url: str, settings: Settings) -> None:
                 if result.outcome == "ok":
                     logins.purge_idle(s, _idle(settings))  # logins never resumed (browser closed) go here
             if result.outcome != "ok":
-                st.error(result.message)
+                st.error(md_text(result.message))
             else:
                 state = st.session_state
                 state[USER_KEY], state[TOKEN_KEY], state[SEEN_KEY] = result.user_id, result.token, time.time()
