@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
     login_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account or address waits.")
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDR networks of reverse proxies in front of the dashboard. Only when "
+        "the connection comes from one of them is X-Forwarded-For read (its right-most address that is not a trusted "
+        "proxy is the client's); empty: the client is the socket's peer and the header is ignored.",
+    )
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
@@ -89,6 +95,14 @@ class Settings(BaseSettings):
         default=300.0, ge=5, description="Re-send a queued chunk no worker has taken after this long (a lost message)."
     )
     chunk_queue: str = Field(default="celery", min_length=1, description="Celery queue for chunk tasks ('gpu' for GPU workers).")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, v: str) -> str:
+        from affectline.netaddr import parse_proxies
+
+        parse_proxies(v)  # a typo here would silently trust nobody (or the wrong hop): refuse it at start
+        return v
 
     @property
     def resolved_database_url(self) -> str:
