@@ -10,8 +10,10 @@ as exactly its characters wherever Streamlit reads Markdown:
 - every ASCII punctuation character gets a backslash (CommonMark: a backslash before ASCII punctuation is
   that character, literally), so no link, image, emphasis, HTML, heading, list, table, directive, math or
   autolink can start;
-- Streamlit's shortcodes and arrows are found in the *parsed* text (after the backslashes are gone), so a
-  WORD JOINER (U+2060, invisible, zero width, no line break) goes after each ``:`` and inside each arrow pair;
+- Streamlit's shortcodes, arrows and GFM autolinks (``https://``, ``www.``, ``a@b.c``) are found in the
+  *parsed* text (after the backslashes are gone), so a WORD JOINER (U+2060, invisible, zero width, no line
+  break) breaks each: after a ``:`` that a shortcode name or ``//`` follows, after ``@``, after ``www``
+  before a dot, inside each arrow pair (``"Note: x"`` stays as it is, so text search still finds it);
 - line breaks and other control characters become spaces (one line: a newline could start a new block).
 
 Plotly is a different language: its text (titles, hover, axis categories, annotations, legend names)
@@ -30,6 +32,8 @@ from typing import Any
 WORD_JOINER = "\u2060"
 _PUNCT = frozenset(string.punctuation)
 _ARROWS = ("<->", "->", "<-", "--", ">=", "<=", "~=")  # Streamlit turns these into arrows and dashes
+_AFTER_COLON = re.compile(r"[A-Za-z0-9_+\-/]")  # a shortcode's name, or the "//" of an autolinked URL
+_WWW = re.compile(r"(www)(?=\.)", re.I)  # GFM autolinks "www.x.y" in the parsed text
 _ARROW_RE = re.compile("|".join(re.escape(a) for a in sorted(_ARROWS, key=len, reverse=True)))
 
 
@@ -38,12 +42,15 @@ def md_text(value: object) -> str:
     text = "" if value is None else str(value)
     text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
     text = _ARROW_RE.sub(lambda m: WORD_JOINER.join(m.group(0)), text)
+    text = _WWW.sub(lambda m: m.group(1) + WORD_JOINER, text)
     out = []
-    for ch in text:
+    for i, ch in enumerate(text):
         if ch in _PUNCT:
             out.append("\\" + ch)
-            if ch == ":":
-                out.append(WORD_JOINER)  # ":smile:", ":material_x:", ":streamlit:" are matched after unescaping
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if (ch == ":" and _AFTER_COLON.match(nxt)) or (ch == "@" and nxt):
+                # ":smile:", ":material_x:", "https://x", "a@b.c" are matched in the text after unescaping
+                out.append(WORD_JOINER)
         else:
             out.append(ch)
     return "".join(out)

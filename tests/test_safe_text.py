@@ -49,8 +49,12 @@ def test_md_text_escapes_every_markdown_metacharacter(text):
         ch = out[i]
         if ch == "\\":
             assert out[i + 1] in string.punctuation, (out, i)
-            if out[i + 1] == ":":
-                assert out[i + 2] == WORD_JOINER  # shortcodes (":smile:", ":material_x:") are matched after unescaping
+            after = out[i + 2 : i + 4]
+            assert not (out[i + 1] == ":" and after and (after[0].isalnum() or after in ("\\_", "\\+", "\\-", "\\/"))), \
+                (out, i)  # a shortcode name (or an URL's "//") could start right after this ":"
+            assert not (out[i + 1] == "@" and after and after[0] != WORD_JOINER), (out, i)  # no e-mail autolink
+            if out[i + 1] in ":@" and i + 2 < len(out) and out[i + 2] == WORD_JOINER:
+                i += 1  # shortcodes (":smile:", ":material_x:") are matched after unescaping
             i += 2
             continue
         assert ch not in string.punctuation, (out, i, ch)
@@ -63,6 +67,8 @@ def test_md_text_takes_any_object_and_breaks_streamlit_arrows():
     assert md_text(None) == "" and md_text(3) == "3" and md_text(ValueError("no group 'x'")) == "no group \\'x\\'"
     assert "->" not in shown(md_text("a -> b").replace(WORD_JOINER, "#"))  # the pair is split by an invisible joiner
     assert md_text("plain words") == "plain words"
+    assert md_text("WWW.x") == "WWW" + WORD_JOINER + "\\.x"  # GFM would autolink it in the parsed text
+    assert md_text("Note: a :smile:") == "Note\\: a \\:" + WORD_JOINER + "smile\\:"  # a joiner only where a code could start
 
 
 def test_plot_text_and_figure_escape_tags_but_keep_our_own():
