@@ -62,7 +62,7 @@ def plotly_specs(at: AppTest) -> list[dict]:
 def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "title")
              for e in getattr(at, kind)]  # fmt: skip
-    return "\n".join(str(p) for p in parts)
+    return "\n".join(shown(str(p)) for p in parts)  # as the page shows them (user text is escaped Markdown)
 
 
 def sessions_table(at: AppTest) -> pd.DataFrame:
