@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
     login_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked account or address waits.")
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDR networks of reverse proxies in front of the dashboard. Only when "
+        "the connection comes from one of them is X-Forwarded-For read (its right-most address that is not a trusted "
+        "proxy is the client's); empty: the client is the socket's peer and the header is ignored.",
+    )
     uncertain_threshold: float = Field(default=0.5, ge=0, le=1)
     # The readability gate (recognition.face.readability): unset = the measured defaults there.
     readable_min_iod_px: float | None = Field(default=None, ge=0, description="Smallest pupil distance (px) whose expression is read.")
@@ -139,6 +145,14 @@ class Settings(BaseSettings):
         problem = analysis_fps_problem(v, info.data.get("bin_seconds", 1.0))
         if problem:
             raise ValueError(problem)
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, v: str) -> str:
+        from affectline.netaddr import parse_proxies
+
+        parse_proxies(v)  # a typo here would silently trust nobody (or the wrong hop): refuse it at start
         return v
 
     @property

@@ -161,14 +161,18 @@ def users_enable(username: str) -> None:
 @users.command("unlock")
 @click.argument("username")
 def users_unlock(username: str) -> None:
-    """Clear USERNAME's failed-login count and lockout (audited)."""
-    from storage.logins import unlock
+    """Clear everything that refuses USERNAME's login (audited): its failed-login count and lock, and its
+    failures at every client address, so no locked address refuses it either. Says what it cleared."""
+    from dataclasses import asdict
+
+    from affectline.settings import get_settings
+    from storage.logins import Policy, unlock
 
     with _db() as s:
         u = _user(s, username)
-        n = unlock(s, u.username)
-        _audit(s, "unlock_user", f"user:{u.id}", username=u.username, cleared=n)
-    click.echo(f"{username} unlocked", err=True)
+        done = unlock(s, u.username, policy=Policy.from_settings(get_settings()))
+        _audit(s, "unlock_user", f"user:{u.id}", username=u.username, **asdict(done))
+    click.echo(done.sentence(u.username), err=True)
 
 
 @users.command("grant")

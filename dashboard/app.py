@@ -13,6 +13,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth
+from dashboard.safe import md_text
 
 # The page scripts live in views/, not pages/: Streamlit treats a pages/ folder beside the entry
 # script as the old multipage layout and, on a fresh server, would run a deep-linked page
@@ -39,7 +40,7 @@ def main() -> None:
         return
     pages = [st.Page(path, title=title, icon=icon) for path, title, icon, action in PAGES if viewer.can(action)]
     with st.sidebar:
-        st.markdown(f"**{viewer.username}** · {viewer.role.value}")
+        st.markdown(f"**{md_text(viewer.username)}** · {viewer.role.value}")
         if st.button("Log out", key="logout"):
             auth.logout(url)
             st.rerun()

@@ -18,15 +18,18 @@ from the login page: that is done at the server, with ``affectline users add NAM
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import time
 from datetime import timedelta
 
 import streamlit as st
 from sqlalchemy import func, select
 
+from affectline import netaddr
 from affectline.settings import Settings
-from dashboard import data
+from dashboard import cookies, data
+from dashboard.safe import md_text
 from storage import access, audit, logins
 from storage.models import Role, User
 
@@ -34,7 +37,9 @@ USER_KEY = "auth_user_id"
 VIEWER_KEY = "auth_viewer"
 TOKEN_KEY = "auth_token"
 SEEN_KEY = "auth_last_seen"
-COOKIE = "affectline_login"
+COOKIE = cookies.COOKIE
+COOKIE_NONCE_KEY = "auth_cookie_nonce"
+COOKIE_FOR_KEY = "auth_cookie_for"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -50,13 +55,21 @@ def is_loopback(address: str) -> bool:
     return address in LOOPBACK or address.startswith("127.")
 
 
-def client_address() -> str:
-    """The browser's address as the server sees it (the per-address login budget)."""
+def client_address(settings: Settings | None = None) -> str:
+    """The browser's address for the login throttle and the audit: the connection's peer, unless that is a
+    trusted proxy (``Settings.trusted_proxies``), then the address it forwarded (``affectline.netaddr``)."""
     try:
-        ip = st.context.ip_address
+        ip = st.context.ip_address  # the peer of the WebSocket; None for loopback
+        forwarded = list(st.context.headers.get_all("X-Forwarded-For"))
     except Exception:  # no client context (AppTest)
-        ip = None
-    return ip if isinstance(ip, str) and ip else "127.0.0.1"  # None means a loopback connection
+        ip, forwarded = None, []
+    peer = ip if isinstance(ip, str) and ip else "127.0.0.1"
+    if forwarded and os.environ.get("FORWARDED_ALLOW_IPS") != "":
+        # Not started by dashboard/serve.py: uvicorn itself believes X-Forwarded-For from loopback peers, so
+        # the "peer" may be whatever the browser wrote. Every such request shares one budget.
+        return "unverified-forwarded"
+    proxies = netaddr.parse_proxies(settings.trusted_proxies) if settings is not None else ()
+    return netaddr.client_address(peer, forwarded, proxies)
 
 
 def _cookie() -> str | None:
@@ -68,9 +81,7 @@ def _cookie() -> str | None:
 
 
 def policy(settings: Settings) -> logins.Policy:
-    lock = timedelta(minutes=settings.login_lockout_minutes)
-    return logins.Policy(max_failures=settings.login_max_failures, client_max_failures=settings.login_client_max_failures,
-                         lockout=lock, window=lock)  # fmt: skip
+    return logins.Policy.from_settings(settings)
 
 
 def _idle(settings: Settings) -> timedelta:
@@ -157,22 +168,26 @@ def require(viewer: data.Viewer, action: str) -> None:
 # --- the login cookie ----------------------------------------------------------------------------
 
 
-def _cookie_script(value: str | None) -> str:
-    # Session cookie (gone when the browser closes); SameSite=Strict: never sent by other sites' pages.
-    attrs = "; Path=/; SameSite=Strict" + ("" if value else "; Max-Age=0")
-    body = f"{COOKIE}={value or ''}{attrs}"
-    return (f"<script>document.cookie = {json.dumps(body)} + "
-            f"(location.protocol === 'https:' ? '; Secure' : '');</script>")  # fmt: skip
-
-
 def sync_cookie() -> None:
-    """Keep the browser's login cookie equal to this session's login (set it, or clear it)."""
-    token = st.session_state.get(TOKEN_KEY)
+    """Keep the browser's login cookie equal to this session's login (set it, or clear it), through the
+    server's HttpOnly route (``dashboard.cookies``): each run until the browser has used its ticket."""
+    if not cookies.installed:
+        return  # a bare `streamlit run`: no route, so no cookie; the login lasts as long as the tab's connection
+    state = st.session_state
+    token = state.get(TOKEN_KEY)
     if token is not None:
-        if _cookie() != token:
-            st.html(_cookie_script(token), unsafe_allow_javascript=True)
-    elif _cookie() is not None or st.session_state.get("auth_clear_cookie"):
-        st.html(_cookie_script(None), unsafe_allow_javascript=True)
+        if _cookie() == token:
+            return  # the browser sent it when it connected
+        want = f"set:{hashlib.sha256(token.encode()).hexdigest()}"
+    elif _cookie() is not None or state.get("auth_clear_cookie"):
+        want = "clear"
+    else:
+        return
+    if state.get(COOKIE_FOR_KEY) == want and cookies.used(state.get(COOKIE_NONCE_KEY)):
+        return  # done
+    nonce = cookies.issue(token)
+    state[COOKIE_NONCE_KEY], state[COOKIE_FOR_KEY] = nonce, want
+    st.html(cookies.page_script(nonce, st.get_option("server.baseUrlPath")), unsafe_allow_javascript=True)
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -200,11 +215,11 @@ def login_page(url: str, settings: Settings) -> None:
         pw = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
             with data.scope(url) as s:
-                result = logins.attempt(s, name, pw, client_address(), policy=policy(settings))
+                result = logins.attempt(s, name, pw, client_address(settings), policy=policy(settings))
                 if result.outcome == "ok":
                     logins.purge_idle(s, _idle(settings))  # logins never resumed (browser closed) go here
             if result.outcome != "ok":
-                st.error(result.message)
+                st.error(md_text(result.message))
             else:
                 state = st.session_state
                 state[USER_KEY], state[TOKEN_KEY], state[SEEN_KEY] = result.user_id, result.token, time.time()

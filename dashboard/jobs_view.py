@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.safe import md_text
 from services import summaries
 from services.progress import JobProgress
 
@@ -22,8 +23,8 @@ def chunk_text(c) -> str:
 
 def show_job(job: JobProgress, title: str | None = None) -> None:
     """The job's bar (``title``: what to call it, default its session's title and id) and its chunks' bars."""
-    head = title if title is not None else f"**{job.title}** (#{job.session_id}): "
-    st.progress(job.progress, text=f"{head}{job.phrase()}")
+    head = md_text(title) if title is not None else f"**{md_text(job.title)}** (#{job.session_id}): "
+    st.progress(job.progress, text=f"{head}{md_text(job.phrase())}")
     if job.chunks:  # a long video is analysed in parts, maybe by several workers at once
         cols = st.columns(min(len(job.chunks), 6))
         for i, c in enumerate(job.chunks):

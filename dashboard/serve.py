@@ -6,11 +6,15 @@ plus the cache warm-up.
 Streamlit has no start hook and its caches are per process, so the warm-up (``dashboard.warmup``) has
 to run inside the server's own process: this starts it as a background thread, then hands over to
 Streamlit's own command line (``streamlit run``: same options, same config files as before).
+Before that it adds the route that sets the HttpOnly login cookie (``dashboard.cookies``) and stops
+uvicorn from taking the client address from X-Forwarded-For (``dashboard.auth.client_address`` does,
+for configured trusted proxies only).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     from streamlit.web import cli as stcli
 
     from affectline.settings import get_settings
-    from dashboard import warmup
+    from dashboard import cookies, warmup
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -34,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     lg.propagate = False
     settings = get_settings()
     warmup.start(settings.resolved_database_url, settings.dashboard_warm_sessions, settings.dashboard_user)
+    # The client address is the socket's peer (uvicorn would otherwise believe X-Forwarded-For from any
+    # loopback peer); dashboard.auth reads the header itself, from AFFECTLINE_TRUSTED_PROXIES only.
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    cookies.install()  # the HttpOnly login cookie's route
     args = list(sys.argv[1:] if argv is None else argv)
     stcli.main(["run", str(APP), *args], prog_name="streamlit")
 

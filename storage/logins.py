@@ -1,22 +1,29 @@
 """Password logins that resist guessing, and the dashboard's login sessions.
 
-``attempt`` is the one way to log in with a password. Failures are counted twice: per
-account name (a guesser aiming at one teacher) and per client address (a guesser trying
-many names from one place), each in a ``login_throttle`` row:
+``attempt`` is the one way to log in with a password. Each failure is counted three times, each in a
+``login_throttle`` row (scope, key):
 
-- after ``throttle_after`` failures on an account, each further failure makes its next try
-  wait ``throttle_base_s`` * 2^k seconds (1, 2, 4 ... s, at most ``throttle_max_s``): slow
-  enough to stop scripted guessing, quick enough that a teacher who mistypes twice barely
-  notices (an address is not throttled, only locked: a school's machines share one);
-- at ``max_failures`` (account) or ``client_max_failures`` (address) the key is locked for
-  ``lockout``; while waiting or locked, even the right password is refused, unchecked;
-- failures older than ``window`` are forgotten; a successful login clears its account's
-  count (not the address's: one's own account must not reset a guesser's budget).
+- ``user`` (the account name, from anywhere): after ``throttle_after`` failures each further failure
+  makes the account's next try wait ``throttle_base_s`` * 2^k seconds (1, 2, 4 ... s, at most
+  ``throttle_max_s``); at ``max_failures`` the account is locked for ``lockout``. This stops guessing
+  one account from many addresses.
+- ``pair`` (address and account name): how often this name failed from this address.
+- ``client`` (the address): at ``client_max_failures`` failures, whatever the names, the address is
+  locked for ``lockout``. A locked address does not lock out accounts that have not failed from it: a
+  name with fewer than ``pair_max_failures`` failures from the address is still checked, but only one
+  such check per ``locked_check_interval_s`` per address (a guesser spraying names there is slowed to that
+  rate; a teacher behind the same school address at worst waits that long), and a name that reached
+  ``pair_max_failures`` from the address is refused there until the lock ends.
 
-Every failure and refusal is an audit row (``login_failed``, ``login_refused``), as is every
-login. The account name is compared case-insensitively for counting, so ``Admin`` and
-``admin`` share one budget; unknown names are counted too (and answer the same), so the
-replies do not tell which names exist.
+While waiting or locked, even the right password is refused, unchecked. Failures older than ``window``
+are forgotten; a successful login clears its account's count and its (address, account) count, never
+the address's (one's own account must not reset a guesser's budget). ``unlock`` clears everything that
+refuses one account: its account row and its rows at every address.
+
+Every failure and refusal is an audit row (``login_failed``, ``login_refused``), as is every login, with
+the client address (``affectline.netaddr``: the socket's peer unless a trusted proxy forwarded it). The
+account name is compared case-insensitively for counting, so ``Admin`` and ``admin`` share one budget;
+unknown names are counted too and answered the same, so the replies do not tell which names exist.
 
 A successful login opens a ``LoginSession``: the browser keeps a random token (a cookie),
 the database only its SHA-256. ``resume`` accepts it while the user is enabled and the
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -50,6 +57,15 @@ class Policy:
     throttle_max_s: float = 60.0
     lockout: timedelta = timedelta(minutes=15)
     window: timedelta = timedelta(minutes=15)
+    pair_max_failures: int = 3  # at a locked address: a name failed this often from it is refused there
+    locked_check_interval_s: float = 1.0  # at a locked address: one checked try per this long
+
+    @classmethod
+    def from_settings(cls, settings) -> Policy:
+        """The policy ``affectline.settings.Settings`` asks for (the lockout is also the counting window)."""
+        lock = timedelta(minutes=settings.login_lockout_minutes)
+        return cls(max_failures=settings.login_max_failures, client_max_failures=settings.login_client_max_failures,
+                   lockout=lock, window=lock)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,35 +97,56 @@ def _aware(t: datetime | None) -> datetime | None:
     return t if t is None or t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-def _keys(username: str, client: str) -> list[tuple[str, str]]:
-    return [("user", username.strip().lower()[:200]), ("client", (client or "unknown")[:200])]
+def _name(username: str) -> str:
+    return (username or "").strip().lower()[:150]
+
+
+def _addr(client: str) -> str:
+    return (client or "unknown")[:48]
+
+
+def _keys(username: str, client: str) -> dict[str, str]:
+    """scope -> key. A pair key is "address name": an address has no space, so it splits at the first one."""
+    name, addr = _name(username), _addr(client)
+    return {"user": name, "pair": f"{addr} {name}", "client": addr}
 
 
 def _row(s: Session, scope: str, key: str) -> LoginThrottle | None:
     return s.get(LoginThrottle, (scope, key))
 
 
+def _live(row: LoginThrottle | None, policy: Policy, now: datetime) -> int:
+    """The row's failures, or 0 when its last one is older than the window."""
+    if row is None:
+        return 0
+    last = _aware(row.last_failure_at)
+    return row.failures if last is not None and now - last <= policy.window else 0
+
+
+def _locked_left(row: LoginThrottle | None, now: datetime) -> float:
+    until = _aware(row.locked_until) if row is not None else None
+    return (until - now).total_seconds() if until is not None and until > now else 0.0
+
+
 def blocked_for(s: Session, username: str, client: str, policy: Policy = Policy(),
                 now: datetime | None = None) -> tuple[Outcome, float]:  # fmt: skip
     """("ok", 0) when a try may be checked now, else ("wait" | "locked", seconds left)."""
     now = now or _now()
-    worst: tuple[Outcome, float] = ("ok", 0.0)
-    for scope, key in _keys(username, client):
-        row = _row(s, scope, key)
-        until = _aware(row.locked_until) if row is not None else None
-        if until is not None and until > now:
-            left = (until - now).total_seconds()
-            kind: Outcome = "locked" if row.failures >= _limit(scope, policy) else "wait"
-            if left > worst[1]:
-                worst = (kind, left)
-    return worst
+    keys = _keys(username, client)
+    account = _row(s, "user", keys["user"])
+    if (left := _locked_left(account, now)) > 0:
+        return ("locked" if account.failures >= policy.max_failures else "wait"), left
+    address = _row(s, "client", keys["client"])
+    if (left := _locked_left(address, now)) > 0:  # the address is locked: only names that have not failed here
+        if _live(_row(s, "pair", keys["pair"]), policy, now) >= policy.pair_max_failures:
+            return "locked", left
+        last = _aware(_row(s, "check", keys["client"]).last_failure_at) if _row(s, "check", keys["client"]) else None
+        if last is not None and (gap := (now - last).total_seconds()) < policy.locked_check_interval_s:
+            return "wait", policy.locked_check_interval_s - gap
+    return "ok", 0.0
 
 
-def _limit(scope: str, policy: Policy) -> int:
-    return policy.max_failures if scope == "user" else policy.client_max_failures
-
-
-def _record_failure(s: Session, scope: str, key: str, policy: Policy, now: datetime) -> LoginThrottle:
+def _bump(s: Session, scope: str, key: str, policy: Policy, now: datetime, count: bool = True) -> LoginThrottle:
     row = _row(s, scope, key)
     if row is None:
         try:
@@ -118,19 +155,25 @@ def _record_failure(s: Session, scope: str, key: str, policy: Policy, now: datet
                 s.add(row)
         except IntegrityError:
             row = _row(s, scope, key)
-    last = _aware(row.last_failure_at)
-    if last is not None and now - last > policy.window:
-        row.failures = 0  # an old run of failures is forgotten
-    row.failures += 1
+    if count:
+        row.failures = _live(row, policy, now) + 1  # an old run of failures is forgotten
     row.last_failure_at = now
-    limit = _limit(scope, policy)
-    if row.failures >= limit:
-        row.locked_until = now + policy.lockout
-    elif scope == "user" and row.failures >= policy.throttle_after:
-        wait = min(policy.throttle_base_s * 2 ** (row.failures - policy.throttle_after), policy.throttle_max_s)
-        row.locked_until = now + timedelta(seconds=wait)
-    s.flush()
     return row
+
+
+def _record_failure(s: Session, username: str, client: str, policy: Policy, now: datetime) -> dict[str, LoginThrottle]:
+    keys = _keys(username, client)
+    rows = {scope: _bump(s, scope, key, policy, now) for scope, key in keys.items()}
+    account, address = rows["user"], rows["client"]
+    if account.failures >= policy.max_failures:
+        account.locked_until = now + policy.lockout
+    elif account.failures >= policy.throttle_after:
+        wait = min(policy.throttle_base_s * 2 ** (account.failures - policy.throttle_after), policy.throttle_max_s)
+        account.locked_until = now + timedelta(seconds=wait)
+    if address.failures >= policy.client_max_failures and _locked_left(address, now) <= 0:
+        address.locked_until = now + policy.lockout  # from the failure that reached the limit, not extended
+    s.flush()
+    return rows
 
 
 def attempt(s: Session, username: str, password: str, client: str, *, policy: Policy = Policy(),
@@ -149,24 +192,74 @@ def attempt(s: Session, username: str, password: str, client: str, *, policy: Po
     if kind != "ok":
         audit.write(s, actor, "login_refused", target, client=client, reason=kind, retry_after_s=round(left, 1))
         return LoginResult(kind, retry_after_s=left)
+    keys = _keys(name, client)
+    if _locked_left(_row(s, "client", keys["client"]), now) > 0:
+        _bump(s, "check", keys["client"], policy, now, count=False)  # the locked address's one check per interval
     user = access.authenticate(s, name, password)
     if user is None:
-        rows = [_record_failure(s, scope, key, policy, now) for scope, key in _keys(name, client)]
+        rows = _record_failure(s, name, client, policy, now)
         disabled = known is not None and known.disabled
-        audit.write(s, actor, "login_failed", target, client=client, account_failures=rows[0].failures,
-                    client_failures=rows[1].failures, locked=any(r.failures >= _limit(r.scope, policy) for r in rows),
+        audit.write(s, actor, "login_failed", target, client=client, account_failures=rows["user"].failures,
+                    address_account_failures=rows["pair"].failures, client_failures=rows["client"].failures,
+                    locked=rows["user"].failures >= policy.max_failures
+                    or rows["client"].failures >= policy.client_max_failures,
                     **({"disabled": True} if disabled else {}))  # fmt: skip
         return LoginResult("wrong")
-    s.execute(delete(LoginThrottle).where(LoginThrottle.scope == "user", LoginThrottle.key == _keys(name, client)[0][1]))
+    s.execute(delete(LoginThrottle).where(LoginThrottle.scope.in_(("user", "pair")),
+                                          LoginThrottle.key.in_((keys["user"], keys["pair"]))))  # fmt: skip
     token = open_session(s, user.id, client, now=now)
     audit.write(s, user.username, "login", f"user:{user.id}", client=client)
     return LoginResult("ok", user_id=user.id, token=token)
 
 
-def unlock(s: Session, username: str) -> int:
-    """Forget an account's failed logins and lockout (an administrator's decision); returns rows cleared."""
-    key = _keys(username, "")[0][1]
-    return s.execute(delete(LoginThrottle).where(LoginThrottle.scope == "user", LoginThrottle.key == key)).rowcount or 0
+@dataclass(frozen=True)
+class Unlocked:
+    """What ``unlock`` cleared for one account."""
+
+    account_failures: int = 0  # the account's own count (0: it had none)
+    account_locked: bool = False  # it was locked or waiting
+    addresses: tuple[str, ...] = field(default_factory=tuple)  # addresses where it had failed (now cleared)
+    refused_at: tuple[str, ...] = field(default_factory=tuple)  # of those, locked addresses that refused it
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.account_failures or self.account_locked or self.addresses)
+
+    def sentence(self, username: str) -> str:
+        if not self.anything:
+            return f"{username}: nothing to clear (no failed logins, no lock)"
+        parts = []
+        if self.account_failures or self.account_locked:
+            parts.append(f"the account's {self.account_failures} failed login(s)"
+                         + (" and its lock" if self.account_locked else ""))  # fmt: skip
+        if self.addresses:
+            parts.append(f"its failures from {len(self.addresses)} address(es) ({', '.join(self.addresses)})")
+        if self.refused_at:
+            parts.append(f"so the locked address(es) {', '.join(self.refused_at)} no longer refuse it")
+        return f"{username} unlocked: cleared " + "; ".join(parts)
+
+
+def unlock(s: Session, username: str, *, policy: Policy = Policy(), now: datetime | None = None) -> Unlocked:
+    """Clear everything that refuses ``username`` (an administrator's decision): the account's failures and
+    lock, and its failures at every address, so no address lock refuses it either. Other accounts' counts
+    and the addresses' own counts stay (a guesser's budget is not reset)."""
+    now = now or _now()
+    name = _name(username)
+    account = _row(s, "user", name)
+    pairs = list(s.scalars(select(LoginThrottle).where(LoginThrottle.scope == "pair",
+                                                       LoginThrottle.key.endswith(f" {name}", autoescape=True))))  # fmt: skip
+    pairs = [p for p in pairs if p.key.split(" ", 1)[1] == name]
+    addresses = tuple(sorted(p.key.split(" ", 1)[0] for p in pairs))
+    refused = tuple(a for a in addresses if _locked_left(_row(s, "client", a), now) > 0
+                    and _live(next(p for p in pairs if p.key.split(" ", 1)[0] == a), policy, now) >= policy.pair_max_failures)  # fmt: skip
+    out = Unlocked(account_failures=_live(account, policy, now) if account else 0,
+                   account_locked=_locked_left(account, now) > 0, addresses=addresses, refused_at=refused)  # fmt: skip
+    if account is not None:
+        s.delete(account)
+    for p in pairs:
+        s.delete(p)
+    s.flush()
+    return out
 
 
 # --- login sessions ---------------------------------------------------------------------------

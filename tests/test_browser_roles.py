@@ -211,7 +211,7 @@ def test_clinician_brushes_a_tag(server, browser, shots, db_url):
     page.get_by_label("Note").fill("laughed at the puppet")
     snap(page, shots, "clinician_2_brushed")
     page.get_by_role("button", name="Add tag").click()
-    expect(page.get_by_text(re.compile(r"^Tagged \d\d:\d\d-\d\d:\d\d as "))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Tagged \d\d:\u2060?\d\d-\d\d:\u2060?\d\d as "))).to_be_visible()
     wait_drawn(page, 1)
     snap(page, shots, "clinician_3_tagged")
 

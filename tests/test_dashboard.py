@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dashboard.safe import shown
+
 import io
 import json
 import sqlite3
@@ -60,7 +62,7 @@ def plotly_specs(at: AppTest) -> list[dict]:
 def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "title")
              for e in getattr(at, kind)]  # fmt: skip
-    return "\n".join(str(p) for p in parts)
+    return "\n".join(shown(str(p)) for p in parts)  # as the page shows them (user text is escaped Markdown)
 
 
 def sessions_table(at: AppTest) -> pd.DataFrame:
@@ -261,7 +263,7 @@ def test_live_progress_and_failure_are_shown_in_words(seeded, db_url):
     at = run_as(seeded.users["admin"])
     (bar,) = at.get("progress")
     assert bar.proto.value == 40
-    assert "maths lesson" in bar.proto.text and "Analysing: tracking faces (40% done)." in bar.proto.text
+    assert "maths lesson" in shown(bar.proto.text) and "Analysing: tracking faces (40% done)." in shown(bar.proto.text)
     assert "therapy lesson: Analysis failed: video.mp4: truncated file (moov atom missing)" in texts(at)
     assert "Traceback" not in texts(at)
     # The teacher sees the progress of their class only.

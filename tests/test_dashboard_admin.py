@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dashboard.safe import shown
+
 import io
 from datetime import date, timedelta
 from pathlib import Path
@@ -82,7 +84,7 @@ def test_create_user_and_change_role(url, ids):
     at.text_input[1].input("a long pass phrase")
     at.button[0].click().run()  # form submit
     assert not at.exception
-    assert "User nurse created." in [s.value for s in at.success]
+    assert "User nurse created." in [shown(s.value) for s in at.success]
     users = _by_columns(at, "username")
     row = users.set_index("username").loc["nurse"]
     assert row["role"] == "clinician" and bool(row["can_log_in"]) and not bool(row["disabled"])
@@ -91,7 +93,7 @@ def test_create_user_and_change_role(url, ids):
     at.selectbox(key="edit_user").select(nurse)
     at.selectbox(key="edit_role").select("teacher")
     click(at, "set_role")
-    assert "nurse is now teacher." in [s.value for s in at.success]
+    assert "nurse is now teacher." in [shown(s.value) for s in at.success]
     with session_scope(url) as s:
         assert access.get_user(s, "nurse").role.value == "teacher"
     log = admin.audit_log(url, actor(url, ids.users["admin"]), admin.AuditFilter(action="set_role"))
@@ -112,14 +114,14 @@ def test_disable_and_reenable_a_user(url, ids):
     at.selectbox(key="edit_user").select(teacher)
     at.run()
     click(at, "disable_user")
-    assert "teacher is disabled." in [s.value for s in at.success]
+    assert "teacher is disabled." in [shown(s.value) for s in at.success]
     assert bool(_by_columns(at, "username").set_index("username").loc["teacher", "disabled"])
     with session_scope(url) as s:
         access.set_password(s, teacher, "chalk and talk")
     with session_scope(url) as s:
         assert access.authenticate(s, "teacher", "chalk and talk") is None
     click(at, "enable_user")
-    assert "teacher is enabled again." in [s.value for s in at.success]
+    assert "teacher is enabled again." in [shown(s.value) for s in at.success]
     with session_scope(url) as s:
         assert access.authenticate(s, "teacher", "chalk and talk") is not None
     actions = admin.audit_log(url, actor(url, ids.users["admin"]), admin.AuditFilter(target="user:%d" % teacher))
@@ -150,14 +152,14 @@ def test_grants_are_offered_and_allowed_only_where_they_take_effect(url, ids):
     assert str(ids.users["admin"]) not in [str(o) for o in at.selectbox(key="grant_user").options]
     at.selectbox(key="grant_group").select(ids.groups["class-b"])
     click(at, "grant")
-    assert "Granted class-b (classroom) to teacher (teacher)." in [s.value for s in at.success]
+    assert "Granted class-b (classroom) to teacher (teacher)." in [shown(s.value) for s in at.success]
     assert actor(url, teacher).group_ids == (ids.groups["class-a"], ids.groups["class-b"])
 
     # A role change leaves old grants in the table, marked as without effect, with a warning.
     at.selectbox(key="edit_user").select(teacher)
     at.selectbox(key="edit_role").select("clinician")
     click(at, "set_role")
-    assert any("no longer take effect" in w.value and "class-a" in w.value for w in at.warning)
+    assert any("no longer take effect" in shown(w.value) and "class-a" in shown(w.value) for w in at.warning)
     grants = _by_columns(at, "in_effect").set_index(["username", "group"])
     assert not grants.loc[("teacher", "class-a"), "in_effect"]
 

@@ -3,6 +3,8 @@ mm:ss, edit/delete, baselines, personalisation queued by task name, model versio
 
 from __future__ import annotations
 
+from dashboard.safe import shown
+
 import io
 import json
 import sqlite3
@@ -152,7 +154,7 @@ def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):
     at.text_input(key="tag_from").input("3:00")
     at.text_input(key="tag_to").input("2:00")
     at.button(key="add_tag").click().run()
-    assert any("before it starts" in e.value for e in at.error) and len(_tags(url, ids, sid)) == 1
+    assert any("before it starts" in shown(e.value) for e in at.error) and len(_tags(url, ids, sid)) == 1
 
 
 def test_edit_to_a_baseline_then_delete(db):
@@ -192,7 +194,7 @@ def test_personalise_is_queued_by_task_name_and_its_progress_shown(db, sent):
         repo.update_job(s, jid, status=JobStatus.running, progress=0.2, message="cross-validating")
     at.run()
     (bar,) = at.get("progress")
-    assert bar.proto.value == 20 and "Personalising: cross-validating (20%)" in bar.proto.text
+    assert bar.proto.value == 20 and "Personalising: cross-validating (20%)" in shown(bar.proto.text)
     assert data.count_audit(url, "personalise", f"person:{pid}") == 1
 
 

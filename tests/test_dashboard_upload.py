@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dashboard.safe import shown
+
 from pathlib import Path
 
 import pytest
@@ -74,7 +76,7 @@ def test_teacher_must_choose_the_group_and_the_fps_is_what_they_chose(url, ids, 
     rec, job = newest(url)
     assert rec.group_id == ids.groups["class-a"] and job.params == {"analysis_fps": 2.5} and sent == [job.id]
     assert f"Session #{rec.id} saved in class-a; analysis job #{job.id} queued at 2.5 frames a second." in [
-        s.value for s in at.success]  # fmt: skip
+        shown(s.value) for s in at.success]  # fmt: skip
 
 
 def test_admin_chooses_kind_then_group_and_the_upload_lands_there(url, ids, sent):
@@ -107,7 +109,7 @@ def test_progress_per_job_and_per_chunk(url, ids):
         other = repo.create_job(s, "affectline.analyze_session", session_id=ids.sessions["therapy"])  # queued
         jid, oid = job.id, other.id
     at = page(ids.users["admin"])
-    bars = {b.proto.text: b.proto.value for b in at.get("progress")}
+    bars = {shown(b.proto.text): b.proto.value for b in at.get("progress")}
     main = next(t for t in bars if "maths lesson" in t)
     assert "1 of 3 parts done, 1 in progress" in main and 45 <= bars[main] <= 55
     assert bars["part 1 · 00:00-01:00 · done"] == 100
@@ -127,6 +129,6 @@ def test_progress_per_job_and_per_chunk(url, ids):
     at.query_params["session"] = str(ids.sessions["maths"])
     at.switch_page("views/session.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    bars = {b.proto.text: b.proto.value for b in at.get("progress")}
+    bars = {shown(b.proto.text): b.proto.value for b in at.get("progress")}
     assert len(bars) == 4 and any("1 of 3 parts done, 1 in progress" in t for t in bars)
     assert bars["part 2 · 01:00-02:00 · 50%, try 2"] == 50 and bars["part 3 · 02:00-02:30 · waiting"] == 0

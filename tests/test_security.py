@@ -70,16 +70,87 @@ def test_repeated_failures_are_throttled_then_locked_even_for_the_right_password
     assert [e.actor for e in _audits(db_url, "login")] == ["ms_k", "ms_k"]
 
 
-def test_one_address_guessing_many_names_is_locked_out(db_url, teacher):
+def test_one_address_guessing_many_names_is_slowed_then_blocked_without_locking_out_other_accounts(db_url, teacher):
+    """Issue 20: 20 failures with random names from one address used to lock every account there, the
+    admin's included. Now the address is slowed to one checked try a second and a name that failed there
+    3 times is refused there; an account that has not failed from it still logs in."""
     t = T0
     for i in range(POLICY.client_max_failures):  # a new name each time: no account reaches its limit
-        assert _try(db_url, f"user{i}", "guess", t + timedelta(minutes=i)).outcome == "wrong"
-    r = _try(db_url, "ms_k", PW, t + timedelta(minutes=20))
-    assert r.outcome == "locked"  # the address is locked, even for a real account and its password
-    assert _try(db_url, "ms_k", PW, t + timedelta(minutes=20), client="10.0.0.8").outcome == "ok"
+        assert _try(db_url, f"user{i}", "guess", t + timedelta(seconds=i)).outcome == "wrong"
+    last = _audits(db_url, "login_failed")[-1]
+    assert last.detail["client_failures"] == 20 and last.detail["locked"] is True  # the address is locked
+    t = t + timedelta(seconds=20)
+    assert _try(db_url, "ms_k", PW, t).outcome == "ok"  # ... but not for an account that has not failed there
+    r = _try(db_url, "user99", "guess", t + timedelta(seconds=0.5))
+    assert r.outcome == "wait" and 0 < r.retry_after_s <= 0.5  # one checked try per second from a locked address
+    outcomes = [_try(db_url, "user99", "guess", t + timedelta(seconds=2 * k + 1)).outcome for k in range(4)]
+    assert outcomes == ["wrong", "wrong", "wrong", "locked"]  # 3 failures of one name there: refused there
+    assert _try(db_url, "user99", "guess", t + timedelta(seconds=9), client="10.0.0.8").outcome == "wrong"
+    # A teacher behind the same address who mistypes twice still gets in.
+    assert [_try(db_url, "ms_k", p, t + timedelta(seconds=11 + 2 * k)).outcome for k, p in
+            enumerate(("typo", "typo again", PW))] == ["wrong", "wrong", "ok"]  # fmt: skip
+    # Once the lock is over the address is checked as any other.
+    assert _try(db_url, "user99", "guess", t + timedelta(minutes=16)).outcome == "wrong"
     # Unknown names are counted and answered like known ones, and audited under the name tried.
     (first,) = [e for e in _audits(db_url, "login_failed") if e.target == "login:user0"]
     assert first.detail["client_failures"] == 1 and first.target_label == "user0"
+    assert {e.detail["client"] for e in _audits(db_url)} == {"10.0.0.7", "10.0.0.8"}
+
+
+def test_unlock_clears_the_account_lock_and_every_address_lock_that_refuses_it(db_url, teacher):
+    t = T0
+    for i in range(POLICY.client_max_failures):
+        _try(db_url, f"user{i}", "guess", t + timedelta(seconds=i))
+    t += timedelta(seconds=20)
+    for k in range(3):  # the teacher's 3 failures from the locked address: refused there, and the account waits
+        assert _try(db_url, "ms_k", "guess", t + timedelta(seconds=5 * k)).outcome == "wrong"
+    for k in range(2):  # and 2 from elsewhere: 5, the account is locked
+        assert _try(db_url, "MS_K", "guess", t + timedelta(seconds=20 + 10 * k), client="10.0.0.9").outcome == "wrong"
+    now = t + timedelta(minutes=1)
+    assert _try(db_url, "ms_k", PW, now, client="10.0.0.8").outcome == "locked"
+    with session_scope(db_url) as s:
+        done = logins.unlock(s, "ms_k", policy=POLICY, now=now)
+    assert done == logins.Unlocked(account_failures=5, account_locked=True, addresses=("10.0.0.7", "10.0.0.9"),
+                                   refused_at=("10.0.0.7",))  # fmt: skip
+    assert done.sentence("ms_k") == ("ms_k unlocked: cleared the account's 5 failed login(s) and its lock; its failures "
+                                     "from 2 address(es) (10.0.0.7, 10.0.0.9); so the locked address(es) 10.0.0.7 no "
+                                     "longer refuse it")  # fmt: skip
+    assert _try(db_url, "ms_k", PW, now + timedelta(seconds=1)).outcome == "ok"  # from the locked address too
+    assert _try(db_url, "user0", "guess", now + timedelta(seconds=3)).outcome == "wrong"  # the address's count stays
+    with session_scope(db_url) as s:
+        assert logins.unlock(s, "ms_k", policy=POLICY, now=now).sentence("ms_k") == \
+            "ms_k: nothing to clear (no failed logins, no lock)"  # fmt: skip
+
+
+def test_client_address_is_the_peer_unless_a_trusted_proxy_forwarded_it():
+    from affectline.netaddr import client_address, parse_proxies
+
+    none = parse_proxies("")
+    assert client_address("10.0.0.7", ["203.0.113.9"], none) == "10.0.0.7"  # nobody trusted: the header is ignored
+    proxies = parse_proxies(" 127.0.0.1, 10.1.0.0/16 ,::1")
+    assert client_address("203.0.113.50", ["1.2.3.4"], proxies) == "203.0.113.50"  # the peer is no proxy
+    assert client_address("127.0.0.1", ["1.2.3.4, 203.0.113.7"], proxies) == "203.0.113.7"  # right-most untrusted
+    assert client_address("127.0.0.1", ["1.2.3.4", "203.0.113.7, 10.1.2.3"], proxies) == "203.0.113.7"  # proxy chain
+    assert client_address("127.0.0.1", ["10.1.0.5, 10.1.2.3"], proxies) == "10.1.0.5"  # all proxies: the first
+    assert client_address("127.0.0.1", ["1.2.3.4, not-an-ip"], proxies) == "127.0.0.1"  # garbage: the last trusted hop
+    assert client_address("127.0.0.1", ["[2001:db8::1]:5555"], proxies) == "2001:db8::1"
+    assert client_address("127.0.0.1", ["198.51.100.2:443"], proxies) == "198.51.100.2"
+    assert client_address("::ffff:127.0.0.1", ["198.51.100.2"], proxies) == "198.51.100.2"  # v4-mapped peer
+    assert client_address("127.0.0.1", [], proxies) == "127.0.0.1"
+    with pytest.raises(ValueError, match="AFFECTLINE_TRUSTED_PROXIES: 'ten.0.0.1' is not an IP address"):
+        parse_proxies("10.0.0.1, ten.0.0.1")
+
+
+def test_trusted_proxies_setting_is_checked_at_start(monkeypatch):
+    from pydantic import ValidationError
+
+    from affectline.settings import Settings
+
+    monkeypatch.setenv("AFFECTLINE_TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.1")
+    assert Settings().trusted_proxies == "10.0.0.0/8,192.168.1.1"
+    monkeypatch.setenv("AFFECTLINE_TRUSTED_PROXIES", "proxy.local")
+    with pytest.raises(ValidationError, match="'proxy.local' is not an IP address"):
+        Settings()
 
 
 def test_legacy_pbkdf2_hash_logs_in_once_and_is_replaced_by_argon2id(db_url, teacher):
@@ -186,7 +257,8 @@ def test_cli_user_commands_are_audited_with_the_os_user_and_the_claim(cli, db_ur
     r = cli("users", "role", "ms_k", "clinician")
     assert r.exit_code == 0 and "no longer take effect: Year 9" in r.output
     assert cli("users", "revoke", "ms_k", "Year 9").exit_code == 0
-    assert cli("users", "unlock", "ms_k").exit_code == 0
+    r = cli("users", "unlock", "ms_k")
+    assert r.exit_code == 0 and "ms_k: nothing to clear (no failed logins, no lock)" in r.output
     rows = _audits(db_url)
     assert [e.action for e in rows] == ["create_user", "grant", "disable_user", "enable_user", "set_password",
                                         "set_role", "revoke", "unlock_user"]  # fmt: skip
@@ -263,3 +335,28 @@ def test_an_open_dashboard_login_ends_when_the_password_changes(db_url, teacher)
         access.set_password(s, teacher, "changed by the admin")
     at.run()
     assert auth.USER_KEY not in at.session_state and "password changed or account disabled" in _texts(at)
+
+
+def test_cli_unlock_says_what_it_cleared_and_the_locked_address_lets_the_user_in(cli, db_url, teacher):
+    """Issue 20: `users unlock admin1` said "admin1 unlocked" while the address lock still refused the login."""
+    for i in range(POLICY.client_max_failures):
+        with session_scope(db_url) as s:
+            logins.attempt(s, f"user{i}", "guess", "10.0.0.7", policy=POLICY)
+    import time
+
+    for _ in range(3):
+        time.sleep(1.05)  # a locked address checks one try a second
+        with session_scope(db_url) as s:
+            assert logins.attempt(s, "ms_k", "guess", "10.0.0.7", policy=POLICY).outcome == "wrong"
+    time.sleep(1.05)
+    with session_scope(db_url) as s:
+        assert logins.attempt(s, "ms_k", PW, "10.0.0.7", policy=POLICY).outcome in ("wait", "locked")
+    r = cli("users", "unlock", "ms_k")
+    assert r.exit_code == 0, r.output
+    assert "ms_k unlocked: cleared the account's 3 failed login(s); its failures from 1 address(es) " \
+           "(10.0.0.7); so the locked address(es) 10.0.0.7 no longer refuse it" in r.output  # fmt: skip
+    time.sleep(1.05)
+    with session_scope(db_url) as s:
+        assert logins.attempt(s, "ms_k", PW, "10.0.0.7", policy=POLICY).outcome == "ok"
+    (row,) = _audits(db_url, "unlock_user")
+    assert row.detail["refused_at"] == ["10.0.0.7"] and row.detail["account_failures"] == 3 and row.target_label == "ms_k"

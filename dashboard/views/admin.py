@@ -8,6 +8,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data
+from dashboard.safe import md_text
 from services import admin
 from storage.models import Role, SessionKind
 
@@ -18,9 +19,9 @@ auth.require(viewer, "manage_users")
 
 st.title("Admin")
 if flash := st.session_state.pop("admin_flash", None):
-    st.success(flash)
+    st.success(md_text(flash))
 if warn := st.session_state.pop("admin_warn", None):
-    st.warning(warn)
+    st.warning(md_text(warn))
 
 
 def _do(fn, *args, ok: str) -> object:
@@ -28,7 +29,7 @@ def _do(fn, *args, ok: str) -> object:
     try:
         out = fn(url, viewer, *args)
     except (ValueError, LookupError, PermissionError, RuntimeError) as e:
-        st.error(str(e))
+        st.error(md_text(e))
         return None
     data.invalidate()
     st.session_state["admin_flash"] = ok
@@ -67,7 +68,7 @@ with users_tab:
         if c3.button("Set password", key="set_password"):
             _do(admin.set_password, uid, new_pw or None, ok=f"Password of {unames[uid]} updated.")
         if row["disabled"]:
-            st.caption(f"{unames[uid]} is disabled: they cannot log in.")
+            st.caption(f"{md_text(unames[uid])} is disabled: they cannot log in.")
             if st.button("Re-enable user", key="enable_user"):
                 _do(admin.set_disabled, uid, False, ok=f"{unames[uid]} is enabled again.")
         elif st.button("Disable user", key="disable_user", help="No login; an open dashboard ends on its next click."):
@@ -90,7 +91,7 @@ with groups_tab:
     stale = table[~table["in_effect"].astype(bool)]
     if not stale.empty:
         st.warning("Some grants have no effect under the user's current role (the role changed after the grant): "
-                   + ", ".join(f"{r.group} to {r.username}" for r in stale.itertuples()) + ".")  # fmt: skip
+                   + md_text(", ".join(f"{r.group} to {r.username}" for r in stale.itertuples())) + ".")  # fmt: skip
     grantees = users[users["role"] != Role.admin.value]
     if grantees.empty or groups.empty:
         st.info("Create a teacher or clinician and a group to grant.")

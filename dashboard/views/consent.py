@@ -8,6 +8,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data
+from dashboard.safe import md_text
 from services import privacy
 
 settings = get_settings()
@@ -17,9 +18,9 @@ auth.require(viewer, "manage_privacy")
 
 st.title("Consent & retention")
 if flash := st.session_state.pop("privacy_flash", None):
-    st.success(flash)
+    st.success(md_text(flash))
 if warn := st.session_state.pop("privacy_warning", None):
-    st.warning(warn)
+    st.warning(md_text(warn))
 
 
 def _do(fn, *args, ok, warn: str = "") -> None:
@@ -27,7 +28,7 @@ def _do(fn, *args, ok, warn: str = "") -> None:
     try:
         out = fn(url, viewer, *args)
     except (ValueError, LookupError, PermissionError) as e:
-        st.error(str(e))
+        st.error(md_text(e))
     else:
         data.invalidate()  # timelines may have been deleted: no cached page may show them
         st.session_state["privacy_flash"] = ok(out) if callable(ok) else ok

@@ -6,6 +6,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data
+from dashboard.safe import md_text
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -14,7 +15,7 @@ auth.require(viewer, "manage_people")
 
 st.title("People")
 if flash := st.session_state.pop("people_flash", None):
-    st.success(flash)
+    st.success(md_text(flash))
 persons = data.persons_frame(url, viewer.group_ids)
 if persons.empty:
     st.info("No persons in your groups yet: they appear when a session is analysed.")
@@ -37,7 +38,7 @@ if names:
         try:
             data.rename_person(url, viewer, pid, new)
         except (ValueError, LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state["people_flash"] = f"Renamed to {new.strip()}."
             st.rerun()
@@ -59,7 +60,7 @@ else:
         try:
             data.enroll_track(url, viewer, sid, tid, name)
         except (ValueError, LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state["people_flash"] = f"Enrolled {name.strip()}."
             st.rerun()
@@ -76,7 +77,7 @@ if len(names) > 1 and viewer.can("merge_people"):
         try:
             data.merge_persons(url, viewer, keep, other)
         except (ValueError, LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state["people_flash"] = f"Merged into {names[keep]}."
             st.rerun()
@@ -91,7 +92,7 @@ if names and viewer.can("delete_person"):
         try:
             data.delete_person(url, viewer, pid)
         except (LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state["people_flash"] = "Person deleted."
             st.rerun()

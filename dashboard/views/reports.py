@@ -8,6 +8,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data
+from dashboard.safe import md_text
 from services import bins, exports, reports, summaries
 
 settings = get_settings()
@@ -26,7 +27,7 @@ def _prepare(key: str, fn, *args) -> None:
         st.session_state[key] = fn(url, viewer, *args)
     except (LookupError, ValueError, PermissionError) as e:
         st.session_state.pop(key, None)
-        st.error(str(e))
+        st.error(md_text(e))
     else:
         data.invalidate()
 
@@ -34,7 +35,7 @@ def _prepare(key: str, fn, *args) -> None:
 def _download(key: str, button_key: str) -> None:
     if (out := st.session_state.get(key)) is not None:
         rows = f"{out.pages} pages" if hasattr(out, "pages") else f"{out.n_rows} rows"
-        st.download_button(f"Download {out.file_name} ({rows})", out.data, file_name=out.file_name, mime=out.mime,
+        st.download_button(f"Download {md_text(out.file_name)} ({rows})", out.data, file_name=out.file_name, mime=out.mime,
                            key=button_key, type="primary")  # fmt: skip
 
 
@@ -74,7 +75,7 @@ with session_tab:
                                     summaries.parse_clock(t1_text) if t1_text.strip() else None,
                                     tuple(int(p) for p in chosen) if chosen else None)  # fmt: skip
         except ValueError as e:
-            st.error(str(e))
+            st.error(md_text(e))
             sel = None
         c1, c2 = st.columns(2)
         if c1.button("Prepare timelines export", key="export_sel_button", disabled=sel is None,

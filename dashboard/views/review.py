@@ -11,7 +11,8 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, safe
+from dashboard.safe import md_text
 from services import clinic, exports
 from services import summaries as sm
 
@@ -40,7 +41,7 @@ pid = c2.selectbox("Child", list(persons), format_func=persons.get, key="review_
 if pid is None:
     st.info("Nobody was seen in this session.")
     st.stop()
-st.caption(charts.model_caption(info.academic_model, info.expression_model) + " Hover the expression row to see the "
+st.caption(md_text(charts.model_caption(info.academic_model, info.expression_model)) + " Hover the expression row to see the "
            "cue model's inputs (blendshapes, head pose): the academic estimate is an interpretable rule over them.")  # fmt: skip
 st.caption(charts.accuracy_caption(info.expression_model))
 
@@ -79,7 +80,7 @@ series = sm.resample(frame, t0, t1, 900, step)
 cue_series = sm.resample(cues[(cues["t_start"] >= t0) & (cues["t_start"] < t1)], t0, t1, 900, step) if len(cues) else None
 runs = charts.label_runs(inside, step)
 fig = charts.child_figure(series, runs, tags, persons[pid], (t0, t1), full[1], cues=cue_series)
-event = st.plotly_chart(fig, key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
+event = st.plotly_chart(safe.figure(fig), key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False})  # fmt: skip
 st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
            "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
@@ -137,12 +138,12 @@ if viewer.can("tag"):
             chosen = data.add_tag_label(url, viewer, other) if label == "other…" else label
             data.add_tag(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
         except (ValueError, LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state["review_flash"] = f"Tagged {sm.format_clock(ts)}-{sm.format_clock(te)} as {chosen}."
             st.rerun()
 if flash := st.session_state.pop("review_flash", None):
-    st.success(flash)
+    st.success(md_text(flash))
 
 # --- the tags, edit and delete ---------------------------------------------------------------
 st.subheader(f"Tags ({len(tags)})")
@@ -176,7 +177,7 @@ else:
                 data.edit_tag(url, viewer, sid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
                               note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
             except (ValueError, LookupError, PermissionError) as e:
-                st.error(str(e))
+                st.error(md_text(e))
             else:
                 st.session_state.pop("edit_uid", None)
                 st.rerun()
@@ -196,11 +197,11 @@ def _jobs() -> None:
     jobs = clinic.person_jobs(url, viewer, pid)
     for j in jobs[:3]:
         if j.active:
-            st.progress(min(max(j.progress, 0.0), 1.0), text=j.phrase())
+            st.progress(min(max(j.progress, 0.0), 1.0), text=md_text(j.phrase()))
         elif j.status.value == "failed":
-            st.error(j.phrase())
+            st.error(md_text(j.phrase()))
         else:
-            st.caption(j.phrase())
+            st.caption(md_text(j.phrase()))
     was = st.session_state.get(f"jobs_active_{pid}", False)
     now = any(j.active for j in jobs)
     st.session_state[f"jobs_active_{pid}"] = now
@@ -221,7 +222,7 @@ if viewer.can("tag"):
         try:
             jid = clinic.request_personalisation(url, settings, viewer, pid, activate)
         except (LookupError, PermissionError, RuntimeError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
         else:
             st.session_state[f"jobs_active_{pid}"] = True
             st.session_state["review_flash"] = f"Personalisation job #{jid} queued."
@@ -249,7 +250,7 @@ else:
                 st.session_state[f"jobs_active_{pid}"] = True
                 st.rerun()
         except (LookupError, PermissionError, RuntimeError, ValueError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
 
 # --- export ------------------------------------------------------------------------------------
 if viewer.can("export"):
@@ -263,7 +264,7 @@ if viewer.can("export"):
         try:
             st.session_state[key] = exports.export_therapy(url, viewer, sid, fmt, person_id=pid)
         except (LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
     if (out := st.session_state.get(key)) is not None:
-        st.download_button(f"Download {out.file_name} ({out.n_rows} rows)", out.data, file_name=out.file_name,
+        st.download_button(f"Download {md_text(out.file_name)} ({out.n_rows} rows)", out.data, file_name=out.file_name,
                            mime=out.mime, key="therapy_download")  # fmt: skip

@@ -16,6 +16,8 @@ from dashboard import auth, charts, data, jobs_view
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
+from dashboard import safe
+from dashboard.safe import md_text
 from services import progress
 from services import summaries as sm
 from storage.models import SessionKind
@@ -39,7 +41,7 @@ if wanted.isdigit() and int(wanted) in ids:  # a link (or the Open button) names
     st.session_state["session_id"] = int(wanted)
 else:
     if wanted:  # hidden, deleted, or never existed: the same answer, so nothing leaks
-        st.warning(f"Session {wanted} does not exist or is not visible to you.")
+        st.warning(f"Session {md_text(wanted)} does not exist or is not visible to you.")
     if st.session_state.get("session_id") not in ids:
         ready = table[(table["status"] == "done") & (table["persons"] > 0)]  # never open on a failed or empty one
         st.session_state["session_id"] = int(ready["id"].iloc[0]) if len(ready) else ids[0]
@@ -54,9 +56,9 @@ sid = st.sidebar.selectbox("Session", ids, format_func=lambda i: f"{labels[i]} (
 
 info = data.session_info(url, gids, sid)
 therapy = info.kind is SessionKind.therapy
-st.title(info.title)
+st.title(md_text(info.title))
 duration = f"{sm.format_clock(info.duration)}" if info.duration else "duration unknown"
-st.caption(f"{info.kind.value} session · group {info.group} · {duration} · {info.bin_seconds:g} s bins")
+st.caption(f"{info.kind.value} session · group {md_text(info.group)} · {duration} · {info.bin_seconds:g} s bins")
 
 job = table.loc[table["id"] == sid].iloc[0]
 if job["status"] in ("queued", "running"):
@@ -71,13 +73,13 @@ if job["status"] in ("queued", "running"):
 
     _progress()
 elif job["status"] == "failed":
-    st.error(job["state"])
+    st.error(md_text(job["state"]))
 
 if not info.analysed:
     st.info("This session has not been analysed yet: no timelines to show.")
     st.stop()
 
-st.info(charts.model_caption(info.academic_model, info.expression_model), icon=":material/science:")
+st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
 st.caption(charts.accuracy_caption(info.expression_model))
 overview = data.class_overview(url, gids, sid)
 summary = overview.summary
@@ -87,16 +89,16 @@ if summary.empty:
         st.warning("No faces were found in this recording: the session has no persons.")
         st.stop()
     # Consent required and nobody's given: no per-person rows, but the class curve still counts them.
-    st.info(withheld or "No per-person timelines are stored for this session: faces count only toward the class curve.")
+    st.info(md_text(withheld) or "No per-person timelines are stored for this session: faces count only toward the class curve.")
     whole = (overview.t0, overview.t1)
     curve = data.class_curve_view(url, gids, sid, *whole)
     heat = data.heatmap_view(url, gids, sid, "engagement", *whole, ())
-    st.plotly_chart(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
-                                                 title="Class engagement (class level only)"),
+    st.plotly_chart(safe.figure(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
+                                                 title="Class engagement (class level only)")),
                     key=f"class_chart_{sid}", config={"displaylogo": False})  # fmt: skip
     st.stop()
 if withheld:
-    st.caption(withheld)
+    st.caption(md_text(withheld))
 
 # --- the view range: one for every chart of this session ------------------------------------
 VIEW = f"view_{sid}"
@@ -142,7 +144,7 @@ c3.button("Whole session", key="view_whole", on_click=_whole, disabled=view == f
 heat_value = c4.selectbox("Heat map shows", sm.HEATMAP_VALUES, key="heat_value",
                           format_func=lambda v: "engagement" if v == "engagement" else f"{v} (probability)")  # fmt: skip
 if err := st.session_state.pop("view_error", None):
-    st.error(err)
+    st.error(md_text(err))
 
 t0, t1 = view
 order = tuple(int(p) for p in summary["person_id"])
@@ -156,7 +158,7 @@ picked = st.multiselect("Students drawn under the heat map (a moment's button pi
 fig = data.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
 # Dragging is a box-select (the figure's dragmode), which comes back here and redraws finer; plotly's own
 # zoom (wheel, modebar) only magnifies what was sent, so it stays for a quick look and every panel follows.
-event = st.plotly_chart(fig, key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
+event = st.plotly_chart(safe.figure(fig), key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False, "scrollZoom": True})  # fmt: skip
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
 if boxes:
@@ -206,7 +208,7 @@ for i, m in enumerate(overview.moments):
              on_click=_open_moment, args=(m,))  # fmt: skip
     who = ", ".join(m.person_labels[:8]) + (f" and {len(m.person_labels) - 8} more" if len(m.person_labels) > 8 else "")
     b.markdown(f"**{sm.MOMENT_WORDS[m.kind].capitalize()}** for {m.duration / 60:.1f} min "
-               f"({m.level:.2f} vs usual {m.usual:.2f}). Students: {who or 'no single student stood out'}.")  # fmt: skip
+               f"({m.level:.2f} vs usual {m.usual:.2f}). Students: {md_text(who) or 'no single student stood out'}.")  # fmt: skip
 
 # --- students ----------------------------------------------------------------------------------
 st.subheader(f"Students ({len(summary)}), lowest engagement first")
@@ -229,12 +231,12 @@ st.dataframe(
 if info.group_id is not None:
     st.subheader("Trends")
     # Opt-in: trends read every session of the group once, which the first view of this one need not wait for.
-    if st.toggle(f"Show trends across the sessions of {info.group}", key="show_trends"):
+    if st.toggle(f"Show trends across the sessions of {md_text(info.group)}", key="show_trends"):
         tr = data.group_trends(url, gids, info.group_id)
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
         else:
-            st.plotly_chart(charts.trend_figure(tr.per_class, tr.per_student, picked), key="trend_chart")
+            st.plotly_chart(safe.figure(charts.trend_figure(tr.per_class, tr.per_student, picked)), key="trend_chart")
             pivot = tr.per_student.pivot_table(index="person_label", columns="title", values="mean_engagement",
                                                sort=False)  # fmt: skip
             st.dataframe(pivot[[t for t in tr.per_class["title"] if t in pivot.columns]].round(2), key="trend_table")
@@ -254,14 +256,14 @@ if viewer.can("manage_people"):
                 if thumb:
                     a.image(thumb, width=64)
                 else:
-                    a.markdown(f"**{r.person}**")
-                name = b.text_input(f"{r.person}, seen {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)}",
+                    a.markdown(f"**{md_text(r.person)}**")
+                name = b.text_input(f"{md_text(r.person)}, seen {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)}",
                                     key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
                 if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
                     try:
                         data.rename_person(url, viewer, int(r.person_id), name.strip())
                     except (ValueError, LookupError, PermissionError) as e:
-                        st.error(str(e))
+                        st.error(md_text(e))
                     else:
                         st.rerun()
 
@@ -276,7 +278,7 @@ if viewer.can("export"):
         try:
             st.session_state[key] = data.export_session(url, viewer, sid, fmt)
         except (LookupError, PermissionError) as e:
-            st.error(str(e))
+            st.error(md_text(e))
     if (export := st.session_state.get(key)) is not None:
-        st.download_button(f"Download {export.file_name} ({export.n_rows} rows)", export.data,
+        st.download_button(f"Download {md_text(export.file_name)} ({export.n_rows} rows)", export.data,
                            file_name=export.file_name, mime=export.mime, key="download_button")  # fmt: skip

@@ -6,6 +6,7 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, data, jobs_view
+from dashboard.safe import md_text
 from services import progress
 from storage import access
 from storage.models import SessionKind
@@ -22,7 +23,7 @@ if st.session_state.get("open_button") and st.session_state.get("open_session") 
 
 st.title("Sessions")
 if flash := st.session_state.pop("flash", None):
-    st.success(flash)
+    st.success(md_text(flash))
 
 
 def _progress() -> None:
@@ -60,7 +61,7 @@ else:
     )
     failed = table[table["status"] == "failed"]
     for r in failed.itertuples():
-        st.error(f"{r.title}: {r.state}")
+        st.error(f"{md_text(r.title)}: {md_text(r.state)}")
     ids = table["id"].tolist()
     labels = dict(zip(table["id"], table["title"]))
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -102,7 +103,7 @@ if viewer.can("upload"):
                 sid, jid = data.enqueue_analysis(url, settings, viewer, video.name, video, kind, int(group_id),
                                                  title.strip() or None, analysis_fps=float(fps))  # fmt: skip
             except (ValueError, LookupError, PermissionError, RuntimeError) as e:
-                st.error(str(e))
+                st.error(md_text(e))
             else:
                 st.session_state["flash"] = (f"Session #{sid} saved in {gnames[int(group_id)]}; analysis job #{jid} "
                                              f"queued at {fps:g} frames a second.")  # fmt: skip
