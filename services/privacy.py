@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from services.actor import Actor, require
 from services.db import scope, visible_session
-from storage import consent, retention
+from storage import consent, repo, retention
 from storage.models import ConsentPurpose, Group, Person, Role
 
 ACTION = "manage_privacy"
@@ -211,7 +211,7 @@ def session_class_curve(url: str, group_ids, session_id: int) -> pd.DataFrame:
     person and those counted only in the class aggregates (columns as ``repo.class_engagement``)."""
     with scope(url) as s:
         visible_session(s, group_ids, session_id)
-        return consent.class_curve(s, session_id)
+        return repo.class_curve(s, session_id)
 
 
 def session_withheld(url: str, group_ids, session_id: int) -> consent.Withheld:

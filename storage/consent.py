@@ -1,7 +1,8 @@
 """Consent: who may have a per-person timeline stored, and what withdrawing it deletes.
 
-Rules (enforced where analyses are stored, ``storage.repo.replace_analysis``, so every way of
-running an analysis obeys them):
+Rules (enforced by :func:`guard`, which every writer of per-person rows calls: the analyses writer
+``storage.repo.replace_analysis`` through :func:`withhold`, and enrol, rename, merge, split, tags and
+tag import, personal models and per-person jobs; so no path stores a row the rules forbid):
 
 - A person's consent for a purpose (``analysis``; ``thumbnails`` separately) is *valid* when it
   was granted, is not withdrawn and has not expired.
@@ -36,6 +37,7 @@ import pandas as pd
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from storage.audit import write
 from storage.models import (
     ClassBin,
     Consent,
@@ -70,9 +72,7 @@ def aware(t: datetime | None) -> datetime | None:
 
 
 def _audit(s: Session, actor: str, action: str, target: str, **detail) -> None:
-    from storage.repo import audit  # repo imports this module inside replace_analysis
-
-    audit(s, actor, action, target, **detail)
+    write(s, actor, action, target, **detail)
 
 
 # --- group policy ------------------------------------------------------------------------------
@@ -313,7 +313,41 @@ def register(s: Session, group_ids: Sequence[int] | None = None, at: datetime | 
     return out
 
 
-# --- the storage boundary: what an analysis may store per person ---------------------------------
+# --- the storage boundary: who may have per-person rows ---------------------------------------------
+
+
+class ConsentMissing(ValueError):
+    """A write of per-person rows for someone the consent rules do not allow (one line naming whom)."""
+
+
+def _allowed(required: bool, c: Consent | None, at: datetime) -> bool:
+    """The one rule: a recorded answer decides in every group; without one, only where consent is not required."""
+    return is_valid(c, at) if (required or c is not None) else True
+
+
+def guard(s: Session, doing: str, person_ids: Iterable[int] = (), new_in_group: int | None | bool = False,
+          at: datetime | None = None) -> None:  # fmt: skip
+    """Refuse (``ConsentMissing``) unless every person of ``person_ids`` may hold per-person rows.
+
+    ``new_in_group``: a person about to be created in that group (who has no consent yet) will get
+    rows: refused where the group requires consent. ``doing`` says what was asked, for the message."""
+    at = at or now()
+    if new_in_group is not False and policy(s, new_in_group).consent_required:
+        g = s.get(Group, new_in_group)
+        raise ConsentMissing(f"{doing}: group {g.name if g else new_in_group!r} requires consent, and a new "
+                             "person has none; enrol them and record their consent first")  # fmt: skip
+    for pid in dict.fromkeys(int(p) for p in person_ids):
+        p = s.get(Person, pid)
+        if p is None:
+            continue  # the caller's own lookup names the missing id
+        required = policy(s, p.group_id).consent_required
+        c = _record(s, pid, ConsentPurpose.analysis)
+        if not _allowed(required, c, at):
+            why = f"their consent is {state(c, at)}" if c is not None else "their group requires consent and none is recorded"
+            raise ConsentMissing(f"{doing}: person {pid} may not have data stored per person ({why})")
+
+
+# --- what an analysis may store per person ----------------------------------------------------------
 
 
 def withhold(s: Session, group_id: int | None, tracks: Sequence, at: datetime | None = None) -> tuple[list, list]:
@@ -330,8 +364,7 @@ def withhold(s: Session, group_id: int | None, tracks: Sequence, at: datetime | 
     def allowed(pid: int | None, purpose: ConsentPurpose) -> bool:
         if pid is None:
             return not required
-        c = recs.get((pid, purpose))
-        return is_valid(c, at) if (required or c is not None) else True
+        return _allowed(required, recs.get((pid, purpose)), at)
 
     kept, withheld = [], []
     for t in tracks:
@@ -425,11 +458,3 @@ def withheld_summary(s: Session, session_id: int) -> Withheld:
     ).one()
     rec = s.get(Recording, session_id)
     return Withheld(int(n or 0), int(most or 0), policy(s, rec.group_id if rec else None).consent_required)
-
-
-def class_curve(s: Session, session_id: int) -> pd.DataFrame:
-    """The class engagement curve counting every face: per-person bins plus the class aggregates
-    (``storage.repo.class_engagement`` columns: t_start, engagement, n_visible, n_persons)."""
-    from storage.repo import class_engagement, session_bins
-
-    return class_engagement(session_bins(s, session_id), class_aggregates(s, session_id))

@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage import consent
 from storage.db import from_blob, to_blob
 from storage.labels import clean_label
 from storage.models import (
@@ -243,6 +244,8 @@ def enroll(s: Session, session_id: int, track_key: int, name: str, actor: str) -
     old = s.get(Person, tr.person_id) if tr.person_id is not None else None
     target = find_enrolled(s, rec.group_id, name)
     created = target is None
+    doing = f"enrolling track {track_key} of session {session_id}"
+    consent.guard(s, doing, [target.id] if target is not None else [], new_in_group=rec.group_id if created else False)
     if target is None:
         target = _new_person(s, rec.group_id, name, enrolled=True)
     added = _add_embedding(s, target.id, vec, _source(tr))
@@ -276,6 +279,8 @@ def rename(s: Session, person_id: int, name: str, actor: str) -> Person:
             f"to make them one, merge them (persons merge {other.id} {p.id})"
         )
     was_enrolled = p.enrolled
+    if not was_enrolled:  # enrolling stores the tracks' embeddings as the person's own
+        consent.guard(s, f"renaming (enrolling) person {person_id}", [person_id])
     added = _promote(s, p, name)
     s.flush()
     # The new name is not put in the detail; the row's target_label keeps the name the person
@@ -300,6 +305,7 @@ def merge(s: Session, keep_id: int, other_id: int, actor: str) -> Person:
             f"person {keep_id} is in group {keep.group_id} and person {other_id} in group {other.group_id}; "
             "only persons of one group can be merged"
         )
+    consent.guard(s, f"merging person {other_id} into {keep_id}", [keep_id])  # keep receives every row
     label = other.label if (other.enrolled and not keep.enrolled) else None
     moved = list(s.scalars(select(Track).where(Track.person_id == other_id)))
     n_overrides = 0
@@ -371,6 +377,8 @@ def split(
         raise ValueError(
             f"track {track_key} of session {session_id} already belongs to {new.label!r} (person {new.id})"
         )
+    consent.guard(s, f"splitting track {track_key} of session {session_id}", [new.id] if new is not None else [],
+                  new_in_group=rec.group_id if new is None else False)  # fmt: skip
     if new is None:
         new = _new_person(s, rec.group_id, name, enrolled=name is not None)
     if whole:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from storage import consent
 from storage.models import AuditEntry, Person, PersonModel
 
 KINDS: tuple[str, ...] = ("baseline", "personal")
@@ -34,6 +35,7 @@ def save_model(
 ) -> PersonModel:
     """Store the next version of a person's model; optionally make it the active one."""
     _check(s, person_id, kind)
+    consent.guard(s, f"a {kind} model of person {person_id}", [person_id])
     last = s.scalar(
         select(func.max(PersonModel.version)).where(PersonModel.person_id == person_id, PersonModel.kind == kind)
     )

@@ -17,7 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
+from storage import consent
+from storage.audit import write as _write_audit
 from storage.db import from_blob, to_blob
+from storage.labels import clean_label
 from storage.models import (
     AuditEntry,
     FeatureSeries,
@@ -27,6 +30,7 @@ from storage.models import (
     Person,
     Recording,
     SessionKind,
+    Tag,
     TimeBin,
     Track,
 )
@@ -50,8 +54,6 @@ def now() -> datetime:
 
 
 def get_or_create_group(s: Session, name: str, kind: SessionKind | str) -> Group:
-    from storage.labels import clean_label
-
     name = clean_label(name, "group name", max_len=200)
     g = s.scalar(select(Group).where(Group.name == name))
     if g is not None:
@@ -75,6 +77,8 @@ def create_recording(
 
 
 def create_job(s: Session, task: str, session_id: int | None = None, person_id: int | None = None, params: dict | None = None) -> Job:
+    if person_id is not None:  # a person's job is a per-person row (withdrawal deletes it)
+        consent.guard(s, f"a {task} job for person {person_id}", [person_id])
     job = Job(task=task, session_id=session_id, person_id=person_id, params=params or {}, status=JobStatus.queued)
     s.add(job)
     s.flush()
@@ -209,10 +213,8 @@ def replace_analysis(s: Session, result: AnalysisResult) -> dict[int, int]:
         s.execute(delete(model).where(model.session_id == rid))
     rec = s.get(Recording, rid)
     # Consent decides what is stored per person; the rest counts only in the class aggregates.
-    from storage.consent import replace_class_bins, withhold
-
-    kept, withheld = withhold(s, rec.group_id, result.tracks)
-    replace_class_bins(s, rid, withheld)
+    kept, withheld = consent.withhold(s, rec.group_id, result.tracks)
+    consent.replace_class_bins(s, rid, withheld)
     rec.fps, rec.n_frames, rec.width, rec.height = result.fps, result.n_frames, result.width, result.height
     rec.duration = result.duration if result.duration else (result.n_frames / result.fps if result.fps else 0.0)
     rec.analysis_fps, rec.bin_seconds = result.analysis_fps, result.bin_seconds
@@ -266,8 +268,6 @@ def _relink_tags(s: Session, rid: int, old_unknown: set[int], old_tracks: list, 
     old person's wins (largest overlap when embeddings are missing). A tag with no such
     track keeps its old person, who is then not deleted: tags are never lost.
     """
-    from storage.models import Tag
-
     tags = list(s.scalars(select(Tag).where(Tag.session_id == rid, Tag.person_id.in_(old_unknown)))) if old_unknown else []
     kept: set[int] = set()
     for tag in tags:
@@ -348,6 +348,12 @@ def _with_withheld(bins: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     }).rename_axis("t_start").reset_index()  # fmt: skip
 
 
+def class_curve(s: Session, session_id: int) -> pd.DataFrame:
+    """The class engagement curve counting every face: per-person bins plus the class aggregates of
+    faces not stored per person (``class_engagement`` columns: t_start, engagement, n_visible, n_persons)."""
+    return class_engagement(session_bins(s, session_id), consent.class_aggregates(s, session_id))
+
+
 def export_frame(s: Session, session_id: int) -> pd.DataFrame:
     """One row per person per time bin, in the documented export column order."""
     if s.get(Recording, session_id) is None:
@@ -372,9 +378,7 @@ def session_persons(s: Session, session_id: int) -> list[tuple[Person, int]]:
 
 def audit(s: Session, actor: str, action: str, target: str, **detail: Any) -> None:
     """An audit row, with the target's name as it is now (``storage.audit.write``)."""
-    from storage.audit import write
-
-    write(s, actor, action, target, **detail)
+    _write_audit(s, actor, action, target, **detail)
 
 
 def audit_log(s: Session, limit: int = 200) -> list[AuditEntry]:

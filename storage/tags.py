@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from affectline.csvsafe import header_row, restore, writer_row
 from affectline.types import EXPRESSION_CLASSES
+from storage import consent
 from storage.labels import clean_label
 from storage.models import Person, Recording, Tag, TagLabel
 
@@ -128,6 +129,10 @@ def _validate(s: Session, session_id: int, person_id: int, t_start: float, t_end
         raise TagError(f"tag time range [{t_start}, {t_end}) must have 0 <= start < end")
     if rec.duration and t_start >= rec.duration:
         raise TagError(f"tag starts at {t_start} s, after the end of session {session_id} ({rec.duration:.1f} s)")
+    try:  # a tag is a per-person row: added, edited or imported, only for whom the consent rules allow
+        consent.guard(s, f"a tag of person {person_id}", [person_id])
+    except consent.ConsentMissing as e:
+        raise TagError(str(e)) from None
 
 
 def add_tag(

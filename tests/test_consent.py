@@ -85,7 +85,7 @@ def stored(url, session_id: int) -> dict[str, set[int]]:
 
 def curve(url, session_id: int) -> pd.DataFrame:
     with session_scope(url) as s:
-        return consent.class_curve(s, session_id).set_index("t_start").sort_index()
+        return repo.class_curve(s, session_id).set_index("t_start").sort_index()
 
 
 def test_consent_required_group_stores_only_the_consented_face_on_real_footage(db_url, settings, pipeline):
@@ -232,7 +232,7 @@ def test_withdrawal_deletes_everything_per_person_and_folds_bins_into_the_class(
     with session_scope(db_url) as s:
         consent.grant(s, ada, "analysis", "t")
         s.add(Tag(uid=str(uuid.uuid4()), session_id=sid, person_id=ada, t_start=1, t_end=2, label="happy", author="t"))
-        before = consent.class_curve(s, sid)
+        before = repo.class_curve(s, sid)
         ada_bins = s.scalar(select(func.count(TimeBin.id)).where(TimeBin.person_id == ada))
         ben_bins = s.scalar(select(func.count(TimeBin.id)).where(TimeBin.person_id == ben))
     counts = privacy.withdraw_consent(db_url, operator(), ada)
@@ -244,7 +244,7 @@ def test_withdrawal_deletes_everything_per_person_and_folds_bins_into_the_class(
         assert s.scalar(select(func.count(TimeBin.id)).where(TimeBin.person_id == ben)) == ben_bins
         c = s.get(Person, ada) and s.scalar(select(Consent).where(Consent.person_id == ada, Consent.purpose == "analysis"))
         assert consent.state(c) == "withdrawn" and c.withdrawn_by == operator().audit_name
-        after = consent.class_curve(s, sid)
+        after = repo.class_curve(s, sid)
     pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True), check_dtype=False)
 
 
