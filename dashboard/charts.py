@@ -68,9 +68,12 @@ def model_caption(academic_model: str | None, expression_model: str | None) -> s
 
 def accuracy_caption(expression_model: str | None) -> str:
     """The one line beside the numbers: how accurate the expression model is (its model card), and the gate."""
-    from affectline.model_cards import accuracy_markdown
+    from affectline.model_cards import accuracy_markdown, card_for
+    from dashboard.safe import md_text
 
-    return (accuracy_markdown(expression_model) + " Faces too small, turned away or blurred to read are shown as "
+    # A card's words and link are ours; an id without a card is stored text, shown as text.
+    line = accuracy_markdown(expression_model) if card_for(expression_model) else md_text(accuracy_markdown(expression_model))
+    return (line + " Faces too small, turned away or blurred to read are shown as "
             f"'{NOT_READABLE}', apart from 'not visible' and 'uncertain': no emotion is given for them.")  # fmt: skip
 
 
