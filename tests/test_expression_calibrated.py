@@ -92,3 +92,14 @@ def test_eval_command_bad_folder_is_one_line(tmp_path: Path):
     out = subprocess.run([sys.executable, "-m", "cli.main", "eval", "expressions", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert out.returncode == 1 and "joyful" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_frame_without_faces_beside_one_with_a_face():
+    # The face step hands empty landmark arrays for a frame with no face (shape (0,) as well as (0, 52)).
+    frame = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    one = Detections(np.array([[10, 10, 90, 90]], np.float32), np.ones(1))
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0))
+    lms = [{"blend": np.zeros((0,), np.float32), "pose": np.zeros((0,), np.float32)},
+           {"blend": np.full((1, 52), np.nan, np.float32), "pose": np.full((1, 3), np.nan, np.float32)}]  # fmt: skip
+    out = CalibratedExpressionModel.load().predict_many([frame, frame], [none, one], lms)
+    assert out[0].shape == (0, 7) and out[1].shape == (1, 7) and np.isclose(out[1].sum(), 1, atol=1e-5)

@@ -428,8 +428,9 @@ class CalibratedExpressionModel:
         parts = [margin_crops(f, d.boxes, self.margin) for f, d in zip(frames, dets)]
         crops = np.concatenate([c for c, _ in parts])
         valid = np.concatenate([v for _, v in parts])
-        feats = {b: np.concatenate([np.asarray(lm[b], np.float32).reshape(k, -1) for lm, k in zip(landmarks, n)])
-                 for b in ("blend", "pose")}  # fmt: skip
+        # Widths given, not -1: a frame with no face has (0, ...) arrays that cannot infer a width.
+        feats = {b: np.concatenate([np.asarray(lm[b], np.float32).reshape(k, w) for lm, k in zip(landmarks, n)])
+                 for b, w in (("blend", 52), ("pose", 3))}  # fmt: skip
         probs = np.full((len(crops), len(self.classes)), np.nan, np.float32)
         if valid.any():
             f = self.logits(crops[valid])
