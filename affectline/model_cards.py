@@ -30,6 +30,10 @@ class ModelCard:
 
 
 CARDS: tuple[ModelCard, ...] = (
+    # The default (light) head: identity-grouped 5-fold CV, native-size faces (bench/expression_head_fit.py
+    # ... mx,blend,pose; README "Model card: fer-blend-calibrated").
+    ModelCard("fer-blend-calibrated@d162ff48724e", "FER2013 mini-Xception + blendshapes, calibrated", macro_f1=0.662,
+              accuracy=0.777, ece=0.024, anchor="model-card-fer-blend-calibrated"),
     # Identity-grouped 5-fold cross-validated figures on the development set, native-size faces
     # (bench/expression_head_fit.py; README "Model card: fer-ensemble-calibrated").
     ModelCard("fer-ensemble-calibrated@51b5a40c74f2", "FER2013 ensemble, calibrated", macro_f1=0.686, accuracy=0.787,

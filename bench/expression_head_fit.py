@@ -1,16 +1,21 @@
 # Exploration script as run for the README figures (paths under /tmp are its feature caches).
-"""Fit the shipped head on pooled sizes; report grouped-CV figures per size."""
+"""Fit the shipped head on pooled sizes; report grouped-CV figures per size.
+
+Usage: expression_head_fit.py OUT.npz native,24,48 [BLOCKS]  (BLOCKS default mx,hu,blend,pose;
+the light head: mx,blend,pose)."""
 import sys, json, numpy as np
-sys.path.insert(0,'/work/wt-expr')
 from recognition.evaluation.expressions import *
 from recognition.face.expression_head import *
-from recognition.face.readability import judge
+from recognition.face.readability import judge, ReadabilityParams
+# The gate both shipped heads were fitted and scored under (the gate's defaults when the first was
+# fitted; main's gate now declines pupil distances < 14 px, i.e. these 24 px faces, at run time).
+GATE=ReadabilityParams(min_iod_px=10.0, min_sharpness=20.0)
 from ingest.eval_expressions import identity_of
-MI=0; C=0.3; BLOCKS=('mx','hu','blend','pose')
+MI=0; C=0.3; BLOCKS=tuple((sys.argv[3] if len(sys.argv)>3 else 'mx,hu,blend,pose').split(','))
 X=[];Y=[];G=[];S=[]
 for name in sys.argv[2].split(','):
   d=dict(np.load(f'/tmp/expr_cache/feats_{name}.npz',allow_pickle=True))
-  gate=judge(np.where(np.isfinite(d['box']),d['box'],0),d['found'].astype(bool),d['pose'],d['sharp'],d['iod'])
+  gate=judge(np.where(np.isfinite(d['box']),d['box'],0),d['found'].astype(bool),d['pose'],d['sharp'],d['iod'],GATE)
   read=gate.readable & d['det'].astype(bool)
   F={'mx':d['mx'][read,MI],'hu':d['hu'][read,MI],'blend':d['blend'][read],'pose':d['pose'][read]}
   X.append(stack(F,BLOCKS)); Y.append(d['label'][read].astype(int)); G.append(np.array([identity_of(f) for f in d['fname'][read]])); S+= [name]*int(read.sum())

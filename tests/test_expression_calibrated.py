@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from affectline.types import EXPRESSION_CLASSES, Detections
-from recognition.face.expression import CalibratedExpressionModel, margin_crops
+from affectline.model_cards import card_for
+from affectline.settings import Settings
+from recognition.face.expression import CalibratedExpressionModel, load_expression_model, margin_crops
 from recognition.registry import resolve, sha256_of, specs
 from tests.paths import MEDIA, expression_fixture
 
@@ -18,12 +20,36 @@ ROOT = Path(__file__).resolve().parents[1]
 HAPPY = EXPRESSION_CLASSES.index("happy")
 
 
-def test_head_file_is_the_pinned_one_and_names_the_model():
-    path = resolve("expression_head")
-    assert path == ROOT / "recognition/face/weights/expression_head.npz"
-    assert sha256_of(path) == specs()["expression_head"].sha256
-    m = CalibratedExpressionModel.load()
-    assert m.sha256 == specs()["expression_head"].sha256 and m.head.temperature > 0
+@pytest.mark.parametrize("key,name", [("expression_head_light", "fer-blend-calibrated"),
+                                      ("expression_head", "fer-ensemble-calibrated")])  # fmt: skip
+def test_head_file_is_the_pinned_one_and_names_the_model(key, name):
+    path = resolve(key)
+    assert path == ROOT / f"recognition/face/weights/{key}.npz"
+    assert sha256_of(path) == specs()[key].sha256
+    m = CalibratedExpressionModel.load(head_key=key)
+    assert m.sha256 == specs()[key].sha256 and m.head.temperature > 0 and m.name == name
+    assert card_for(f"{m.name}@{m.sha256[:12]}") is not None  # its measured figures are on a model card
+
+
+def test_default_is_the_light_head_without_the_tfjs_network(monkeypatch):
+    import recognition.face.expression as expr
+
+    def no_tfjs(*a, **k):
+        raise AssertionError("the light head must not load the TF.js network")
+
+    monkeypatch.setattr(expr, "load_human_emotion", no_tfjs)
+    m = load_expression_model(Settings())
+    assert Settings().expression_model == "calibrated" and m.name == "fer-blend-calibrated"
+    assert m.human is None and m.head.blocks == ("mx", "blend", "pose")
+    monkeypatch.undo()
+    ens = load_expression_model(Settings(expression_model="calibrated_ensemble"))
+    assert ens.name == "fer-ensemble-calibrated" and ens.human is not None and "hu" in ens.head.blocks
+    assert load_expression_model(Settings(expression_model="mini_xception")).name == "fer2013-mini-xception"
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="unknown expression head"):
+        CalibratedExpressionModel.load(head_key="expression_head_heavy")
 
 
 def test_margin_is_a_fraction_of_the_box_and_the_edge_keeps_its_shape():
@@ -37,13 +63,14 @@ def test_margin_is_a_fraction_of_the_box_and_the_edge_keeps_its_shape():
     assert ve.all() and (ce[0, :, 10:] == 0).all()  # off-frame half: filled, not stretched
 
 
-def test_smiles_in_the_group_photo_read_happy():
+@pytest.mark.parametrize("key", ["expression_head_light", "expression_head"])
+def test_smiles_in_the_group_photo_read_happy(key):
     import dlib
 
     frame = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
     rects = dlib.get_frontal_face_detector()(frame, 1)
     boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32)
-    probs = CalibratedExpressionModel.load().predict_many([frame], [Detections(boxes, np.ones(len(boxes)))])[0]
+    probs = CalibratedExpressionModel.load(head_key=key).predict_many([frame], [Detections(boxes, np.ones(len(boxes)))])[0]
     assert probs.shape == (6, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert (probs.argmax(1) == HAPPY).sum() >= 4
 
@@ -55,7 +82,7 @@ def test_eval_command_on_real_labelled_faces(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout[out.stdout.index("{"):])
     nat = res["sizes"]["native"]
-    assert res["model"].startswith("fer-ensemble-calibrated@")
+    assert res["model"].startswith("fer-blend-calibrated@")  # the default: the light head
     assert nat["faces"] >= 30 and nat["readable"] >= 0.9 * nat["faces"]
     assert nat["accuracy"] > 0.5 and sum(map(sum, nat["confusion"])) == nat["readable"]
 
@@ -65,3 +92,14 @@ def test_eval_command_bad_folder_is_one_line(tmp_path: Path):
     out = subprocess.run([sys.executable, "-m", "cli.main", "eval", "expressions", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert out.returncode == 1 and "joyful" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_frame_without_faces_beside_one_with_a_face():
+    # The face step hands empty landmark arrays for a frame with no face (shape (0,) as well as (0, 52)).
+    frame = cv2.cvtColor(cv2.imread(str(MEDIA / "group_multiface.jpg")), cv2.COLOR_BGR2RGB)
+    one = Detections(np.array([[10, 10, 90, 90]], np.float32), np.ones(1))
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0))
+    lms = [{"blend": np.zeros((0,), np.float32), "pose": np.zeros((0,), np.float32)},
+           {"blend": np.full((1, 52), np.nan, np.float32), "pose": np.full((1, 3), np.nan, np.float32)}]  # fmt: skip
+    out = CalibratedExpressionModel.load().predict_many([frame, frame], [none, one], lms)
+    assert out[0].shape == (0, 7) and out[1].shape == (1, 7) and np.isclose(out[1].sum(), 1, atol=1e-5)

