@@ -35,6 +35,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+CLOCK = Fraction(1, 90000)  # the copy's time base: 90 kHz, exact for 25, 30000/1001 and phone timestamps in ms
 GOP_SECONDS = 2.0
 CRF = 28  # x264's quality scale: 28 is soft but clear at 360p; ~65 MB an hour of a still class (README)
 PRESET = "veryfast"
@@ -125,7 +126,7 @@ class ReviewWriter:
         self._last = index
         w, h = self.spec.size
         small = frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        self._put(("frame", index, small))
+        self._put(("frame", index, time, small))
 
     def _put(self, item) -> None:
         while True:
@@ -149,17 +150,20 @@ class ReviewWriter:
             st = container.add_stream("libx264", rate=rate / self.spec.step)
             st.width, st.height = self.spec.size
             st.pix_fmt = "yuv420p"
-            st.codec_context.time_base = 1 / rate
+            st.codec_context.time_base = CLOCK  # fine enough for any frame's own timestamp (variable-rate sources)
             gop = max(1, int(round(GOP_SECONDS * self.spec.fps)))
             st.options = {"preset": PRESET, "crf": str(CRF), "bf": "0", "g": str(gop), "keyint_min": str(gop),
                           "sc_threshold": "0", "threads": "1"}  # fmt: skip
+            last_pts = -1
             while True:
                 item = self._q.get()
                 if item is None:
                     break
-                _, index, img = item
+                _, index, t, img = item
                 vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-                vf.pts, vf.time_base = index, 1 / rate
+                # The frame's own timestamp on the copy's clock (variable-rate sources too), never repeated.
+                pts = max(int(round(t / CLOCK)), last_pts + 1)
+                vf.pts, vf.time_base, last_pts = pts, CLOCK, pts
                 for pkt in st.encode(vf):
                     container.mux(pkt)
                 self.frames += 1

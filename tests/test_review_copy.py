@@ -159,3 +159,19 @@ def test_a_failed_part_leaves_no_file(tmp_path):
     with pytest.raises(ReviewCopyError, match="no frames"):
         w.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_variable_rate_source_keeps_each_frame_at_its_own_time(tmp_path):
+    """A phone-style file: 20 frames at 25 fps, a 1 s gap, 10 frames at 5 fps (each frame's pts set
+    on a 1/1000 s clock). The copy's frames are at the source frames' own times, not index / rate."""
+    from tests.synth import write_timed_video
+
+    pts = [k * 40 for k in range(20)] + [1800 + k * 200 for k in range(10)]
+    src_path = write_timed_video(tmp_path / "vfr.mp4", [(p, coded(k, (320, 240))) for k, p in enumerate(pts)])
+    src = VideoSource(src_path)
+    out = write_chunked(src, tmp_path / "review.mp4", [(0.0, src.info.duration)])
+    times, idx = decoded(out)
+    assert idx and idx == sorted(set(idx))  # each source frame once, in order
+    step = round(src.info.fps / 12.5) or 1
+    assert idx == [k for k in range(30) if k % step == 0]
+    assert times == pytest.approx([pts[k] / 1000 for k in idx], abs=1e-4)
