@@ -167,14 +167,19 @@ def load_keras_weights(model: MiniXception, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def _rgb_frame(frame_rgb: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame_rgb)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+    return frame
+
+
 def grey_crops(frame_rgb: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
     """The 64 x 64 uint8 grey face crops fer would classify, and which rows are valid.
 
     Returns (crops (n, 64, 64) uint8, valid (n,) bool); invalid rows are zeros.
     """
-    frame = np.asarray(frame_rgb)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+    frame = _rgb_frame(frame_rgb)
     n = len(dets)
     crops = np.zeros((n, INPUT_SIZE, INPUT_SIZE), np.uint8)
     valid = np.zeros(n, bool)
@@ -229,9 +234,7 @@ def margin_crops(frame_rgb: np.ndarray, boxes: np.ndarray, margin: float, size: 
     ``size`` with area averaging when shrinking (a 300 px face is not aliased down to 64) and
     bilinear when enlarging. Returns (crops (n, size, size) uint8, valid (n,) bool).
     """
-    frame = np.asarray(frame_rgb)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frame must be H x W x 3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+    frame = _rgb_frame(frame_rgb)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
     crops = np.zeros((n, size, size), np.uint8)
