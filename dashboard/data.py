@@ -246,9 +246,10 @@ def enqueue_analysis(
             raise LookupError(f"group {group_id} does not exist or is not visible to you")
         if SessionKind(group.kind) is not SessionKind(kind):
             raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {SessionKind(kind).value}")
+    fps = analyses.check_fps(analysis_fps or settings.analysis_fps, settings.bin_seconds)  # before the file is written
     dest = analyses.save_upload(settings, filename, video)
     sid, jid = analyses.create_analysis(
-        url, viewer, dest, kind, group_id, analysis_fps or settings.analysis_fps, title=title or Path(filename).stem,
+        url, viewer, dest, kind, group_id, fps, title=title or Path(filename).stem,
         audit_action="upload", file=analyses.safe_filename(filename), bytes=dest.stat().st_size,
     )  # fmt: skip
     invalidate()

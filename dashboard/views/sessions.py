@@ -89,7 +89,7 @@ if viewer.can("upload"):
         gnames = dict(zip(groups["id"].astype(int), groups["name"]))
         group_id = st.selectbox("Group", list(gnames), index=None, format_func=gnames.get, key="upload_group",
                                 placeholder=f"Choose a {'class' if kind == 'classroom' else 'caseload'}")  # fmt: skip
-        fps = st.number_input("Analysis frames per second", min_value=0.5, max_value=30.0,
+        fps = st.number_input("Analysis frames per second", min_value=1.0 / settings.bin_seconds, max_value=30.0,
                               value=float(settings.analysis_fps), step=0.5, key="upload_fps",
                               help="More frames: finer timelines and a slower analysis. "
                                    f"The server's default is {settings.analysis_fps:g}.")  # fmt: skip
