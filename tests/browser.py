@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,13 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown_text(text: str) -> re.Pattern:
+    """A pattern for ``text`` as the page shows it: user text goes through ``dashboard.safe.md_text``,
+    which puts an invisible word joiner (U+2060) after ':' and '@' so Streamlit cannot make links or
+    shortcodes of it after parsing."""
+    return re.compile("\u2060?".join(map(re.escape, text)))
 
 
 def free_port() -> int:

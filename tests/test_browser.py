@@ -13,7 +13,7 @@ import pytest
 
 from storage import access, repo
 from storage.db import session_scope
-from tests.browser import dashboard_server
+from tests.browser import dashboard_server, shown_text
 from tests.dashboard_factories import seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
 
             # Sessions: only the teacher's class, state in words.
             expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
-            expect(page.get_by_text("teacher · teacher")).to_be_visible()
+            expect(page.get_by_text(shown_text("teacher · teacher"))).to_be_visible()
             grid = page.locator("[data-testid='stDataFrame']").first
             expect(grid).to_be_visible()
             page.get_by_role("button", name="Open session").click()
@@ -71,7 +71,7 @@ def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
             plots = page.locator(".js-plotly-plot")
             expect(plots).to_have_count(1)  # class curve, heat map and each person on one x axis
             expect(plots.first.locator(".main-svg").first).to_be_visible()
-            expect(page.get_by_text("cues@0123456789ab: interpretable cue model, not a trained classifier")).to_be_visible()
+            expect(page.get_by_text(shown_text("cues@0123456789ab: interpretable cue model, not a trained classifier"))).to_be_visible()
             expect(page.locator(".gtitle", has_text="Class engagement")).to_have_count(1)
             for name in ("Ada", "Ben", "Unknown 3"):  # a row per person, titled on its y axis
                 expect(page.locator(".js-plotly-plot .infolayer text", has_text=name)).to_have_count(1)

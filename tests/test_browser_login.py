@@ -13,7 +13,7 @@ from storage import access
 from storage.db import session_scope
 from storage.models import AuditEntry, LoginSession
 from tests.dashboard_factories import seed
-from tests.browser import dashboard_server
+from tests.browser import dashboard_server, shown_text
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,9 +64,9 @@ def test_guessing_locks_out_refresh_keeps_the_login_and_deep_links_land(server, 
             for i, guess in enumerate(("password1", "chalk", "chalk and cheese"), start=1):
                 _log_in(page, "teacher", guess)
                 _wait_for_audit(db_url, i)  # this try was answered (the message alone was there already)
-                expect(page.get_by_text("Unknown username or wrong password.")).to_be_visible()
+                expect(page.get_by_text(shown_text("Unknown username or wrong password."))).to_be_visible()
             _log_in(page, "teacher", "chalk and talk")
-            expect(page.get_by_text("Too many failed logins: locked for 15 min")).to_be_visible()
+            expect(page.get_by_text(shown_text("Too many failed logins: locked for 15 min"))).to_be_visible()
             assert page.get_by_role("heading", name="Sessions").count() == 0
             page.context.close()
 
@@ -79,13 +79,13 @@ def test_guessing_locks_out_refresh_keeps_the_login_and_deep_links_land(server, 
             _log_in(page, "admin", "correct horse battery")
             expect(page.get_by_role("heading", name="history lesson")).to_be_visible()
             assert "/session" in page.url and f"session={ids.sessions['history']}" in page.url
-            expect(page.get_by_text("admin · admin")).to_be_visible()
+            expect(page.get_by_text(shown_text("admin · admin"))).to_be_visible()
             assert [c["name"] for c in ctx.cookies() if c["name"] == "affectline_login"] == ["affectline_login"]
 
             # 3. A refresh keeps the login (the cookie's token, checked against the database).
             page.reload()
             expect(page.get_by_role("heading", name="history lesson")).to_be_visible()
-            expect(page.get_by_text("admin · admin")).to_be_visible()
+            expect(page.get_by_text(shown_text("admin · admin"))).to_be_visible()
             assert page.get_by_role("button", name="Log in").count() == 0
             # ... and so does a new tab of the same browser.
             tab = ctx.new_page()
@@ -130,9 +130,9 @@ def test_single_user_demo_mode_works_on_loopback_only(db_url, settings, address,
                 page.set_default_timeout(30_000)
                 page.goto(url)
                 if works:
-                    expect(page.get_by_text("demo · admin")).to_be_visible(timeout=30_000)
+                    expect(page.get_by_text(shown_text("demo · admin"))).to_be_visible(timeout=30_000)
                 else:
-                    expect(page.get_by_text("AFFECTLINE_DASHBOARD_USER (log in without a password) is refused")
+                    expect(page.get_by_text(shown_text("AFFECTLINE_DASHBOARD_USER (log in without a password) is refused"))
                            ).to_be_visible(timeout=30_000)  # fmt: skip
                     assert page.get_by_role("button", name="Log in").count() == 0
             finally:

@@ -23,7 +23,7 @@ from dashboard.charts import axis_seconds
 from storage import access, repo, tags
 from storage.db import session_scope
 from tests.big_session import add_class_session
-from tests.browser import dashboard_server
+from tests.browser import dashboard_server, shown_text
 from tests.dashboard_factories import seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def sign_in(browser, base: str, who: str, path: str = ""):
     page.get_by_role("textbox", name="Username").fill(who)
     page.get_by_role("textbox", name="Password").fill(PASSWORDS[who])
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_text(f"{who} · {who}")).to_be_visible()  # the sidebar names the user and role
+    expect(page.get_by_text(shown_text(f"{who} · {who}"))).to_be_visible()  # the sidebar names the user and role
     return page
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from storage import access
 from storage.db import session_scope
 from storage.models import AuditEntry, Group, Job, JobStatus, Person, Recording, Tag, TagLabel
-from tests.browser import dashboard_server
+from tests.browser import dashboard_server, shown_text
 from tests.dashboard_factories import seed
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -167,11 +167,11 @@ def _try_in_new_context(browser, base: str, name: str, password: str, forwarded:
         page.goto(base)
         _log_in(page, name, password)
         for _ in range(300):
-            if page.get_by_text("Unknown username or wrong password.").count():
+            if page.get_by_text(shown_text("Unknown username or wrong password.")).count():
                 return "wrong"
-            if page.get_by_text("Too many failed logins: wait").count():
+            if page.get_by_text(shown_text("Too many failed logins: wait")).count():
                 return "wait"
-            if page.get_by_text("Too many failed logins: locked").count():
+            if page.get_by_text(shown_text("Too many failed logins: locked")).count():
                 return "locked"
             if page.get_by_role("heading", name="Sessions").count():
                 return "ok"

@@ -13,7 +13,7 @@ import pytest
 from storage import access, logins, review
 from storage.db import session_scope
 from storage.models import Recording
-from tests.browser import dashboard_server
+from tests.browser import dashboard_server, shown_text
 from tests.dashboard_factories import seed
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_review_copy import make_video, read_code, write_chunked
@@ -234,6 +234,6 @@ def test_the_session_page_player_seeks_on_a_click_and_its_cursor_follows(world):
             x = float(cursor.get_attribute("x1"))
             assert abs(x - box["width"] * later / 40) < 2
             video.evaluate("v => v.pause()")
-            expect(page.get_by_text("Paused at 00:3")).to_be_visible()  # the value came back to the page
+            expect(page.get_by_text(shown_text("Paused at 00:3"))).to_be_visible()  # the value came back to the page
         finally:
             browser.close()
