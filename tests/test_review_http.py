@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -160,7 +161,11 @@ def test_a_video_element_plays_the_copy_and_seeks_in_chromium(world):
             page.get_by_role("textbox", name="Password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
-            page.wait_for_function("document.cookie.includes('affectline_login=')")
+            # The login cookie is HttpOnly (the page's scripts cannot read it): wait for the browser to hold it.
+            deadline = time.monotonic() + 30
+            while not any(c["name"] == "affectline_login" and c["value"] for c in page.context.cookies()):
+                assert time.monotonic() < deadline, "no login cookie"
+                page.wait_for_timeout(200)
             assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.64001e, mp4a.40.2\"')")
             got = page.evaluate(
                 """async (src) => {
