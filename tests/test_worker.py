@@ -46,7 +46,7 @@ def test_analyze_through_a_real_local_worker(tmp_path: Path, media_dir: Path):
     header = out.read_text().splitlines()[0]
     assert header == (
         "session_id,person_id,person_label,t_start,t_end,face_visible,engagement,neutrality,enjoyment,confusion,"
-        "fatigue,distraction,angry,disgust,fear,happy,sad,surprise,neutral,academic_model,expression_model"
+        "fatigue,distraction,angry,disgust,fear,happy,sad,surprise,neutral,readable,unreadable_reason,pose_reliable,academic_model,expression_model"
     )
 
 
