@@ -13,15 +13,11 @@ import click
 
 from affectline.settings import get_settings
 from cli.common import acting as _acting
-from cli.common import actor_name, database_url
+from cli.common import database_url
 
 
 def _url() -> str:
     return database_url()
-
-
-def _actor() -> str:
-    return actor_name()
 
 
 class _LazyGroup(click.Group):
@@ -103,25 +99,20 @@ LOCAL_WORKER_RESTARTS = 2
 def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, restart=None) -> None:
     """Follow the job row until it ends; a local worker that dies is replaced (its chunk is taken again
     by the new worker's reaper: the dead process's lease is void at once on this machine)."""
-    from storage.db import session_scope
-    from storage.jobs import job_views
-    from storage.models import Job, JobStatus
+    from services import jobs as job_service
 
     restarts, warned = 0, False
     lease_s = get_settings().lease_seconds
     while True:
-        with session_scope(url) as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise click.ClickException(f"job {job_id} is gone: its session was deleted during the analysis")
-            status, progress, message = job.status, job.progress, job.message
-            view = next((v for v in job_views(s, lease_s, limit=200) if v.id == job_id), None)
-        hook(progress, message)
-        if status not in (JobStatus.queued, JobStatus.running):
+        job = job_service.outcome(url, job_id, lease_s)
+        if job is None:
+            raise click.ClickException(f"job {job_id} is gone: its session was deleted during the analysis")
+        hook(job.progress, job.message)
+        if not job.active:
             return
-        if view is not None and view.stale and not warned:
+        if job.stale_for_s is not None and not warned:
             warned = True
-            click.echo(f"\njob {job_id} is stale: no worker has renewed it for {view.heartbeat_age_s:.0f} s "
+            click.echo(f"\njob {job_id} is stale: no worker has renewed it for {job.stale_for_s:.0f} s "
                        "(is a worker running? see 'affectline jobs list')", err=True)  # fmt: skip
         for i, w in enumerate(workers):
             if w.poll() is None:
@@ -164,40 +155,31 @@ class _Fps(click.ParamType):
               help="Start a local worker for this run (default: yes with the embedded SQLite broker, no otherwise).")  # fmt: skip
 def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
     """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
-    from services.analyses import create_analysis, send_analysis
-    from storage.db import session_scope
-    from storage.models import JobStatus
-    from storage.repo import get_or_create_group
-
     from ingest.video import VideoError, VideoSource
-    from storage import jobs as job_rows
+    from services import analyses, jobs as job_service, sessions
 
     settings = get_settings()
     url = _url()
+    me = _acting()
     fps = analysis_fps or settings.analysis_fps
-    try:
-        with session_scope(url) as s:
-            g = get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
-            group_id = g.id
-    except ValueError as e:  # a group name with control characters, or too long
-        raise click.ClickException(str(e)) from None
-    try:
-        rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
+    try:  # a group name with control characters, or too long, fails here in one line
+        group_id = sessions.group_for_upload(url, me, group or ("Default class" if kind == "classroom" else "Default caseload"), kind)
+        rec_id, job_id = analyses.create_analysis(url, me, video, kind, group_id, fps, title=title)
     except (LookupError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     try:
         VideoSource(video)  # bad input fails now, in one line, before a worker starts
     except VideoError as e:
-        with session_scope(url) as s:
-            job_rows.fail_job(s, job_id, str(e))
+        job_service.fail(url, job_id, str(e))
         raise click.ClickException(str(e)) from None
     click.echo(f"session {rec_id} (job {job_id}): analysing {video} at {fps:g} fps", err=True)
     bar, hook = _bar_hook()
     workers: list[subprocess.Popen] = []
     try:
         if eager:
-            from ingest.analysis import JobFailed, run_analysis
+            from ingest.eager import JobFailed, pin_torch_threads, run_analysis
 
+            pin_torch_threads(settings)  # this process runs the models, as a worker process would
             try:
                 run_analysis(job_id, settings, hook=hook)
             except JobFailed:
@@ -209,7 +191,10 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
                 log_path = settings.data_dir / "logs" / "worker.log"
                 workers.append(_start_local_worker(log_path))
                 restart = lambda: _start_local_worker(log_path)  # noqa: E731
-            send_analysis(settings, job_id)  # row committed above
+            try:  # the service's enqueue, as the dashboard's: a refusing broker fails the job with why
+                analyses.enqueue(url, settings, rec_id, job_id)
+            except RuntimeError as e:
+                raise click.ClickException(str(e)) from None
             _wait_for_job(url, job_id, workers, hook, restart=restart)
     finally:
         bar.close()
@@ -221,15 +206,12 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
-    with session_scope(url) as s:
-        from storage.models import Job
-
-        job = s.get(Job, job_id)
-        if job is None:
-            raise click.ClickException(f"session {rec_id} was deleted during its analysis")
-        if job.status != JobStatus.done:
-            raise click.ClickException(job.error or f"job {job_id} ended {job.status.value}")
-        click.echo(f"{job.message}", err=True)
+    job = job_service.outcome(url, job_id, settings.lease_seconds)
+    if job is None:
+        raise click.ClickException(f"session {rec_id} was deleted during its analysis")
+    if not job.done:
+        raise click.ClickException(job.failure(job_id))
+    click.echo(f"{job.message}", err=True)
     click.echo(rec_id)
 
 
@@ -255,20 +237,10 @@ def sessions() -> None:
 
 @sessions.command("list")
 def sessions_list() -> None:
-    from storage.db import session_scope
-    from storage.repo import latest_job, list_sessions
+    from services.sessions import session_lines
 
-    from storage.repo import session_states
-
-    with session_scope(_url()) as s:
-        recs = list_sessions(s)
-        states = session_states(s, [r.id for r in recs])
-        for r in recs:
-            j = latest_job(s, r.id)
-            state = states.get(r.id, "new")
-            if state in ("analysing", "queued") and j is not None:
-                state += f" {min(j.progress, 1.0):.0%}"
-            click.echo(f"{r.id}\t{r.kind.value}\t{state}\t{r.title}")
+    for r in session_lines(_url(), _acting()):
+        click.echo(f"{r.id}\t{r.kind}\t{r.state}\t{r.title}")
 
 
 @sessions.command("delete")
@@ -276,14 +248,12 @@ def sessions_list() -> None:
 @click.confirmation_option(prompt="Delete this session and all its timelines?")
 def sessions_delete(session_id: int) -> None:
     """Delete a session with its tracks, timelines and tags (audited)."""
-    from storage.db import session_scope
-    from storage.repo import SessionBusy, delete_session
+    from services.sessions import delete_session
 
-    with session_scope(_url()) as s:
-        try:
-            delete_session(s, session_id, _actor())
-        except (LookupError, SessionBusy) as e:
-            raise click.ClickException(str(e)) from None
+    try:
+        delete_session(_url(), _acting(), session_id)
+    except (LookupError, ValueError) as e:  # SessionBusy is a ValueError
+        raise click.ClickException(str(e)) from None
     click.echo(f"deleted session {session_id}", err=True)
 
 

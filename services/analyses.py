@@ -10,10 +10,11 @@ from typing import BinaryIO
 
 from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
+from services import jobs
 from services.actor import Actor, require
 from services.db import scope
 from storage import repo
-from storage.models import Group, JobStatus, SessionKind
+from storage.models import Group, SessionKind
 
 VIDEO_TYPES = ("mp4", "mov", "avi", "mkv", "webm", "m4v")
 
@@ -30,13 +31,8 @@ def send_analysis(settings: Settings, job_id: int) -> None:
     make_celery(settings).send_task(ANALYZE_TASK, args=[job_id])
 
 
-def create_analysis(
-    url: str, actor: Actor, video_path: str | Path, kind: SessionKind | str, group_id: int, analysis_fps: float,
-    title: str | None = None, audit_action: str = "analyse", **audit_detail,
-) -> tuple[int, int]:  # fmt: skip
-    """Commit a session for ``video_path`` in a visible group of the right kind and a queued job.
-
-    Returns (session id, job id); nothing is enqueued yet (see ``send_analysis``)."""
+def check_upload_group(url: str, actor: Actor, group_id: int, kind: SessionKind | str) -> None:
+    """Refuse (before an upload is written) a group that is missing, hidden, or of the other kind."""
     require(actor, "upload")
     kind = SessionKind(kind)
     with scope(url) as s:
@@ -45,6 +41,18 @@ def create_analysis(
             raise LookupError(f"group {group_id} does not exist or is not visible to you")
         if SessionKind(group.kind) is not kind:
             raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {kind.value}")
+
+
+def create_analysis(
+    url: str, actor: Actor, video_path: str | Path, kind: SessionKind | str, group_id: int, analysis_fps: float,
+    title: str | None = None, audit_action: str = "analyse", **audit_detail,
+) -> tuple[int, int]:  # fmt: skip
+    """Commit a session for ``video_path`` in a visible group of the right kind and a queued job.
+
+    Returns (session id, job id); nothing is enqueued yet (see ``send_analysis``)."""
+    check_upload_group(url, actor, group_id, kind)
+    kind = SessionKind(kind)
+    with scope(url) as s:
         path = Path(video_path)
         rec = repo.create_recording(s, str(path.resolve()), kind, title=title or path.stem, group_id=group_id)
         job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": float(analysis_fps)})
@@ -53,13 +61,10 @@ def create_analysis(
 
 
 def enqueue(url: str, settings: Settings, session_id: int, job_id: int) -> None:
-    """Send the committed job to the workers; if the broker refuses, the job is marked failed with why."""
-    try:
-        send_analysis(settings, job_id)  # only after the commit: the worker must find the row
-    except Exception as e:
-        with scope(url) as s:
-            repo.update_job(s, job_id, status=JobStatus.failed, error=f"could not queue the analysis: {e}")
-        raise RuntimeError(f"session {session_id} saved, but the analysis could not be queued: {e}") from e
+    """Send the committed job to the workers (``services.jobs.enqueue``: a refusing broker fails the job with why)."""
+    # only after the commit: the worker must find the row; send_analysis looked up here, so tests can replace it
+    jobs.enqueue(url, settings, ANALYZE_TASK, job_id, f"session {session_id} saved, but the analysis",
+                 send=lambda st, jid: send_analysis(st, jid))  # fmt: skip
 
 
 def save_upload(settings: Settings, filename: str, video: bytes | BinaryIO) -> Path:

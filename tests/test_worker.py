@@ -68,7 +68,7 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path):
 def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
     """Two workers share one lesson's chunks, then 20 short jobs at once all complete."""
     from tests.services import postgres_server, redis_server
-    from tests.test_faults import Workers, fault_env, submit, wait_job
+    from tests.support import Workers, fault_env, submit, wait_job
 
     with redis_server() as broker, postgres_server() as db:
         env = fault_env(tmp_path, AFFECTLINE_BROKER_URL=broker, AFFECTLINE_DATABASE_URL=db)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, jobs_view
+from dashboard import actions, auth, charts, data, jobs_view, viewcache
 from services import progress
 from services import summaries as sm
-from storage.models import SessionKind
+from affectline.kinds import SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -75,9 +75,9 @@ if not info.analysed:
     st.stop()
 
 st.info(charts.model_caption(info.academic_model, info.expression_model), icon=":material/science:")
-overview = data.class_overview(url, gids, sid)
+overview = viewcache.class_overview(url, gids, sid)
 summary = overview.summary
-agg, withheld = data.class_aggregates(url, gids, sid)
+agg, withheld = viewcache.class_aggregates(url, gids, sid)
 if summary.empty:
     if not len(agg):
         st.warning("No faces were found in this recording: the session has no persons.")
@@ -85,8 +85,8 @@ if summary.empty:
     # Consent required and nobody's given: no per-person rows, but the class curve still counts them.
     st.info(withheld or "No per-person timelines are stored for this session: faces count only toward the class curve.")
     whole = (overview.t0, overview.t1)
-    curve = data.class_curve_view(url, gids, sid, *whole)
-    heat = data.heatmap_view(url, gids, sid, "engagement", *whole, ())
+    curve = viewcache.class_curve_view(url, gids, sid, *whole)
+    heat = viewcache.heatmap_view(url, gids, sid, "engagement", *whole, ())
     st.plotly_chart(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
                                                  title="Class engagement (class level only)"),
                     key=f"class_chart_{sid}", config={"displaylogo": False})  # fmt: skip
@@ -142,14 +142,14 @@ if err := st.session_state.pop("view_error", None):
 
 t0, t1 = view
 order = tuple(int(p) for p in summary["person_id"])
-curve = data.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
-title = data.chart_title(therapy)
+curve = viewcache.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
+title = viewcache.chart_title(therapy)
 names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
-focus = st.session_state.get(FOCUS) or tuple(order[: data.DEFAULT_STUDENTS])
+focus = st.session_state.get(FOCUS) or tuple(order[: viewcache.DEFAULT_STUDENTS])
 picked = st.multiselect("Students drawn under the heat map (a moment's button picks its students)", list(names),
                         format_func=names.get, default=[p for p in focus if p in names][:12],
                         key=f"students_{sid}_{hash(focus)}")  # fmt: skip
-fig = data.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
+fig = viewcache.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
 # Dragging is a box-select (the figure's dragmode), which comes back here and redraws finer; plotly's own
 # zoom (wheel, modebar) only magnifies what was sent, so it stays for a quick look and every panel follows.
 event = st.plotly_chart(fig, key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
@@ -205,7 +205,7 @@ if info.group_id is not None:
     st.subheader("Trends")
     # Opt-in: trends read every session of the group once, which the first view of this one need not wait for.
     if st.toggle(f"Show trends across the sessions of {info.group}", key="show_trends"):
-        tr = data.group_trends(url, gids, info.group_id)
+        tr = viewcache.group_trends(url, gids, info.group_id)
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
         else:
@@ -234,7 +234,7 @@ if viewer.can("manage_people"):
                                     key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
                 if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
                     try:
-                        data.rename_person(url, viewer, int(r.person_id), name.strip())
+                        actions.rename_person(url, viewer, int(r.person_id), name.strip())
                     except (ValueError, LookupError, PermissionError) as e:
                         st.error(str(e))
                     else:
@@ -249,7 +249,7 @@ if viewer.can("export"):
     key = f"export_{sid}_{fmt}"
     if c2.button("Prepare export", key="export_button"):
         try:
-            st.session_state[key] = data.export_session(url, viewer, sid, fmt)
+            st.session_state[key] = actions.export_session(url, viewer, sid, fmt)
         except (LookupError, PermissionError) as e:
             st.error(str(e))
     if (export := st.session_state.get(key)) is not None:

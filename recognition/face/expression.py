@@ -236,18 +236,13 @@ class ExpressionModel:
     classes: tuple[str, ...] = EXPRESSION_CLASSES
 
     @classmethod
-    def load(cls, settings: Settings | None = None, device: str = "cpu", threads: int | None = None) -> ExpressionModel:
+    def load(cls, settings: Settings | None = None, device: str = "cpu") -> ExpressionModel:
         """Read the pinned HDF5 weights once; reuse the returned model for every frame.
 
-        threads: if given, sets torch's intra-op threads for the whole process. On a
-        shared 2-core machine one thread per worker process is much faster than two:
-        measured under load from other processes, a batch of 32 faces took 10 ms/face
-        with 1 thread against 60-90 ms/face with 2 (idle torch threads spin for CPU).
+        Loading changes nothing process-wide: torch's threads are the entry point's choice
+        (``ingest.eager.pin_torch_threads``, called by each worker process and ``analyze --eager``).
         """
         from recognition.registry import resolve, specs
-
-        if threads is not None:
-            torch.set_num_threads(threads)
 
         path = resolve("fer_mini_xception", settings)
         net = MiniXception()
