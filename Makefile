@@ -9,7 +9,7 @@ KIND ?= classroom
 PORT ?= 8501
 export AFFECTLINE_DATA_DIR ?= $(CURDIR)/.affectline
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-deps bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,25 @@ demo: setup
 	$(AFF) analyze "$(VIDEO)" --kind $(KIND)
 	AFFECTLINE_DASHBOARD_USER=$${AFFECTLINE_DASHBOARD_USER:-demo} $(AFF) dashboard --port $(PORT)
 
-test: setup
+# What the tests need beside Python: redis-server and PostgreSQL (the tests start their own on loopback),
+# chromium (browser tests), pdftoppm/pdftotext (PDF reports). Installed when root; otherwise one line says what to install.
+TEST_DEBS := redis-server postgresql chromium poppler-utils
+test-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null; \
+	  else \
+	    echo "make test: missing$$missing; install them: sudo apt-get install -y$$missing" >&2; exit 2; \
+	  fi; \
+	fi
+
+test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
