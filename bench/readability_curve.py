@@ -94,7 +94,7 @@ def main() -> None:
     s = Settings(torch_threads=1)
     det = load_detector(s.detector, s, device="cpu")
     lmk = _load_landmarker(s, "cpu")
-    fer = ExpressionModel.load(s, device="cpu", threads=1)
+    fer = ExpressionModel.load(s, device="cpu")
     items = sample(Path(args.data), args.per_class)
     rec: list[dict] = []
     t0 = time.perf_counter()

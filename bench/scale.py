@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.paths import MEDIA  # noqa: E402
-from tests.test_faults import Workers, bins_of, fault_env, running_chunk, submit, submit_many, wait_job  # noqa: E402
+from tests.support import Workers, bins_of, fault_env, running_chunk, submit, submit_many, wait_job  # noqa: E402
 
 
 def looped_video(src: Path, minutes: float, out: Path) -> Path:

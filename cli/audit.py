@@ -24,7 +24,7 @@ def filters(fn):
 
 
 def _filter(actor, action, target, since, until, limit):
-    from storage.audit import Filter
+    from services.admin import AuditFilter as Filter
 
     day = lambda d: None if d is None else date(d.year, d.month, d.day)  # noqa: E731
     return Filter(actor=actor, action=action, target=target, since=day(since), until=day(until), limit=limit)
@@ -41,12 +41,10 @@ def audit_list(**kw) -> None:
     """Matching rows, newest first: id, time (UTC), actor, action, target, its name (tabs, newlines and
     other control characters in a field shown as escapes: \\t, \\n, \\x1b; a backslash as \\\\)."""
     from affectline.lines import one_line
-    from cli.common import database_url
-    from storage.audit import frame
-    from storage.db import session_scope
+    from cli.common import acting, database_url
+    from services.admin import audit_log
 
-    with session_scope(database_url()) as s:
-        df = frame(s, _filter(**kw))
+    df = audit_log(database_url(), acting(), _filter(**kw))
     for r in df.itertuples():
         when = r.at.strftime("%Y-%m-%d %H:%M:%S") if r.at is not None else ""
         # Every stored field escaped (affectline.lines): a value with a newline or tab cannot fake a row.
@@ -59,20 +57,12 @@ def audit_list(**kw) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def audit_export(output: Path, **kw) -> None:
     """Matching rows as CSV (formula-safe; detail as JSON). The export is itself an audit row."""
-    from affectline.csvsafe import frame_to_csv
-    from cli.common import actor_name, database_url
-    from storage.audit import export_rows, frame, write
-    from storage.db import session_scope
+    from cli.common import acting, database_url
+    from services.admin import export_audit_file
+    from services.exports import ExportWriteError
 
-    f = _filter(**kw)
-    with session_scope(database_url()) as s:
-        df = frame(s, f)
-        data = frame_to_csv(export_rows(df))
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(data, encoding="utf-8")
-        except OSError as e:
-            raise click.ClickException(f"{output}: cannot write the export ({e.strerror or e})") from None
-        used = {k: str(v) for k, v in vars(f).items() if v not in (None, "") and k != "limit"}
-        write(s, actor_name(), "export_audit", "audit_log", rows=len(df), file=str(output), **used)
-    click.echo(f"{len(df)} rows -> {output}", err=True)
+    try:  # written inside the audited transaction: a failed write leaves no 'export_audit' row
+        n = export_audit_file(database_url(), acting(), _filter(**kw), output)
+    except ExportWriteError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{n} rows -> {output}", err=True)

@@ -28,19 +28,15 @@ def _default_author() -> str:
     return acting().claim or os_user()
 
 
-def _who(author: str) -> str:
-    """The audit trail's actor: always the OS user (and ``--as`` claim); an ``--author`` other
-    than the default is recorded beside it as one more claim, never instead of it."""
-    from cli.common import actor_name
+def _me(author: str | None = None):
+    """The acting operator; an ``--author`` other than the default is recorded beside the OS user
+    (``Actor.author``), never instead of it, and becomes the tag's author."""
+    import dataclasses
 
-    me = actor_name()
-    return me if author == _default_author() else f"{me} (author {author})"
+    from cli.common import acting
 
-
-def _audit(s, author: str, action: str, target: str, **detail) -> None:
-    from storage.audit import write
-
-    write(s, _who(author), action, target, **detail)
+    me = acting()
+    return me if author is None or author == _default_author() else dataclasses.replace(me, author=author)
 
 
 def _seconds(text: str) -> float:
@@ -104,20 +100,13 @@ def tags_add(
     session_id: int, person: str, start: float, end: float, label: str, note: str, baseline: bool, author: str
 ) -> None:
     """Tag PERSON (id or label) in SESSION_ID from START to END (seconds or mm:ss) with LABEL."""
-    from storage.db import session_scope
-    from storage.tags import add_tag, resolve_person
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            pid = resolve_person(s, person).id
-            t = add_tag(s, session_id=session_id, person_id=pid, t_start=start, t_end=end, label=label, author=author,
-                        note=note, is_baseline=baseline)  # fmt: skip
-            uid = t.uid
-            _audit(s, author, "add_tag", f"tag:{uid}", session_id=session_id, person_id=pid, label=t.label,
-                   t_start=t.t_start, t_end=t.t_end, baseline=baseline)  # fmt: skip
+        t = tag_service.add(_url(), _me(author), session_id, person, start, end, label, note=note, is_baseline=baseline)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
-    click.echo(uid)
+    click.echo(t.uid)
 
 
 @tags.command("list")
@@ -127,26 +116,17 @@ def tags_add(
 @click.option("--history", "uid", default=None, help="Every version of one tag (uid or unique prefix).")
 def tags_list(person: str | None, session_id: int | None, deleted: bool, uid: str | None) -> None:
     """The latest version of each tag."""
-    from sqlalchemy import select
-
-    from storage.db import session_scope
-    from storage.models import Tag
-    from storage.tags import latest_tags, resolve_person, tag_history
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            if uid:
-                full = s.scalars(select(Tag.uid).where(Tag.uid.startswith(uid)).distinct()).all()
-                if len(full) != 1:
-                    raise LookupError(f"tag id {uid!r} matches {len(full)} tags")
-                rows = tag_history(s, full[0])
-            else:
-                pid = resolve_person(s, person).id if person else None
-                rows = latest_tags(s, person_id=pid, session_id=session_id, include_deleted=deleted)
-            for t in rows:
-                click.echo(_tag_line(t))
+        if uid:
+            rows = tag_service.history(_url(), _me(), uid)
+        else:
+            rows = tag_service.current(_url(), _me(), session_id, person, include_deleted=deleted)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
+    for t in rows:
+        click.echo(_tag_line(t))
 
 
 @tags.command("edit")
@@ -159,19 +139,14 @@ def tags_list(person: str | None, session_id: int | None, deleted: bool, uid: st
 @author_option
 def tags_edit(uid: str, start, end, label, note, baseline, author: str) -> None:
     """Change a tag (adds a new version; earlier versions are kept)."""
-    from storage.db import session_scope
-    from storage.tags import edit_tag
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            t = edit_tag(s, uid, author, t_start=start, t_end=end, label=label, note=note, is_baseline=baseline)
-            changed = {k: v for k, v in (("t_start", start), ("t_end", end), ("label", label), ("note", note),
-                                         ("is_baseline", baseline)) if v is not None}  # fmt: skip
-            _audit(s, author, "edit_tag", f"tag:{t.uid}", version=t.version, session_id=t.session_id,
-                   person_id=t.person_id, **changed)  # fmt: skip
-            click.echo(_tag_line(t))
+        t = tag_service.edit(_url(), _me(author), uid, t_start=start, t_end=end, label=label, note=note,
+                             is_baseline=baseline)  # fmt: skip
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
+    click.echo(_tag_line(t))
 
 
 @tags.command("delete")
@@ -180,15 +155,13 @@ def tags_edit(uid: str, start, end, label, note, baseline, author: str) -> None:
 @author_option
 def tags_delete(uid: str, reason: str, author: str) -> None:
     """Delete a tag (soft: a deleted version is added and the deletion audited)."""
-    from storage.db import session_scope
-    from storage.tags import delete_tag
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            t = delete_tag(s, uid, author, reason, audit_actor=_who(author))
-            click.echo(f"deleted {t.uid} (v{t.version})", err=True)
+        t = tag_service.delete(_url(), _me(author), uid, reason)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
+    click.echo(f"deleted {t.uid} (v{t.version})", err=True)
 
 
 @tags.command("import")
@@ -196,12 +169,10 @@ def tags_delete(uid: str, reason: str, author: str) -> None:
 @author_option
 def tags_import(csv_path: Path, author: str) -> None:
     """Import tags from CSV (columns: session_id, person_id or person, t_start, t_end, label[, note, is_baseline, uid])."""
-    from storage.db import session_scope
-    from storage.tags import import_csv
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            r = import_csv(s, csv_path, author, audit_actor=_who(author))
+        r = tag_service.import_csv(_url(), _me(author), csv_path)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged", err=True)
@@ -215,18 +186,16 @@ def tags_import(csv_path: Path, author: str) -> None:
 @author_option
 def tags_export(output: Path | None, person: str | None, session_id: int | None, deleted: bool, author: str) -> None:
     """Export the latest version of each tag as CSV (audited)."""
-    from storage.db import session_scope
-    from storage.tags import export_csv, resolve_person
+    from services import tags as tag_service
 
+    url, me = _url(), _me(author)
     try:
-        with session_scope(_url()) as s:
-            pid = resolve_person(s, person).id if person else None
-            if output is None:
-                n = export_csv(s, sys.stdout, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
-            else:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                with open(output, "w", newline="", encoding="utf-8") as f:
-                    n = export_csv(s, f, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
+        if output is None:
+            n = tag_service.export_csv(url, me, sys.stdout, person, session_id, include_deleted=deleted)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with open(output, "w", newline="", encoding="utf-8") as f:
+                n = tag_service.export_csv(url, me, f, person, session_id, include_deleted=deleted)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
@@ -239,12 +208,10 @@ def vocab() -> None:
 
 @vocab.command("list")
 def vocab_list() -> None:
-    from storage.db import session_scope
-    from storage.tags import BUILTIN_LABELS, vocabulary
+    from services import tags as tag_service
 
-    with session_scope(_url()) as s:
-        for name in vocabulary(s):
-            click.echo(name + ("" if name not in BUILTIN_LABELS else "\t(built in)"))
+    for name in tag_service.vocabulary(_url()):
+        click.echo(name + ("" if name not in tag_service.BUILTIN_LABELS else "\t(built in)"))
 
 
 @vocab.command("add")
@@ -252,12 +219,10 @@ def vocab_list() -> None:
 @author_option
 def vocab_add(name: str, author: str) -> None:
     """Add a clinic label (e.g. 'anxiety', 'self-soothing')."""
-    from storage.db import session_scope
-    from storage.tags import add_label
+    from services import tags as tag_service
 
     try:
-        with session_scope(_url()) as s:
-            click.echo(add_label(s, name, _who(author)).name)
+        click.echo(tag_service.add_label(_url(), _me(author), name))
     except ValueError as e:
         raise _fail(e) from None
 
@@ -294,34 +259,25 @@ def format_report(out) -> str:
 def personalize(person: str, activate: bool | None, use_queue: bool, as_json: bool, author: str) -> None:
     """Fit PERSON's model from their tags, report cross-validated scores against the population model, activate."""
     from recognition.personal import NotEnoughTags
-    from storage.db import session_scope
-    from storage.tags import resolve_person
+    from services import clinic
 
     url = _url()
-    if use_queue:
-        from affectline.queue import PERSONALIZE_TASK, make_celery
-        from storage.repo import create_job
-
-        with session_scope(url) as s:
-            try:
-                pid = resolve_person(s, person).id
-            except LookupError as e:
-                raise _fail(e) from None
-            job_id = create_job(s, PERSONALIZE_TASK, person_id=pid, params={"activate": activate, "actor": _who(author)}).id
-        with session_scope(url) as s:
-            _audit(s, author, "personalize_queued", f"person:{pid}", job_id=job_id)
-        make_celery().send_task(PERSONALIZE_TASK, args=[job_id])  # after the job row is committed
+    me = _me(author)
+    if use_queue:  # the dashboard's way: a job row, one audit row, sent by name (services.clinic)
+        try:
+            job_id = clinic.request_personalisation_by_ref(url, get_settings(), me, person, activate)
+        except (LookupError, ValueError, RuntimeError) as e:
+            raise _fail(e) from None
         click.echo(job_id)
         return
     from ingest.clinic import personalize_person
 
     try:
-        out = personalize_person(url, person, get_settings(), activate=activate, actor=_who(author))
-    except (NotEnoughTags, LookupError) as e:
+        out = personalize_person(url, person, get_settings(), activate=activate, actor=me.audit_name)
+    except (NotEnoughTags, LookupError, ValueError) as e:
         raise _fail(e) from None
-    with session_scope(url) as s:  # a new model version is stored even when not activated
-        _audit(s, author, "personalize", f"person:{out.person_id}", version=out.version, activated=out.activated,
-               rescored=out.n_rescored)  # fmt: skip
+    # a new model version is stored even when not activated
+    clinic.record_local_personalisation(url, me, out.person_id, out.version, out.activated, out.n_rescored)
     if as_json:
         click.echo(json.dumps({"person_id": out.person_id, "version": out.version, "activated": out.activated,
                                "n_rescored": out.n_rescored, **out.report.to_dict()}, indent=2))  # fmt: skip
@@ -338,28 +294,24 @@ def models() -> None:
 @click.argument("person")
 def models_list(person: str) -> None:
     """A person's baseline and personal model versions with their cross-validated scores."""
-    from storage.db import session_scope
-    from storage.person_models import list_models
-    from storage.tags import resolve_person
+    from services import clinic
 
     try:
-        with session_scope(_url()) as s:
-            pid = resolve_person(s, person).id
-            rows = list_models(s, pid)
-            if not rows:
-                click.echo(f"person {pid} has no models: the population model scores them", err=True)
-            for m in rows:
-                mt = m.metrics or {}
-                score = ""
-                if m.kind == "personal" and "personal" in mt:
-                    score = (f"\tmacro-F1 {mt['personal']['macro_f1']:.3f} vs population "
-                             f"{mt['population']['macro_f1']:.3f}\t{mt.get('n_tags', '?')} tags")  # fmt: skip
-                elif m.kind == "baseline":
-                    score = f"\t{mt.get('n_bins', '?')} bins ({mt.get('source', '?')})"
-                when = m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else ""
-                click.echo(f"{m.kind}\tv{m.version}\t{'ACTIVE' if m.active else ''}\t{when}{score}")
+        pid, rows = clinic.model_versions(_url(), _me(), person)
     except LookupError as e:
         raise _fail(e) from None
+    if not rows:
+        click.echo(f"person {pid} has no models: the population model scores them", err=True)
+    for m in rows:
+        mt = m.metrics
+        score = ""
+        if m.kind == "personal" and "personal" in mt:
+            score = (f"\tmacro-F1 {mt['personal']['macro_f1']:.3f} vs population "
+                     f"{mt['population']['macro_f1']:.3f}\t{mt.get('n_tags', '?')} tags")  # fmt: skip
+        elif m.kind == "baseline":
+            score = f"\t{mt.get('n_bins', '?')} bins ({mt.get('source', '?')})"
+        when = m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else ""
+        click.echo(f"{m.kind}\tv{m.version}\t{'ACTIVE' if m.active else ''}\t{when}{score}")
 
 
 @models.command("rollback")
@@ -371,7 +323,7 @@ def models_rollback(person: str, version: int | None, author: str) -> None:
     from ingest.clinic import rollback_person
 
     try:
-        v, n = rollback_person(_url(), person, version, get_settings(), actor=_who(author))
+        v, n = rollback_person(_url(), person, version, get_settings(), actor=_me(author).audit_name)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"personal model v{v} active; {n} bins re-scored", err=True)
@@ -385,7 +337,7 @@ def models_calibrate(person: str, author: str) -> None:
     from ingest.clinic import calibrate_person
 
     try:
-        v, b = calibrate_person(_url(), person, actor=_who(author))
+        v, b = calibrate_person(_url(), person, actor=_me(author).audit_name)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"baseline v{v} active: {b.n_bins} bins ({b.source})", err=True)

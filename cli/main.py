@@ -13,15 +13,11 @@ import click
 
 from affectline.settings import get_settings
 from cli.common import acting as _acting
-from cli.common import actor_name, database_url
+from cli.common import database_url
 
 
 def _url() -> str:
     return database_url()
-
-
-def _actor() -> str:
-    return actor_name()
 
 
 class _LazyGroup(click.Group):
@@ -151,15 +147,9 @@ def _say(message: str) -> None:
 
 def _job_view(url: str, job_id: int):
     """The job as ``affectline jobs list`` shows it (one state text for both), or None once deleted."""
-    from storage.db import session_scope
-    from storage.jobs import job_views
-    from storage.models import Job
+    from services.jobs import view
 
-    with session_scope(url) as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            return None
-        return job_views(s, get_settings().lease_seconds, job_id=job_id)[0]
+    return view(url, job_id, get_settings().lease_seconds)
 
 
 def _followed(url: str, job_id: int, local: bool):
@@ -186,7 +176,7 @@ class _Waited(click.ClickException):
 def _wait_for_job(url: str, job_id: int, workers: list[subprocess.Popen], hook, restart=None) -> None:
     """Follow the job row until it ends; a local worker that dies is replaced (its chunk is taken again
     by the new worker's reaper: the dead process's lease is void at once on this machine)."""
-    from storage.models import JobStatus
+    from affectline.kinds import JobStatus
 
     restarts, warned = 0, False
     while True:
@@ -275,44 +265,41 @@ class _Fps(click.ParamType):
               help="Start a local worker for this run (default: yes with the embedded SQLite broker, no otherwise).")  # fmt: skip
 def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
     """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
-    from services import outage
-    from services.analyses import create_analysis, enqueue
-    from storage.db import session_scope
-    from storage.models import JobStatus
-    from storage.repo import get_or_create_group
-
+    from affectline.kinds import JobStatus
     from ingest.video import VideoError, VideoSource
-    from storage import jobs as job_rows
+    from services import analyses, outage, sessions
+    from services import jobs as job_service
 
     settings = get_settings()
     url = _url()
+    me = _acting()
     fps = analysis_fps or settings.analysis_fps
+
     def find_group() -> int:
-        with session_scope(url) as s:
-            return get_or_create_group(s, group or ("Default class" if kind == "classroom" else "Default caseload"),
-                                       kind).id  # fmt: skip
+        return sessions.group_for_upload(url, me, group or ("Default class" if kind == "classroom" else "Default caseload"),
+                                         kind)  # fmt: skip
 
     try:  # a database still starting: wait for it here, before anything is written
         group_id = outage.retrying(find_group, "database", settings.outage_wait_s, _say)
     except (ValueError, outage.Unreachable) as e:  # a group name with control characters, or too long
         raise click.ClickException(str(e)) from None
     try:
-        rec_id, job_id = create_analysis(url, _acting(), video, kind, group_id, fps, title=title)
+        rec_id, job_id = analyses.create_analysis(url, me, video, kind, group_id, fps, title=title)
     except (LookupError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     try:
         VideoSource(video)  # bad input fails now, in one line, before a worker starts
     except VideoError as e:
-        with session_scope(url) as s:
-            job_rows.fail_job(s, job_id, str(e))
+        job_service.fail(url, job_id, str(e))
         raise click.ClickException(str(e)) from None
     click.echo(f"session {rec_id} (job {job_id}): analysing {video} at {fps:g} fps", err=True)
     bar, hook = _bar_hook()
     workers: list[subprocess.Popen] = []
     try:
         if eager:
-            from ingest.analysis import JobFailed, run_analysis
+            from ingest.eager import JobFailed, pin_torch_threads, run_analysis
 
+            pin_torch_threads(settings)  # this process runs the models, as a worker process would
             try:
                 run_analysis(job_id, settings, hook=hook)
             except JobFailed:
@@ -325,7 +312,7 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
                 workers.append(_start_local_worker(log_path))
                 restart = lambda: _start_local_worker(log_path)  # noqa: E731
             try:  # row committed above; an unreachable broker is waited for, a full disk fails the job
-                enqueue(url, settings, rec_id, job_id, wait_s=settings.outage_wait_s, say=_say)
+                analyses.enqueue(url, settings, rec_id, job_id, wait_s=settings.outage_wait_s, say=_say)
             except RuntimeError as e:
                 raise click.ClickException(str(e)) from None
             _wait_for_job(url, job_id, workers, hook, restart=restart)
@@ -370,20 +357,10 @@ def sessions() -> None:
 
 @sessions.command("list")
 def sessions_list() -> None:
-    from storage.db import session_scope
-    from storage.repo import latest_job, list_sessions
+    from services.sessions import session_lines
 
-    from storage.repo import session_states
-
-    with session_scope(_url()) as s:
-        recs = list_sessions(s)
-        states = session_states(s, [r.id for r in recs])
-        for r in recs:
-            j = latest_job(s, r.id)
-            state = states.get(r.id, "new")
-            if state in ("analysing", "queued") and j is not None:
-                state += f" {min(j.progress, 1.0):.0%}"
-            click.echo(f"{r.id}\t{r.kind.value}\t{state}\t{r.title}")
+    for r in session_lines(_url(), _acting()):
+        click.echo(f"{r.id}\t{r.kind}\t{r.state}\t{r.title}")
 
 
 @sessions.command("delete")
@@ -391,18 +368,12 @@ def sessions_list() -> None:
 @click.confirmation_option(prompt="Delete this session and all its timelines?")
 def sessions_delete(session_id: int) -> None:
     """Delete a session with its tracks, timelines and tags (audited)."""
-    from storage.db import session_scope
-    from storage.repo import SessionBusy, delete_session
+    from services.sessions import delete_session
 
-    with session_scope(_url()) as s:
-        try:
-            delete_session(s, session_id, _actor())
-        except (LookupError, SessionBusy) as e:
-            raise click.ClickException(str(e)) from None
-    from affectline.settings import get_settings
-    from storage.review import remove_session_files
-
-    remove_session_files(get_settings().data_dir, session_id)  # its review copy: after the commit
+    try:
+        delete_session(_url(), _acting(), session_id, get_settings().data_dir)  # its review copy: after the commit
+    except (LookupError, ValueError) as e:  # SessionBusy is a ValueError
+        raise click.ClickException(str(e)) from None
     click.echo(f"deleted session {session_id}", err=True)
 
 

@@ -1,34 +1,26 @@
-"""``affectline persons``: the roster, and corrections that survive re-analysis."""
+"""``affectline persons``: the roster, and corrections that survive re-analysis (``services.people``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
 
 @contextmanager
-def _db() -> Iterator[Session]:
-    """One transaction; the storage layer's lookup and validation errors become one-line CLI errors."""
-    from cli.common import database_url as _url
-    from storage.db import session_scope
-
+def _errors() -> Iterator[None]:
+    """The services' lookup and validation errors (consent refusals too) become one-line CLI errors."""
     try:
-        with session_scope(_url()) as s:
-            yield s
+        yield
     except (LookupError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
-def _actor() -> str:
-    from cli.common import actor_name as actor
+def _ctx():
+    from cli.common import acting, database_url
 
-    return actor()
+    return database_url(), acting()
 
 
 @click.group()
@@ -40,23 +32,11 @@ def persons() -> None:
 @click.option("--group", "group", default=None, help="Only this group (name or id).")
 def persons_list(group: str | None) -> None:
     """One line per person: id, group, enrolled or not, name, tracks, sessions, embeddings."""
-    from sqlalchemy import select
+    from services import people
 
-    from storage.models import Group
-    from storage.people import list_persons
-
-    with _db() as s:
-        group_id = None
-        if group is not None:
-            g = s.scalar(select(Group).where(Group.name == group))
-            if g is None and group.isdigit():
-                g = s.get(Group, int(group))
-            if g is None:
-                names = ", ".join(s.scalars(select(Group.name).order_by(Group.name))) or "none yet"
-                raise click.ClickException(f"group {group!r} does not exist; groups: {names}")
-            group_id = g.id
-        rows = list_persons(s, group_id)
-        names = {g.id: g.name for g in s.scalars(select(Group))}
+    url, me = _ctx()
+    with _errors():
+        rows = people.roster(url, me, group)
     if not rows:
         click.echo("no persons", err=True)
     for p in rows:
@@ -64,7 +44,7 @@ def persons_list(group: str | None) -> None:
         if not p.enrolled and p.origin_session_id is not None:
             state = f"unknown (session {p.origin_session_id})"
         click.echo(
-            f"{p.id}\t{names.get(p.group_id, '-')}\t{state}\t{p.label}\t"
+            f"{p.id}\t{p.group}\t{state}\t{p.label}\t"
             f"{p.n_tracks} tracks in {p.n_sessions} sessions\t{p.n_embeddings} embeddings"
         )
 
@@ -75,12 +55,12 @@ def persons_list(group: str | None) -> None:
 @click.option("--name", required=True, help="The person's name in this group.")
 def persons_enroll(session_id: int, track_key: int, name: str) -> None:
     """Enrol the person of track TRACK_KEY of session SESSION_ID under NAME."""
-    from storage.people import enroll
+    from services import people
 
-    with _db() as s:
-        p = enroll(s, session_id, track_key, name, _actor())
-        line = f"enrolled track {track_key} of session {session_id} as {p.label!r} (person {p.id})"
-    click.echo(line)
+    url, me = _ctx()
+    with _errors():
+        p = people.enroll(url, me, session_id, track_key, name)
+    click.echo(f"enrolled track {track_key} of session {session_id} as {p.label!r} (person {p.id})")
 
 
 @persons.command("rename")
@@ -88,12 +68,12 @@ def persons_enroll(session_id: int, track_key: int, name: str) -> None:
 @click.argument("name")
 def persons_rename(person_id: int, name: str) -> None:
     """Rename PERSON_ID to NAME (an 'Unknown N' person becomes enrolled)."""
-    from storage.people import rename
+    from services import people
 
-    with _db() as s:
-        p = rename(s, person_id, name, _actor())
-        line = f"person {p.id} is now {p.label!r} (enrolled)"
-    click.echo(line)
+    url, me = _ctx()
+    with _errors():
+        p = people.rename(url, me, person_id, name)
+    click.echo(f"person {p.id} is now {p.label!r} (enrolled)")
 
 
 @persons.command("merge")
@@ -101,12 +81,12 @@ def persons_rename(person_id: int, name: str) -> None:
 @click.argument("other_id", type=int)
 def persons_merge(keep_id: int, other_id: int) -> None:
     """Merge person OTHER_ID into KEEP_ID (OTHER_ID is deleted)."""
-    from storage.people import merge
+    from services import people
 
-    with _db() as s:
-        p = merge(s, keep_id, other_id, _actor())
-        line = f"merged person {other_id} into {p.label!r} (person {p.id})"
-    click.echo(line)
+    url, me = _ctx()
+    with _errors():
+        p = people.merge(url, me, keep_id, other_id)
+    click.echo(f"merged person {other_id} into {p.label!r} (person {p.id})")
 
 
 @persons.command("split")
@@ -119,17 +99,17 @@ def persons_split(
     session_id: int, track_key: int, name: str | None, t_start: float | None, t_end: float | None
 ) -> None:
     """Give track TRACK_KEY of SESSION_ID (or its part --from/--to) to a new person."""
-    from storage.people import split
+    from services import people
 
-    with _db() as s:
-        p = split(s, session_id, track_key, _actor(), name=name, t_start=t_start, t_end=t_end)
-        part = ""
-        if t_start is not None or t_end is not None:
-            a = "start" if t_start is None else f"{t_start:g}"
-            b = "end" if t_end is None else f"{t_end:g} s"
-            part = f" ({a} to {b})"
-        line = f"split track {track_key}{part} of session {session_id} off to {p.label!r} (person {p.id})"
-    click.echo(line)
+    url, me = _ctx()
+    with _errors():
+        p = people.split(url, me, session_id, track_key, name=name, t_start=t_start, t_end=t_end)
+    part = ""
+    if t_start is not None or t_end is not None:
+        a = "start" if t_start is None else f"{t_start:g}"
+        b = "end" if t_end is None else f"{t_end:g} s"
+        part = f" ({a} to {b})"
+    click.echo(f"split track {track_key}{part} of session {session_id} off to {p.label!r} (person {p.id})")
 
 
 @persons.command("delete")
@@ -137,16 +117,15 @@ def persons_split(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def persons_delete(person_id: int, yes: bool) -> None:
     """Delete PERSON_ID with their embeddings, tracks, timelines and tags (audited)."""
-    from storage.models import Person
-    from storage.people import delete_person
+    from services import people
 
-    with _db() as s:
-        p = s.get(Person, person_id)
-        if p is None:
-            raise LookupError(f"person {person_id} does not exist")
-        if not yes:
-            click.confirm(f"Delete {p.label!r} (person {person_id}) with all their timelines?", abort=True)
-        counts = delete_person(s, person_id, _actor())
+    url, me = _ctx()
+    with _errors():
+        label = people.person_label(url, me, person_id)
+    if not yes:
+        click.confirm(f"Delete {label!r} (person {person_id}) with all their timelines?", abort=True)
+    with _errors():
+        counts = people.delete(url, me, person_id)
     click.echo(
         f"deleted person {person_id}: {counts['tracks']} tracks, {counts['time_bins']} time bins, "
         f"{counts['person_embeddings']} embeddings, {counts['tags']} tags"

@@ -1,8 +1,9 @@
 """Affectline dashboard entry script: ``streamlit run dashboard/app.py``.
 
 Logs the user in (``dashboard.auth``), then shows only the pages their role allows.
-Pages wire widgets to the tested modules ``dashboard.data``, ``dashboard.charts``
-and ``storage.access``; nothing here imports torch, ``recognition`` or ``ingest``.
+Pages wire widgets to the tested modules ``dashboard.data`` (reads), ``dashboard.actions``
+(writes, through ``services``), ``dashboard.viewcache`` and ``dashboard.charts``; nothing here
+imports torch, ``recognition``, ``ingest`` or ``storage``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Login, logout, session expiry and the login cookie.
 
-A password login goes through ``storage.logins.attempt`` (throttled, locked out after
+A password login goes through ``services.logins.attempt`` (throttled, locked out after
 repeated failures, audited). A successful one opens a server-side login session; the
 browser keeps its random token in a cookie (``COOKIE``: no password, and the database keeps
 only the token's SHA-256), so a refresh, a new tab or a deep link opened later finds the
@@ -24,14 +24,12 @@ import time
 from datetime import timedelta
 
 import streamlit as st
-from sqlalchemy import func, select
 
 from affectline import netaddr
 from affectline.settings import Settings
 from dashboard import cookies, data
 from dashboard.safe import md_text
-from storage import access, audit, logins
-from storage.models import Role, User
+from services import logins
 
 USER_KEY = "auth_user_id"
 VIEWER_KEY = "auth_viewer"
@@ -81,24 +79,18 @@ def _cookie() -> str | None:
 
 
 def policy(settings: Settings) -> logins.Policy:
-    return logins.Policy.from_settings(settings)
+    return logins.policy(settings)
 
 
 def _idle(settings: Settings) -> timedelta:
-    return timedelta(minutes=settings.session_idle_minutes)
+    return logins.idle(settings)
 
 
 # --- the viewer of this run ----------------------------------------------------------------------
 
 
 def _auto_login(url: str, username: str) -> int:
-    with data.scope(url) as s:
-        user = access.get_user(s, username)
-        if user is None:
-            user = access.create_user(s, username, Role.admin)
-            audit.write(s, username, "create_user", f"user:{user.id}", username=username, role="admin",
-                        reason="dashboard_user auto-login on a loopback address")  # fmt: skip
-        return user.id
+    return logins.auto_login(url, username)
 
 
 def _forget(state) -> None:
@@ -126,18 +118,15 @@ def current_viewer(url: str, settings: Settings) -> data.Viewer | None:
         idle_out = last is not None and now - last > idle.total_seconds()
         live = not idle_out
         if live and token is not None:
-            with data.scope(url) as s:  # closed elsewhere: password changed, user disabled
-                live = logins.resume(s, token, idle) == uid
+            live = logins.resume(url, token, idle) == uid  # closed elsewhere: password changed, user disabled
         if not live:
             if token is not None:
-                with data.scope(url) as s:
-                    logins.close(s, token)
+                logins.close(url, token)
             _forget(state)
             state["auth_expired"] = "idle" if idle_out else "closed"
             uid = None
     elif uid is None and not state.get("auth_logged_out") and (token := _cookie()):
-        with data.scope(url) as s:  # a refresh, a new tab, a deep link: the browser's login cookie
-            uid = logins.resume(s, token, idle)
+        uid = logins.resume(url, token, idle)  # a refresh, a new tab, a deep link: the browser's login cookie
         if uid is not None:
             state[USER_KEY], state[TOKEN_KEY] = uid, token
     viewer = data.viewer_for(url, uid) if uid is not None else None
@@ -194,8 +183,7 @@ def sync_cookie() -> None:
 
 
 def _has_users(url: str) -> bool:
-    with data.scope(url) as s:
-        return bool(s.scalar(select(func.count(User.id))))
+    return logins.has_users(url)
 
 
 def login_page(url: str, settings: Settings) -> None:
@@ -214,10 +202,7 @@ def login_page(url: str, settings: Settings) -> None:
         name = st.text_input("Username")
         pw = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
-            with data.scope(url) as s:
-                result = logins.attempt(s, name, pw, client_address(settings), policy=policy(settings))
-                if result.outcome == "ok":
-                    logins.purge_idle(s, _idle(settings))  # logins never resumed (browser closed) go here
+            result = logins.attempt(url, settings, name, pw, client_address(settings))
             if result.outcome != "ok":
                 st.error(md_text(result.message))
             else:
@@ -231,8 +216,7 @@ def login_page(url: str, settings: Settings) -> None:
 def logout(url: str | None = None) -> None:
     token = st.session_state.get(TOKEN_KEY)
     if token is not None and url is not None:
-        with data.scope(url) as s:
-            logins.close(s, token)
+        logins.close(url, token)
     _forget(st.session_state)
     st.session_state["auth_logged_out"] = True  # do not auto-login (or resume the cookie) straight back in
     st.session_state["auth_clear_cookie"] = True

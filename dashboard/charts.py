@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from storage.repo import ACADEMIC_COLUMNS, EXPRESSION_COLUMNS
+from services.timelines import ACADEMIC_COLUMNS, EXPRESSION_COLUMNS
 
 ACADEMIC_COLORS = {
     "neutrality": "#9e9e9e",

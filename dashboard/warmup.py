@@ -3,7 +3,7 @@
 Streamlit's caches live in the server process and start empty, so the first user after a restart paid
 for the imports of plotly and our views, reading the session's bins and building its chart (4.85 s for
 the 90-minute class, against 1.67 s for later opens). ``start`` runs a daemon thread in the server
-process (``dashboard.serve``) that makes the session page's own cached calls (``data.warm_session``)
+process (``dashboard.serve``) that makes the session page's own cached calls (``viewcache.warm_session``)
 for the newest ``Settings.dashboard_warm_sessions`` (session, viewer groups) pairs.
 
 Privacy: every cached view is keyed by the viewer's visible group ids and checks visibility itself.
@@ -21,9 +21,7 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select
-
-from services.actor import GroupIds, actor_for_user
+from services.actor import GroupIds
 
 log = logging.getLogger("affectline.dashboard.warmup")
 
@@ -37,30 +35,9 @@ def _first_line(e: Exception) -> str:
 def targets(url: str, limit: int, dashboard_user: str | None = None) -> list[tuple[GroupIds, int]]:
     """(viewer group ids, session id) to warm: newest sessions first, each under every distinct group set of
     an enabled user who may view it, at most ``limit`` pairs."""
-    from dashboard import data
-    from storage.models import Recording, User
+    from services.session_views import warm_targets
 
-    if limit <= 0:
-        return []
-    keys: list[GroupIds] = []
-    with data.scope(url) as s:
-        for uid, name in s.execute(select(User.id, User.username).where(User.disabled.is_(False)).order_by(User.id)):
-            actor = actor_for_user(s, uid)
-            if actor is not None and actor.can("view_sessions") and actor.group_ids not in keys:
-                keys.append(actor.group_ids)
-        if dashboard_user and not s.scalar(select(User.id).where(User.username == dashboard_user)) and None not in keys:
-            keys.append(None)  # the demo's auto-login creates this admin on its first run (dashboard.auth)
-        if not keys:
-            return []
-        out: list[tuple[GroupIds, int]] = []
-        # Scan newest first; a session nobody may see costs one row. Bounded so a huge archive cannot stall it.
-        for sid, gid in s.execute(select(Recording.id, Recording.group_id).order_by(Recording.id.desc()).limit(50 * limit)):
-            for k in keys:
-                if k is None or gid in k:
-                    out.append((k, int(sid)))
-                    if len(out) >= limit:
-                        return out
-        return out
+    return warm_targets(url, limit, dashboard_user)
 
 
 def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, float]:
@@ -70,7 +47,7 @@ def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, 
     import plotly.graph_objects  # noqa: F401  (the first chart's imports)
     import plotly.io as pio
 
-    from dashboard import charts, data  # noqa: F401
+    from dashboard import charts, viewcache  # noqa: F401
 
     done = 0
     try:
@@ -80,7 +57,7 @@ def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, 
         pairs = []
     for gids, sid in pairs:
         try:
-            fig = data.warm_session(url, gids, sid)
+            fig = viewcache.warm_session(url, gids, sid)
         except Exception as e:
             log.warning("dashboard warm-up: session %s not warmed: %s", sid, _first_line(e))
             continue

@@ -1,8 +1,8 @@
 """Run one analysis job end to end: job row -> pipeline -> stored timelines.
 
-The chunked job itself is ``ingest.jobs`` (plan -> chunks -> link); this module keeps what
-both the link task and ``affectline analyze --eager`` use: the per-process pipeline and
-``store``. Idempotent: re-running a job replaces the session's earlier results in one
+The chunked job itself is ``ingest.jobs`` (plan -> chunks -> link; ``ingest.eager`` runs one in
+this process); this module keeps what the chunk and link tasks use: the per-process pipeline and
+``store``. It imports neither, so the job modules import it and not the other way round. Idempotent: re-running a job replaces the session's earlier results in one
 transaction, and a failure leaves whatever was stored before untouched.
 """
 
@@ -14,10 +14,10 @@ from functools import lru_cache
 import numpy as np
 from sqlalchemy import select
 
-from affectline.settings import Settings, get_settings
+from affectline.settings import Settings
 from ingest.pipeline import Pipeline, PipelineOutput
 from storage.db import from_blob, session_scope
-from storage.models import JobStatus, Person, PersonEmbedding, Recording
+from storage.models import Person, PersonEmbedding, Recording
 from storage.repo import AnalysisResult, TrackRecord, replace_analysis
 from affectline.features import FEATURE_NAMES
 
@@ -119,25 +119,3 @@ def _reread_against_clinicians(s, records: list[TrackRecord], out: PipelineOutpu
         if b is not None and src is not None:
             r.bins = reread_bins(r.bins, src.cue_samples, model, b, grid)
 
-
-def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipeline: Pipeline | None = None) -> None:
-    """Do job ``job_id`` in this process: plan, its chunks, then the link (``ingest.jobs``).
-
-    The same rows, leases and code as on workers. Raises JobFailed with the job's one-line
-    error when it did not end done. ``pipeline`` defaults to this process's cached one.
-    """
-    from ingest.jobs import run_job_here
-    from storage.models import Job
-
-    s_ = settings or get_settings()
-    url = s_.resolved_database_url
-    with session_scope(url) as s:
-        if s.get(Job, job_id) is None:
-            raise JobFailed(f"job {job_id} does not exist")
-    run_job_here(job_id, s_, hook=hook, pipeline=pipeline)
-    with session_scope(url) as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise JobFailed(f"job {job_id} is gone (its session was deleted)")
-        if job.status != JobStatus.done:
-            raise JobFailed(job.error or f"job {job_id} ended {job.status.value}")

@@ -4,16 +4,18 @@
   row per chunk (``storage.jobs.plan_chunks``) and sends the chunks as a ``group``.
 - **chunk** (``CHUNK_TASK``): ``ingest.chunks.run_chunk`` on any worker.
 - **link** (``LINK_TASK``): sent by whichever chunk finishes last (``storage.jobs.start_link``
-  is true exactly once); stitches identities, stores the timelines in one transaction,
-  rescores for the clinicians, marks the job done.
+  is true exactly once); stitches identities, stores the timelines in one transaction, marks
+  the job done, then queues the session's re-scoring for the clinicians as a job of its own
+  (``RESCORE_TASK``: its failure never fails an analysis whose timelines are stored).
 
 Why not a chord: a chord counts its header's task results in the result backend, and a
 chunk re-sent by the reaper (a new message for a dead worker's chunk) or skipped as a
 duplicate would be miscounted. Here the chunk rows are the count, so "all chunks done" is
 one query whoever asks, on Redis and the embedded SQLite broker alike.
 
-The reaper (``Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` finds:
-expired leases of dead workers, and messages a broker lost.
+The reaper (``Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` and
+``reap_one_phase`` find, for every kind of job (analyses, personalisation, re-scoring): expired
+leases of dead workers, and messages a broker lost.
 
 Plan and link messages go to ``affectline.queue.CONTROL_QUEUE``, which every worker takes
 before its chunk queue: a job's link never waits behind other jobs' chunks.
@@ -28,12 +30,13 @@ import math
 import threading
 from typing import Callable
 
-from affectline.queue import ANALYZE_TASK, CHUNK_TASK, LINK_TASK
+from affectline.task_names import ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, RESCORE_TASK
 from affectline.settings import MAX_ANALYSIS_FPS, Settings, analysis_fps_problem, get_settings
 from ingest.chunks import Heartbeat, owner_dead, owner_id, with_db
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, Recording
+from storage.repo import create_job
 
 log = logging.getLogger(__name__)
 Hook = Callable[[float, str], None]
@@ -80,6 +83,8 @@ def send(app, r: jobs.Resend, settings: Settings) -> None:
         app.send_task(ANALYZE_TASK, args=[r.id])
     elif r.kind == "link":
         app.send_task(LINK_TASK, args=[r.id])
+    elif r.kind == "task":  # a clinicians' job (personalise, re-score), sent as its own task
+        app.send_task(r.task, args=[r.id])
 
 
 # --- plan ----------------------------------------------------------------------------------------
@@ -173,8 +178,10 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
 # --- link ----------------------------------------------------------------------------------------
 
 
-def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = None) -> bool:
-    """Stitch the job's chunks and store the session's timelines; False when not ours to do."""
+def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = None,
+             send_rescore: Callable[[int], None] | None = None) -> bool:
+    """Stitch the job's chunks, store the session's timelines and finish the job; then queue the session's
+    re-scoring job (``send_rescore(job id)``; None: run it here). False when the link is not ours to do."""
     from ingest.analysis import JobFailed, store
     from ingest.chunks import load_results
     from ingest.stages.link import link_chunk_results
@@ -206,9 +213,6 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
             out = link_chunk_results(results, results[0].info, float(params["analysis_fps"]), s_)
             del results
             store(url, session_id, out, s_)
-            from ingest.clinic import population_rescore
-
-            population_rescore(url, session_id, s_)
             from ingest.review_copy import finish_for_job
 
             with session_scope(url) as s:
@@ -225,9 +229,22 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
         return True
     n = len(out.tracks)
     done = f"done: {n} person{'s' * (n != 1)}" + (f"; {review}" if review else "")
-    with_db(url, lambda s: jobs.finish_job(s, job_id, me, done))
+    if not with_db(url, lambda s: jobs.finish_job(s, job_id, me, done)):
+        return True  # our lease was lost meanwhile: the worker that took over queues the re-scoring
     if hook:
         hook(1.0, f"done: {n} person{'s' * (n != 1)}")
+    # Step two: the timelines are stored and the job is done; the clinicians' re-scoring is a job of its
+    # own, so a re-scoring error fails that job, never the analysis whose timelines are stored.
+    rescore = with_db(url, lambda s: create_job(s, RESCORE_TASK, session_id=session_id, params={"why": "analysed"}).id)
+    if send_rescore is None:
+        from ingest.tasks_clinic import run_rescore_job
+
+        run_rescore_job(rescore, s_)  # in this process (--eager), after the analysis is done
+    else:
+        try:
+            send_rescore(rescore)
+        except Exception as e:  # a lost message: the reaper sends it again (storage.jobs.reap_one_phase)
+            log.warning("job %s: re-scoring job %s not sent yet: %s", job_id, rescore, str(e).splitlines()[0][:200])
     return True
 
 
@@ -282,6 +299,7 @@ class Reaper:
 
         with session_scope(s_.resolved_database_url) as s:
             found = find(s)
+            found += jobs.reap_one_phase(s, CLINIC_TASKS, s_.requeue_after_s, dead=owner_dead)
         for r in found:
             log.warning("reaper: sending %s %s again", r.kind, r.id)
             send(self.app, r, s_)

@@ -128,24 +128,17 @@ def _release_free_heap() -> None:
 
 def _load_landmarker(s: Settings, device: str):
     """The landmarker ``Settings.landmarker`` names (``recognition.face.landmarker.load_landmarker``:
-    the batched torch port, or MediaPipe); MediaPipe's own where that factory is not there."""
-    threads = min(s.resolved_torch_threads, 4)  # MediaPipe: one graph per core, one crop at a time each
-    try:
-        from recognition.face.landmarker import load_landmarker
-    except ImportError:
-        from recognition.face.landmarks import FaceLandmarker
+    litert, torch or MediaPipe, as configured; a missing runtime is an error, never a silent swap)."""
+    from recognition.face.landmarker import load_landmarker
 
-        return FaceLandmarker(s, threads=threads)
-    return load_landmarker(s, device, threads=threads)
+    return load_landmarker(s, device, threads=min(s.resolved_torch_threads, 4))  # network sets side by side
 
 
 def _load_embedder(s: Settings, device: str):
-    """The batch embedder (``recognition.reid.load_embedder``) where it exists, else dlib's."""
-    import recognition.reid as reid
+    """The embedder ``Settings.embedder`` names (``recognition.reid.load_embedder``)."""
+    from recognition.reid import load_embedder
 
-    if hasattr(reid, "load_embedder"):
-        return reid.load_embedder(s, device)
-    return reid.FaceEmbedder()
+    return load_embedder(s, device)
 
 
 def chunk_windows(duration: float, chunk_seconds: float, bin_seconds: float) -> list[Segment]:
@@ -193,9 +186,8 @@ class Pipeline:
         self.detector = load_detector(s.detector, s, device=self.device)
         self.embedder = _load_embedder(s, self.device)
         self.landmarker = _load_landmarker(s, self.device)
-        # Threads per worker are explicit: with several workers on one machine, oversubscribed
-        # torch threads spin and starve each other (measured 6-40x slower FER under load).
-        self.expression = load_expression_model(s, device=self.device, threads=s.resolved_torch_threads)
+        # Torch's threads per process are the entry point's (ingest.eager.pin_torch_threads), not a loader's.
+        self.expression = load_expression_model(s, device=self.device)
         from recognition.face.readability import ReadabilityParams
 
         self.faces = FaceStep(self.landmarker, self.expression, self.clock, ReadabilityParams(**s.readability_overrides()))

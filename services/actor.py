@@ -27,6 +27,7 @@ class Actor:
 
     ``claim`` is a name the operator said they act for (``affectline --as NAME``): recorded in
     the audit trail as a claim beside the operating-system user, never trusted as identity.
+    ``author``: a tag's ``--author`` other than the default, recorded beside them too.
     """
 
     id: int | None
@@ -34,6 +35,7 @@ class Actor:
     role: Role
     group_ids: GroupIds
     claim: str | None = None
+    author: str | None = None
 
     def can(self, action: str) -> bool:
         return access.can(self, action)  # type: ignore[arg-type]  # only .role is read
@@ -44,7 +46,13 @@ class Actor:
     @property
     def audit_name(self) -> str:
         """The actor as written in the audit log."""
-        return f"{self.username} (as {self.claim})" if self.claim else self.username
+        name = f"{self.username} (as {self.claim})" if self.claim else self.username
+        return f"{name} (author {self.author})" if self.author else name
+
+    @property
+    def tag_author(self) -> str:
+        """The name a tag (or tag version) shows as its author: ``author``, the claim, else the user."""
+        return self.author or self.claim or self.username.removeprefix("os:")
 
 
 def actor_for_user(s: Session, user_id: int) -> Actor | None:

@@ -8,6 +8,8 @@ leave old grants without effect: the grants table says so, and ``set_role`` name
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +17,9 @@ from sqlalchemy.orm import Session
 from affectline import csvsafe
 from services.actor import Actor, require
 from services.db import scope
-from storage import access, audit, repo
+from services.exports import Export, FileSink, audited_delivery, deliver
+from storage import access, audit, logins, repo
+from storage.logins import Policy, Unlocked
 from storage.models import AuditEntry, Group, Role, SessionKind, User, UserGroup
 
 USER_COLUMNS = ["id", "username", "role", "can_log_in", "disabled", "groups"]
@@ -162,9 +166,62 @@ def audit_actions(url: str, actor: Actor) -> list[str]:
 
 def export_audit(url: str, actor: Actor, f: AuditFilter = AuditFilter()) -> bytes:
     """The filtered log as spreadsheet-safe CSV (detail as JSON); the export itself is audited."""
-    df = audit_log(url, actor, f)
-    data = csvsafe.frame_to_csv(audit.export_rows(df)).encode()
-    with scope(url) as s:
+    return _export_audit(url, actor, f, None)[0]
+
+
+def export_audit_file(url: str, actor: Actor, f: AuditFilter, path: str | Path) -> int:
+    """The same export written to ``path`` inside its audit row's transaction (no row if it cannot be
+    written; ``services.exports.FileSink``); returns the rows exported."""
+    return _export_audit(url, actor, f, FileSink(path))[1]
+
+
+def _export_audit(url: str, actor: Actor, f: AuditFilter, sink: FileSink | None) -> tuple[bytes, int]:
+    require(actor, "view_audit")
+    with audited_delivery(url, sink) as s:
+        df = audit.frame(s, f)
+        data = csvsafe.frame_to_csv(audit.export_rows(df)).encode()
         filt = {k: str(v) for k, v in vars(f).items() if v not in (None, "") and k != "limit"}
-        repo.audit(s, actor.audit_name, "export_audit", "audit_log", rows=len(df), filter=filt)
-    return data
+        extra = {"file": str(sink.path)} if sink is not None else {}
+        repo.audit(s, actor.audit_name, "export_audit", "audit_log", rows=len(df), filter=filt, **extra)
+        deliver(Export(data, "affectline_audit.csv", "text/csv", len(df), tuple(df.columns)), sink)
+    return data, len(df)
+
+
+# --- by name, as the command line names users and groups ------------------------------------------
+
+check_password = access.check_password  # refuses empty or short passwords (one line)
+
+
+def user_id(url: str, actor: Actor, username: str) -> int:
+    """The id of user ``username``; the error lists the users there are."""
+    require(actor, "manage_users")
+    with scope(url) as s:
+        u = access.get_user(s, username)
+        if u is None:
+            names = ", ".join(x.username for x in access.list_users(s)) or "none yet"
+            raise LookupError(f"no user {username!r}; users: {names}")
+        return u.id
+
+
+def group_id(url: str, actor: Actor, name: str) -> int:
+    """The id of group ``name``; the error lists the groups there are."""
+    require(actor, "manage_users")
+    with scope(url) as s:
+        g = s.scalar(select(Group).where(Group.name == name))
+        if g is None:
+            names = ", ".join(s.scalars(select(Group.name).order_by(Group.name))) or "none yet"
+            raise LookupError(f"no group {name!r}; groups: {names}")
+        return g.id
+
+
+def unlock(url: str, actor: Actor, user_id: int, policy: Policy | None = None) -> Unlocked:
+    """Clear everything that refuses a user's login (audited): its failed-login count and lock, and its
+    failures at every client address (``storage.logins.unlock``); returns what was cleared."""
+    from dataclasses import asdict
+
+    require(actor, "manage_users")
+    with scope(url) as s:
+        user = _user(s, user_id)
+        done = logins.unlock(s, user.username, policy=policy or logins.Policy())
+        repo.audit(s, actor.audit_name, "unlock_user", f"user:{user_id}", username=user.username, **asdict(done))
+        return done

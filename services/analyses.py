@@ -10,8 +10,8 @@ from typing import BinaryIO, Callable
 
 from affectline.queue import ANALYZE_TASK, make_celery
 from affectline.settings import Settings
-from services.actor import Actor, require
 from services import outage
+from services.actor import Actor, require
 from services.db import scope
 from storage import repo
 from storage.models import Group, JobStatus, SessionKind
@@ -46,6 +46,18 @@ def check_fps(analysis_fps: float, bin_seconds: float | None = None) -> float:
     return fps
 
 
+def check_upload_group(url: str, actor: Actor, group_id: int, kind: SessionKind | str) -> None:
+    """Refuse (before an upload is written) a group that is missing, hidden, or of the other kind."""
+    require(actor, "upload")
+    kind = SessionKind(kind)
+    with scope(url) as s:
+        group = s.get(Group, group_id)
+        if group is None or not actor.sees(group_id):
+            raise LookupError(f"group {group_id} does not exist or is not visible to you")
+        if SessionKind(group.kind) is not kind:
+            raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {kind.value}")
+
+
 def create_analysis(
     url: str, actor: Actor, video_path: str | Path, kind: SessionKind | str, group_id: int, analysis_fps: float,
     title: str | None = None, audit_action: str = "analyse", bin_seconds: float | None = None, **audit_detail,
@@ -56,13 +68,9 @@ def create_analysis(
     that leaves bins without a frame (``affectline.settings.analysis_fps_problem``) is refused."""
     require(actor, "upload")
     check_fps(analysis_fps, bin_seconds)
+    check_upload_group(url, actor, group_id, kind)
     kind = SessionKind(kind)
     with scope(url) as s:
-        group = s.get(Group, group_id)
-        if group is None or not actor.sees(group_id):
-            raise LookupError(f"group {group_id} does not exist or is not visible to you")
-        if SessionKind(group.kind) is not kind:
-            raise ValueError(f"group {group.name!r} is a {SessionKind(group.kind).value} group, not {kind.value}")
         path = Path(video_path)
         rec = repo.create_recording(s, str(path.resolve()), kind, title=title or path.stem, group_id=group_id)
         job = repo.create_job(s, ANALYZE_TASK, session_id=rec.id, params={"analysis_fps": float(analysis_fps)})

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from affectline.queue import PERSONALIZE_TASK, RESCORE_TASK, make_celery
+from affectline.queue import PERSONALIZE_TASK, RESCORE_TASK
 from affectline.settings import Settings
+from services import jobs
 from services.actor import Actor, require
 from services.db import scope
 from storage import person_models as pm
@@ -34,16 +35,12 @@ def _person(s, actor: Actor, person_id: int) -> Person:
 
 def send_task(settings: Settings, task: str, job_id: int) -> None:
     """Enqueue by task name (the worker's code is never imported here)."""
-    make_celery(settings).send_task(task, args=[job_id])
+    jobs.send_task(settings, task, job_id)
 
 
 def _queue(url: str, settings: Settings, task: str, job_id: int) -> None:
-    try:
-        send_task(settings, task, job_id)
-    except Exception as e:  # the broker refused: the job says so instead of waiting forever
-        with scope(url) as s:
-            repo.update_job(s, job_id, status=JobStatus.failed, error=f"could not queue the job: {e}")
-        raise RuntimeError(f"job {job_id} saved, but it could not be queued: {e}") from e
+    # the broker refused: the job says so instead of waiting forever (services.jobs.enqueue)
+    jobs.enqueue(url, settings, task, job_id, f"job {job_id} saved, but it", send=lambda st, jid: send_task(st, task, jid))
 
 
 def request_personalisation(url: str, settings: Settings, actor: Actor, person_id: int,
@@ -153,3 +150,48 @@ def person_jobs(url: str, actor: Actor, person_id: int, limit: int = 5) -> list[
              .order_by(Job.id.desc()).limit(limit))  # fmt: skip
         return [JobView(j.id, j.task, JobStatus(j.status), float(j.progress or 0), j.message or "", j.error)
                 for j in s.scalars(q)]  # fmt: skip
+
+
+# --- what the command line adds: persons by id or label, a local run's audit row, every model kind ----
+
+
+def person_id(url: str, actor: Actor, ref: int | str) -> int:
+    """A visible person by id (digits) or exact label (``storage.tags.resolve_person``)."""
+    from storage.tags import resolve_person
+
+    with scope(url) as s:
+        p = resolve_person(s, ref)
+        return _person(s, actor, p.id).id
+
+
+def request_personalisation_by_ref(url: str, settings: Settings, actor: Actor, ref: int | str,
+                                   activate: bool | None = None) -> int:  # fmt: skip
+    """``request_personalisation`` for a person named by id or label (the command line's ``--queue``)."""
+    return request_personalisation(url, settings, actor, person_id(url, actor, ref), activate)
+
+
+def record_local_personalisation(url: str, actor: Actor, person_id: int, version: int, activated: bool,
+                                 rescored: int) -> None:  # fmt: skip
+    """The audit row of a personalisation run in this process (the model version is stored either way)."""
+    require(actor, "tag")
+    with scope(url) as s:
+        repo.audit(s, actor.audit_name, "personalise", f"person:{person_id}", version=version, activated=activated,
+                   rescored=rescored, local=True)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    kind: str
+    version: int
+    active: bool
+    created_at: object
+    metrics: dict
+
+
+def model_versions(url: str, actor: Actor, ref: int | str) -> tuple[int, list[ModelVersion]]:
+    """(person id, their baseline and personal model versions, newest first per kind)."""
+    require(actor, "review")
+    pid = person_id(url, actor, ref)
+    with scope(url) as s:
+        return pid, [ModelVersion(m.kind, m.version, bool(m.active), m.created_at, dict(m.metrics or {}))
+                     for m in pm.list_models(s, pid)]  # fmt: skip

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
+from affectline.task_names import ANALYZE_TASK
 from services.actor import Actor
 from services.db import scope
 from storage import jobs as job_rows
@@ -68,7 +69,7 @@ def active_jobs(url: str, actor: Actor, now: datetime | None = None) -> list[Job
         q = (
             select(Job, Recording.title)
             .join(Recording, Recording.id == Job.session_id)
-            .where(Job.status.in_(ACTIVE))
+            .where(Job.status.in_(ACTIVE), Job.task == ANALYZE_TASK)
             .order_by(Job.id.desc())
         )
         if actor.group_ids is not None:

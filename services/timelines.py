@@ -30,7 +30,7 @@ from affectline.features import FEATURE_NAMES
 from services.summaries import ACADEMIC, SessionKey
 from storage.db import from_blob
 from storage.models import FeatureSeries, Person, Recording, SessionKind, TimeBin
-from storage.repo import EXPRESSION_COLUMNS
+from storage.repo import ACADEMIC_COLUMNS, EXPRESSION_COLUMNS  # noqa: F401  (the charts' column names)
 
 CLASS_COLUMNS: tuple[str, ...] = ("person_id", "t_start", "face_visible", "engagement", *ACADEMIC, "readable")
 PERSON_COLUMNS: tuple[str, ...] = (

@@ -33,6 +33,8 @@ disabled user, cannot log in. Throttling and lockout of repeated failures: ``sto
 
 from __future__ import annotations
 
+from affectline import kinds
+
 import hashlib
 import hmac
 from functools import lru_cache
@@ -83,7 +85,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
 assert set(PERMISSIONS) == set(ACTIONS)
 
 # The one kind of group each non-admin role works with.
-ROLE_KIND: dict[Role, SessionKind] = {Role.teacher: SessionKind.classroom, Role.clinician: SessionKind.therapy}
+ROLE_KIND = kinds.ROLE_KIND
 
 
 # --- passwords ---------------------------------------------------------------------------

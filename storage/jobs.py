@@ -129,6 +129,11 @@ def renew_job(s: Session, job_id: int, me: str, lease_s: float, now: datetime | 
     return res.rowcount == 1
 
 
+def release_job(s: Session, job_id: int, me: str) -> None:
+    """Give our lease back (a retried task takes it again at once)."""
+    s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == me).values(lease_owner=None, lease_expires=None))
+
+
 def enter_chunks(s: Session, job_id: int, me: str) -> bool:
     """Plan done: the job's lease is released and its chunks are the work now."""
     res = s.execute(
@@ -305,11 +310,13 @@ def chunk_fails_job(s: Session, chunk_id: int, error: str) -> None:
 
 @dataclass(frozen=True)
 class Resend:
-    """A message to send again: kind 'plan' or 'link' (job id) or 'chunk' (chunk id)."""
+    """A message to send again: kind 'plan' or 'link' (job id), 'chunk' (chunk id), or 'task' (a
+    one-phase job's id, sent as its own ``task``: the clinicians' personalise and re-score jobs)."""
 
     kind: str
     id: int
     queue: str | None = None
+    task: str | None = None
 
 
 def reap(s: Session, task: str, lease_s: float, requeue_after_s: float, dead: DeadOwner | None = None,
@@ -361,6 +368,21 @@ def reap(s: Session, task: str, lease_s: float, requeue_after_s: float, dead: De
     jobs = s.scalars(
         select(Job).where(Job.task == task, Job.status.in_(ACTIVE), Job.phase.in_(("plan", "link")))
     ).all()  # fmt: skip
+    return out + _reap_jobs(s, jobs, stale_sent, now, dead, lambda j: Resend(j.phase, j.id))
+
+
+def reap_one_phase(s: Session, tasks: Sequence[str], requeue_after_s: float, dead: DeadOwner | None = None,
+                   now: datetime | None = None) -> list[Resend]:  # fmt: skip
+    """``reap`` for jobs done in one leased step (``claim_job`` of phase 'plan', then ``finish_job``):
+    an expired lease of a dead worker, or a message nobody took within ``requeue_after_s``, is sent again."""
+    now = now or utcnow()
+    jobs = s.scalars(select(Job).where(Job.task.in_(list(tasks)), Job.status.in_(ACTIVE), Job.phase == "plan")).all()
+    return _reap_jobs(s, jobs, now - timedelta(seconds=requeue_after_s), now, dead,
+                      lambda j: Resend("task", j.id, task=j.task))  # fmt: skip
+
+
+def _reap_jobs(s: Session, jobs, stale_sent: datetime, now: datetime, dead: DeadOwner | None, resend) -> list[Resend]:
+    out: list[Resend] = []
     for j in jobs:
         if j.lease_owner is not None:
             if not lease_free(j.lease_owner, j.lease_expires, "", now, dead):
@@ -375,7 +397,7 @@ def reap(s: Session, task: str, lease_s: float, requeue_after_s: float, dead: De
             .values(lease_owner=None, lease_expires=None, sent_at=now)
         )  # fmt: skip
         if res.rowcount == 1:
-            out.append(Resend(j.phase, j.id))
+            out.append(resend(j))
     return out
 
 

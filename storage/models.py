@@ -7,7 +7,6 @@ so re-analysing a session never loses them.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -26,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from affectline.kinds import ConsentPurpose, JobStatus, Role, SessionKind  # noqa: F401  (stored as columns here)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -33,25 +34,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
-
-
-class Role(str, enum.Enum):
-    teacher = "teacher"
-    clinician = "clinician"
-    admin = "admin"
-
-
-class SessionKind(str, enum.Enum):
-    classroom = "classroom"
-    therapy = "therapy"
-
-
-class JobStatus(str, enum.Enum):
-    queued = "queued"
-    running = "running"
-    done = "done"
-    failed = "failed"
-    cancelled = "cancelled"  # by an operator (affectline jobs cancel); retry re-queues it
 
 
 class Group(Base):
@@ -367,11 +349,6 @@ class LoginSession(Base):
 
 
 # --- consent and retention (issue 12, migration 0002) ------------------------------------------
-
-
-class ConsentPurpose(str, enum.Enum):
-    analysis = "analysis"  # per-person timelines, tracks, embeddings
-    thumbnails = "thumbnails"  # small face images beside a track
 
 
 class Consent(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from affectline.task_names import ANALYZE_TASK
 from affectline.types import ACADEMIC_CLASSES, EXPRESSION_CLASSES
 from storage import consent
 from storage.audit import write as _write_audit
@@ -95,7 +96,9 @@ def update_job(s: Session, job_id: int, **fields: Any) -> None:
 
 
 def latest_job(s: Session, session_id: int) -> Job | None:
-    return s.scalar(select(Job).where(Job.session_id == session_id).order_by(Job.id.desc()).limit(1))
+    """The session's newest analysis job (re-scoring jobs of the session are not analyses)."""
+    q = select(Job).where(Job.session_id == session_id, Job.task == ANALYZE_TASK)
+    return s.scalar(q.order_by(Job.id.desc()).limit(1))
 
 
 def list_jobs(s: Session, limit: int = 50) -> list[Job]:
@@ -124,7 +127,7 @@ def session_states(s: Session, session_ids: Sequence[int] | None = None) -> dict
     if not ids:
         return {}
     last = dict(s.execute(
-        select(Job.session_id, func.max(Job.id)).where(Job.session_id.in_(ids), Job.person_id.is_(None))
+        select(Job.session_id, func.max(Job.id)).where(Job.session_id.in_(ids), Job.task == ANALYZE_TASK)
         .group_by(Job.session_id)
     ).all())  # fmt: skip
     status = dict(s.execute(select(Job.id, Job.status).where(Job.id.in_(list(last.values())))).all()) if last else {}
@@ -151,8 +154,9 @@ def default_session(s: Session, group_ids: Sequence[int] | None = None) -> Recor
 
 
 def active_job(s: Session, session_id: int) -> Job | None:
-    """The session's queued or running job, if any."""
-    q = select(Job).where(Job.session_id == session_id, Job.status.in_((JobStatus.queued, JobStatus.running)))
+    """The session's queued or running analysis, if any."""
+    q = select(Job).where(Job.session_id == session_id, Job.task == ANALYZE_TASK,
+                          Job.status.in_((JobStatus.queued, JobStatus.running)))
     return s.scalar(q.order_by(Job.id.desc()).limit(1))
 
 

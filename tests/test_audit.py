@@ -189,5 +189,5 @@ def test_cli_audit_list_and_export_are_formula_safe_and_audited(settings, tmp_pa
     assert df.loc[1, "target_label"] == "'=HYPERLINK(\"http://x\",\"y\")" and df["id"].tolist() == [2, 1]
     with session_scope(url) as s:
         last = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
-        assert (last.action, last.actor, last.detail["rows"], last.detail["since"]) == (
+        assert (last.action, last.actor, last.detail["rows"], last.detail["filter"]["since"]) == (
             "export_audit", f"os:{os_user()} (as auditor)", 2, "2000-01-01")

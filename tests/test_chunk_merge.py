@@ -12,6 +12,7 @@ import pytest
 from recognition.tracking import TrackSummary, link_chunks
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows
 from tests import realseq
+from tests.support import same_persons
 
 embedder = realseq.embedder
 
@@ -152,66 +153,16 @@ def _pipeline_run(video: str, chunk_seconds: float, overlap_s: float = 1.0):
     return out, msgs
 
 
-def _match_persons(a, b, share: float) -> dict[int, int]:
-    """Person key in ``a`` -> key in ``b`` holding at least ``share`` of its samples (same face
-    boxes at the same times), one to one."""
-    from recognition.tracking.geometry import iou
-
-    out = {}
-    for pa in a.tracks:
-        best, score = None, 0
-        for pb in b.tracks:
-            common, ia, ib = np.intersect1d(np.round(pa.times * 1000), np.round(pb.times * 1000), return_indices=True)
-            n = int((np.diag(iou(pa.face_boxes[ia], pb.face_boxes[ib])) >= 0.5).sum()) if len(common) else 0
-            if n > score:
-                best, score = pb.key, n
-        if best is not None and score >= share * len(pa.times):
-            out[pa.key] = best
-    return out if len(set(out.values())) == len(out) else {}
-
-
-def same_persons(single, chunked) -> None:
-    """What 'chunked == single pass' means for the pipeline's output (asserts).
-
-    Each chunk starts a fresh tracker, so a weak face seen in one or two frames next to a
-    boundary may land in a neighbour's track or be left out (measured on the crowd in 1 s
-    chunks: 2 of 104 samples); the persons are the same, one to one, with their samples.
-    """
-    assert len(chunked.tracks) == len(single.tracks)
-    m = _match_persons(single, chunked, share=0.8)
-    assert sorted(m) == sorted(t.key for t in single.tracks), m
-    moved, flipped, bins = 0, 0, 0
-    for pa in single.tracks:
-        pb = chunked.tracks[m[pa.key]]
-        # Every bin once and in order; the same bins, bar at most one at an end of the track.
-        assert pb.bins.t_start.is_unique and pb.bins.t_start.is_monotonic_increasing
-        assert len(set(pa.bins.t_start) ^ set(pb.bins.t_start)) <= 1
-        assert len(pb.times) == len(np.unique(pb.times))  # no sample twice
-        moved += abs(len(pb.times) - len(pa.times))
-        a = pa.bins.set_index("t_start")
-        b = pb.bins.set_index("t_start")
-        common = a.index.intersection(b.index)
-        flipped += int((a.loc[common, "face_visible"] != b.loc[common, "face_visible"]).sum())
-        bins += len(common)
-        e = (a.loc[common, "engagement"] - b.loc[common, "engagement"]).abs().dropna()
-        # Engagement is read against the person's baseline (ingest.stages.relative): where a chunk's own
-        # tracker lands a face a little differently, the readability gate can judge a sample near its
-        # size threshold otherwise, and with 3-5 readable seconds that moves the baseline (measured on
-        # the crowd in 1 s chunks: per-person medians 0.00-0.074, 1 bin in 5 judged otherwise).
-        assert e.median() < 0.1 if len(e) else True
-    assert moved <= 0.05 * sum(len(t.times) for t in single.tracks)
-    assert flipped <= 0.05 * bins  # a bin that lost its one face-sample at a boundary
-
-
 # Two pipeline runs of the 1080p crowd, the chunked one over 12.4 s of frames (overlaps
 # included): measured 4.3 + 10.7 min with the 2 cores shared by a dozen other jobs.
+@pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_chunked_pipeline_gives_the_persons_and_bins_of_a_single_pass():
     """The crowd (4.2 s, 1080p) in 1 s chunks with 1 s of overlap: the same persons, each bin once."""
     single, _ = _pipeline_run("crowd_walk_1080p.mp4", 60.0)
     chunked, msgs = _pipeline_run("crowd_walk_1080p.mp4", 1.0)
     assert len(single.tracks) >= 3
-    same_persons(single, chunked)
+    same_persons(single, chunked)  # tests.support
     assert sum(len(t.sources) >= 3 for t in chunked.tracks) >= 3  # really cut into chunks and stitched
     # The work is counted once: faces in the chunks' own windows add up to the single pass's.
     assert abs(chunked.n_face_samples - single.n_face_samples) <= 0.05 * single.n_face_samples

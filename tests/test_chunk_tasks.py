@@ -183,7 +183,8 @@ def test_chunked_job_equals_one_pass_on_real_footage(tmp_path: Path, media_dir: 
     """The real pipeline, cut into 1 s chunks through the job rows, finds the persons one pass finds,
     with every bin of the clip exactly once per person."""
     from affectline.settings import Settings
-    from ingest.analysis import get_pipeline, run_analysis
+    from ingest.analysis import get_pipeline
+    from ingest.eager import run_analysis
     from services.actor import operator
     from services.analyses import create_analysis
     from storage.db import migrate
@@ -325,7 +326,8 @@ def test_retried_job_equals_an_uninterrupted_run_and_keeps_no_chunk_results(tmp_
     """Real footage in 1 s chunks: one job straight through; another failed after its first chunk
     (its stored result kept), retried and finished here. Same bins; no chunk result left."""
     from affectline.settings import Settings
-    from ingest.analysis import get_pipeline, run_analysis
+    from ingest.analysis import get_pipeline
+    from ingest.eager import run_analysis
     from ingest.chunks import run_chunk
     from ingest.jobs import run_job_here, run_plan
     from services.actor import operator

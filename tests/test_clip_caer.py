@@ -238,8 +238,11 @@ def test_missing_file_message(tmp_path):
 def test_missing_weights_say_what_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    from affectline.settings import Settings
+
+    assert Settings().resolved_hf_hub_cache == tmp_path / "hub"  # HF's own variable, read by Settings
     with pytest.raises(ckpt.WeightsNotFound) as e:
-        ckpt.find_clip_weights(model_dir=tmp_path / "models")
+        ckpt.find_clip_weights(model_dir=tmp_path / "models", settings=Settings())
     msg = str(e.value)
     assert (
         "ViT-B-32.pt" in msg
@@ -274,7 +277,9 @@ def test_clip_weights_from_local_files(tmp_path, monkeypatch, fmt):
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
-    found = ckpt.find_clip_weights(model_dir=tmp_path / "models")
+    from affectline.settings import Settings
+
+    found = ckpt.find_clip_weights(model_dir=tmp_path / "models", settings=Settings())
     assert found == path
     loaded = clip_from_weights(found)
     assert all(torch.equal(a, b) for a, b in zip(clip.state_dict().values(), loaded.state_dict().values()))

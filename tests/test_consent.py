@@ -62,7 +62,7 @@ def pipeline():
 
 
 def analyse(url, settings, pipeline, session_id: int | None = None, group: str = "Class C") -> int:
-    from ingest.analysis import run_analysis
+    from ingest.eager import run_analysis
 
     with session_scope(url) as s:
         if session_id is None:

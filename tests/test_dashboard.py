@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth, data
+from services import admin as admin_service
+from dashboard import actions, auth, data
 from services import analyses
 from storage import repo
 from storage.db import migrate, session_scope
@@ -135,7 +136,7 @@ def test_teacher_sees_only_their_class(seeded, db_url):
     with pytest.raises(LookupError, match="not visible"):
         data.session_bins(db_url, viewer.group_ids, seeded.sessions["therapy"])
     with pytest.raises(LookupError, match="not visible"):
-        data.export_session(db_url, viewer, seeded.sessions["history"], "csv")
+        actions.export_session(db_url, viewer, seeded.sessions["history"], "csv")
 
 
 def test_clinician_sees_only_therapy_and_teacher_has_no_review_page(seeded):
@@ -228,7 +229,7 @@ def test_upload_saves_the_video_commits_a_job_then_enqueues_it(seeded, db_url, s
 
 
 def test_send_analysis_puts_the_task_on_the_default_sqlite_broker(settings):
-    data.send_analysis(settings, 42)
+    analyses.send_analysis(settings, 42)
     con = sqlite3.connect(settings.data_dir / "broker.db")
     payloads = [r[0] for r in con.execute("select payload from kombu_message")]
     con.close()
@@ -309,7 +310,7 @@ def test_admin_creates_a_user_and_grants_a_group_and_sees_the_audit_log(seeded, 
     next(b for b in at.button if b.proto.form_id == "new_user").click().run()
     assert not at.exception
     assert "User mr_smith created." in texts(at)
-    users = data.users_frame(db_url, data.viewer_for(db_url, seeded.users["admin"]))
+    users = admin_service.users(db_url, data.viewer_for(db_url, seeded.users["admin"]))
     uid = int(users.loc[users["username"] == "mr_smith", "id"].iloc[0])
     at.selectbox(key="grant_user").set_value(uid).run()  # the groups offered depend on the user's role
     at.selectbox(key="grant_group").set_value(seeded.groups["class-b"])
@@ -359,17 +360,17 @@ def test_teacher_renames_and_enrols_within_their_class_only_and_an_admin_deletes
     # Persons of another class are out of reach, whatever id is asked for.
     other = seeded.persons["history"][0]
     with pytest.raises(LookupError, match=f"person {other} does not exist or is not visible"):
-        data.rename_person(url, teacher, other, "Mallory")
+        actions.rename_person(url, teacher, other, "Mallory")
     # Teachers name and enrol; merging and deleting persons is for administrators.
     assert "Merge two persons" not in texts(at) and "Delete a person" not in texts(at)
     with pytest.raises(PermissionError, match="may not delete person"):
-        data.delete_person(url, teacher, unknown3)
+        actions.delete_person(url, teacher, unknown3)
     with pytest.raises(PermissionError, match="may not merge people"):
-        data.merge_persons(url, teacher, unknown3, seeded.persons["maths"][0])
+        actions.merge_persons(url, teacher, unknown3, seeded.persons["maths"][0])
     # Enrol Ben's track under a new name, then an administrator deletes the person: both audited.
     tracks = data.session_tracks(url, teacher.group_ids, maths)
     ben_track = int(tracks.loc[tracks["person"] == "Ben", "id"].iloc[0])
-    pid = data.enroll_track(url, teacher, maths, ben_track, "Benjamin")
+    pid = actions.enroll_track(url, teacher, maths, ben_track, "Benjamin")
     assert data.count_audit(url, "enroll_person", f"person:{pid}") == 1
     at = run_as(seeded.users["admin"], "views/people.py")
     at.selectbox(key="delete_person").set_value(pid)
@@ -416,11 +417,11 @@ def test_upload_refuses_other_groups_wrong_kinds_and_non_videos(seeded, db_url, 
     teacher = data.viewer_for(db_url, seeded.users["teacher"])
     admin = data.viewer_for(db_url, seeded.users["admin"])
     with pytest.raises(LookupError, match=f"group {seeded.groups['class-b']} does not exist or is not visible"):
-        data.enqueue_analysis(db_url, settings, teacher, "a.mp4", b"x", "classroom", seeded.groups["class-b"])
+        actions.enqueue_analysis(db_url, settings, teacher, "a.mp4", b"x", "classroom", seeded.groups["class-b"])
     with pytest.raises(ValueError, match="'child-x' is a therapy group, not classroom"):
-        data.enqueue_analysis(db_url, settings, admin, "a.mp4", b"x", "classroom", seeded.groups["child-x"])
+        actions.enqueue_analysis(db_url, settings, admin, "a.mp4", b"x", "classroom", seeded.groups["child-x"])
     with pytest.raises(ValueError, match="notes.txt: not a video file type"):
-        data.enqueue_analysis(db_url, settings, teacher, "notes.txt", b"x", "classroom", seeded.groups["class-a"])
+        actions.enqueue_analysis(db_url, settings, teacher, "notes.txt", b"x", "classroom", seeded.groups["class-a"])
     assert not (settings.data_dir / "uploads").exists() or not any((settings.data_dir / "uploads").iterdir())
 
 

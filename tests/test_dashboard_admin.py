@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth, data
+from dashboard import actions, auth
 from services import admin
 from services.actor import actor_for_user
 from storage import access
@@ -172,8 +172,8 @@ def test_grants_are_offered_and_allowed_only_where_they_take_effect(url, ids):
 
 def test_audit_log_filters_names_and_export(url, ids):
     me = actor(url, ids.users["admin"])
-    data.export_session(url, actor(url, ids.users["teacher"]), ids.sessions["maths"], "csv")
-    data.export_session(url, me, ids.sessions["history"], "csv")
+    actions.export_session(url, actor(url, ids.users["teacher"]), ids.sessions["maths"], "csv")
+    actions.export_session(url, me, ids.sessions["history"], "csv")
     admin.grant(url, me, ids.users["teacher"], ids.groups["class-b"])
 
     at = admin_page(ids.users["admin"])
@@ -216,8 +216,8 @@ def test_audit_log_filters_names_and_export(url, ids):
 
 def test_deleted_targets_keep_their_id_and_name(url, ids):
     me = actor(url, ids.users["admin"])
-    data.export_session(url, me, ids.sessions["history"], "csv")
-    data.admin_delete_session(url, me, ids.sessions["history"])
+    actions.export_session(url, me, ids.sessions["history"], "csv")
+    actions.admin_delete_session(url, me, ids.sessions["history"])
     at = admin_page(ids.users["admin"])
     at.text_input(key="audit_target").input("history lesson").run()
     log = _by_columns(at, "target_label")

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from affectline.features import BLENDSHAPE_NAMES, FEATURE_NAMES
 from affectline.queue import ANALYZE_TASK, PERSONALIZE_TASK, RESCORE_TASK
-from dashboard import auth, charts, data
+from dashboard import actions, auth, charts, data
 from services import clinic, exports
 from storage import person_models, repo
 from storage.db import get_engine, migrate, session_scope
@@ -160,7 +160,7 @@ def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):
 def test_edit_to_a_baseline_then_delete(db):
     url, ids, sid, pid = db
     viewer = data.viewer_for(url, ids.users["clinician"])
-    data.add_tag(url, viewer, sid, pid, 30, 60, "happy", "")
+    actions.add_tag(url, viewer, sid, pid, 30, 60, "happy", "")
     at = open_review(ids.users["clinician"], sid)
     assert at.text_input(key="edit_from").value == "00:30"
     at.text_input(key="edit_from").input("00:20")
@@ -181,7 +181,7 @@ def test_edit_to_a_baseline_then_delete(db):
 def test_personalise_is_queued_by_task_name_and_its_progress_shown(db, sent):
     url, ids, sid, pid = db
     viewer = data.viewer_for(url, ids.users["clinician"])
-    data.add_tag(url, viewer, sid, pid, 0, 60, "happy", "")
+    actions.add_tag(url, viewer, sid, pid, 0, 60, "happy", "")
     at = open_review(ids.users["clinician"], sid)
     at.radio(key="personalise_policy").set_value("always")
     at.button(key="personalise").click().run()
@@ -227,9 +227,9 @@ def test_versions_report_activate_and_roll_back(db, sent):
 def test_therapy_export_carries_label_confidence_model_and_tags(db):
     url, ids, sid, pid = db
     viewer = data.viewer_for(url, ids.users["clinician"])
-    data.add_tag(url, viewer, sid, pid, 10, 20, "fear", "")
-    data.add_tag(url, viewer, sid, pid, 15, 40, "calm", "", is_baseline=True) if "calm" in data.tag_vocabulary(url) \
-        else data.add_tag(url, viewer, sid, pid, 15, 40, "neutral", "", is_baseline=True)  # fmt: skip
+    actions.add_tag(url, viewer, sid, pid, 10, 20, "fear", "")
+    actions.add_tag(url, viewer, sid, pid, 15, 40, "calm", "", is_baseline=True) if "calm" in data.tag_vocabulary(url) \
+        else actions.add_tag(url, viewer, sid, pid, 15, 40, "neutral", "", is_baseline=True)  # fmt: skip
     at = open_review(ids.users["clinician"], sid)
     at.button(key="therapy_export").click().run()
     assert not at.exception

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, viewcache
 from services import summaries as sm
 from storage.db import get_engine, migrate, session_scope
 from storage.models import Person, Recording
@@ -104,14 +104,14 @@ def test_class_overview_one_axis_heatmap_moments_and_ranked_students(db):
     faces = next(t for t in overview["data"] if t.get("name") == "visible faces")  # one filled step line, no bars
     assert faces["line"]["shape"] == "hv" and faces["fill"] == "tozeroy" and faces["yaxis"] == "y2"
     fy, fx = _values(faces["y"]), _values(faces["x"])
-    assert len(fx) == len(fy) <= data.MAX_POINTS + 1 and fx[-1] == charts.ms(1200) and 0 < np.nanmax(fy) <= 12
+    assert len(fx) == len(fy) <= viewcache.MAX_POINTS + 1 and fx[-1] == charts.ms(1200) and 0 < np.nanmax(fy) <= 12
     heat = next(t for t in overview["data"] if t["type"] == "heatmap")
     z = _values(heat["z"]).reshape(12, -1) if isinstance(heat["z"], dict) else np.asarray(heat["z"], float)
-    assert len(heat["y"]) == 12 and z.shape[0] == 12 and z.shape[1] <= data.HEAT_COLUMNS
+    assert len(heat["y"]) == 12 and z.shape[0] == 12 and z.shape[1] <= viewcache.HEAT_COLUMNS
     assert np.isnan(z).sum() > 0  # the student hidden for 5 minutes is blank there, not low
     # the heat map's rows are the ranked students, lowest mean engagement first
     viewer = data.viewer_for(url, ids.users["teacher"])
-    summary = data.class_overview(url, viewer.group_ids, new).summary
+    summary = viewcache.class_overview(url, viewer.group_ids, new).summary
     assert heat["y"] == summary["person_label"].tolist()
     # one time axis, in mm:ss, the whole session's range on the class chart and on every small multiple
     xa = overview["layout"]["xaxis"]
@@ -124,7 +124,7 @@ def test_class_overview_one_axis_heatmap_moments_and_ranked_students(db):
     assert len(spec) == 1  # one chart: zooming the class curve zooms the heat map and every student with it
     # what the server sends is bounded by the screen, not the session length
     curve = next(t for t in overview["data"] if t.get("name") == "class engagement")
-    assert len(_values(curve["y"])) <= data.MAX_POINTS
+    assert len(_values(curve["y"])) <= viewcache.MAX_POINTS
     # moments: the planted dip at 06:40 (20 min / 90 min x 30:00) is listed with who
     shown = "\n".join(m.value for m in at.markdown)
     assert "Class engagement dipped" in shown and "Student 01" in shown
@@ -135,7 +135,7 @@ def test_a_moment_click_zooms_every_chart_and_shows_who(db):
     url, ids, _, new = db
     at = open_session(ids.users["teacher"], new)
     viewer = data.viewer_for(url, ids.users["teacher"])
-    moments = data.class_overview(url, viewer.group_ids, new).moments
+    moments = viewcache.class_overview(url, viewer.group_ids, new).moments
     i, dip = next((i, m) for i, m in enumerate(moments) if m.kind == "dip")
     at.button(key=f"moment_{i}").click().run()
     assert not at.exception
@@ -259,26 +259,26 @@ def test_long_lived_views_follow_changes_made_elsewhere(db):
 
     url, ids, _, new = db
     viewer = data.viewer_for(url, ids.users["teacher"])
-    before = data.class_overview(url, viewer.group_ids, new)
+    before = viewcache.class_overview(url, viewer.group_ids, new)
     assert len(before.summary) == 12
     gone = int(before.summary["person_id"].iloc[0])
     with session_scope(url) as s:  # as `affectline persons delete` would, in another process
         people.delete_person(s, gone, "admin")
         s.get(Person, int(before.summary["person_id"].iloc[1])).label = "Renamed"
-    assert len(data.class_overview(url, viewer.group_ids, new).summary) == 12  # within the 10 s window
-    data.session_fingerprint.clear()  # ... 10 s later
-    data.person_labels.clear()
-    after = data.class_overview(url, viewer.group_ids, new)
+    assert len(viewcache.class_overview(url, viewer.group_ids, new).summary) == 12  # within the 10 s window
+    viewcache.session_fingerprint.clear()  # ... 10 s later
+    viewcache.person_labels.clear()
+    after = viewcache.class_overview(url, viewer.group_ids, new)
     assert len(after.summary) == 11 and gone not in set(after.summary["person_id"])
     assert "Renamed" in set(after.summary["person_label"])
-    heat = data.heatmap_view(url, viewer.group_ids, new, "engagement", after.t0, after.t1,
+    heat = viewcache.heatmap_view(url, viewer.group_ids, new, "engagement", after.t0, after.t1,
                              tuple(int(p) for p in after.summary["person_id"]))  # fmt: skip
     assert heat.shape[0] == 11 and "Renamed" in heat.person_labels
     # The page's chart is kept per view too, and is rebuilt for the new fingerprint and the new label.
     order = tuple(int(p) for p in after.summary["person_id"])
-    fig = data.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
+    fig = viewcache.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
     assert "Renamed" in fig.data[2].y and len(fig.data[2].y) == 11  # the heat map's rows
-    assert fig is data.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
+    assert fig is viewcache.class_figure(url, viewer.group_ids, new, after.t0, after.t1, "engagement", order[:2], "Class")
 
 
 def test_admin_opens_any_class_session(db):

@@ -81,13 +81,13 @@ def test_teacher_must_choose_the_group_and_the_fps_is_what_they_chose(url, ids, 
 
 def test_an_fps_below_one_frame_a_bin_is_refused_before_the_upload_is_written(url, ids, sent, settings):
     """The form's minimum is one frame a bin; the service refuses below it before any byte is saved."""
-    from dashboard import data
+    from dashboard import actions, data
 
     at = page(ids.users["teacher"])
     assert at.number_input(key="upload_fps").min == pytest.approx(1.0 / settings.bin_seconds)
     viewer = data.viewer_for(url, ids.users["teacher"])
     with pytest.raises(ValueError, match="0.5"):
-        data.enqueue_analysis(url, settings, viewer, "lesson.mp4", VIDEO[1], "classroom", ids.groups["class-a"],
+        actions.enqueue_analysis(url, settings, viewer, "lesson.mp4", VIDEO[1], "classroom", ids.groups["class-a"],
                               analysis_fps=0.5)  # fmt: skip
     uploads = settings.data_dir / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())

@@ -186,10 +186,15 @@ def test_cuda_model_matches_the_keras_reference(ref):
     np.testing.assert_allclose(gpu.forward_probs(to_input(ref["crops"])), ref["probs"], atol=2e-3, rtol=0)
 
 
-def test_load_can_pin_torch_threads():
+def test_loading_leaves_torch_threads_to_the_entry_point():
+    from affectline.settings import Settings
+    from ingest.eager import pin_torch_threads
+
     before = torch.get_num_threads()
     try:
-        ExpressionModel.load(threads=1)
-        assert torch.get_num_threads() == 1
+        torch.set_num_threads(1)
+        ExpressionModel.load()
+        assert torch.get_num_threads() == 1  # loading changed nothing process-wide
+        assert pin_torch_threads(Settings(torch_threads=2)) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -210,7 +210,7 @@ def test_pipeline_follows_by_landmarks_with_the_persons_and_crops_of_the_detecto
 
 
 def test_chunked_following_gives_the_persons_of_a_single_pass():
-    from tests.test_chunk_merge import same_persons
+    from tests.support import same_persons
 
     single, *_ = _pipeline("landmarks")
     chunked, *_, counts, _ = _pipeline("landmarks", 2.0)

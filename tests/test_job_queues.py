@@ -18,7 +18,7 @@ from affectline.queue import ANALYZE_TASK, CHUNK_TASK, CONTROL_QUEUE, LINK_TASK,
 from affectline.settings import Settings
 from storage.db import migrate, session_scope
 from storage.models import Job, JobChunk, JobStatus
-from tests.test_faults import Workers, fault_env, submit_many, wait_job
+from tests.support import Workers, fault_env, submit_many, wait_job
 
 CLIP = "classroom_4students_270p.mp4"  # 2.7 s: one 60 s chunk per job
 

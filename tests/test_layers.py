@@ -1,4 +1,13 @@
-"""Dependencies point one way: affectline <- recognition, storage <- ingest <- cli; services serve cli and dashboard."""
+"""Dependencies point one way, with no circles:
+
+affectline <- recognition, storage <- ingest (orchestration) ; storage <- services <- cli, dashboard.
+
+The front ends (cli, dashboard) reach the database only through ``services``: neither imports
+``storage`` or SQLAlchemy, so neither can write a row the services did not audit or check. The
+command line also runs the worker's code here (``--eager``, local personalisation, training), so it
+may import ``ingest`` and ``recognition``; the dashboard never does (nor torch). Every import counts,
+at the top of a module or inside a function.
+"""
 
 import ast
 from pathlib import Path
@@ -13,11 +22,25 @@ ALLOWED = {
     "storage": {"affectline", "storage"},
     "services": {"affectline", "storage", "services"},
     "ingest": {"affectline", "recognition", "storage", "ingest"},
-    "cli": OURS - {"dashboard"},
-    "dashboard": {"affectline", "storage", "services", "dashboard"},
+    "cli": {"affectline", "services", "ingest", "recognition", "cli"},
+    "dashboard": {"affectline", "services", "dashboard"},
 }
 _TORCH_STACK = {"torch", "torchvision", "open_clip", "mediapipe", "dlib", "cv2", "decord"}
-FORBIDDEN_THIRD_PARTY = {"dashboard": _TORCH_STACK, "services": _TORCH_STACK}
+FORBIDDEN_THIRD_PARTY = {"dashboard": _TORCH_STACK | {"sqlalchemy"}, "services": _TORCH_STACK, "cli": {"sqlalchemy"}}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in OURS:
+        for path in (ROOT / pkg).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+MODULES = _modules()
 
 
 def _imports(path: Path) -> set[str]:
@@ -29,6 +52,63 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
     return names
+
+
+def _module_edges(name: str, path: Path) -> set[str]:
+    """Our modules ``name`` imports. ``from pkg import sub`` names the submodule (the package runs
+    first anyway, as for any submodule); ``from pkg import thing`` names the package."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in MODULES}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([mod] if mod else []))
+            for a in node.names:
+                if f"{mod}.{a.name}" in MODULES:
+                    out.add(f"{mod}.{a.name}")
+                elif mod in MODULES:
+                    out.add(mod)
+    out.discard(name)
+    return out
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -43,3 +123,24 @@ def test_package_imports_only_what_its_layer_allows(package):
         if wrong:
             bad.append(f"{path.relative_to(ROOT)} imports {sorted(wrong)}")
     assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle_between_our_modules():
+    graph = {name: _module_edges(name, path) for name, path in MODULES.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles (counting imports inside functions):\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function(tmp_path):
+    # The checker itself can fail: a function-level import closing a circle is found.
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("import b\n")
+    b.write_text("def f():\n    from a import x\n")
+    global MODULES
+    saved, MODULES = MODULES, {"a": a, "b": b}
+    try:
+        graph = {n: _module_edges(n, p) for n, p in MODULES.items()}
+    finally:
+        MODULES = saved
+    assert import_cycles(graph) == [["a", "b"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -147,8 +147,9 @@ def test_celery_tasks_are_idempotent(child, settings):
         assert [m.version for m in pm.list_models(s, pid, "personal")] == [1]
     tasks[PERSONALIZE_TASK].apply(args=[job_id]).get()  # finished: not redone
     # A redelivery after the model was stored (job still 'running') reuses that version.
-    with session_scope(url) as s:
-        s.get(Job, job_id).status = JobStatus.running
+    with session_scope(url) as s:  # its worker died mid-job: running, lease gone (as the reaper finds it)
+        job = s.get(Job, job_id)
+        job.status, job.phase, job.lease_owner, job.lease_expires = JobStatus.running, "plan", None, None
     tasks[PERSONALIZE_TASK].apply(args=[job_id]).get()
     with session_scope(url) as s:
         assert [m.version for m in pm.list_models(s, pid, "personal")] == [1]
@@ -203,7 +204,7 @@ def test_real_analysis_is_scored_and_tilted_heads_are_uncertain(db_url, settings
     ``population_rescore``: every readable bin gets an output, an unreadable one none, and on
     tilted heads (which fer's mini-Xception alone read as sad) the clinician sees "uncertain"."""
     from affectline.settings import Settings
-    from ingest.analysis import run_analysis
+    from ingest.eager import run_analysis
     from ingest.pipeline import Pipeline
     from storage.repo import create_recording, session_bins
 

@@ -64,7 +64,7 @@ def memo(pipeline) -> Memo:
 
 def analyse(db_url, settings, pipeline, session_id: int | None = None, fps: float = FPS, group: str = "Class 7") -> int:
     """Analyse the video as a new session of ``group``, or again as ``session_id`` (a new job)."""
-    from ingest.analysis import run_analysis
+    from ingest.eager import run_analysis
 
     with session_scope(db_url) as s:
         if session_id is None:

@@ -28,7 +28,7 @@ def pipeline():
 
 
 def _run(job_id: int, settings, pipeline) -> None:
-    from ingest.analysis import JobFailed, run_analysis
+    from ingest.eager import JobFailed, run_analysis
 
     try:
         run_analysis(job_id, settings, pipeline=pipeline)

@@ -98,7 +98,7 @@ def _step():
     from recognition.face.expression import ExpressionModel
 
     s = Settings(torch_threads=1)
-    return FaceStep(_load_landmarker(s, "cpu"), ExpressionModel.load(s, device="cpu", threads=1))
+    return FaceStep(_load_landmarker(s, "cpu"), ExpressionModel.load(s, device="cpu"))
 
 
 def _dev_face(label: str = "happy") -> np.ndarray:

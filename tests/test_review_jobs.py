@@ -31,7 +31,7 @@ def pipeline():
 
 
 def analyse(url: str, settings, pipeline, group: str, kind: str) -> int:
-    from ingest.analysis import run_analysis
+    from ingest.eager import run_analysis
 
     with session_scope(url) as s:
         g = get_or_create_group(s, group, kind)

@@ -159,7 +159,7 @@ def pipeline():
 @pytest.mark.parametrize("backend, chunk_seconds", [("decord", 60.0), ("pyav", 60.0), ("decord", 4.0)])
 def test_visible_bins_are_where_the_faces_are(db_url, settings, pipeline, vfr_videos, request, backend, chunk_seconds):
     from affectline.queue import ANALYZE_TASK
-    from ingest.analysis import run_analysis
+    from ingest.eager import run_analysis
     from storage.db import session_scope
     from storage.models import Job, JobStatus, Recording
     from storage.repo import create_job, create_recording, export_frame

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from affectline.task_names import ANALYZE_TASK, RESCORE_TASK
 from storage.db import migrate, session_scope
 from storage.models import Job, JobStatus, TimeBin
 
@@ -68,7 +69,7 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path: Path):
 def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
     """Two workers share one lesson's chunks, then 20 short jobs at once all complete."""
     from tests.services import postgres_server, redis_server
-    from tests.test_faults import Workers, fault_env, submit, wait_job
+    from tests.support import Workers, fault_env, submit, wait_job
 
     with redis_server() as broker, postgres_server() as db:
         env = fault_env(tmp_path, AFFECTLINE_BROKER_URL=broker, AFFECTLINE_DATABASE_URL=db)
@@ -89,7 +90,12 @@ def test_two_workers_on_redis_and_postgres(tmp_path: Path, media_dir: Path):
             logs = [(tmp_path / "logs" / f"w{i}.log").read_text() for i in range(2)]
             assert all("affectline.analyze_chunk" in log for log in logs)  # both workers took chunks
             with session_scope(db) as s:
-                assert [j.status for j in s.scalars(select(Job))] == [JobStatus.done, JobStatus.done]
+                analyses = s.scalars(select(Job).where(Job.task == ANALYZE_TASK).order_by(Job.id)).all()
+                assert [j.status for j in analyses] == [JobStatus.done, JobStatus.done]
+                # each link then queued its session's re-scoring as a job of its own (it may still be running)
+                rescores = s.scalars(select(Job).where(Job.task == RESCORE_TASK)).all()
+                assert sorted(j.session_id for j in rescores) == sorted(j.session_id for j in analyses)
+                assert all(j.status != JobStatus.failed for j in rescores), [j.error for j in rescores]
                 assert s.scalar(select(func.count(func.distinct(TimeBin.session_id)))) == 2
 
             # Many jobs at once: 20 short ones (one chunk each) queued together on the same two workers.

@@ -7,10 +7,10 @@ from datetime import date
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data
+from dashboard import actions, auth, data
 from dashboard.safe import md_text
 from services import admin
-from storage.models import Role, SessionKind
+from affectline.kinds import Role, SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -81,7 +81,7 @@ with groups_tab:
     gname = c1.text_input("New group (a class or a child's caseload)", key="new_group")
     gkind = c2.selectbox("Kind", [k.value for k in SessionKind], key="new_group_kind")
     if c3.button("Create group", key="create_group"):
-        _do(data.admin_create_group, gname, gkind, ok=f"Group {gname.strip()} created.")
+        _do(actions.admin_create_group, gname, gkind, ok=f"Group {gname.strip()} created.")
 
     st.markdown("**Grants**: a teacher sees only classroom groups, a clinician only therapy groups; "
                 "an administrator sees every group without a grant.")  # fmt: skip
@@ -123,7 +123,7 @@ with sessions_tab:
         sid = c1.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="del_session")
         sure = c2.checkbox("Delete its video record, timelines and tags", key="del_session_sure")
         if c3.button("Delete session", disabled=not sure, key="del_session_button"):
-            _do(data.admin_delete_session, sid, ok=f"Session #{sid} deleted.")
+            _do(actions.admin_delete_session, sid, ok=f"Session #{sid} deleted.")
 
 with audit_tab:
     st.caption("Who exported, deleted or changed what, newest first. Entries are never edited or removed.")

