@@ -114,7 +114,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one chunk at a time per worker process
         task_ignore_result=True,  # job state lives in our own tables
         broker_connection_retry_on_startup=True,
-        # `celery -A ingest.tasks beat` (or a worker with -B) deletes expired sessions on this schedule.
+        # `celery -A tasks.app beat` (or a worker with -B) deletes expired sessions on this schedule.
         beat_schedule={"retention": {"task": RETENTION_TASK, "schedule": s.retention_every_s}},
         broker_connection_max_retries=None,  # a Redis restart: keep reconnecting
         worker_cancel_long_running_tasks_on_connection_loss=False,  # leases, not the broker, decide

@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         default=300.0, ge=5, description="Re-send a queued chunk no worker has taken after this long (a lost message)."
     )
     chunk_queue: str = Field(default="celery", min_length=1, description="Celery queue for chunk tasks ('gpu' for GPU workers).")
-    # Review copies (issue 19, ingest/review_copy.py): written only where the group allows video review.
+    # Review copies (issue 19, tasks/review_copy.py): written only where the group allows video review.
     review_height: int = Field(default=360, ge=120, le=1080, description="Height of the review copy in pixels (never above the source's).")
     review_fps: float = Field(
         default=12.5, gt=0, le=60,

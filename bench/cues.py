@@ -54,7 +54,7 @@ def extract(folder: Path, cache: Path) -> dict[str, np.ndarray]:
 
     from affectline.settings import Settings
     from affectline.types import Detections
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     rows = list(csv.DictReader(open(folder / "labels.csv")))
     s = Settings(torch_threads=1)

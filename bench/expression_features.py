@@ -3,11 +3,11 @@ import sys, hashlib, time, types, torch, numpy as np
 torch.set_num_threads(1)
 from pathlib import Path
 from affectline.settings import get_settings
-from ingest.eval_expressions import *
-from ingest.pipeline import _load_landmarker
+from pipeline.eval_expressions import *
+from pipeline.analyse import _load_landmarker
 from recognition.face.expression import ExpressionModel, grey_crops, margin_crops, to_input
 from recognition.face.tfjs import read_graph_model, TFJSGraph
-from ingest.stages.faces import sharpness
+from pipeline.faces import sharpness
 import cv2
 cachef=Path(sys.argv[1]); size=None if sys.argv[2]=='native' else int(sys.argv[2]); n=int(sys.argv[3]) if len(sys.argv)>3 else None
 s=get_settings()

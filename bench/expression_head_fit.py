@@ -10,7 +10,7 @@ from recognition.face.readability import judge, ReadabilityParams
 # The gate both shipped heads were fitted and scored under (the gate's defaults when the first was
 # fitted; main's gate now declines pupil distances < 14 px, i.e. these 24 px faces, at run time).
 GATE=ReadabilityParams(min_iod_px=10.0, min_sharpness=20.0)
-from ingest.eval_expressions import identity_of
+from pipeline.eval_expressions import identity_of
 MI=0; C=0.3; BLOCKS=tuple((sys.argv[3] if len(sys.argv)>3 else 'mx,hu,blend,pose').split(','))
 X=[];Y=[];G=[];S=[]
 for name in sys.argv[2].split(','):

@@ -44,8 +44,8 @@ for m in ("decord", "mediapipe", "dlib", "celery", "av", "pandas", "scipy", "pyd
         __import__(m); print(f"  {m}: present")
     except ImportError:
         print(f"  {m}: absent")
-import ingest.pipeline  # the GPU path must import with what is here
-print("ingest.pipeline imports")
+import pipeline.analyse  # the GPU path must import with what is here
+print("pipeline.analyse imports")
 EOF
 
 echo "== gpu tests"

@@ -43,7 +43,7 @@ from affectline.types import Detections
 from recognition.detection import load_detector
 from recognition.detection.evaluate import Score, score_frame
 from recognition.reid import EMBEDDING_DIM, FaceEmbedder
-from ingest.stages.faces import embed_one_frame
+from pipeline.faces import embed_one_frame
 from recognition.tracking import Tracker, link_chunks
 from recognition.tracking.follow import FaceFollower, embed_then_update
 from recognition.tracking.evaluate import final_ids, identity_figures, label_rows

@@ -89,8 +89,8 @@ def lesson_video(seconds: float, students: int, fps: int = 25) -> Path:
 
 def end_to_end(video: Path, device: str, fps: float) -> dict:
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
-    from ingest.stages.decode import open_video
+    from pipeline.analyse import Pipeline
+    from pipeline.decode import open_video
 
     s = Settings(analysis_fps=fps)
     src = open_video(video)  # decord, or OpenCV where decord is absent (a GPU machine)
@@ -123,8 +123,8 @@ def per_model(device: str, students: int, n_frames: int) -> None:
     """Batched (all faces of ``n_frames`` frames) vs one crop at a time, per face model."""
     from affectline.settings import Settings
     from affectline.types import Detections
-    from ingest.pipeline import _load_embedder, _load_landmarker
-    from ingest.stages.faces import analyze_many
+    from pipeline.analyse import _load_embedder, _load_landmarker
+    from pipeline.faces import analyze_many
     from recognition.face.expression import ExpressionModel
     from tests.realseq import classroom_of
 

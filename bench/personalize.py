@@ -8,7 +8,7 @@ sessions of tagged expressions until there are ``--tags`` tags, plus one untagge
 ``--minutes`` session of 1 s bins. Timed, best of ``--repeat``:
 
 - read: loading all the child's feature series from the database (the baseline);
-- fit: ``ingest.clinic.personalize_person`` end to end (read, tag matching, baseline,
+- fit: ``clinic.personalise.personalize_person`` end to end (read, tag matching, baseline,
   nested grouped 5-fold cross-validation of the personal and population models, final
   fit, storing the version), without activation;
 - re-score: ``rescore_person`` on the long session with the personal model active
@@ -56,7 +56,7 @@ def main() -> None:
     import numpy as np
 
     from affectline.settings import Settings
-    from ingest.clinic import load_series, personalize_person, rescore_person
+    from clinic.personalise import load_series, personalize_person, rescore_person
     from recognition.personal.simulate import simulate_child
     from storage import person_models as pm
     from storage.db import migrate, session_scope

@@ -33,8 +33,8 @@ def peak_rss_mb() -> float:
 def run_one(video: str, fps: float, warmup: bool) -> dict:
     """Child process: decode-only, then end-to-end, on the same video."""
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
-    from ingest.video import VideoSource
+    from pipeline.analyse import Pipeline
+    from pipeline.video import VideoSource
 
     s = Settings(analysis_fps=fps, academic_model="cues")
     src = VideoSource(video)
@@ -65,7 +65,7 @@ def make_long(path: Path, minutes: float) -> Path:
     import av
     import cv2
 
-    from ingest.video import VideoSource
+    from pipeline.video import VideoSource
 
     src = VideoSource(CROWD)
     frames = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for b in src.batches(25.0) for f in b.frames]
@@ -153,7 +153,7 @@ def memory(a: argparse.Namespace) -> None:
         rs, rl = child(str(short), a.memory_fps, False), child(str(long), a.memory_fps, False)
     print(f"[memory] analysed at {a.memory_fps:g} fps, 640x360: 1 min peak RSS {rs['peak_rss_mb']:.0f} MB, "
           f"{a.long_minutes:g} min peak RSS {rl['peak_rss_mb']:.0f} MB, ratio {rl['peak_rss_mb'] / rs['peak_rss_mb']:.2f} (flat = ~1.0)")  # fmt: skip
-    from ingest.video import VideoSource
+    from pipeline.video import VideoSource
 
     c = rl["chunk_rss_mb"]
     print(f"  {a.long_minutes:g} min file, RSS after the first batch of each of its {len(c)} chunks: "

@@ -85,8 +85,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from affectline.settings import Settings
     from affectline.types import EXPRESSION_CLASSES
-    from ingest.pipeline import _load_landmarker
-    from ingest.stages.faces import sharpness
+    from pipeline.analyse import _load_landmarker
+    from pipeline.faces import sharpness
     from recognition.detection import load_detector
     from recognition.face.expression import ExpressionModel
     from recognition.face.readability import iod_from_landmarks, judge

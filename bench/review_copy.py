@@ -33,9 +33,9 @@ from bench.lesson import cpu_s, lesson_video  # noqa: E402
 
 def analyse(p, video: Path, fps: float, chunk_s: float, review_dir: Path | None, settings) -> tuple[float, float, int]:
     """One analysis of ``video`` in chunks; with ``review_dir`` each chunk writes its part, then they are joined."""
-    from ingest.pipeline import chunk_windows
-    from ingest.review_copy import ReviewSpec, chunk_writer, join_parts
-    from ingest.stages.decode import open_video
+    from pipeline.analyse import chunk_windows
+    from tasks.review_copy import ReviewSpec, chunk_writer, join_parts
+    from pipeline.decode import open_video
 
     src = open_video(video)
     info = src.info
@@ -57,8 +57,8 @@ def analyse(p, video: Path, fps: float, chunk_s: float, review_dir: Path | None,
 
 
 def decode_only(video: Path, fps: float, review_dir: Path | None, settings) -> tuple[float, float]:
-    from ingest.review_copy import ReviewSpec, chunk_writer
-    from ingest.stages.decode import open_video
+    from tasks.review_copy import ReviewSpec, chunk_writer
+    from pipeline.decode import open_video
 
     src = open_video(video)
     info = src.info
@@ -74,8 +74,8 @@ def decode_only(video: Path, fps: float, review_dir: Path | None, settings) -> t
 
 def size_per_hour(video: Path, settings, out: Path) -> tuple[float, float]:
     """(MB per hour of video, duration in s) of the review copy of ``video``."""
-    from ingest.review_copy import ReviewSpec, chunk_writer, join_parts
-    from ingest.stages.decode import open_video
+    from tasks.review_copy import ReviewSpec, chunk_writer, join_parts
+    from pipeline.decode import open_video
 
     src = open_video(video)
     info = src.info
@@ -97,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     s = Settings(analysis_fps=args.fps)
     video = lesson_video(args.seconds, args.students)

@@ -270,7 +270,7 @@ def personalize(person: str, activate: bool | None, use_queue: bool, as_json: bo
             raise _fail(e) from None
         click.echo(job_id)
         return
-    from ingest.clinic import personalize_person
+    from clinic.personalise import personalize_person
 
     try:
         out = personalize_person(url, person, get_settings(), activate=activate, actor=me.audit_name)
@@ -320,7 +320,7 @@ def models_list(person: str) -> None:
 @author_option
 def models_rollback(person: str, version: int | None, author: str) -> None:
     """Activate personal model VERSION (default: the one before the active one) and re-score."""
-    from ingest.clinic import rollback_person
+    from clinic.personalise import rollback_person
 
     try:
         v, n = rollback_person(_url(), person, version, get_settings(), actor=_me(author).audit_name)
@@ -334,7 +334,7 @@ def models_rollback(person: str, version: int | None, author: str) -> None:
 @author_option
 def models_calibrate(person: str, author: str) -> None:
     """Refit PERSON's neutral baseline (from baseline tags, else all their bins) and re-score."""
-    from ingest.clinic import calibrate_person
+    from clinic.personalise import calibrate_person
 
     try:
         v, b = calibrate_person(_url(), person, actor=_me(author).audit_name)

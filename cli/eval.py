@@ -42,8 +42,8 @@ def expressions(folder: Path, sizes, sample: int | None, cache: Path | None, as_
     from tqdm import tqdm
 
     from affectline.settings import get_settings
-    from ingest.eval_expressions import EvalInputError, evaluate, read_labels, subsample, table
-    from ingest.pipeline import Pipeline
+    from pipeline.eval_expressions import EvalInputError, evaluate, read_labels, subsample, table
+    from pipeline.analyse import Pipeline
 
     try:
         n = len(subsample(read_labels(folder), sample))

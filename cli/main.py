@@ -131,7 +131,7 @@ def _start_local_worker(log_path: Path) -> subprocess.Popen:
     from affectline.queue import worker_queues
 
     queues = ",".join(worker_queues(get_settings()))
-    cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "--concurrency", "1",
+    cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--pool", "solo", "--concurrency", "1",
            "-Q", queues, "-n", f"local-{os.getpid()}-{time.monotonic_ns()}@%h",
            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +266,7 @@ class _Fps(click.ParamType):
 def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
     """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
     from affectline.kinds import JobStatus
-    from ingest.video import VideoError, VideoSource
+    from pipeline.video import VideoError, VideoSource
     from services import analyses, outage, sessions
     from services import jobs as job_service
 
@@ -297,7 +297,7 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
     workers: list[subprocess.Popen] = []
     try:
         if eager:
-            from ingest.eager import JobFailed, pin_torch_threads, run_analysis
+            from tasks.eager import JobFailed, pin_torch_threads, run_analysis
 
             pin_torch_threads(settings)  # this process runs the models, as a worker process would
             try:
@@ -393,7 +393,7 @@ def worker(concurrency: int, queues: str | None) -> None:
     # The control queue always: a worker that never links would leave its chunks' jobs unfinished.
     given = [q.strip() for q in queues.split(",") if q.strip()] if queues else worker_queues(get_settings())
     q = ",".join(control_first(dict.fromkeys([CONTROL_QUEUE, *given])))
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", *pool, "-Q", q,
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", *pool, "-Q", q,
                               "-n", f"affectline-{os.getpid()}@%h", "--loglevel", "INFO"])  # fmt: skip
 
 
@@ -405,7 +405,7 @@ def beat() -> None:
     _url()
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "ingest.tasks", "beat", "--schedule", str(schedule),
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", "--schedule", str(schedule),
                               "--loglevel", "INFO"])  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 Logs the user in (``dashboard.auth``), then shows only the pages their role allows.
 Pages wire widgets to the tested modules ``dashboard.data`` (reads), ``dashboard.actions``
 (writes, through ``services``), ``dashboard.viewcache`` and ``dashboard.charts``; nothing here
-imports torch, ``recognition``, ``ingest`` or ``storage``.
+imports torch, ``recognition``, ``pipeline``, ``tasks`` or ``storage``.
 """
 
 from __future__ import annotations

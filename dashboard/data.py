@@ -5,7 +5,7 @@ cannot show what its user may not see. Reads are ``st.cache_data`` with a short 
 (``dashboard.actions``) calls ``invalidate``. The session page's chart views are cached apart, under
 the session's fingerprint (``dashboard.viewcache``). The functions work outside a Streamlit run too
 (tests call them directly). The dashboard never imports the worker code, torch, ``recognition``,
-``ingest`` or ``storage``.
+``pipeline``, ``tasks`` or ``storage``.
 """
 
 from __future__ import annotations

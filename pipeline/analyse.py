@@ -2,10 +2,10 @@
 
 Stages, each in its own module:
 
-    decode (ingest.video)  ->  detect + track (recognition.tracking.follow)
-      ->  batched face step (ingest.stages.faces)  ->  windows (ingest.stages.windows)
-      ->  bins (ingest.stages.bins)  ->  chunk result (ingest.stages.chunk)
-      ->  link chunks (ingest.stages.link)
+    decode (pipeline.video)  ->  detect + track (recognition.tracking.follow)
+      ->  batched face step (pipeline.faces)  ->  windows (pipeline.windows)
+      ->  bins (pipeline.bins)  ->  chunk result (pipeline.chunk)
+      ->  link chunks (pipeline.link)
 
 ``Pipeline.analyse_chunk`` analyses one time window of a video on its own (with a few
 seconds of overlap each side) and returns a ``ChunkResult`` a worker can store;
@@ -31,13 +31,13 @@ import pandas as pd
 
 from affectline.settings import Settings, get_settings
 from affectline.types import ACADEMIC_CLASSES, Segment, TimeGrid
-from ingest.stages.bins import READABILITY_CODES, bin_samples, owned_bins
-from ingest.stages.chunk import ChunkResult, ChunkTrack
-from ingest.stages.faces import FaceStep, StageClock, embed_one_frame
-from ingest.stages.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
+from pipeline.bins import READABILITY_CODES, bin_samples, owned_bins
+from pipeline.chunk import ChunkResult, ChunkTrack
+from pipeline.faces import FaceStep, StageClock, embed_one_frame
+from pipeline.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
 from recognition.academic.cues import CUE_INPUTS
-from ingest.stages.decode import Prefetch, open_video
-from ingest.video import VideoSource, sample_indices
+from pipeline.decode import Prefetch, open_video
+from pipeline.video import VideoSource, sample_indices
 from recognition.tracking.follow import full_search_frames
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Pipeline:
     searched near their tracks between whole searches (``Settings.full_search_every_s``)."""
 
     prefetch_batches = 1
-    """Batches decoded ahead on a background thread (``ingest.stages.decode.Prefetch``); 0 = none."""
+    """Batches decoded ahead on a background thread (``pipeline.decode.Prefetch``); 0 = none."""
 
     frames_per_batch = 8
     """Frames decoded, tracked and sent through the face step together (every face of them in one
@@ -186,7 +186,7 @@ class Pipeline:
         self.detector = load_detector(s.detector, s, device=self.device)
         self.embedder = _load_embedder(s, self.device)
         self.landmarker = _load_landmarker(s, self.device)
-        # Torch's threads per process are the entry point's (ingest.eager.pin_torch_threads), not a loader's.
+        # Torch's threads per process are the entry point's (tasks.eager.pin_torch_threads), not a loader's.
         self.expression = load_expression_model(s, device=self.device)
         from recognition.face.readability import ReadabilityParams
 
@@ -220,7 +220,7 @@ class Pipeline:
             if s.academic_model == "clip_caer":
                 raise  # asked for explicitly: say what is missing and where to put it
             return None
-        from ingest.stages.windows import CaerWindows
+        from pipeline.windows import CaerWindows
         from recognition.academic.caer_runner import CaerScorer
         from recognition.academic.clip_caer import ClipCaer
 
@@ -289,11 +289,11 @@ class Pipeline:
 
     def analyse_chunk(self, video: str | Path | VideoSource, index: int, start: float, end: float, fps: float,
                       overlap_s: float = 2.0, hook: Hook | None = None, tap=None) -> ChunkResult:  # fmt: skip
-        """Analyse the window [start, end) of ``video`` as chunk ``index`` (see ``ingest.stages.chunk``).
+        """Analyse the window [start, end) of ``video`` as chunk ``index`` (see ``pipeline.chunk``).
 
         Frames in [start - overlap_s, end + overlap_s) are analysed with a tracker of the
         chunk's own; only bins starting inside the window are returned. ``hook`` gets
-        (fraction of this chunk done, "done/total frames"). ``tap`` (``ingest.video.FrameTap``,
+        (fraction of this chunk done, "done/total frames"). ``tap`` (``pipeline.video.FrameTap``,
         e.g. the review copy's writer) is handed the decoded frames it wants, on the decode thread.
         """
         from recognition.tracking import Tracker, context_box
@@ -411,7 +411,7 @@ class Pipeline:
         inputs = np.zeros((0, len(CUE_INPUTS)), np.float32)
         if own.any():
             o = {key: v[own] for key, v in a.items()}
-            # The chunk's own (absolute) scores; the link step re-reads them against the person (ingest.stages.relative).
+            # The chunk's own (absolute) scores; the link step re-reads them against the person (pipeline.relative).
             inputs = self.cues.inputs(o["blend"], o["pose"], o["expr"], np.ones(int(own.sum()), bool)).astype(np.float32)
             academic, engagement = self.cues.predict_inputs(inputs, np.ones(int(own.sum()), bool))
             if "academic" in o:

@@ -48,7 +48,7 @@ class ChunkTrack:
     overlap_boxes: np.ndarray  # (o, 4) raw detector boxes
     overlap_embeddings: np.ndarray  # (o, 128) NaN where not embedded
     thumbnail: bytes | None = None
-    # The person-relative pass after linking (``ingest.stages.relative``), per sample of ``times``.
+    # The person-relative pass after linking (``pipeline.relative``), per sample of ``times``.
     cue_inputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 9), np.float32))  # (n, len(CUE_INPUTS))
     sharp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n,) Laplacian variance
     readable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) the gate's: may be read

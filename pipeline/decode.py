@@ -1,9 +1,9 @@
 """Decoding: the frames to analyse, sampled at the analysis rate, a small batch at a time.
 
-``open_video`` gives ``ingest.video.VideoSource`` (decord, PyAV fallback) where decord
+``open_video`` gives ``pipeline.video.VideoSource`` (decord, PyAV fallback) where decord
 is installed, and otherwise ``Cv2Source``, which reads with OpenCV alone: a GPU box
 with only torch, numpy and OpenCV can still decode. Both time each frame by its own
-presentation timestamp and sample the same frames (``ingest.video.sample_window``), so
+presentation timestamp and sample the same frames (``pipeline.video.sample_window``), so
 results do not depend on the decoder that read them.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from affectline.types import VideoInfo
-from ingest.video import FrameBatch, VideoError, VideoSource, frame_times, sample_window
+from pipeline.video import FrameBatch, VideoError, VideoSource, frame_times, sample_window
 
 
 def open_video(path: str | Path):
@@ -82,7 +82,7 @@ class Cv2Source:
 
     def batches(self, fps: float, batch_size: int = 8, start: float = 0.0, end: float | None = None,
                 tap=None) -> Iterator[FrameBatch]:  # fmt: skip
-        """As ``VideoSource.batches``; ``tap`` (``ingest.video.FrameTap``) gets the frames it wants, sampled or not."""
+        """As ``VideoSource.batches``; ``tap`` (``pipeline.video.FrameTap``) gets the frames it wants, sampled or not."""
         import cv2
 
         idx, _ = self.sample(fps, start, end)

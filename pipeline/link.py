@@ -7,7 +7,7 @@ motion and appearance for what the overlap did not settle (someone who left and 
 back later: ``link_chunks``). A person's timeline is the concatenation of its chunk
 tracks' bins (each chunk owns the bins that start in its window), with 'no face' bins
 filled in between, each chunk track's scores first re-read against the person's own
-baseline over the whole session (``ingest.stages.relative``). The work and memory here are bounded by persons x bins; sample arrays
+baseline over the whole session (``pipeline.relative``). The work and memory here are bounded by persons x bins; sample arrays
 are carried along only when asked (``with_samples``), for in-process runs.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from affectline.types import TimeGrid, VideoInfo
-from ingest.stages.bins import absent_bins
-from ingest.stages.chunk import ChunkResult, ChunkTrack
-from ingest.stages.relative import CueSamples, relative_parts
+from pipeline.bins import absent_bins
+from pipeline.chunk import ChunkResult, ChunkTrack
+from pipeline.relative import CueSamples, relative_parts
 
 CONFIRM_SCORE = 0.95
 """A track counts as a person once the landmarker confirmed a face in it at least once, or
@@ -43,7 +43,7 @@ class PersonTrack:
     features: np.ndarray
     thumbnail: bytes | None = None
     sources: list[tuple[int, int]] = field(default_factory=list)  # (chunk index, chunk-local track id)
-    cue_samples: CueSamples | None = None  # for a re-read against a clinician's baseline (ingest.analysis.store)
+    cue_samples: CueSamples | None = None  # for a re-read against a clinician's baseline (tasks.store.store)
 
 
 @dataclass
@@ -142,7 +142,7 @@ def link_chunk_results(chunks: list[ChunkResult], info: VideoInfo, fps: float, s
     for key, (_, gid, parts) in enumerate(sorted(persons, key=lambda p: (p[0], p[1]))):
         parts.sort(key=lambda p: p[1].times[0])
         trs = [p for _, p in parts]
-        # Scores read against this person's own session baseline (ingest.stages.relative).
+        # Scores read against this person's own session baseline (pipeline.relative).
         trs, _ = relative_parts(trs, model, grid, academic)
         bins, feats = _timeline(trs, grid, info.duration, absent)
         valid = [np.asarray(p.embedding, np.float32) for p in trs if np.isfinite(p.embedding).all()]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from affectline.types import ACADEMIC_CLASSES, TimeGrid
-from ingest.stages.bins import bin_mean
+from pipeline.bins import bin_mean
 from recognition.academic.cues import CUE_INPUTS, CueBaseline, CueModel
 
 _ACAD = [c.lower() for c in ACADEMIC_CLASSES]

@@ -1,8 +1,8 @@
 """A clinician's model operations from the dashboard: personalise a child, activate or roll back a version.
 
-The fitting and re-scoring run in the worker (``ingest.tasks_clinic``, torch-free but heavy): here a
+The fitting and re-scoring run in the worker (``tasks.clinic``, torch-free but heavy): here a
 ``jobs`` row is committed and the task is sent by name (``affectline.queue``), so the caller shows
-the job's progress and never imports ``ingest``. Activation and rollback change which stored version
+the job's progress and never imports ``tasks`` or ``clinic``. Activation and rollback change which stored version
 is active (``storage.person_models``, audited there) and then queue the re-scoring of the child's
 bins. Every request is audited with the actor's name.
 """

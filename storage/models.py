@@ -184,7 +184,7 @@ class JobChunk(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[bytes | None] = mapped_column(LargeBinary)  # ingest.stages.chunk.ChunkResult.to_bytes()
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)  # pipeline.chunk.ChunkResult.to_bytes()
 
 
 class Track(Base):

@@ -5,7 +5,7 @@ it created (``storage.repo.replace_analysis``). A human's word must outlive that
 
 - an *enrolled* person belongs to the group (``origin_session_id`` is None) and carries
   face embeddings (``PersonEmbedding``); every later analysis of the group matches tracks
-  against them (``ingest.analysis.store``);
+  against them (``tasks.store.store``);
 - a correction that moves a track (or part of one) to another person is also recorded as
   an ``IdentityOverride`` keyed by appearance: session, time range and the track's
   embedding. The next analysis of that session gives the matching new track (or its

@@ -1,7 +1,7 @@
 """Review copies: whether a group keeps one, where it lies, and who may fetch it.
 
 A review copy is a browser-playable MP4 (H.264, AAC audio when the source has sound) written by
-the analysis from the frames it decodes (``ingest.review_copy``). It is a video of the people in
+the analysis from the frames it decodes (``tasks.review_copy``). It is a video of the people in
 the room, so it exists only where the group allows it (``Group.video_review``; None = the
 kind's default: on for therapy, off for classrooms until the school turns it on), lies in the
 session's folder of derived files (``storage.retention.session_files``: deleted with the session

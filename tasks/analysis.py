@@ -2,7 +2,7 @@
 
 - **plan** (``ANALYZE_TASK``): opens the video, cuts it into chunk windows, writes one
   row per chunk (``storage.jobs.plan_chunks``) and sends the chunks as a ``group``.
-- **chunk** (``CHUNK_TASK``): ``ingest.chunks.run_chunk`` on any worker.
+- **chunk** (``CHUNK_TASK``): ``tasks.chunks.run_chunk`` on any worker.
 - **link** (``LINK_TASK``): sent by whichever chunk finishes last (``storage.jobs.start_link``
   is true exactly once); stitches identities, stores the timelines in one transaction, marks
   the job done, then queues the session's re-scoring for the clinicians as a job of its own
@@ -32,7 +32,7 @@ from typing import Callable
 
 from affectline.task_names import ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, RESCORE_TASK
 from affectline.settings import MAX_ANALYSIS_FPS, Settings, analysis_fps_problem, get_settings
-from ingest.chunks import Heartbeat, owner_dead, owner_id, with_db
+from tasks.chunks import Heartbeat, owner_dead, owner_id, with_db
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, Recording
@@ -53,7 +53,7 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
     keys = ("chunk_seconds", "bin_seconds", "detector", "min_face_px", "min_face_frac", "full_search_every_s",
             "follow", "landmarker", "academic_model", "caer_checkpoint", "embedder", "store_thumbnails",
             "readable_min_iod_px", "readable_max_yaw", "readable_max_pitch", "readable_min_sharpness")  # fmt: skip
-    from ingest.stages.chunk import FORMAT
+    from pipeline.chunk import FORMAT
     from recognition.academic.cues import CueModel
 
     # "gate": chunk results carry the readability gate's columns since issue 17; the chunk format and
@@ -97,7 +97,7 @@ def job_shape(params: dict, s: Settings) -> tuple[float, float, float]:
     first plan takes ``AFFECTLINE_CHUNK_SECONDS`` / ``AFFECTLINE_BIN_SECONDS`` of the worker
     that plans and records them (``analysis_fps`` likewise, from the submitter). Chunks, the
     link and any re-plan read the recorded values, never their own environment."""
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     chunk_s = float(params.get("chunk_seconds") or s.chunk_seconds)
     overlap = float(params.get("overlap_s", Pipeline.chunk_overlap_s))
@@ -112,8 +112,8 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
     Returns ([], False, None) when the job is not ours to plan (done, taken, gone). Bad input
     fails the job with a one-line error.
     """
-    from ingest.pipeline import chunk_windows
-    from ingest.video import VideoError, VideoSource
+    from pipeline.analyse import chunk_windows
+    from pipeline.video import VideoError, VideoSource
 
     s_ = settings or get_settings()
     url, me = s_.resolved_database_url, owner_id()
@@ -182,9 +182,9 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
              send_rescore: Callable[[int], None] | None = None) -> bool:
     """Stitch the job's chunks, store the session's timelines and finish the job; then queue the session's
     re-scoring job (``send_rescore(job id)``; None: run it here). False when the link is not ours to do."""
-    from ingest.analysis import JobFailed, store
-    from ingest.chunks import load_results
-    from ingest.stages.link import link_chunk_results
+    from tasks.store import JobFailed, store
+    from tasks.chunks import load_results
+    from pipeline.link import link_chunk_results
 
     s_ = settings or get_settings()
     url, me, lease = s_.resolved_database_url, owner_id(), s_.lease_seconds
@@ -213,7 +213,7 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
             out = link_chunk_results(results, results[0].info, float(params["analysis_fps"]), s_)
             del results
             store(url, session_id, out, s_)
-            from ingest.review_copy import finish_for_job
+            from tasks.review_copy import finish_for_job
 
             with session_scope(url) as s:
                 video = s.get(Recording, session_id).video_path
@@ -237,7 +237,7 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
     # own, so a re-scoring error fails that job, never the analysis whose timelines are stored.
     rescore = with_db(url, lambda s: create_job(s, RESCORE_TASK, session_id=session_id, params={"why": "analysed"}).id)
     if send_rescore is None:
-        from ingest.tasks_clinic import run_rescore_job
+        from tasks.clinic import run_rescore_job
 
         run_rescore_job(rescore, s_)  # in this process (--eager), after the analysis is done
     else:
@@ -253,7 +253,7 @@ def run_link(job_id: int, settings: Settings | None = None, hook: Hook | None = 
 
 def run_job_here(job_id: int, settings: Settings | None = None, hook: Hook | None = None, pipeline=None) -> None:
     """Plan, every chunk and the link in this process: the same code and rows as on workers."""
-    from ingest.chunks import run_chunk
+    from tasks.chunks import run_chunk
 
     s_ = settings or get_settings()
     todo, link, _ = run_plan(job_id, s_)

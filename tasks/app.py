@@ -1,12 +1,12 @@
-"""Celery tasks. Start a worker with ``celery -A ingest.tasks worker`` (or ``affectline worker``).
+"""Celery tasks. Start a worker with ``celery -A tasks.app worker`` (or ``affectline worker``).
 
 Tasks take ids, re-read their rows and lease them (``storage.jobs``), so a message
 delivered twice is done once and a message lost with a dead worker is sent again by the
-reaper that runs in every worker (``ingest.jobs.Reaper``), for every kind of job.
+reaper that runs in every worker (``tasks.analysis.Reaper``), for every kind of job.
 
 Importing this module does nothing: the app (broker connection settings, the embedded broker's
 folder and queues, every task) is built on first use of ``app`` / ``get_app()``, which is what
-``celery -A ingest.tasks`` reads.
+``celery -A tasks.app`` reads.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _define(app: Celery) -> None:
     @app.task(name=ANALYZE_TASK, **retry)
     def analyze_session(job_id: int) -> str:
         """Plan the job and send its chunks as a group (the link follows the last chunk)."""
-        from ingest.jobs import run_plan, send, send_chunks
+        from tasks.analysis import run_plan, send, send_chunks
         from storage.jobs import Resend
 
         todo, link, queue = run_plan(job_id)
@@ -48,8 +48,8 @@ def _define(app: Celery) -> None:
 
     @app.task(name=CHUNK_TASK, **retry)
     def analyze_chunk(chunk_id: int) -> str:
-        from ingest.chunks import run_chunk
-        from ingest.jobs import send
+        from tasks.chunks import run_chunk
+        from tasks.analysis import send
         from storage.jobs import Resend
 
         out = run_chunk(chunk_id)
@@ -59,7 +59,7 @@ def _define(app: Celery) -> None:
 
     @app.task(name=LINK_TASK, **retry)
     def link_job(job_id: int) -> str:
-        from ingest.jobs import run_link
+        from tasks.analysis import run_link
 
         done = run_link(job_id, send_rescore=lambda jid: app.send_task(RESCORE_TASK, args=[jid]))
         return "linked" if done else "skipped"
@@ -68,8 +68,8 @@ def _define(app: Celery) -> None:
 @lru_cache(maxsize=1)
 def get_app() -> Celery:
     """The workers' Celery app with every task registered (built once, on first use)."""
-    from ingest.tasks_clinic import register as register_clinic  # an ImportError here is a broken install: raised
-    from ingest.tasks_retention import register as register_retention
+    from tasks.clinic import register as register_clinic  # an ImportError here is a broken install: raised
+    from tasks.retention import register as register_retention
 
     app = make_celery()
     _define(app)
@@ -79,7 +79,7 @@ def get_app() -> Celery:
 
 
 def __getattr__(name: str):
-    if name == "app":  # ``celery -A ingest.tasks`` looks up ``ingest.tasks.app``
+    if name == "app":  # ``celery -A tasks.app`` looks up ``tasks.app.app``
         return get_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -88,14 +88,14 @@ def __getattr__(name: str):
 @worker_process_init.connect
 def _pin_threads(**_):
     """A worker (solo pool) or each prefork child: torch threads as ``AFFECTLINE_TORCH_THREADS`` says."""
-    from ingest.eager import pin_torch_threads
+    from tasks.eager import pin_torch_threads
 
     pin_torch_threads(app_settings())
 
 
 @worker_ready.connect
 def _start_reaper(sender=None, **_):
-    from ingest.jobs import Reaper
+    from tasks.analysis import Reaper
 
     _reaper.append(Reaper(get_app()).start())
     log.info("reaper started")

@@ -130,8 +130,8 @@ class ChunkOutcome:
 def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
               hook: Callable[[float, str], None] | None = None) -> ChunkOutcome:  # fmt: skip
     """Analyse chunk ``chunk_id`` if it is ours to do. Never raises for bad input: the job is failed instead."""
-    from ingest.analysis import get_pipeline
-    from ingest.video import VideoError, VideoSource
+    from tasks.store import get_pipeline
+    from pipeline.video import VideoError, VideoSource
 
     s_ = settings or get_settings()
     url, me, lease = s_.resolved_database_url, owner_id(), s_.lease_seconds
@@ -177,7 +177,7 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
                     hook(hb.progress, message)
 
             src = VideoSource(video)
-            # The job's shape as its plan recorded it (ingest.jobs.job_shape), not this worker's env:
+            # The job's shape as its plan recorded it (tasks.analysis.job_shape), not this worker's env:
             # a worker with another AFFECTLINE_BIN_SECONDS still cuts the job's bins.
             fps = float(params.get("analysis_fps") or s_.analysis_fps)
             if not (math.isfinite(fps) and fps > 0):
@@ -229,8 +229,8 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
 
 
 def _review_writer(s_: Settings, src, session_id: int, job_id: int, params: dict, idx: int, t0: float, t1: float):
-    """The writer of this chunk's part of the review copy (``ingest.review_copy``)."""
-    from ingest.review_copy import ReviewSpec, chunk_writer, part_path
+    """The writer of this chunk's part of the review copy (``tasks.review_copy``)."""
+    from tasks.review_copy import ReviewSpec, chunk_writer, part_path
 
     info = src.info
     spec = ReviewSpec(info.fps, info.width, info.height, s_.review_fps, s_.review_height)
@@ -239,7 +239,7 @@ def _review_writer(s_: Settings, src, session_id: int, job_id: int, params: dict
 
 
 def _close_review(writer, chunk_id: int) -> None:
-    from ingest.review_copy import ReviewCopyError
+    from tasks.review_copy import ReviewCopyError
 
     try:
         writer.close()
@@ -249,7 +249,7 @@ def _close_review(writer, chunk_id: int) -> None:
 
 def load_results(url: str, job_id: int, version: str):
     """The job's stored chunk results, decoded one row at a time, in chunk order."""
-    from ingest.stages.chunk import ChunkResult
+    from pipeline.chunk import ChunkResult
 
     with session_scope(url) as s:
         ids = [c.id for c in jobs.job_chunks(s, job_id, version)]

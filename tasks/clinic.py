@@ -1,4 +1,4 @@
-"""Celery tasks for the clinicians' models; ``ingest.tasks`` calls ``register(app)``.
+"""Celery tasks for the clinicians' models; ``tasks.app`` calls ``register(app)``.
 
 Both take a job id only and re-read everything: the ``jobs`` row says which person
 (and, for re-scoring, which session) and carries ``params``. Both lease their job as the analysis
@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from affectline.settings import Settings, get_settings
 from affectline.task_names import PERSONALIZE_TASK, RESCORE_TASK
-from ingest.chunks import Heartbeat, owner_dead, owner_id, with_db
+from tasks.chunks import Heartbeat, owner_dead, owner_id, with_db
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, JobStatus
@@ -79,7 +79,7 @@ def _leased(job_id: int, settings: Settings, message: str, work: Callable[[str],
 
 def run_personalize_job(job_id: int, settings: Settings | None = None) -> None:
     """Personalise ``job.person_id`` (params: ``activate`` true/false/null, ``actor``)."""
-    from ingest.clinic import personalize_person
+    from clinic.personalise import personalize_person
 
     settings = settings or get_settings()
     person_id, _, params, _ = _job(settings.resolved_database_url, job_id)
@@ -97,7 +97,7 @@ def run_personalize_job(job_id: int, settings: Settings | None = None) -> None:
 def run_rescore_job(job_id: int, settings: Settings | None = None) -> None:
     """Re-score ``job.person_id`` (optionally only ``job.session_id``), or, with no person,
     every person of ``job.session_id`` (queued by the link once a session's timelines are stored)."""
-    from ingest.clinic import population_rescore, rescore_person
+    from clinic.personalise import population_rescore, rescore_person
 
     settings = settings or get_settings()
     person_id, session_id, _, _ = _job(settings.resolved_database_url, job_id)

@@ -1,14 +1,14 @@
 """Run one analysis job in this process (``affectline analyze --eager``, tests): plan, chunks, link.
 
-The same rows, leases and code as on workers (``ingest.jobs.run_job_here``).
+The same rows, leases and code as on workers (``tasks.analysis.run_job_here``).
 """
 
 from __future__ import annotations
 
 from affectline.settings import Settings, get_settings
-from ingest.analysis import JobFailed
-from ingest.jobs import run_job_here
-from ingest.pipeline import Pipeline
+from tasks.store import JobFailed
+from tasks.analysis import run_job_here
+from pipeline.analyse import Pipeline
 from storage.db import session_scope
 from storage.models import Job, JobStatus
 
@@ -27,7 +27,7 @@ def pin_torch_threads(settings: Settings | None = None) -> int:
 
 
 def run_analysis(job_id: int, settings: Settings | None = None, hook=None, pipeline: Pipeline | None = None) -> None:
-    """Do job ``job_id`` in this process: plan, its chunks, then the link (``ingest.jobs``).
+    """Do job ``job_id`` in this process: plan, its chunks, then the link (``tasks.analysis``).
 
     The same rows, leases and code as on workers. Raises JobFailed with the job's one-line
     error when it did not end done. ``pipeline`` defaults to this process's cached one.

@@ -1,4 +1,4 @@
-"""The retention task; ``ingest.tasks`` calls ``register(app)``, and the beat schedule in
+"""The retention task; ``tasks.app`` calls ``register(app)``, and the beat schedule in
 ``affectline.queue`` sends it every ``Settings.retention_every_s`` seconds.
 
 Idempotent and safe to overlap: each expired session is deleted in its own transaction, a

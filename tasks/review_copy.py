@@ -3,7 +3,7 @@
 Decoding 1080p is the expensive part of reading a video (~6x real time on 2 cores), so the copy
 is not a second decode: the decoder hands every k-th source frame (``frame_step``: 12.5 fps from
 a 25 fps source by default, ``Settings.review_fps``) to a ``ReviewWriter`` through its tap
-(``ingest.video.FrameTap``), which shrinks it to ``Settings.review_height`` (360 px) on the
+(``pipeline.video.FrameTap``), which shrinks it to ``Settings.review_height`` (360 px) on the
 decoder's thread and encodes it with libx264 on a thread of its own. The frames the 4 fps analysis
 samples are already converted to RGB; the others cost one colour conversion each instead of a skip.
 
@@ -87,7 +87,7 @@ class ReviewSpec:
 class ReviewWriter:
     """Writes the frames of source indices [first, end) that fall on the review grid into ``path``.
 
-    ``wants``/``put`` are called by the decoder (``ingest.video.FrameTap``), in index order;
+    ``wants``/``put`` are called by the decoder (``pipeline.video.FrameTap``), in index order;
     ``close()`` finishes the file and renames it into place, ``abort()`` removes what was written.
     The encoder runs on its own thread behind a small queue (the decoder waits when it is full).
     """
@@ -105,7 +105,7 @@ class ReviewWriter:
         self._thread = threading.Thread(target=self._run, name="affectline-review", daemon=True)
         self._thread.start()
 
-    # --- the decoder's side (ingest.video.FrameTap) ------------------------------------------
+    # --- the decoder's side (pipeline.video.FrameTap) ------------------------------------------
 
     @property
     def until(self) -> int | None:

@@ -1,6 +1,6 @@
 """Run one analysis job end to end: job row -> pipeline -> stored timelines.
 
-The chunked job itself is ``ingest.jobs`` (plan -> chunks -> link; ``ingest.eager`` runs one in
+The chunked job itself is ``tasks.analysis`` (plan -> chunks -> link; ``tasks.eager`` runs one in
 this process); this module keeps what the chunk and link tasks use: the per-process pipeline and
 ``store``. It imports neither, so the job modules import it and not the other way round. Idempotent: re-running a job replaces the session's earlier results in one
 transaction, and a failure leaves whatever was stored before untouched.
@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 
 from affectline.settings import Settings
-from ingest.pipeline import Pipeline, PipelineOutput
+from pipeline.analyse import Pipeline, PipelineOutput
 from storage.db import from_blob, session_scope
 from storage.models import Person, PersonEmbedding, Recording
 from storage.repo import AnalysisResult, TrackRecord, replace_analysis
@@ -92,12 +92,12 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
 def _reread_against_clinicians(s, records: list[TrackRecord], out: PipelineOutput) -> None:
     """A child with an active calibration baseline (``affectline calibrate``: a clinician's
     baseline segments, or all their bins) has their academic emotions and engagement read
-    against it instead of this session's median (``ingest.stages.relative``)."""
+    against it instead of this session's median (``pipeline.relative``)."""
     from recognition.academic.cues import CueModel
     from recognition.personal.calibration import Baseline
     from storage import person_models as pm
     from affectline.types import TimeGrid
-    from ingest.stages.relative import clinician_baseline, reread_bins
+    from pipeline.relative import clinician_baseline, reread_bins
 
     model = CueModel()
     if out.academic_model != f"{model.name}@{model.sha256[:12]}":

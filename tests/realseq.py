@@ -249,7 +249,7 @@ class TrackRun:
 def run_tracker(frames, times, detections, embedder, config=None, embed_all: bool = False) -> TrackRun:
     """Track precomputed ``detections`` over ``frames``, embedding only what the tracker asks for
     (the pipeline's own per-frame rule, ``recognition.tracking.follow.embed_then_update``)."""
-    from ingest.stages.faces import embed_one_frame
+    from pipeline.faces import embed_one_frame
     from recognition.tracking import Tracker
     from recognition.tracking.follow import embed_then_update
 

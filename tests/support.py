@@ -46,7 +46,7 @@ class Workers:
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "celery", "-A", "ingest.tasks", "worker", "--pool", "solo", "-n", f"{name}@%h",
+        cmd = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--pool", "solo", "-n", f"{name}@%h",
                "-Q", "affectline.control,celery", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
         p = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.logs / f"{name}.log", "ab"),
                              stderr=subprocess.STDOUT)  # fmt: skip
@@ -213,7 +213,7 @@ def same_persons(single, chunked) -> None:
         flipped += int((a.loc[common, "face_visible"] != b.loc[common, "face_visible"]).sum())
         bins += len(common)
         e = (a.loc[common, "engagement"] - b.loc[common, "engagement"]).abs().dropna()
-        # Engagement is read against the person's baseline (ingest.stages.relative): where a chunk's own
+        # Engagement is read against the person's baseline (pipeline.relative): where a chunk's own
         # tracker lands a face a little differently, the readability gate can judge a sample near its
         # size threshold otherwise, and with 3-5 readable seconds that moves the baseline (measured on
         # the crowd in 1 s chunks: per-person medians 0.00-0.074, 1 bin in 5 judged otherwise).

@@ -83,7 +83,7 @@ def test_bad_videos_fail_the_job_in_one_line(tmp_path: Path, media_dir: Path, ca
 
 
 def test_a_jpeg_renamed_mp4_is_still_refused(tmp_path: Path, media_dir: Path):
-    from ingest.video import VideoError, VideoSource
+    from pipeline.video import VideoError, VideoSource
 
     fake = tmp_path / "lesson.mp4"
     fake.write_bytes((media_dir / "group_multiface.jpg").read_bytes())
@@ -133,22 +133,22 @@ def test_a_text_file_named_mp4_prints_only_the_one_line(tmp_path: Path):
     assert lines[0].startswith(f"Error: {bad}: is not a video file or is damaged")
     # Verbose: the decoder's lines are there, in the debug log, for whoever asks.
     rc, _, stderr = run_cli(tmp_path, "-v", "analyze", str(bad), "--eager")
-    assert rc == 1 and "moov atom not found" in stderr and "DEBUG ingest.video: decoder:" in stderr
+    assert rc == 1 and "moov atom not found" in stderr and "DEBUG pipeline.video: decoder:" in stderr
 
 
 def test_the_decoder_guard_keeps_other_messages(tmp_path: Path):
     """Holding fd 2 while a file is probed must not swallow what anything else writes meanwhile."""
     code = ("import os, sys\n"
-            "from ingest.video import _quiet_stderr\n"
+            "from pipeline.video import _quiet_stderr\n"
             "with _quiet_stderr():\n"
             "    os.write(2, b'[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55c08f4f2700] moov atom not found\\n')\n"
             "    os.write(2, b'[18:56:35] /github/workspace/src/video/video_reader.cc:83: ERROR opening: x.mp4\\n')\n"
-            "    print('WARNING ingest.chunks: lease renewal failed', file=sys.stderr)\n"
+            "    print('WARNING tasks.chunks: lease renewal failed', file=sys.stderr)\n"
             "print('after', file=sys.stderr)\n")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), cwd=ROOT, capture_output=True, text=True,
                        timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stderr.splitlines() == ["WARNING ingest.chunks: lease renewal failed", "after"]
+    assert r.stderr.splitlines() == ["WARNING tasks.chunks: lease renewal failed", "after"]
 
 
 @pytest.mark.parametrize(("name", "value"), [("AFFECTLINE_ANALYSIS_FPS", "fast"), ("AFFECTLINE_CHUNK_SECONDS", "nan"),
@@ -211,7 +211,7 @@ def test_deleting_a_session_while_it_is_analysed_is_refused(tmp_path: Path):
 
 def test_a_session_deleted_under_a_running_job_fails_it_cleanly(tmp_path: Path):
     """The dashboard's admin may still force a deletion: the link then stores nothing and says why."""
-    from ingest.analysis import JobFailed, store
+    from tasks.store import JobFailed, store
     from storage import repo
 
     sid = _session_with_bins(tmp_path)

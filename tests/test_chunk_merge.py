@@ -144,7 +144,7 @@ def test_a_chain_of_lookalikes_does_not_merge_two_different_people():
 @lru_cache(maxsize=4)
 def _pipeline_run(video: str, chunk_seconds: float, overlap_s: float = 1.0):
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     msgs: list[tuple[float, str]] = []
     with Pipeline(Settings(academic_model="cues", chunk_seconds=chunk_seconds), device="cpu") as p:
@@ -178,8 +178,8 @@ def test_chunked_pipeline_gives_the_persons_and_bins_of_a_single_pass():
 
 def test_a_chunk_result_survives_bytes_and_links_alone():
     from affectline.settings import Settings
-    from ingest.pipeline import ChunkResult, Pipeline, link_chunk_results
-    from ingest.video import VideoSource
+    from pipeline.analyse import ChunkResult, Pipeline, link_chunk_results
+    from pipeline.video import VideoSource
 
     src = VideoSource(realseq.MEDIA / "two_people_head_turns_270p.mp4")
     with Pipeline(Settings(academic_model="cues", store_thumbnails=True), device="cpu") as p:

@@ -80,7 +80,7 @@ def test_owner_dead_knows_live_gone_and_zombie_processes():
     import os
     import socket
 
-    from ingest.chunks import owner_dead, owner_id
+    from tasks.chunks import owner_dead, owner_id
 
     host = socket.gethostname()
     assert not owner_dead(owner_id())
@@ -183,8 +183,8 @@ def test_chunked_job_equals_one_pass_on_real_footage(tmp_path: Path, media_dir: 
     """The real pipeline, cut into 1 s chunks through the job rows, finds the persons one pass finds,
     with every bin of the clip exactly once per person."""
     from affectline.settings import Settings
-    from ingest.analysis import get_pipeline
-    from ingest.eager import run_analysis
+    from tasks.store import get_pipeline
+    from tasks.eager import run_analysis
     from services.actor import operator
     from services.analyses import create_analysis
     from storage.db import migrate
@@ -326,10 +326,10 @@ def test_retried_job_equals_an_uninterrupted_run_and_keeps_no_chunk_results(tmp_
     """Real footage in 1 s chunks: one job straight through; another failed after its first chunk
     (its stored result kept), retried and finished here. Same bins; no chunk result left."""
     from affectline.settings import Settings
-    from ingest.analysis import get_pipeline
-    from ingest.eager import run_analysis
-    from ingest.chunks import run_chunk
-    from ingest.jobs import run_job_here, run_plan
+    from tasks.store import get_pipeline
+    from tasks.eager import run_analysis
+    from tasks.chunks import run_chunk
+    from tasks.analysis import run_job_here, run_plan
     from services.actor import operator
     from services.analyses import create_analysis
     from storage.db import migrate
@@ -381,7 +381,7 @@ def test_retried_job_equals_an_uninterrupted_run_and_keeps_no_chunk_results(tmp_
 
 def test_a_retry_planned_by_a_worker_with_another_env_keeps_the_recorded_shape(tmp_path: Path, media_dir: Path):
     from affectline.settings import Settings
-    from ingest.jobs import run_plan
+    from tasks.analysis import run_plan
     from services.actor import operator
     from services.analyses import create_analysis
     from storage.db import migrate
@@ -411,9 +411,9 @@ def test_a_retry_planned_by_a_worker_with_another_env_keeps_the_recorded_shape(t
 
 def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, monkeypatch, media_dir: Path):
     """The worker's AFFECTLINE_BIN_SECONDS=2 does not change a job planned with 1 s bins."""
-    import ingest.analysis
+    import tasks.store
     from affectline.settings import Settings
-    from ingest.chunks import run_chunk
+    from tasks.chunks import run_chunk
 
     jid, (c0, *_r) = _job(db_url)
     with session_scope(db_url) as s:
@@ -431,7 +431,7 @@ def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, m
         seen["bin_seconds"] = settings.bin_seconds
         return Fake()
 
-    monkeypatch.setattr(ingest.analysis, "get_pipeline", fake_pipeline)
+    monkeypatch.setattr(tasks.store, "get_pipeline", fake_pipeline)
     worker = Settings(data_dir=Path(db_url.removeprefix("sqlite:///")).parent, bin_seconds=2.0, analysis_fps=4.0)
     assert run_chunk(c0, worker).status == "done"
     assert seen == {"bin_seconds": 1.0, "fps": 2.0, "overlap": 2.0}
@@ -472,7 +472,7 @@ def test_the_result_version_changes_with_every_setting_that_changes_results():
     """Chunk results are reused under the same version only: a switch of landmarker, of how faces
     are followed or of the detector must not reuse chunks analysed the other way."""
     from affectline.settings import Settings
-    from ingest.jobs import pipeline_version
+    from tasks.analysis import pipeline_version
 
     base = Settings()
     v = pipeline_version(base, 4.0, 2.0)

@@ -26,9 +26,9 @@ from storage.models import Job, JobStatus, SessionKind
 @pytest.fixture()
 def linkable(db_url, monkeypatch):
     """An analysis job in its link phase whose chunks 'link' to two tracks (the heavy parts stubbed)."""
-    import ingest.analysis
-    import ingest.chunks
-    import ingest.stages.link
+    import tasks.store
+    import tasks.chunks
+    import pipeline.link
 
     with session_scope(db_url) as s:
         g = repo.get_or_create_group(s, "Room 9", SessionKind.classroom).id
@@ -37,10 +37,10 @@ def linkable(db_url, monkeypatch):
         job.phase = "link"
         jid = job.id
     stored = []
-    monkeypatch.setattr(ingest.chunks, "load_results", lambda url, job_id, version: [SimpleNamespace(info=None)])
-    monkeypatch.setattr(ingest.stages.link, "link_chunk_results",
+    monkeypatch.setattr(tasks.chunks, "load_results", lambda url, job_id, version: [SimpleNamespace(info=None)])
+    monkeypatch.setattr(pipeline.link, "link_chunk_results",
                         lambda results, info, fps, st: SimpleNamespace(tracks=[1, 2]))  # fmt: skip
-    monkeypatch.setattr(ingest.analysis, "store", lambda url, rid, out, st: stored.append(rid))
+    monkeypatch.setattr(tasks.store, "store", lambda url, rid, out, st: stored.append(rid))
     return SimpleNamespace(url=db_url, session=sid, job=jid, stored=stored)
 
 
@@ -52,13 +52,13 @@ def _jobs(url: str, task: str) -> list[Job]:
 
 
 def test_a_rescoring_error_does_not_fail_an_analysis_whose_timelines_are_stored(linkable, settings, monkeypatch):
-    import ingest.clinic
-    from ingest.jobs import run_link
+    import clinic.personalise
+    from tasks.analysis import run_link
 
     def broken(url, session_id, st=None):
         raise RuntimeError("population model file is corrupt")
 
-    monkeypatch.setattr(ingest.clinic, "population_rescore", broken)
+    monkeypatch.setattr(clinic.personalise, "population_rescore", broken)
     assert run_link(linkable.job, settings)  # no sender: the re-scoring runs here, after the job is done
     assert linkable.stored == [linkable.session]
     (analysis,) = _jobs(linkable.url, ANALYZE_TASK)
@@ -72,7 +72,7 @@ def test_a_rescoring_error_does_not_fail_an_analysis_whose_timelines_are_stored(
 
 
 def test_the_link_queues_the_rescoring_by_task_name_after_finishing(linkable, settings):
-    from ingest.jobs import run_link
+    from tasks.analysis import run_link
 
     sent = []
 
@@ -86,11 +86,11 @@ def test_the_link_queues_the_rescoring_by_task_name_after_finishing(linkable, se
 
 
 def test_a_clinic_job_is_leased_so_a_second_delivery_does_nothing(db_url, settings, monkeypatch):
-    import ingest.clinic
-    from ingest.tasks_clinic import run_rescore_job
+    import clinic.personalise
+    from tasks.clinic import run_rescore_job
 
     calls = []
-    monkeypatch.setattr(ingest.clinic, "population_rescore", lambda url, sid, st=None: calls.append(sid) or 7)
+    monkeypatch.setattr(clinic.personalise, "population_rescore", lambda url, sid, st=None: calls.append(sid) or 7)
     with session_scope(db_url) as s:
         sid = repo.create_recording(s, "/videos/y.mp4", SessionKind.classroom).id
         jid = repo.create_job(s, RESCORE_TASK, session_id=sid).id
@@ -134,7 +134,7 @@ def test_the_reaper_sends_clinic_jobs_again_when_lost_or_abandoned(db_url, setti
 
 
 def test_the_reaper_of_a_worker_resends_a_clinic_job_by_its_task_name(db_url, settings):
-    from ingest.jobs import Reaper
+    from tasks.analysis import Reaper
 
     with session_scope(db_url) as s:
         sid = repo.create_recording(s, "/videos/z.mp4", SessionKind.classroom).id
@@ -149,7 +149,7 @@ def test_the_reaper_of_a_worker_resends_a_clinic_job_by_its_task_name(db_url, se
 def test_importing_the_tasks_module_builds_nothing(tmp_path):
     """No Celery app, data folder or broker queues at import; ``app`` builds them, with every task."""
     data = tmp_path / "data"
-    code = ("import os, sys, ingest.tasks as t; assert not os.path.exists(sys.argv[1]), 'data dir made at import';"
+    code = ("import os, sys, tasks.app as t; assert not os.path.exists(sys.argv[1]), 'data dir made at import';"
             "names = set(t.app.tasks); import affectline.task_names as n;"
             "assert {n.ANALYZE_TASK, n.CHUNK_TASK, n.LINK_TASK, n.PERSONALIZE_TASK, n.RESCORE_TASK, n.RETENTION_TASK} <= names;"
             "assert os.path.exists(sys.argv[1]); print('ok')")  # fmt: skip

@@ -2,7 +2,7 @@
 count only in the class aggregates; withdrawing deletes a person's stored data, audited.
 
 The first test runs the real pipeline on real footage (two people, 56 frames) through
-``ingest.analysis.run_analysis`` with a job row, exactly as a worker does; the others build
+``tasks.store.run_analysis`` with a job row, exactly as a worker does; the others build
 analyses by hand and store them through ``storage.repo.replace_analysis``, the boundary
 that enforces the rules.
 """
@@ -55,14 +55,14 @@ FPS = 2.0
 def pipeline():
     """The real pipeline, loaded once for the module."""
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         yield p
 
 
 def analyse(url, settings, pipeline, session_id: int | None = None, group: str = "Class C") -> int:
-    from ingest.eager import run_analysis
+    from tasks.eager import run_analysis
 
     with session_scope(url) as s:
         if session_id is None:

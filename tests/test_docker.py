@@ -184,7 +184,7 @@ def test_dockerfile_copies_every_package_and_entry_points_import():
         assert re.search(rf"^COPY {pkg} {pkg}$", text, re.M), f"Dockerfile does not copy {pkg}/"
     assert (ROOT / "dashboard" / "app.py").is_file()
     code = (
-        "import ingest.tasks as t, cli.main, affectline.queue as q;"
+        "import tasks.app as t, cli.main, affectline.queue as q;"
         "names = set(t.app.tasks);"
         "assert {q.ANALYZE_TASK, q.CHUNK_TASK, q.LINK_TASK} <= names, names;"
         "compile(open('dashboard/app.py').read(), 'dashboard/app.py', 'exec'); print('ok')"

@@ -188,7 +188,7 @@ def test_cuda_model_matches_the_keras_reference(ref):
 
 def test_loading_leaves_torch_threads_to_the_entry_point():
     from affectline.settings import Settings
-    from ingest.eager import pin_torch_threads
+    from tasks.eager import pin_torch_threads
 
     before = torch.get_num_threads()
     try:

@@ -32,7 +32,7 @@ def _close_landmarker():
 
 def follow(frames, times, rule: str, detector=None, every_s: float = 1.0):
     """The follower over ``frames`` in batches of 8 (as the pipeline runs it) with ``rule``."""
-    from ingest.stages.faces import embed_one_frame
+    from pipeline.faces import embed_one_frame
     from recognition.tracking import Tracker
     from recognition.tracking.follow import FaceFollower
 
@@ -149,7 +149,7 @@ class _FER:
 
 
 def test_face_step_landmarks_only_the_rows_not_landmarked_while_following():
-    from ingest.stages.faces import FaceStep
+    from pipeline.faces import FaceStep
     from recognition.face.landmarks import LandmarkResult
     from recognition.tracking.follow import with_landmarks
 
@@ -173,7 +173,7 @@ def test_face_step_landmarks_only_the_rows_not_landmarked_while_following():
 @cache
 def _pipeline(follow_rule: str, chunk_seconds: float = 60.0):
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues", follow=follow_rule, chunk_seconds=chunk_seconds), device="cpu") as p:
         p.chunk_overlap_s = 1.0

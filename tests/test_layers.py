@@ -1,32 +1,44 @@
 """Dependencies point one way, with no circles:
 
-affectline <- recognition, storage <- ingest (orchestration) ; storage <- services <- cli, dashboard.
+    affectline <- recognition <- pipeline, identity
+    affectline <- storage
+    recognition, pipeline, storage <- clinic
+    pipeline, identity, clinic, storage <- tasks (the workers)
+    storage <- services <- cli, dashboard
 
 The front ends (cli, dashboard) reach the database only through ``services``: neither imports
 ``storage`` or SQLAlchemy, so neither can write a row the services did not audit or check. The
-command line also runs the worker's code here (``--eager``, local personalisation, training), so it
-may import ``ingest`` and ``recognition``; the dashboard never does (nor torch). Every import counts,
-at the top of a module or inside a function.
+command line also runs the workers' code here (``--eager``, local personalisation, training), so it
+may import ``tasks``, ``pipeline``, ``clinic`` and ``recognition``; the dashboard never does (nor
+torch). Every import counts, at the top of a module or inside a function; every package of ours must
+have a place here (a new one is refused until it is given one).
 """
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"affectline", "recognition", "storage", "ingest", "services", "cli", "dashboard"}
 ALLOWED = {
     "affectline": {"affectline"},
     "recognition": {"affectline", "recognition"},
+    "pipeline": {"affectline", "recognition", "pipeline"},
+    "identity": {"affectline", "recognition", "identity"},
     "storage": {"affectline", "storage"},
+    "clinic": {"affectline", "recognition", "pipeline", "storage", "clinic"},
+    "tasks": {"affectline", "recognition", "pipeline", "identity", "clinic", "storage", "tasks"},
     "services": {"affectline", "storage", "services"},
-    "ingest": {"affectline", "recognition", "storage", "ingest"},
-    "cli": {"affectline", "services", "ingest", "recognition", "cli"},
+    "cli": {"affectline", "services", "tasks", "pipeline", "clinic", "recognition", "cli"},
     "dashboard": {"affectline", "services", "dashboard"},
 }
+OURS = set(ALLOWED)
+NOT_OURS = {"tests", "bench", "docs", "docker", "data"}  # scripts and data beside the packages
 _TORCH_STACK = {"torch", "torchvision", "open_clip", "mediapipe", "dlib", "cv2", "decord"}
-FORBIDDEN_THIRD_PARTY = {"dashboard": _TORCH_STACK | {"sqlalchemy"}, "services": _TORCH_STACK, "cli": {"sqlalchemy"}}
+FORBIDDEN_THIRD_PARTY = {"dashboard": _TORCH_STACK | {"sqlalchemy"}, "services": _TORCH_STACK, "cli": {"sqlalchemy"},
+                         "pipeline": {"sqlalchemy", "celery"}, "identity": {"sqlalchemy", "celery"},
+                         "clinic": {"celery"}}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -109,6 +121,22 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return sorted(found)
+
+
+def test_every_package_of_ours_has_a_layer():
+    found = {p.parent.name for p in ROOT.glob("*/*.py")} - NOT_OURS
+    assert found <= OURS, f"packages without a layer in ALLOWED: {sorted(found - OURS)}"
+    assert {"affectline", "pipeline", "tasks", "services", "dashboard"} <= found  # the glob sees the packages
+
+
+def test_a_package_importing_upward_is_refused(tmp_path, monkeypatch):
+    # The checker itself can fail: pipeline importing storage (upward, past its layer) is reported.
+    pkg = tmp_path / "pipeline"
+    pkg.mkdir()
+    (pkg / "x.py").write_text("def f():\n    from storage.db import session_scope\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError, match="storage"):
+        test_package_imports_only_what_its_layer_allows("pipeline")
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from affectline.features import FEATURE_NAMES
 from affectline.queue import PERSONALIZE_TASK, RESCORE_TASK, make_celery
 from affectline.types import EXPRESSION_CLASSES
-from ingest.clinic import personalize_person, population_rescore, rescore_person, rollback_person
+from clinic.personalise import personalize_person, population_rescore, rescore_person, rollback_person
 from recognition.personal import NotEnoughTags
 from recognition.personal.simulate import simulate_child
 from storage import person_models as pm
@@ -134,7 +134,7 @@ def test_reanalysis_keeps_tags_and_the_active_model(child, settings):
 def test_celery_tasks_are_idempotent(child, settings):
     url, pid, sids = child
     app = make_celery(settings)
-    from ingest.tasks_clinic import register
+    from tasks.clinic import register
 
     tasks = register(app)
     assert set(tasks) == {PERSONALIZE_TASK, RESCORE_TASK} and PERSONALIZE_TASK in app.tasks
@@ -204,8 +204,8 @@ def test_real_analysis_is_scored_and_tilted_heads_are_uncertain(db_url, settings
     ``population_rescore``: every readable bin gets an output, an unreadable one none, and on
     tilted heads (which fer's mini-Xception alone read as sad) the clinician sees "uncertain"."""
     from affectline.settings import Settings
-    from ingest.eager import run_analysis
-    from ingest.pipeline import Pipeline
+    from tasks.eager import run_analysis
+    from pipeline.analyse import Pipeline
     from storage.repo import create_recording, session_bins
 
     with session_scope(db_url) as s:

@@ -1,6 +1,6 @@
 """Names and corrections survive re-analysis, on real footage (two people, 56 frames).
 
-Each analysis goes through ``ingest.analysis.run_analysis`` with a job row, exactly as a
+Each analysis goes through ``tasks.store.run_analysis`` with a job row, exactly as a
 worker runs it. The pipeline is the real one; its output for a (video, fps) is computed
 once per module and reused (the pipeline is deterministic), except where a test re-runs
 it on purpose to show that a fresh computation gives the same persons.
@@ -40,7 +40,7 @@ class Memo:
         return self.cache[key]
 
     def analyse_chunk(self, src, index, start, end, fps, overlap_s=2.0, hook=None):
-        # run_analysis goes through chunk rows (ingest.jobs): memoise per chunk as well.
+        # run_analysis goes through chunk rows (tasks.analysis): memoise per chunk as well.
         key = (str(src.path), fps, index, start, end, overlap_s)
         if key not in self.cache:
             self.runs += 1
@@ -51,7 +51,7 @@ class Memo:
 @pytest.fixture(scope="module")
 def pipeline():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         yield p
@@ -64,7 +64,7 @@ def memo(pipeline) -> Memo:
 
 def analyse(db_url, settings, pipeline, session_id: int | None = None, fps: float = FPS, group: str = "Class 7") -> int:
     """Analyse the video as a new session of ``group``, or again as ``session_id`` (a new job)."""
-    from ingest.eager import run_analysis
+    from tasks.eager import run_analysis
 
     with session_scope(db_url) as s:
         if session_id is None:

@@ -18,7 +18,7 @@ def checkpoint(caer_fixture_dir: Path) -> Path:
 
 
 def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, media_dir):
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     s = Settings(academic_model="auto", caer_checkpoint=checkpoint, caer_text_heads=2)  # the fixture's heads
     with Pipeline(s, device="cpu") as p:
@@ -47,7 +47,7 @@ def test_pipeline_uses_clip_caer_windows_when_a_checkpoint_is_set(checkpoint, me
 
 
 def test_missing_checkpoint_says_what_and_where(tmp_path):
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     s = Settings(academic_model="clip_caer", model_dir=tmp_path)
     from recognition.academic.caer_checkpoint import WeightsNotFound

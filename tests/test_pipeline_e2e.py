@@ -21,14 +21,14 @@ from tests.synth import paste_video, write_video
 @pytest.fixture(scope="module")
 def pipeline():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         yield p
 
 
 def _run(job_id: int, settings, pipeline) -> None:
-    from ingest.eager import JobFailed, run_analysis
+    from tasks.eager import JobFailed, run_analysis
 
     try:
         run_analysis(job_id, settings, pipeline=pipeline)
@@ -171,7 +171,7 @@ def test_bad_input_fails_the_job_and_touches_nothing_else(db_url, settings, pipe
 
 
 def test_whole_frame_searches_follow_the_time_grid_whatever_the_chunking():
-    from ingest.pipeline import full_search_frames
+    from pipeline.analyse import full_search_frames
 
     times = np.arange(0, 6, 0.25)  # 4 fps
     single, _ = full_search_frames(times, 1.0, None)
@@ -191,7 +191,7 @@ def test_local_search_between_whole_searches_keeps_every_person(media_dir):
     """On real footage, searching whole once a second gives the persons and samples of
     searching every frame whole, with fewer whole searches."""
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     runs = {}
     for every in (0.0, 1.0):

@@ -36,7 +36,7 @@ def _device_of(model) -> str:
 @pytest.fixture(scope="module")
 def runs():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     out = {}
     for device in ("cpu", "cuda"):
@@ -83,7 +83,7 @@ def test_cuda_batches_across_faces_and_frames():
     """One landmarker and one embedder call take the faces of several frames at once on the GPU."""
     from affectline.settings import Settings
     from affectline.types import Detections
-    from ingest.pipeline import _load_embedder, _load_landmarker
+    from pipeline.analyse import _load_embedder, _load_landmarker
     from tests.realseq import classroom_of
 
     seq = classroom_of(n_faces=12, n_frames=4, size=(540, 960))

@@ -93,8 +93,8 @@ def test_settings_override_the_thresholds(monkeypatch):
 @cache
 def _step():
     from affectline.settings import Settings
-    from ingest.pipeline import _load_landmarker
-    from ingest.stages.faces import FaceStep
+    from pipeline.analyse import _load_landmarker
+    from pipeline.faces import FaceStep
     from recognition.face.expression import ExpressionModel
 
     s = Settings(torch_threads=1)
@@ -153,8 +153,8 @@ def test_a_strongly_blurred_copy_is_blurred():
 def test_a_real_turned_head_is_turned_away():
     """The head-turn clip's left person looks ~30 degrees aside: read at the default 40, turned away at 25."""
     from affectline.types import Detections
-    from ingest.stages.faces import FaceStep
-    from ingest.video import VideoSource
+    from pipeline.faces import FaceStep
+    from pipeline.video import VideoSource
     from recognition.detection import load_detector
     from affectline.settings import Settings
 
@@ -182,7 +182,7 @@ def _samples(readable, reason, pose_ok, t):
 
 
 def test_bins_carry_the_readable_share_and_the_reason():
-    from ingest.stages.bins import READABILITY_CODES, bin_samples
+    from pipeline.bins import READABILITY_CODES, bin_samples
 
     small = READABILITY_CODES.index("too_small")
     # bin 0: 4 readable; bin 1: 2 of 4 readable; bin 2: none readable (3 too small, 1 turned away); bin 3: no face
@@ -201,8 +201,8 @@ def test_bins_carry_the_readable_share_and_the_reason():
 
 
 def test_chunk_bytes_keep_the_reason_column():
-    from ingest.stages.bins import bin_samples
-    from ingest.stages.chunk import ChunkResult, ChunkTrack
+    from pipeline.bins import bin_samples
+    from pipeline.chunk import ChunkResult, ChunkTrack
     from affectline.types import Segment, VideoInfo
 
     a = _samples(np.zeros(4, bool), [1] * 4, np.zeros(4, bool), [0, .25, .5, .75])

@@ -9,10 +9,10 @@ import pytest
 
 from affectline.features import BLENDSHAPE_NAMES
 from affectline.types import Segment, TimeGrid, VideoInfo
-from ingest.stages.bins import bin_samples
-from ingest.stages.chunk import ChunkResult, ChunkTrack
-from ingest.stages.link import link_chunk_results
-from ingest.stages.relative import person_baseline, relative_parts, rescore_bins
+from pipeline.bins import bin_samples
+from pipeline.chunk import ChunkResult, ChunkTrack
+from pipeline.link import link_chunk_results
+from pipeline.relative import person_baseline, relative_parts, rescore_bins
 from recognition.academic.cues import CUE_INPUTS, CueBaseline, CueModel, CueParams
 from tests.test_cues import CONF, DIS, FAT, NEU, features
 
@@ -206,8 +206,8 @@ def clips():
     """The sample clips through the pipeline at 4 fps: {clip: (chunk results, linked output)};
     the head-turn clip also in two chunks (``"two_people_head_turns_270p.mp4/2"``)."""
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
-    from ingest.video import VideoSource
+    from pipeline.analyse import Pipeline
+    from pipeline.video import VideoSource
     from tests.paths import MEDIA
 
     out = {}
@@ -230,7 +230,7 @@ def _tops(out) -> np.ndarray:
 
 
 def _persons(res):
-    from ingest.stages.link import identities
+    from pipeline.link import identities
 
     mapping, groups = identities(res), {}
     for c, ch in enumerate(res):
@@ -296,7 +296,7 @@ def test_chunked_and_single_pass_read_the_persons_against_the_same_baseline(clip
 
 def test_a_clinicians_calibration_baseline_becomes_the_cue_models_baseline():
     from affectline.features import FEATURE_NAMES
-    from ingest.stages.relative import CueSamples, clinician_baseline, reread_bins
+    from pipeline.relative import CueSamples, clinician_baseline, reread_bins
     from recognition.personal.calibration import Baseline, fit_baseline
 
     # A child whose resting eyes are narrow (eyeBlink 0.35): 30 tagged baseline bins.

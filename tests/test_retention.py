@@ -194,7 +194,7 @@ def test_cli_lists_dry_runs_and_runs_retention(world, settings, monkeypatch):
 def test_beat_schedule_sends_the_retention_task_which_deletes_as_the_scheduler(world, settings, monkeypatch):
     from affectline.queue import make_celery
     from affectline.settings import get_settings
-    from ingest.tasks_retention import ACTOR, register
+    from tasks.retention import ACTOR, register
 
     monkeypatch.setenv("AFFECTLINE_DATABASE_URL", world["url"])
     get_settings.cache_clear()

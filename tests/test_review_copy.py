@@ -12,8 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from ingest.review_copy import ReviewSpec, chunk_writer, frame_step, join_parts, review_size
-from ingest.video import VideoSource
+from tasks.review_copy import ReviewSpec, chunk_writer, frame_step, join_parts, review_size
+from pipeline.video import VideoSource
 
 BITS = 8
 
@@ -154,7 +154,7 @@ def test_a_failed_part_leaves_no_file(tmp_path):
     w.abort()
     assert not list(tmp_path.iterdir())
     w = chunk_writer(tmp_path / "part1.mp4", spec, 0.0, 1.0, last=False)
-    from ingest.review_copy import ReviewCopyError
+    from tasks.review_copy import ReviewCopyError
 
     with pytest.raises(ReviewCopyError, match="no frames"):
         w.close()

@@ -24,7 +24,7 @@ PASSWORD = "chalk and talk"
 
 def give_copy(url: str, data_dir: Path, sid: int, source: Path) -> Path:
     """A review copy of ``source`` for session ``sid``, stored as an analysis stores it."""
-    from ingest.video import VideoSource
+    from pipeline.video import VideoSource
 
     out = review.copy_path(data_dir, sid)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,14 +24,14 @@ VIDEO = MEDIA / "two_people_head_turns_270p.mp4"  # 56 frames at 12.5 fps: every
 @pytest.fixture(scope="module")
 def pipeline():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         yield p
 
 
 def analyse(url: str, settings, pipeline, group: str, kind: str) -> int:
-    from ingest.eager import run_analysis
+    from tasks.eager import run_analysis
 
     with session_scope(url) as s:
         g = get_or_create_group(s, group, kind)

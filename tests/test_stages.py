@@ -8,14 +8,14 @@ import pytest
 
 from affectline.features import FEATURE_NAMES
 from affectline.types import Segment, TimeGrid, VideoInfo
-from ingest.stages.bins import absent_bins, bin_samples, owned_bins
-from ingest.stages.chunk import ChunkResult, ChunkTrack
-from ingest.stages.link import link_chunk_results
+from pipeline.bins import absent_bins, bin_samples, owned_bins
+from pipeline.chunk import ChunkResult, ChunkTrack
+from pipeline.link import link_chunk_results
 from tests.paths import MEDIA
 
 
 def test_chunk_windows_are_whole_bins_and_cover_the_clip():
-    from ingest.pipeline import chunk_windows
+    from pipeline.analyse import chunk_windows
 
     w = chunk_windows(10.3, 2.6, 1.0)  # 2.6 s rounds to 3 whole bins
     assert [(s.start, s.end) for s in w] == [(0, 3), (3, 6), (6, 9), (9, 10.3)]
@@ -123,8 +123,8 @@ def test_absent_bins_end_at_the_clip_end():
 
 
 def test_opencv_decoding_samples_the_frames_decord_does():
-    from ingest.stages.decode import Cv2Source
-    from ingest.video import VideoSource
+    from pipeline.decode import Cv2Source
+    from pipeline.video import VideoSource
 
     path = MEDIA / "two_people_head_turns_270p.mp4"
     a = [b for b in VideoSource(path).batches(4.0, batch_size=5, start=1.0, end=3.0)]
@@ -139,7 +139,7 @@ def test_the_accelerator_rule_batches_frames_and_keeps_the_persons():
     """The CUDA rule (every frame searched whole, every face embedded, a batch of frames per
     call) run on the CPU: the same two persons as the default rule, on real footage."""
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues", embedder="torch"), device="cpu") as p:
         default = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)
@@ -166,7 +166,7 @@ for m in ("scipy", "mediapipe", "ai_edge_litert", "tflite", "dlib", "decord", "c
     sys.modules[m] = None  # importing any of them now fails
 import json
 from affectline.settings import Settings
-from ingest.pipeline import Pipeline
+from pipeline.analyse import Pipeline
 with Pipeline(Settings(academic_model="cues", landmarker="torch", embedder="torch"), device="cpu") as p:
     p.batch_across_frames = True
     out = p.apply({str(MEDIA / "two_people_head_turns_270p.mp4")!r}, fps=4)
@@ -183,7 +183,7 @@ def test_prefetch_keeps_order_raises_where_the_batch_was_and_stops():
     import threading
     import time
 
-    from ingest.stages.decode import Prefetch
+    from pipeline.decode import Prefetch
 
     def gen(n, fail_at=None):
         for i in range(n):
@@ -207,7 +207,7 @@ def test_prefetch_keeps_order_raises_where_the_batch_was_and_stops():
 
 def test_pipeline_output_is_the_same_with_and_without_prefetch():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues")) as p:
         a = p.apply(MEDIA / "two_people_head_turns_270p.mp4", fps=4)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.video import VideoSource, sample_times
+from pipeline.video import VideoSource, sample_times
 from tests.synth import write_timed_video
 
 FACE_MS = [40 * i for i in range(125)]  # 0 .. 4.96 s at 25 fps
@@ -150,7 +150,7 @@ def test_sampling_by_timestamp_uses_a_frame_once_and_none_in_a_gap():
 @pytest.fixture(scope="module")
 def pipeline():
     from affectline.settings import Settings
-    from ingest.pipeline import Pipeline
+    from pipeline.analyse import Pipeline
 
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         yield p
@@ -159,7 +159,7 @@ def pipeline():
 @pytest.mark.parametrize("backend, chunk_seconds", [("decord", 60.0), ("pyav", 60.0), ("decord", 4.0)])
 def test_visible_bins_are_where_the_faces_are(db_url, settings, pipeline, vfr_videos, request, backend, chunk_seconds):
     from affectline.queue import ANALYZE_TASK
-    from ingest.eager import run_analysis
+    from tasks.eager import run_analysis
     from storage.db import session_scope
     from storage.models import Job, JobStatus, Recording
     from storage.repo import create_job, create_recording, export_frame
@@ -191,7 +191,7 @@ def test_visible_bins_are_where_the_faces_are(db_url, settings, pipeline, vfr_vi
 def test_opencv_decoder_times_frames_the_same(vfr_videos, monkeypatch, timestamps):
     """``Cv2Source`` (a box with OpenCV and no decord) samples the same frames at the same times,
     with the packets' timestamps where PyAV is there and OpenCV's own where it is not."""
-    import ingest.stages.decode as decode
+    import pipeline.decode as decode
 
     if timestamps == "opencv":
         monkeypatch.setattr(decode, "frame_times", lambda path: (_ for _ in ()).throw(ModuleNotFoundError("av")))
@@ -213,7 +213,7 @@ def test_decords_own_times_when_the_packets_cannot_be_read(vfr_videos, tmp_path)
     variable-rate file, and exactly k / fps on a constant-rate one."""
     import decord
 
-    from ingest.video import _decord_times
+    from pipeline.video import _decord_times
     from tests.synth import counter_video
 
     times, duration = _decord_times(decord.VideoReader(str(vfr_videos["mp4"])), 25.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.video import VideoError, VideoSource, sample_indices
+from pipeline.video import VideoError, VideoSource, sample_indices
 from tests.synth import counter_video
 
 

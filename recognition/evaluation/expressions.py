@@ -1,6 +1,6 @@
 """Scoring expression predictions against human labels: pure numpy, no model, no I/O.
 
-``affectline eval expressions`` (``ingest.eval_expressions``) runs the pipeline's own face
+``affectline eval expressions`` (``pipeline.eval_expressions``) runs the pipeline's own face
 code over labelled images and hands the outputs here; the model selection and calibration
 scripts use the same functions, so every figure in the README is computed one way.
 

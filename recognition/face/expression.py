@@ -284,7 +284,7 @@ class ExpressionModel:
         """Read the pinned HDF5 weights once; reuse the returned model for every frame.
 
         Loading changes nothing process-wide: torch's threads are the entry point's choice
-        (``ingest.eager.pin_torch_threads``, called by each worker process and ``analyze --eager``).
+        (``tasks.eager.pin_torch_threads``, called by each worker process and ``analyze --eager``).
         """
         from recognition.registry import resolve, specs
 

@@ -7,7 +7,7 @@ portrait. This module decides, per face-frame, whether an expression may be give
 all. It is pure numpy (no model, no I/O) so the pipeline, the evaluation command and
 the tests judge with the same code.
 
-Inputs are what ``ingest.stages.faces.FaceStep`` has for each face:
+Inputs are what ``pipeline.faces.FaceStep`` has for each face:
   * the detector's box (xyxy px) and, where the landmarker found the face, the
     inter-ocular distance (pupil to pupil, px; ``iod_from_landmarks``): the face's
     size. Without landmarks the box width stands in, scaled by ``IOD_PER_BOX_WIDTH``
@@ -16,7 +16,7 @@ Inputs are what ``ingest.stages.faces.FaceStep`` has for each face:
     model has nothing to read);
   * head pose (yaw, pitch, roll in degrees; NaN where not found);
   * sharpness: the variance of the Laplacian of the grey crop resized to 64 x 64
-    (``ingest.stages.faces.sharpness``), so it compares across face sizes.
+    (``pipeline.faces.sharpness``), so it compares across face sizes.
 
 Reasons, in the order they are given when several apply (the first that applies is
 stored): the size first (a tiny face is also blurred and often has no landmarks; size
