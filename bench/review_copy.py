@@ -33,7 +33,7 @@ from bench.lesson import cpu_s, lesson_video  # noqa: E402
 
 def analyse(p, video: Path, fps: float, chunk_s: float, review_dir: Path | None, settings) -> tuple[float, float, int]:
     """One analysis of ``video`` in chunks; with ``review_dir`` each chunk writes its part, then they are joined."""
-    from pipeline.analyse import chunk_windows
+    from pipeline.analyse import ChunkWindow, JobShape, chunk_windows
     from tasks.review_copy import ReviewSpec, chunk_writer, join_parts
     from pipeline.decode import open_video
 
@@ -47,7 +47,7 @@ def analyse(p, video: Path, fps: float, chunk_s: float, review_dir: Path | None,
         tap = None
         if review_dir is not None:
             tap = chunk_writer(review_dir / f"{c:05d}.mp4", spec, w.start, w.end, last=c == len(windows) - 1)
-        p.analyse_chunk(src, c, w.start, w.end, fps, p.chunk_overlap_s, tap=tap)
+        p.analyse_chunk(src, ChunkWindow(c, w.start, w.end), JobShape(fps, p.settings.bin_seconds, p.chunk_overlap_s), tap=tap)
         if tap is not None:
             parts.append(tap.close())
     size = 0

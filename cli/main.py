@@ -266,7 +266,8 @@ class _Fps(click.ParamType):
 def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | None, title: str | None, eager: bool, start_worker: bool | None) -> None:
     """Analyse VIDEO: detect and track faces, score emotion and engagement, store timelines."""
     from affectline.kinds import JobStatus
-    from pipeline.video import VideoError, VideoSource
+    from pipeline.decode import open_video
+    from pipeline.video import VideoError
     from services import analyses, outage, sessions
     from services import jobs as job_service
 
@@ -288,7 +289,7 @@ def analyze(video: Path, kind: str, analysis_fps: float | None, group: str | Non
     except (LookupError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     try:
-        VideoSource(video)  # bad input fails now, in one line, before a worker starts
+        open_video(video)  # bad input fails now, in one line, before a worker starts
     except VideoError as e:
         job_service.fail(url, job_id, str(e))
         raise click.ClickException(str(e)) from None

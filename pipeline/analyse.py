@@ -7,8 +7,10 @@ Stages, each in its own module:
       ->  bins (pipeline.bins)  ->  chunk result (pipeline.chunk)
       ->  link chunks (pipeline.link)
 
-``Pipeline.analyse_chunk`` analyses one time window of a video on its own (with a few
-seconds of overlap each side) and returns a ``ChunkResult`` a worker can store;
+``Pipeline.analyse_chunk(video, window, shape)`` analyses one time window of a video on its own
+(with a few seconds of overlap each side) at the job's shape (``JobShape``: frames a second, bin
+length, overlap, passed in, so the loaded models serve jobs of any shape) and returns a
+``ChunkResult`` a worker can store;
 ``link_chunk_results`` stitches chunks into persons. ``Pipeline.apply(video, hook=None)``
 does both for a whole video in one process. The hook receives ``(fraction_done,
 message)`` and feeds the CLI progress bar and the Celery job row alike.
@@ -32,7 +34,7 @@ import pandas as pd
 from affectline.settings import Settings, get_settings
 from affectline.types import ACADEMIC_CLASSES, Segment, TimeGrid
 from pipeline.bins import READABILITY_CODES, bin_samples, owned_bins
-from pipeline.chunk import ChunkResult, ChunkTrack
+from pipeline.chunk import ChunkResult, ChunkTrack, ChunkWindow, JobShape
 from pipeline.faces import FaceStep, StageClock, embed_one_frame
 from pipeline.link import CONFIRM_SCORE, PersonTrack, PipelineOutput, link_chunk_results
 from recognition.academic.cues import CUE_INPUTS
@@ -44,7 +46,11 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[[float, str], None]
 
-__all__ = ["Pipeline", "PipelineOutput", "PersonTrack", "ChunkResult", "link_chunk_results", "full_search_frames"]
+__all__ = ["Pipeline", "PipelineOutput", "PersonTrack", "ChunkResult", "ChunkWindow", "JobShape", "link_chunk_results",
+           "full_search_frames", "JOB_FIELDS"]
+
+JOB_FIELDS = frozenset({"analysis_fps", "bin_seconds", "chunk_seconds"})
+"""Settings a job fixes for itself (``JobShape``): never part of what identifies a set of loaded models."""
 
 
 @dataclass
@@ -256,6 +262,7 @@ class Pipeline:
         src = video if hasattr(video, "batches") else open_video(video)
         info, s = src.info, self.settings
         fps = min(fps or s.analysis_fps, info.fps)
+        shape = JobShape(fps, s.bin_seconds, self.chunk_overlap_s)
         hook = hook or (lambda f, m: None)
         windows = chunk_windows(info.duration, s.chunk_seconds, s.bin_seconds)
         totals = [len(self._frames_in(src, self._analysed(src, w, self.chunk_overlap_s), fps)) for w in windows]
@@ -266,7 +273,7 @@ class Pipeline:
                 done = before + round(frac * totals[c])
                 hook(0.95 * done / total, f"chunk {c + 1}/{len(windows)}: {done}/{total} frames")
 
-            results.append(self.analyse_chunk(src, c, w.start, w.end, fps, self.chunk_overlap_s, hook=sub))
+            results.append(self.analyse_chunk(src, ChunkWindow(c, w.start, w.end), shape, hook=sub))
             before += totals[c]
         hook(0.96, "linking identities across chunks")
         out = link_chunk_results(results, info, fps, s)
@@ -287,12 +294,13 @@ class Pipeline:
         t = sample_indices(info.n_frames, info.fps, fps) / info.fps
         return t[(t >= span.start) & (t < span.end)]
 
-    def analyse_chunk(self, video: str | Path | VideoSource, index: int, start: float, end: float, fps: float,
-                      overlap_s: float = 2.0, hook: Hook | None = None, tap=None) -> ChunkResult:  # fmt: skip
-        """Analyse the window [start, end) of ``video`` as chunk ``index`` (see ``pipeline.chunk``).
+    def analyse_chunk(self, video: str | Path | VideoSource, window: ChunkWindow, shape: JobShape,
+                      hook: Hook | None = None, tap=None) -> ChunkResult:  # fmt: skip
+        """Analyse ``window`` of ``video`` at the job's ``shape`` (see ``pipeline.chunk``).
 
-        Frames in [start - overlap_s, end + overlap_s) are analysed with a tracker of the
-        chunk's own; only bins starting inside the window are returned. ``hook`` gets
+        Frames in [start - overlap_s, end + overlap_s) are analysed at ``shape.analysis_fps`` with a
+        tracker of the chunk's own and binned in ``shape.bin_seconds``; only bins starting inside the
+        window are returned. ``hook`` gets
         (fraction of this chunk done, "done/total frames"). ``tap`` (``pipeline.video.FrameTap``,
         e.g. the review copy's writer) is handed the decoded frames it wants, on the decode thread.
         """
@@ -301,12 +309,15 @@ class Pipeline:
 
         src = video if hasattr(video, "batches") else open_video(video)
         info, s = src.info, self.settings
-        fps = min(float(fps), info.fps)
+        index, overlap_s, bin_s = window.index, float(shape.overlap_s), float(shape.bin_seconds)
+        fps = min(float(shape.analysis_fps), info.fps)
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"analysis fps must be a positive number, got {fps!r}")
-        window = Segment(max(0.0, float(start)), min(float(end), info.duration))
+        if not (math.isfinite(bin_s) and bin_s > 0):
+            raise ValueError(f"bin length must be a positive number of seconds, got {bin_s!r}")
+        window = Segment(max(0.0, float(window.start)), min(float(window.end), info.duration))
         analysed = self._analysed(src, window, overlap_s)
-        grid = TimeGrid(s.bin_seconds)
+        grid = TimeGrid(bin_s)
         lo, hi = owned_bins(grid, window)
         total = len(self._frames_in(src, analysed, fps))
         hook = hook or (lambda f, m: None)
@@ -320,7 +331,7 @@ class Pipeline:
         thumbs: dict[int, bytes] = {}
         stream = self.window_model.new_stream() if self.window_model else None
         res = ChunkResult(index=index, window=window, analysed=analysed, info=info, analysis_fps=fps,
-                          bin_seconds=s.bin_seconds, academic_model=self.academic_name,
+                          bin_seconds=bin_s, academic_model=self.academic_name,
                           expression_model=self.expression_name, absent_academic=np.zeros(5, np.float32),
                           absent_engagement=0.0)  # fmt: skip
         done = n_batches = 0

@@ -64,6 +64,27 @@ _ARRAYS = ("times", "face_boxes", "context_boxes", "features", "embedding", "emb
            "readable", "pose_ok")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class JobShape:
+    """What a job fixes for every chunk of it (its plan records it, ``tasks.analysis.job_shape``):
+    frames analysed a second, bin length, seconds analysed beyond each side of a window. Passed to
+    ``Pipeline.analyse_chunk`` with each chunk, never held by the pipeline: one set of loaded models
+    serves jobs of any shape."""
+
+    analysis_fps: float
+    bin_seconds: float
+    overlap_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    """One chunk of a job: its index and nominal window [start, end) in seconds."""
+
+    index: int
+    start: float
+    end: float
+
+
 @dataclass
 class ChunkResult:
     """The analysis of one chunk: its tracks and counters (see the module docstring)."""

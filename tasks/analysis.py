@@ -113,7 +113,8 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
     fails the job with a one-line error.
     """
     from pipeline.analyse import chunk_windows
-    from pipeline.video import VideoError, VideoSource
+    from pipeline.decode import open_video
+    from pipeline.video import VideoError
 
     s_ = settings or get_settings()
     url, me = s_.resolved_database_url, owner_id()
@@ -137,7 +138,7 @@ def run_plan(job_id: int, settings: Settings | None = None) -> tuple[list[int], 
     try:
         if video is None:
             raise VideoError(f"job {job_id}: its session was deleted")
-        src = VideoSource(video)  # bad input fails here, before any worker loads models
+        src = open_video(video)  # bad input fails here, before any worker loads models
         fps = float(params.get("analysis_fps") or s_.analysis_fps)
         if not (math.isfinite(fps) and fps > 0):
             raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")

@@ -130,8 +130,10 @@ class ChunkOutcome:
 def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
               hook: Callable[[float, str], None] | None = None) -> ChunkOutcome:  # fmt: skip
     """Analyse chunk ``chunk_id`` if it is ours to do. Never raises for bad input: the job is failed instead."""
+    from pipeline.chunk import ChunkWindow, JobShape
+    from pipeline.decode import open_video
+    from pipeline.video import VideoError
     from tasks.store import get_pipeline
-    from pipeline.video import VideoError, VideoSource
 
     s_ = settings or get_settings()
     url, me, lease = s_.resolved_database_url, owner_id(), s_.lease_seconds
@@ -176,22 +178,20 @@ def run_chunk(chunk_id: int, settings: Settings | None = None, pipeline=None,
                 if hook:
                     hook(hb.progress, message)
 
-            src = VideoSource(video)
+            src = open_video(video)
             # The job's shape as its plan recorded it (tasks.analysis.job_shape), not this worker's env:
             # a worker with another AFFECTLINE_BIN_SECONDS still cuts the job's bins.
             fps = float(params.get("analysis_fps") or s_.analysis_fps)
             if not (math.isfinite(fps) and fps > 0):
                 raise VideoError(f"{video}: analysis fps must be a positive number, got {fps!r}")
             bin_s = float(params.get("bin_seconds") or s_.bin_seconds)
-            if pipeline is not None:
-                pl = pipeline
-            else:
-                pl = get_pipeline(s_ if bin_s == s_.bin_seconds else s_.model_copy(update={"bin_seconds": bin_s}))
+            pl = pipeline if pipeline is not None else get_pipeline(s_)  # the models only: the shape goes with the chunk
             overlap = float(params.get("overlap_s", getattr(pl, "chunk_overlap_s", 2.0)))
+            shape = JobShape(fps, bin_s, overlap)
             # The review copy's part of this window, from the frames the analysis decodes (group setting).
             writer = _review_writer(s_, src, session_id, job_id, params, idx, t0, t1) if review else None
             try:
-                res = pl.analyse_chunk(src, idx, t0, t1, fps, overlap_s=overlap, hook=progress,
+                res = pl.analyse_chunk(src, ChunkWindow(idx, t0, t1), shape, hook=progress,
                                        **({"tap": writer} if writer is not None else {}))  # fmt: skip
             except BaseException:
                 if writer is not None:

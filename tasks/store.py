@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 
 from affectline.settings import Settings
-from pipeline.analyse import Pipeline, PipelineOutput
+from pipeline.analyse import JOB_FIELDS, Pipeline, PipelineOutput
 from storage.db import from_blob, session_scope
 from storage.models import Person, PersonEmbedding, Recording
 from storage.repo import AnalysisResult, TrackRecord, replace_analysis
@@ -29,13 +29,16 @@ class JobFailed(RuntimeError):
 
 
 @lru_cache(maxsize=2)
-def _pipeline(settings_json: str) -> Pipeline:
+def _pipeline(model_settings_json: str) -> Pipeline:
     # One set of loaded models per worker process, built on first use, never at import.
-    return Pipeline(Settings.model_validate_json(settings_json))
+    return Pipeline(Settings.model_validate_json(model_settings_json))
 
 
 def get_pipeline(settings: Settings) -> Pipeline:
-    return _pipeline(settings.model_dump_json())
+    """This process's loaded models for ``settings``, keyed by what chooses and configures the models
+    only: a job's own shape (bin length, frames a second, chunk length: ``pipeline.analyse.JOB_FIELDS``)
+    is passed to each ``analyse_chunk`` and never loads a second set."""
+    return _pipeline(settings.model_dump_json(exclude=set(JOB_FIELDS)))
 
 
 def _enrolled_embeddings(s, group_id: int | None) -> dict[int, np.ndarray]:

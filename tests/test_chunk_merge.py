@@ -178,12 +178,13 @@ def test_chunked_pipeline_gives_the_persons_and_bins_of_a_single_pass():
 
 def test_a_chunk_result_survives_bytes_and_links_alone():
     from affectline.settings import Settings
-    from pipeline.analyse import ChunkResult, Pipeline, link_chunk_results
+    from pipeline.analyse import ChunkResult, ChunkWindow, JobShape, Pipeline, link_chunk_results
     from pipeline.video import VideoSource
 
     src = VideoSource(realseq.MEDIA / "two_people_head_turns_270p.mp4")
     with Pipeline(Settings(academic_model="cues", store_thumbnails=True), device="cpu") as p:
-        parts = [p.analyse_chunk(src, i, a, b, fps=4, overlap_s=1.0) for i, (a, b) in enumerate([(0, 2), (2, 4.48)])]
+        parts = [p.analyse_chunk(src, ChunkWindow(i, a, b), JobShape(4, 1.0, overlap_s=1.0))
+                 for i, (a, b) in enumerate([(0, 2), (2, 4.48)])]  # fmt: skip
     back = [ChunkResult.from_bytes(c.to_bytes()) for c in parts]
     for c, r in zip(parts, back):
         assert (r.index, r.window, r.analysed, r.info) == (c.index, c.window, c.analysed, c.info)

@@ -410,7 +410,8 @@ def test_a_retry_planned_by_a_worker_with_another_env_keeps_the_recorded_shape(t
 
 
 def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, monkeypatch, media_dir: Path):
-    """The worker's AFFECTLINE_BIN_SECONDS=2 does not change a job planned with 1 s bins."""
+    """The worker's AFFECTLINE_BIN_SECONDS=2 does not change a job planned with 1 s bins: the job's shape
+    goes with the chunk, and the models are asked for without it (one set of models for every shape)."""
     import tasks.store
     from affectline.settings import Settings
     from tasks.chunks import run_chunk
@@ -423,18 +424,37 @@ def test_a_chunk_worker_with_another_bin_length_analyses_with_the_jobs(db_url, m
     seen = {}
 
     class Fake:
-        def analyse_chunk(self, src, idx, t0, t1, fps, overlap_s, hook):
-            seen.update(fps=fps, overlap=overlap_s)
+        def analyse_chunk(self, src, window, shape, hook):
+            seen.update(fps=shape.analysis_fps, overlap=shape.overlap_s, bin_seconds=shape.bin_seconds)
             return type("R", (), {"to_bytes": lambda self: b"r"})()
 
     def fake_pipeline(settings):
-        seen["bin_seconds"] = settings.bin_seconds
+        seen["asked"] = settings  # the worker's own settings: the pipeline cache drops the job's fields
         return Fake()
 
     monkeypatch.setattr(tasks.store, "get_pipeline", fake_pipeline)
     worker = Settings(data_dir=Path(db_url.removeprefix("sqlite:///")).parent, bin_seconds=2.0, analysis_fps=4.0)
     assert run_chunk(c0, worker).status == "done"
+    assert seen.pop("asked") is worker
     assert seen == {"bin_seconds": 1.0, "fps": 2.0, "overlap": 2.0}
+
+
+def test_jobs_of_another_bin_length_share_one_set_of_loaded_models(monkeypatch):
+    """The pipeline cache is keyed by the models' settings only: a job's bin length, frames a second
+    or chunk length (pipeline.analyse.JOB_FIELDS) never loads a second set of models."""
+    import tasks.store
+    from affectline.settings import Settings
+
+    built = []
+    monkeypatch.setattr(tasks.store, "Pipeline", lambda s: built.append(s) or object())
+    tasks.store._pipeline.cache_clear()
+    try:
+        a = tasks.store.get_pipeline(Settings(bin_seconds=1.0, analysis_fps=4.0, chunk_seconds=60.0))
+        b = tasks.store.get_pipeline(Settings(bin_seconds=2.0, analysis_fps=2.0, chunk_seconds=30.0))
+        c = tasks.store.get_pipeline(Settings(bin_seconds=2.0, academic_model="cues", detector="mtcnn", follow="detector"))
+    finally:
+        tasks.store._pipeline.cache_clear()
+    assert a is b and len(built) == 2 and c is not a  # another model setting is another set
 
 
 def test_cli_retry_requeues_a_failed_job_on_the_control_queue(db_url, settings):

@@ -39,12 +39,12 @@ class Memo:
             self.cache[key] = self.pipeline.apply(src, hook=hook, fps=fps)
         return self.cache[key]
 
-    def analyse_chunk(self, src, index, start, end, fps, overlap_s=2.0, hook=None):
+    def analyse_chunk(self, src, window, shape, hook=None):
         # run_analysis goes through chunk rows (tasks.analysis): memoise per chunk as well.
-        key = (str(src.path), fps, index, start, end, overlap_s)
+        key = (str(src.path), window, shape)
         if key not in self.cache:
             self.runs += 1
-            self.cache[key] = self.pipeline.analyse_chunk(src, index, start, end, fps, overlap_s=overlap_s, hook=hook)
+            self.cache[key] = self.pipeline.analyse_chunk(src, window, shape, hook=hook)
         return self.cache[key]
 
 

@@ -207,6 +207,7 @@ def clips():
     the head-turn clip also in two chunks (``"two_people_head_turns_270p.mp4/2"``)."""
     from affectline.settings import Settings
     from pipeline.analyse import Pipeline
+    from pipeline.chunk import ChunkWindow, JobShape
     from pipeline.video import VideoSource
     from tests.paths import MEDIA
 
@@ -214,10 +215,11 @@ def clips():
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         for clip in CLIPS:
             src = VideoSource(MEDIA / clip)
-            res = [p.analyse_chunk(src, 0, 0.0, src.info.duration, fps=4, overlap_s=p.chunk_overlap_s)]
+            res = [p.analyse_chunk(src, ChunkWindow(0, 0.0, src.info.duration), JobShape(4, 1.0, p.chunk_overlap_s))]
             out[clip] = (res, link_chunk_results(res, src.info, 4.0))
         src = VideoSource(MEDIA / CLIPS[1])
-        res = [p.analyse_chunk(src, i, a, b, fps=4, overlap_s=1.0) for i, (a, b) in enumerate([(0, 2), (2, src.info.duration)])]
+        res = [p.analyse_chunk(src, ChunkWindow(i, a, b), JobShape(4, 1.0, 1.0))
+               for i, (a, b) in enumerate([(0, 2), (2, src.info.duration)])]  # fmt: skip
         out[CLIPS[1] + "/2"] = (res, link_chunk_results(res, src.info, 4.0))
     return out
 
