@@ -13,7 +13,7 @@ chunk re-sent by the reaper (a new message for a dead worker's chunk) or skipped
 duplicate would be miscounted. Here the chunk rows are the count, so "all chunks done" is
 one query whoever asks, on Redis and the embedded SQLite broker alike.
 
-The reaper (``Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` and
+The reaper (``tasks.lease.Reaper``, started in every worker) re-sends what ``storage.jobs.reap`` and
 ``reap_one_phase`` find, for every kind of job (analyses, personalisation, re-scoring): expired
 leases of dead workers, and messages a broker lost.
 
@@ -27,16 +27,15 @@ import hashlib
 import json
 import logging
 import math
-import threading
 from typing import Callable
 
-from affectline.task_names import ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, RESCORE_TASK
 from affectline.settings import MAX_ANALYSIS_FPS, Settings, analysis_fps_problem, get_settings
-from tasks.chunks import Heartbeat, owner_dead, owner_id, with_db
+from affectline.task_names import CHUNK_TASK, RESCORE_TASK
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, Recording
 from storage.repo import create_job
+from tasks.lease import Heartbeat, owner_dead, owner_id, with_db
 
 log = logging.getLogger(__name__)
 Hook = Callable[[float, str], None]
@@ -74,17 +73,6 @@ def send_chunks(app, chunk_ids: list[int], queue: str | None) -> None:
 
     if chunk_ids:
         group(app.signature(CHUNK_TASK, args=[cid], queue=queue) for cid in chunk_ids).apply_async()
-
-
-def send(app, r: jobs.Resend, settings: Settings) -> None:
-    if r.kind == "chunk":
-        app.send_task(CHUNK_TASK, args=[r.id], queue=r.queue or settings.chunk_queue)
-    elif r.kind == "plan":
-        app.send_task(ANALYZE_TASK, args=[r.id])
-    elif r.kind == "link":
-        app.send_task(LINK_TASK, args=[r.id])
-    elif r.kind == "task":  # a clinicians' job (personalise, re-score), sent as its own task
-        app.send_task(r.task, args=[r.id])
 
 
 # --- plan ----------------------------------------------------------------------------------------
@@ -271,47 +259,3 @@ def run_job_here(job_id: int, settings: Settings | None = None, hook: Hook | Non
         link = link or out.link
     if link:
         run_link(job_id, s_, hook=hook)
-
-
-# --- the reaper ----------------------------------------------------------------------------------
-
-
-class Reaper:
-    """Every ``lease_seconds / 3`` seconds, re-send what dead workers held or brokers lost."""
-
-    def __init__(self, app, settings: Settings | None = None):
-        self.app, self.settings = app, settings or get_settings()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="affectline-reaper", daemon=True)
-
-    def start(self) -> "Reaper":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def once(self) -> list[jobs.Resend]:
-        s_ = self.settings
-
-        def find(s):
-            return jobs.reap(s, ANALYZE_TASK, s_.lease_seconds, s_.requeue_after_s, dead=owner_dead,
-                             default_queue=s_.chunk_queue)  # fmt: skip
-
-        with session_scope(s_.resolved_database_url) as s:
-            found = find(s)
-            found += jobs.reap_one_phase(s, CLINIC_TASKS, s_.requeue_after_s, dead=owner_dead)
-        for r in found:
-            log.warning("reaper: sending %s %s again", r.kind, r.id)
-            send(self.app, r, s_)
-        return found
-
-    def _run(self) -> None:
-        every = max(self.settings.lease_seconds / 3.0, 0.5)
-        while True:
-            try:
-                self.once()
-            except Exception as e:  # database or broker away: try again next round
-                log.warning("reaper: %s", str(e).splitlines()[0][:200])
-            if self._stop.wait(every):
-                return

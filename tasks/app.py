@@ -2,7 +2,7 @@
 
 Tasks take ids, re-read their rows and lease them (``storage.jobs``), so a message
 delivered twice is done once and a message lost with a dead worker is sent again by the
-reaper that runs in every worker (``tasks.analysis.Reaper``), for every kind of job.
+reaper that runs in every worker (``tasks.lease.Reaper``), for every kind of job.
 
 Importing this module does nothing: the app (broker connection settings, the embedded broker's
 folder and queues, every task) is built on first use of ``app`` / ``get_app()``, which is what
@@ -37,7 +37,8 @@ def _define(app: Celery) -> None:
     @app.task(name=ANALYZE_TASK, **retry)
     def analyze_session(job_id: int) -> str:
         """Plan the job and send its chunks as a group (the link follows the last chunk)."""
-        from tasks.analysis import run_plan, send, send_chunks
+        from tasks.analysis import run_plan, send_chunks
+        from tasks.lease import send
         from storage.jobs import Resend
 
         todo, link, queue = run_plan(job_id)
@@ -49,7 +50,7 @@ def _define(app: Celery) -> None:
     @app.task(name=CHUNK_TASK, **retry)
     def analyze_chunk(chunk_id: int) -> str:
         from tasks.chunks import run_chunk
-        from tasks.analysis import send
+        from tasks.lease import send
         from storage.jobs import Resend
 
         out = run_chunk(chunk_id)
@@ -95,7 +96,7 @@ def _pin_threads(**_):
 
 @worker_ready.connect
 def _start_reaper(sender=None, **_):
-    from tasks.analysis import Reaper
+    from tasks.lease import Reaper
 
     _reaper.append(Reaper(get_app()).start())
     log.info("reaper started")

@@ -1,6 +1,6 @@
 """One chunk of an analysis job on whichever worker takes it: lease, heartbeat, analyse, store.
 
-The chunk's lease (``storage.jobs``) is renewed by a heartbeat thread while the pipeline
+The chunk's lease (``storage.jobs``, ``tasks.lease``) is renewed by a heartbeat thread while the pipeline
 runs; if the lease is lost (this worker stalled past it and another took the chunk, or the
 job was cancelled) the chunk stops at its next progress step and stores nothing. The result
 is written only while the lease is still ours, into the chunk's own row, so a chunk done
@@ -11,113 +11,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
-import threading
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Callable, TypeVar
-
-from sqlalchemy.exc import DBAPIError, OperationalError
+from typing import Callable
 
 from affectline.settings import Settings, get_settings
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, JobChunk, Recording
+from tasks.lease import Heartbeat, LeaseLost, owner_dead, owner_id, with_db
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-_TOKEN = uuid.uuid4().hex[:8]  # a restarted container reuses host name and pid; this tells them apart
-
-
-def owner_id() -> str:
-    """This process as a lease owner: host, pid and a per-process token."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
-
-
-def owner_dead(owner: str) -> bool:
-    """True when ``owner`` is a process of this machine that no longer runs (or is a zombie).
-
-    Other machines' owners are never known dead: their leases simply expire.
-    """
-    try:
-        host, pid, _ = owner.rsplit(":", 2)
-        pid_i = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    if pid_i == os.getpid():
-        return owner != owner_id()  # an earlier process that had our pid
-    import psutil
-
-    try:
-        return psutil.Process(pid_i).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-DB_ERRORS = (OperationalError, DBAPIError)
-
-
-def with_db(url: str, fn: Callable, deadline_s: float = 600.0, what: str = "database write") -> T:
-    """Run ``fn(session)`` in a transaction, retrying while the database is unreachable (a restart).
-
-    A chunk's result took minutes to compute: losing it because PostgreSQL restarted would be
-    worse than waiting for it to come back."""
-    t0, wait = time.monotonic(), 0.5
-    while True:
-        try:
-            with session_scope(url) as s:
-                return fn(s)
-        except DB_ERRORS as e:
-            if isinstance(e, DBAPIError) and not isinstance(e, OperationalError) and not e.connection_invalidated:
-                raise
-            if time.monotonic() - t0 > deadline_s:
-                raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, str(e).splitlines()[0][:120], wait)
-            time.sleep(wait)
-            wait = min(wait * 2, 5.0)
-
-
-class LeaseLost(RuntimeError):
-    """Our lease on the chunk is gone (taken over, or the job stopped): stop and store nothing."""
-
-
-class Heartbeat:
-    """Renews a lease every third of its length from a thread, with the latest progress."""
-
-    def __init__(self, renew: Callable[[float | None], bool], lease_s: float):
-        self.renew, self.every = renew, max(lease_s / 3.0, 0.5)
-        self.progress: float | None = None
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="affectline-heartbeat", daemon=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def beat(self) -> None:
-        try:
-            if not self.renew(self.progress):
-                self.lost = True
-        except DB_ERRORS as e:  # database away for a moment: keep working, the final write checks the lease
-            log.warning("lease renewal failed: %s", str(e).splitlines()[0][:120])
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.beat()
-            if self.lost:
-                return
 
 
 @dataclass(frozen=True)

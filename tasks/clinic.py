@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from affectline.settings import Settings, get_settings
 from affectline.task_names import PERSONALIZE_TASK, RESCORE_TASK
-from tasks.chunks import Heartbeat, owner_dead, owner_id, with_db
+from tasks.lease import Heartbeat, owner_dead, owner_id, with_db
 from storage import jobs
 from storage.db import session_scope
 from storage.models import Job, JobStatus

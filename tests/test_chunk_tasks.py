@@ -80,7 +80,7 @@ def test_owner_dead_knows_live_gone_and_zombie_processes():
     import os
     import socket
 
-    from tasks.chunks import owner_dead, owner_id
+    from tasks.lease import owner_dead, owner_id
 
     host = socket.gethostname()
     assert not owner_dead(owner_id())

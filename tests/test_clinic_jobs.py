@@ -134,7 +134,7 @@ def test_the_reaper_sends_clinic_jobs_again_when_lost_or_abandoned(db_url, setti
 
 
 def test_the_reaper_of_a_worker_resends_a_clinic_job_by_its_task_name(db_url, settings):
-    from tasks.analysis import Reaper
+    from tasks.lease import Reaper
 
     with session_scope(db_url) as s:
         sid = repo.create_recording(s, "/videos/z.mp4", SessionKind.classroom).id
