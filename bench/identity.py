@@ -9,9 +9,10 @@
    MMOD is run on one frame per set with its upsampled image capped at 2 MP (dlib here
    has no BLAS: a full-HD frame upsampled would take minutes).
 2. Tracking overhead at 30 faces: a 1080p classroom composed of real faces, 4 fps.
-   Baseline: MTCNN on these frames. Then the tracker fed with the true face boxes, with
-   dlib embeddings (a) of every face in every frame, (b) only where the tracker asks
-   (``Tracker.needs_embedding``), whole run and steady state (after 4 s).
+   Baseline: MTCNN on these frames. Then the tracker fed with the boxes MTCNN found, with
+   the default embedder (``Settings.embedder``: dlib's network in torch, as the pipeline
+   loads it) computing embeddings (a) of every face in every frame, (b) only where the
+   tracker asks (``Tracker.needs_embedding``), whole run and steady state (after 4 s).
 3. Local search between full searches (``Settings.full_search_every_s``): the 30-face
    classroom at 1080p and the real crowd at 4 fps, MTCNN searching every frame whole
    (baseline) against a whole search once a second and ``detect_near`` around the
@@ -42,7 +43,7 @@ from affectline.settings import Settings
 from affectline.types import Detections
 from recognition.detection import load_detector
 from recognition.detection.evaluate import Score, score_frame
-from recognition.reid import EMBEDDING_DIM, FaceEmbedder
+from recognition.reid import EMBEDDING_DIM, load_embedder
 from pipeline.faces import embed_one_frame
 from recognition.tracking import Tracker, link_chunks
 from recognition.tracking.follow import FaceFollower, embed_then_update
@@ -108,23 +109,28 @@ def _mmod(**kw):
 def bench_overhead(n_frames: int, device: str) -> None:
     print(f"\n## 2. Tracking + re-identification overhead at 30 faces (1080p, 4 fps, {n_frames} frames)")
     seq = realseq.classroom_of(n_faces=30, n_frames=n_frames, fps=4.0, size=(1080, 1920))
-    det = load_detector("mtcnn", Settings(), device=device)
+    s = Settings()
+    det = load_detector(s.detector, s, device=device)
     k = min(6, n_frames)
     det.detect(seq.frames[:1])
     t0 = time.perf_counter()
     found = det.detect(seq.frames[:k])
     detect_s = (time.perf_counter() - t0) / k
-    print(f"baseline: MTCNN detection {detect_s * 1000:.0f} ms/frame (mean of {k} frames, "
+    print(f"baseline: {s.detector} detection {detect_s * 1000:.0f} ms/frame (mean of {k} frames, "
           f"{np.mean([len(d) for d in found]):.1f} faces found of 30)")  # fmt: skip
-    embed = embed_one_frame(FaceEmbedder())
+    # The boxes the detector finds (not the truth), as the pipeline's tracker gets them.
+    found += [det.detect([f])[0] for f in seq.frames[k:n_frames]]
+    embedder = load_embedder(s, device)
+    print(f"embedder: {s.embedder} ({type(embedder).__name__})")
+    embed = embed_one_frame(embedder)
     steady_from = 4.0
     for mode in ("embed every face", "embed where needed"):
         # Embedding every face costs the same every frame: a few frames measure it.
         n = 8 if mode == "embed every face" else n_frames
         tr = Tracker()
         cost, embedded, steady_cost, steady_frames, ids = [], 0, 0.0, 0, []
-        for frame, t, boxes in zip(seq.frames[:n], seq.times[:n], seq.gt_boxes[:n]):
-            d = Detections(boxes, np.ones(len(boxes)))
+        for frame, t, d in zip(seq.frames[:n], seq.times[:n], found[:n]):
+            d = Detections(d.boxes, d.scores)
             t0 = time.perf_counter()
             out, n_emb = embed_then_update(tr, embed, frame, float(t), d, embed_all=mode == "embed every face")
             dt = time.perf_counter() - t0
@@ -160,7 +166,7 @@ def _figures(times, dets, labels, summaries) -> str:
 def bench_identity(device: str) -> None:
     print("\n## 3. Identity on real sequences (final ids after Tracker.finish)")
     det = load_detector("mtcnn", Settings(), device=device)
-    emb = FaceEmbedder()
+    emb = load_embedder(Settings(), device)  # the default embedder, as the pipeline loads it
     for name in ("leave_and_return", "crossing", "meet_and_turn_back"):
         seq = getattr(realseq, name)()
         run = realseq.run_tracker(seq.frames, seq.times, det.detect(seq.frames), emb)
