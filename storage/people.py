@@ -19,14 +19,15 @@ the id or value that is wrong. Changes are written to the audit log.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from affectline.ownership import bin_owners as _bin_owners
+from affectline.ownership import fold_edges as _fold_edges
+from affectline.ownership import runs as _runs
 from storage import consent
 from storage.db import from_blob, to_blob
 from storage.labels import clean_label
@@ -42,7 +43,7 @@ from storage.models import (
     TimeBin,
     Track,
 )
-from storage.repo import TrackRecord, audit
+from storage.repo import audit
 
 EMBEDDING_DIM = 128
 
@@ -406,49 +407,6 @@ def split(
 # --- cutting a track in parts (shared by split and by re-analysis) -----------------------------
 
 
-def slack(analysis_fps: float | None) -> float:
-    """How far (s) outside an override's range a sample may lie and still be claimed: half a
-    sampling interval, so a re-analysis at the same rate claims exactly the same samples and
-    one at another rate the nearest ones."""
-    return 0.5 / analysis_fps if analysis_fps else 0.0
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) index ranges of the True runs of a 1-d mask."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
-
-
-def _fold_edges(times: np.ndarray, owner: np.ndarray, bin_seconds: float) -> np.ndarray:
-    """Give an unclaimed (-1) leftover at either end of a track, reaching at most half a bin
-    beyond the claimed part next to it, to that part: it would be a track without a timeline
-    of its own, and a re-analysis at a higher rate than the correction's adds such ends."""
-    owner = owner.copy()
-    claimed = np.flatnonzero(owner >= 0)
-    if not len(claimed):
-        return owner
-    first, last = claimed[0], claimed[-1]
-    if first > 0 and times[first] - times[0] <= bin_seconds / 2 + 1e-6:
-        owner[:first] = owner[first]
-    if last < len(times) - 1 and times[-1] - times[last] <= bin_seconds / 2 + 1e-6:
-        owner[last + 1 :] = owner[last]
-    return owner
-
-
-def _bin_owners(times: np.ndarray, owner: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The owner of each bin: whoever owns most of its samples (ties: the lowest label, so
-    the unclaimed rest); a bin without samples goes to the owner of the nearest sample."""
-    out = np.empty(len(starts), np.int64)
-    for j, (a, b) in enumerate(zip(starts, ends)):
-        m = (times >= a) & (times < b)
-        if m.any():
-            labels, counts = np.unique(owner[m], return_counts=True)
-            out[j] = labels[np.argmax(counts)]
-        else:
-            out[j] = owner[np.argmin(np.abs(times - (a + b) / 2))]
-    return out
-
-
 def _cut_track(s: Session, tr: Track, inside: np.ndarray, person_id: int) -> Track:
     """Move the samples ``inside`` of a track, with the bins and feature rows most of whose
     samples they are, to a new track (the session's next free key) of ``person_id``."""
@@ -538,55 +496,3 @@ def override_specs(s: Session, session_id: int) -> list[OverrideSpec]:
         .order_by(IdentityOverride.id)
     )
     return [OverrideSpec(o.person_id, o.t_start, o.t_end, from_blob(o.vector)) for o in s.scalars(q)]
-
-
-# --- applying overrides to a fresh analysis -----------------------------------------------------
-
-
-def apply_overrides(
-    tracks: Sequence[TrackRecord], overrides: Sequence[OverrideSpec], threshold: float, tol: float = 0.0
-) -> list[TrackRecord]:
-    """Give the tracks of a new analysis to the persons human corrections name.
-
-    An override claims the samples of a track that lie within its time range (widened by
-    ``tol`` seconds, see :func:`slack`) when the track's embedding is within ``threshold``
-    (Euclidean, as dlib's) of the override's. Later overrides win where several claim the
-    same samples. A track claimed in part is cut the way :func:`split` cuts it: each
-    person's part becomes a record of its own (the unclaimed rest keeps the key, other parts
-    take the next free keys), bins and feature rows go with the part owning most of their
-    samples, and a leftover end shorter than half a bin goes with its neighbour. Claimed
-    records have ``person_id`` set and ``match_score`` None (a person's decision, not a
-    match); the others are returned unchanged, for embedding matching.
-    """
-    out: list[TrackRecord] = []
-    next_key = max((t.track_key for t in tracks), default=-1) + 1
-    for tr in tracks:
-        if not overrides or tr.embedding is None or not len(tr.times) or tr.person_id is not None:
-            out.append(tr)
-            continue
-        times = np.asarray(tr.times, np.float64)
-        owner = np.full(len(times), -1, np.int64)
-        emb = np.asarray(tr.embedding, np.float32)
-        for o in overrides:
-            if float(np.linalg.norm(emb - o.vector)) < threshold:
-                owner[(times >= o.t_start - tol) & (times <= o.t_end + tol)] = o.person_id
-        if (owner < 0).all():
-            out.append(tr)
-            continue
-        starts, ends = (tr.bins[c].to_numpy(np.float64) for c in ("t_start", "t_end"))
-        owner = _fold_edges(times, owner, float(np.median(ends - starts)) if len(starts) else 0.0)
-        bin_owner = _bin_owners(times, owner, starts, ends)
-        parts = list(dict.fromkeys(owner.tolist()))  # in order of first appearance
-        keep_key = -1 if -1 in parts else parts[0]
-        for pid in parts:
-            m, bm = owner == pid, bin_owner == pid
-            if pid == keep_key:
-                key = tr.track_key
-            else:
-                key, next_key = next_key, next_key + 1
-            out.append(dataclasses.replace(
-                tr, track_key=key, times=tr.times[m], face_boxes=tr.face_boxes[m], context_boxes=tr.context_boxes[m],
-                bins=tr.bins[bm].reset_index(drop=True), features=tr.features[bm],
-                person_id=None if pid < 0 else int(pid), match_score=None,
-            ))  # fmt: skip
-    return out

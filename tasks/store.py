@@ -54,12 +54,12 @@ def _enrolled_embeddings(s, group_id: int | None) -> dict[int, np.ndarray]:
 def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) -> dict[int, int]:
     """Assign tracks to persons and replace the session's results (one transaction).
 
-    Human corrections of this session (identity overrides) are applied first and take the
-    tracks, or parts of tracks, they claim; the rest are matched to the enrolled persons of
-    the session's group by embedding; what stays unmatched becomes 'Unknown N'.
+    The roster (the group's enrolled persons, this session's identity overrides) is read here and
+    ``identity.resolve`` says who each track is: overrides first, then the enrolled by embedding;
+    what stays unmatched becomes 'Unknown N' in the writer.
     """
-    from recognition.tracking import assign_to_persons
-    from storage.people import apply_overrides, override_specs, slack
+    from identity.resolve import Roster, resolve
+    from storage.people import override_specs
 
     with session_scope(url) as s:
         rec = s.get(Recording, recording_id)
@@ -74,14 +74,8 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
             )
             for t in out.tracks
         ]  # fmt: skip
-        overrides = override_specs(s, recording_id)
-        records = apply_overrides(records, overrides, settings.enroll_threshold, tol=slack(out.analysis_fps))
-        free = [i for i, r in enumerate(records) if r.person_id is None and r.embedding is not None]
-        if enrolled and free:
-            res = assign_to_persons(np.stack([records[i].embedding for i in free]), enrolled, settings.enroll_threshold)
-            for i, (pid, score) in zip(free, res):
-                if pid is not None:
-                    records[i].person_id, records[i].match_score = pid, float(score)
+        roster = Roster(enrolled, override_specs(s, recording_id), settings.enroll_threshold, out.analysis_fps)
+        records = resolve(records, roster)
         _reread_against_clinicians(s, records, out)
         result = AnalysisResult(
             recording_id=recording_id, fps=out.info.fps, n_frames=out.info.n_frames, width=out.info.width,

@@ -28,7 +28,9 @@ from storage.models import (
     TimeBin,
     Track,
 )
-from storage.people import OverrideSpec, apply_overrides
+from affectline.ownership import slack
+from identity.overrides import apply_overrides
+from storage.people import OverrideSpec
 from storage.repo import AnalysisResult, TrackRecord, replace_analysis
 
 ALL_TABLES = (Person, PersonEmbedding, Track, TimeBin, FeatureSeries, Tag, IdentityOverride, PersonModel, Job)
@@ -489,10 +491,10 @@ def test_apply_overrides_at_another_frame_rate():
     # Whole track 1.0-3.0 s split at 2 fps; re-analysed at 4 fps it runs 0.75-3.25 s. The ends
     # beyond the override are shorter than half a bin: the whole track is claimed.
     spec = OverrideSpec(7, 1.0, 3.0, face(1))
-    (r,) = apply_overrides([record(0, face(1), 0.75, 3.25, fps=4)], [spec], 0.5, tol=people.slack(4))
+    (r,) = apply_overrides([record(0, face(1), 0.75, 3.25, fps=4)], [spec], 0.5, tol=slack(4))
     assert r.person_id == 7 and len(r.times) == 11 and r.bins["t_start"].tolist() == [0, 1, 2, 3]
     # A real remainder (0-0.75 s, more than half a bin) stays unclaimed, under the old key.
-    parts = apply_overrides([record(0, face(1), 0.0, 3.25, fps=4)], [spec], 0.5, tol=people.slack(4))
+    parts = apply_overrides([record(0, face(1), 0.0, 3.25, fps=4)], [spec], 0.5, tol=slack(4))
     got = [(p.track_key, p.person_id, p.times.min(), p.times.max()) for p in parts]
     assert got == [(0, None, 0.0, 0.75), (1, 7, 1.0, 3.25)]
     # Bins go with most of their samples; [0,1) has 0, .25, .5, .75 -> unclaimed.
