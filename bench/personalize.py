@@ -56,7 +56,9 @@ def main() -> None:
     import numpy as np
 
     from affectline.settings import Settings
-    from clinic.personalise import load_series, personalize_person, rescore_person
+    from clinic.personalise import personalize_person
+    from clinic.rescore import rescore_person
+    from clinic.series import load_series
     from recognition.personal.simulate import simulate_child
     from storage import person_models as pm
     from storage.db import migrate, session_scope

@@ -334,7 +334,7 @@ def models_rollback(person: str, version: int | None, author: str) -> None:
 @author_option
 def models_calibrate(person: str, author: str) -> None:
     """Refit PERSON's neutral baseline (from baseline tags, else all their bins) and re-score."""
-    from clinic.personalise import calibrate_person
+    from clinic.calibrate import calibrate_person
 
     try:
         v, b = calibrate_person(_url(), person, actor=_me(author).audit_name)

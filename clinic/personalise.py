@@ -1,8 +1,8 @@
-"""The clinicians' workflow over stored features: calibrate, personalise, re-score.
+"""Personalisation: a child's model fitted from the clinicians' tags over their stored features,
+cross-validated against the population model, stored as the next version and (when it does not do
+worse) activated, then their bins re-scored (``clinic.rescore``); rollback to an earlier version.
 
-Everything here reads ``feature_series`` and ``tags`` from the database and writes
-``person_models`` and the ``personal_label``/``personal_confidence`` columns of
-``time_bins``; the video is never decoded again.
+Reads ``feature_series`` and ``tags``, writes ``person_models``; the video is never decoded again.
 """
 
 from __future__ import annotations
@@ -12,71 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from affectline.features import FEATURE_NAMES
 from affectline.settings import Settings, get_settings
-from recognition.personal import (
-    DEFAULT_WINDOW,
-    Baseline,
-    PersonalModel,
-    TrainingSet,
-    fit_baseline,
-    personalize,
-    score_series,
-)
+from recognition.personal import DEFAULT_WINDOW, TrainingSet, fit_baseline, personalize
 from recognition.personal.calibration import observed
 from recognition.personal.personalize import FitReport
 from recognition.personal.population import smooth
 from recognition.personal.reliability import quality
+from clinic.rescore import rescore_person
+from clinic.series import Series, load_series
 from storage import person_models as pm
-from storage.db import from_blob, session_scope
-from storage.models import FeatureSeries, Tag, TimeBin
+from storage.db import session_scope
+from storage.models import Tag
 from storage.tags import latest_tags, resolve_person
 
 log = logging.getLogger(__name__)
 Hook = Callable[[float, str], None]  # (progress 0..1, message)
-_COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
-
-
-@dataclass
-class Series:
-    """One track's stored per-bin features, columns in ``FEATURE_NAMES`` order."""
-
-    session_id: int
-    track_id: int
-    grid_start: float
-    grid_step: float
-    X: np.ndarray
-
-    @property
-    def t_mid(self) -> np.ndarray:
-        return self.grid_start + (np.arange(len(self.X)) + 0.5) * self.grid_step
-
-
-def align_features(names: list[str], data: np.ndarray) -> np.ndarray:
-    """Reorder stored columns to ``FEATURE_NAMES``; columns the writer did not have are NaN."""
-    if list(names) == list(FEATURE_NAMES):
-        return data.astype(np.float64)
-    if "face_visible" not in names:
-        raise ValueError(f"stored features lack 'face_visible' (have {len(names)} columns: {names[:5]}...)")
-    X = np.full((len(data), len(FEATURE_NAMES)), np.nan)
-    for j, n in enumerate(names):
-        if n in _COL:
-            X[:, _COL[n]] = data[:, j]
-    return X
-
-
-def load_series(s: Session, person_id: int, session_id: int | None = None) -> list[Series]:
-    q = select(FeatureSeries).where(FeatureSeries.person_id == person_id)
-    if session_id is not None:
-        q = q.where(FeatureSeries.session_id == session_id)
-    out = []
-    for fs in s.scalars(q.order_by(FeatureSeries.session_id, FeatureSeries.grid_start)):
-        data = from_blob(fs.data, len(fs.names)) if fs.n else np.zeros((0, len(fs.names)), np.float32)
-        out.append(Series(fs.session_id, fs.track_id, fs.grid_start, fs.grid_step, align_features(fs.names, data)))
-    return out
 
 
 def tag_runs(tags: list[Tag], gap: float) -> dict[str, int]:
@@ -141,33 +93,7 @@ def training_set(series: list[Series], tags: list[Tag], window: int) -> tuple[Tr
     return ts, np.concatenate(base_mask) if base_mask else np.zeros(0, bool)
 
 
-# --- calibration and personalisation ----------------------------------------------------------
-
-
-def calibrate_person(
-    url: str, person: str | int, settings: Settings | None = None, *, activate: bool = True, actor: str = "system"
-) -> tuple[int, Baseline]:
-    """Fit and store a person's baseline (from baseline tags when there are enough); returns (version, baseline).
-
-    The baseline calibrates the population model for a person without an active
-    personal model; a personal model carries the baseline it was fitted with.
-    """
-    with session_scope(url) as s:
-        p = resolve_person(s, person)
-        series = load_series(s, p.id)
-        tags = latest_tags(s, person_id=p.id)
-        pid = p.id
-    if not series:
-        raise LookupError(f"person {pid} has no stored features; analyse a session with them first")
-    _, bmask = training_set(series, tags, DEFAULT_WINDOW)
-    baseline = fit_baseline(np.vstack([sr.X for sr in series]), bmask)
-    with session_scope(url) as s:
-        row = pm.save_model(s, pid, "baseline", baseline.to_bytes(),
-                            {"n_bins": baseline.n_bins, "source": baseline.source}, activate=activate, actor=actor)  # fmt: skip
-        version = row.version
-    if activate:
-        rescore_person(url, pid, settings)
-    return version, baseline
+# --- personalisation -------------------------------------------------------------------------
 
 
 def _json_safe(v):
@@ -270,61 +196,3 @@ def rollback_person(url: str, person: str | int, version: int | None = None, set
         row = pm.rollback_model(s, pid, "personal", version, actor=actor)
         version = row.version
     return version, rescore_person(url, pid, settings)
-
-
-# --- re-scoring ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Scorer:
-    model: PersonalModel | None
-    baseline: Baseline | None
-
-    @classmethod
-    def for_person(cls, s: Session, person_id: int) -> _Scorer:
-        m = pm.active_model(s, person_id, "personal")
-        if m is not None:
-            return cls(PersonalModel.from_bytes(m.params), None)
-        b = pm.active_model(s, person_id, "baseline")
-        return cls(None, Baseline.from_bytes(b.params) if b is not None else None)
-
-
-def _rescore(s: Session, person_id: int, series: list[Series], threshold: float) -> int:
-    scorer = _Scorer.for_person(s, person_id)
-    rows = []
-    for sr in series:
-        out = score_series(sr.X, threshold, scorer.model, scorer.baseline)
-        q = select(TimeBin.id, TimeBin.t_start).where(TimeBin.track_id == sr.track_id, TimeBin.person_id == person_id)
-        for bin_id, t_start in s.execute(q):
-            i = round((t_start - sr.grid_start) / sr.grid_step)
-            if 0 <= i < len(sr.X):
-                c = out.confidence[i]
-                rows.append({"id": bin_id, "personal_label": out.labels[i],
-                             "personal_confidence": None if not np.isfinite(c) else float(c)})  # fmt: skip
-    if rows:
-        s.execute(update(TimeBin), rows)  # executemany by primary key
-    return len(rows)
-
-
-def rescore_person(url: str, person_id: int, settings: Settings | None = None, session_id: int | None = None) -> int:
-    """Re-score a person's bins (all sessions, or one) with their active model; returns bins updated."""
-    st = settings or get_settings()
-    with session_scope(url) as s:
-        return _rescore(s, person_id, load_series(s, person_id, session_id), st.uncertain_threshold)
-
-
-def population_rescore(url: str, session_id: int, settings: Settings | None = None) -> int:
-    """Fill ``personal_label``/``personal_confidence`` for every person of a freshly analysed session.
-
-    Called right after analysis. Each person is scored with their active personal model
-    when they have one (so re-analysing a personalised child's session keeps their
-    model), else the population model calibrated by their active baseline, else the
-    plain population model. Returns the number of bins updated.
-    """
-    st = settings or get_settings()
-    n = 0
-    with session_scope(url) as s:
-        pids = sorted(set(s.scalars(select(FeatureSeries.person_id).where(FeatureSeries.session_id == session_id))))
-        for pid in pids:
-            n += _rescore(s, pid, load_series(s, pid, session_id), st.uncertain_threshold)
-    return n

@@ -97,7 +97,7 @@ def run_personalize_job(job_id: int, settings: Settings | None = None) -> None:
 def run_rescore_job(job_id: int, settings: Settings | None = None) -> None:
     """Re-score ``job.person_id`` (optionally only ``job.session_id``), or, with no person,
     every person of ``job.session_id`` (queued by the link once a session's timelines are stored)."""
-    from clinic.personalise import population_rescore, rescore_person
+    from clinic.rescore import population_rescore, rescore_person
 
     settings = settings or get_settings()
     person_id, session_id, _, _ = _job(settings.resolved_database_url, job_id)

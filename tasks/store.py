@@ -58,6 +58,7 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
     ``identity.resolve`` says who each track is: overrides first, then the enrolled by embedding;
     what stays unmatched becomes 'Unknown N' in the writer.
     """
+    from clinic.calibrate import reread_against_baselines
     from identity.resolve import Roster, resolve
     from storage.people import override_specs
 
@@ -76,7 +77,7 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
         ]  # fmt: skip
         roster = Roster(enrolled, override_specs(s, recording_id), settings.enroll_threshold, out.analysis_fps)
         records = resolve(records, roster)
-        _reread_against_clinicians(s, records, out)
+        reread_against_baselines(s, records, out)  # a child's clinician baseline, where one is active
         result = AnalysisResult(
             recording_id=recording_id, fps=out.info.fps, n_frames=out.info.n_frames, width=out.info.width,
             height=out.info.height, analysis_fps=out.analysis_fps, bin_seconds=out.bin_seconds,
@@ -84,35 +85,3 @@ def store(url: str, recording_id: int, out: PipelineOutput, settings: Settings) 
             duration=out.info.duration,
         )  # fmt: skip
         return replace_analysis(s, result)
-
-
-def _reread_against_clinicians(s, records: list[TrackRecord], out: PipelineOutput) -> None:
-    """A child with an active calibration baseline (``affectline calibrate``: a clinician's
-    baseline segments, or all their bins) has their academic emotions and engagement read
-    against it instead of this session's median (``pipeline.relative``)."""
-    from recognition.academic.cues import CueModel
-    from recognition.personal.calibration import Baseline
-    from storage import person_models as pm
-    from affectline.types import TimeGrid
-    from pipeline.relative import clinician_baseline, reread_bins
-
-    model = CueModel()
-    if out.academic_model != f"{model.name}@{model.sha256[:12]}":
-        return  # another academic model (CLIP-CAER): nothing of the cue model's to re-read
-    grid, cache = TimeGrid(out.bin_seconds), {}
-    for r in records:
-        if r.person_id is None or not len(r.times):
-            continue
-        if r.person_id not in cache:
-            row = pm.active_model(s, r.person_id, "baseline")
-            cache[r.person_id] = clinician_baseline(model, Baseline.from_bytes(row.params)) if row is not None else None
-        b = cache[r.person_id]
-        # The linked person this record came from (a human correction may have cut it in parts).
-        src = next((t for t in out.tracks if t.cue_samples is not None and t.cue_samples.n_samples
-                    and np.isin(np.asarray(r.times, np.float32), np.asarray(t.times, np.float32)).all()
-                    and (t.key == r.track_key or t.embedding is r.embedding
-                         or (t.embedding is not None and r.embedding is not None
-                             and np.array_equal(t.embedding, r.embedding)))), None)  # fmt: skip
-        if b is not None and src is not None:
-            r.bins = reread_bins(r.bins, src.cue_samples, model, b, grid)
-

@@ -52,13 +52,13 @@ def _jobs(url: str, task: str) -> list[Job]:
 
 
 def test_a_rescoring_error_does_not_fail_an_analysis_whose_timelines_are_stored(linkable, settings, monkeypatch):
-    import clinic.personalise
+    import clinic.rescore
     from tasks.analysis import run_link
 
     def broken(url, session_id, st=None):
         raise RuntimeError("population model file is corrupt")
 
-    monkeypatch.setattr(clinic.personalise, "population_rescore", broken)
+    monkeypatch.setattr(clinic.rescore, "population_rescore", broken)
     assert run_link(linkable.job, settings)  # no sender: the re-scoring runs here, after the job is done
     assert linkable.stored == [linkable.session]
     (analysis,) = _jobs(linkable.url, ANALYZE_TASK)
@@ -86,11 +86,11 @@ def test_the_link_queues_the_rescoring_by_task_name_after_finishing(linkable, se
 
 
 def test_a_clinic_job_is_leased_so_a_second_delivery_does_nothing(db_url, settings, monkeypatch):
-    import clinic.personalise
+    import clinic.rescore
     from tasks.clinic import run_rescore_job
 
     calls = []
-    monkeypatch.setattr(clinic.personalise, "population_rescore", lambda url, sid, st=None: calls.append(sid) or 7)
+    monkeypatch.setattr(clinic.rescore, "population_rescore", lambda url, sid, st=None: calls.append(sid) or 7)
     with session_scope(db_url) as s:
         sid = repo.create_recording(s, "/videos/y.mp4", SessionKind.classroom).id
         jid = repo.create_job(s, RESCORE_TASK, session_id=sid).id

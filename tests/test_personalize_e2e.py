@@ -15,7 +15,8 @@ from sqlalchemy import select
 from affectline.features import FEATURE_NAMES
 from affectline.queue import PERSONALIZE_TASK, RESCORE_TASK, make_celery
 from affectline.types import EXPRESSION_CLASSES
-from clinic.personalise import personalize_person, population_rescore, rescore_person, rollback_person
+from clinic.personalise import personalize_person, rollback_person
+from clinic.rescore import population_rescore, rescore_person
 from recognition.personal import NotEnoughTags
 from recognition.personal.simulate import simulate_child
 from storage import person_models as pm

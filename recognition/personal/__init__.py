@@ -3,7 +3,7 @@ personalisation, and reliability ("uncertain").
 
 Pure numpy/scipy/sklearn on per-bin feature rows (``affectline.features.FEATURE_NAMES``
 order); storage and orchestration live in ``storage.tags``, ``storage.person_models``
-and ``clinic.personalise``.
+and ``clinic`` (personalise, calibrate, rescore).
 """
 
 from __future__ import annotations
