@@ -7,9 +7,9 @@ from datetime import date
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data
+from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import admin
+from services import admin, deletions
 from storage.models import Role, SessionKind
 
 settings = get_settings()
@@ -119,11 +119,10 @@ with sessions_tab:
     st.dataframe(table.drop(columns=["job_id", "progress"]), hide_index=True, key="admin_sessions")
     if not table.empty:
         titles = dict(zip(table["id"].astype(int), table["title"]))
-        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        c1, c3 = st.columns([4, 1], vertical_alignment="bottom")
         sid = c1.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="del_session")
-        sure = c2.checkbox("Delete its video record, timelines and tags", key="del_session_sure")
-        if c3.button("Delete session", disabled=not sure, key="del_session_button"):
-            _do(data.admin_delete_session, sid, ok=f"Session #{sid} deleted.")
+        confirm.ask("del_session_button", "Delete session", sid, lambda: deletions.session_impact(url, viewer, sid).sentence(),
+                    lambda: _do(data.admin_delete_session, sid, ok=f"Session #{sid} deleted."), container=c3)  # fmt: skip
 
 with audit_tab:
     st.caption("Who exported, deleted or changed what, newest first. Entries are never edited or removed.")

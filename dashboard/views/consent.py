@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data
+from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import privacy
+from services import deletions, privacy
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -63,14 +63,17 @@ with consent_tab:
                 _do(privacy.grant_consent, pid, purpose, scope_text, None if no_expiry else until,
                     ok=f"{purpose.capitalize()} consent recorded for {names.get(pid)}.")  # fmt: skip
         st.subheader("Withdraw consent")
-        c1, c2, c3, c4 = st.columns([2, 1, 2, 1], vertical_alignment="bottom")
+        c1, c2, c4 = st.columns([3, 1, 1], vertical_alignment="bottom")
         wid = c1.selectbox("Person", list(names), format_func=names.get, key="withdraw_person")
         wpurpose = c2.radio("For", ["analysis", "thumbnails"], key="withdraw_purpose")
-        sure = c3.checkbox("Delete what this consent covered", key="withdraw_sure")
-        if c4.button("Withdraw", type="primary", disabled=not sure, key="withdraw_button"):
+
+        def _withdraw() -> None:
             warn = privacy.withdrawal_warning(url, viewer, wid) if wpurpose == "analysis" else ""
             _do(privacy.withdraw_consent, wid, wpurpose, warn=warn,
-                ok=lambda n: f"Consent withdrawn; deleted {', '.join(f'{v} {k}' for k, v in n.items() if v) or 'nothing'}.")
+                ok=lambda n: f"Consent withdrawn; deleted {deletions.counted(n)}.")
+
+        confirm.ask("withdraw_button", "Withdraw", (wid, wpurpose),
+                    lambda: deletions.withdrawal_impact(url, viewer, wid, wpurpose).sentence(), _withdraw, container=c4)
 
 with policy_tab:
     rows = privacy.policies(url, viewer)
@@ -99,6 +102,8 @@ with policy_tab:
     st.caption("The worker's schedule does this every hour; expired sessions go with their timelines, tags, "
                "jobs and uploaded video, and can no longer be exported. Each deletion is in the audit log.")  # fmt: skip
     n = sum(r.expired for r in rows)
-    if st.button(f"Delete {n} expired session(s)", disabled=n == 0, key="retention_run"):
-        _do(lambda u, v: privacy.run_retention(u, v, settings.data_dir),
-            ok=lambda r: f"Deleted {len(r.deleted)} session(s), {r.total_rows} rows, {len(r.files_removed)} file(s).")
+    confirm.ask("retention_run", f"Delete {n} expired session(s)", n,
+                lambda: deletions.retention_impact(url, viewer, settings.data_dir).sentence(),
+                lambda: _do(lambda u, v: privacy.run_retention(u, v, settings.data_dir),
+                            ok=lambda r: f"Deleted {len(r.deleted)} session(s), {r.total_rows} rows, {len(r.files_removed)} file(s)."),
+                disabled=n == 0)  # fmt: skip

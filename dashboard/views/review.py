@@ -11,9 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, safe
+from dashboard import auth, charts, confirm, data, safe
 from dashboard.safe import md_text
-from services import clinic, exports
+from services import clinic, deletions, exports
 from services import summaries as sm
 
 settings = get_settings()
@@ -181,10 +181,13 @@ else:
             else:
                 st.session_state.pop("edit_uid", None)
                 st.rerun()
-        if e2.button("Delete tag", key="delete_tag"):
+        def _delete_tag() -> None:
             data.delete_tag(url, viewer, sid, uid)
             st.session_state.pop("edit_uid", None)
             st.rerun()
+
+        confirm.ask("delete_tag", "Delete tag", uid, lambda: deletions.tag_impact(url, viewer, sid, uid).sentence(),
+                    _delete_tag, container=e2)  # fmt: skip
 
 # --- personalise this child --------------------------------------------------------------------
 st.subheader("Personalise this child")
