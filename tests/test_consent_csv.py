@@ -206,3 +206,49 @@ def test_cli_import_and_export(url, roster, tmp_path, monkeypatch):
     assert out.read_text().splitlines()[0] == ",".join([*consent_csv.COLUMNS, *consent_csv.INFO_COLUMNS])
     assert f"{roster['ada']},\"Ada\",\"Class E\",\"analysis\",\"yes\"" in out.read_text()
     get_settings.cache_clear()
+
+
+def test_consent_page_exports_checks_and_imports(settings):
+    """The Consent page: export, a bad upload listed row by row (nothing stored), a good one imported."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import auth, data
+    from dashboard.safe import shown
+    from storage import access
+
+    u = settings.resolved_database_url
+    migrate(u)
+    with session_scope(u) as s:
+        g = repo.get_or_create_group(s, "Class E", SessionKind.classroom).id
+        root = access.create_user(s, "root", Role.admin, "correct horse battery staple").id
+    _, pids = add_analysed_session(u, g, SessionKind.classroom, "lesson", 2, n_bins=5)
+    with session_scope(u) as s:
+        ada, ben = (people.rename(s, p, n, "t").id for p, n in zip(pids, ("Ada", "Ben")))
+    data.invalidate()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=60)
+    at.session_state[auth.USER_KEY] = root
+    at.run()
+    at.switch_page("views/consent.py").run()
+    at.button(key="consent_export").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    got, n = at.session_state["consent_csv"]
+    assert n == 2 and got.decode().startswith("person_id,person,group,purpose,answer")
+    assert len(audits(u, "consent_export")) == 1
+
+    at.file_uploader(key="consent_upload").set_value(("forms.csv", f"person_id,answer\n{ada},yes\n{ben},perhaps\n".encode(), "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("1 problem(s); nothing will be stored" in shown(e.value) for e in at.error)
+    assert "row 3, column answer: 'perhaps' is not yes, no or empty" in at.code[0].value
+    assert not any(b.key == "consent_import" for b in at.button) and register(u)[ada][0] == "none"
+
+    at.file_uploader(key="consent_upload").set_value(("forms.csv", f"person_id,answer\n{ada},yes\n{ben},no\n".encode(), "text/csv")).run()
+    assert any("1 consent(s) to record, 1 refusal(s) to record" in shown(i.value) for i in at.info)
+    assert register(u)[ada][0] == "none"  # checked, not stored
+    at.button(key="consent_import").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("forms.csv imported: 2 row(s): 1 consent(s) recorded, 1 refusal(s) recorded" in shown(s.value) for s in at.success)
+    assert register(u)[ada][0] == "valid" and register(u)[ben][0] == "refused"
+    (row,) = audits(u, "consent_import")
+    assert row.actor == "root" and row.detail["file"] == "forms.csv"

@@ -9,7 +9,7 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import deletions, privacy
+from services import consent_csv, deletions, privacy
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -27,6 +27,9 @@ def _do(fn, *args, ok, warn: str = "") -> None:
     """Run an audited change; show its error in one line, or remember the success (and a warning) and rerun."""
     try:
         out = fn(url, viewer, *args)
+    except consent_csv.ConsentFileError as e:  # the file changed between the check and the import
+        st.error(md_text(f"{e.name}: {len(e.problems)} problem(s); nothing was stored"))
+        st.code("\n".join(p.line() for p in e.problems), language=None)
     except (ValueError, LookupError, PermissionError) as e:
         st.error(md_text(e))
     else:
@@ -74,6 +77,35 @@ with consent_tab:
 
         confirm.ask("withdraw_button", "Withdraw", (wid, wpurpose),
                     lambda: deletions.withdrawal_impact(url, viewer, wid, wpurpose).sentence(), _withdraw, container=c4)
+
+    st.subheader("Many forms at once: a spreadsheet (CSV)")
+    st.caption("Columns: person_id (or group and person), purpose (analysis or thumbnails), answer (yes, no, or empty "
+               "for no change), scope, expires (YYYY-MM-DD). The export below has the same columns: export, fill in, "
+               "import. A file with any bad row is refused whole, with one line per bad row; a 'no' deletes what the "
+               "consent covered. Imports and exports are in the audit log.")  # fmt: skip
+    c1, c2 = st.columns(2)
+    if c1.button("Prepare register export (CSV)", key="consent_export"):
+        _csv, _n = consent_csv.export_csv(url, viewer)
+        st.session_state["consent_csv"] = (_csv, _n)
+    if (got := st.session_state.get("consent_csv")) is not None:
+        c1.download_button(f"Download affectline_consent.csv ({got[1]} rows)", got[0], mime="text/csv",
+                           file_name=f"affectline_consent_{date.today()}.csv", key="consent_download")  # fmt: skip
+    upload = c2.file_uploader("Import a filled-in file", type=["csv"], key="consent_upload")
+    if upload is not None:
+        raw = upload.getvalue()
+        try:
+            plan = consent_csv.preview(url, viewer, raw, upload.name)
+        except consent_csv.ConsentFileError as e:
+            st.error(md_text(f"{upload.name}: {len(e.problems)} problem(s); nothing will be stored:"))
+            st.code("\n".join(p.line() for p in e.problems), language=None)
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(md_text(e))
+        else:
+            st.info(md_text(f"{upload.name}: {plan.sentence()}."))
+            if st.button("Import these answers", key="consent_import", type="primary",
+                         disabled=not (plan.grants or plan.refusals)):  # fmt: skip
+                _do(lambda u, v: consent_csv.import_csv(u, v, raw, upload.name),
+                    ok=lambda r: f"{upload.name} imported: {r.sentence()}.")  # fmt: skip
 
 with policy_tab:
     rows = privacy.policies(url, viewer)
