@@ -284,3 +284,51 @@ def test_expired_sessions_are_deleted_only_after_the_confirmation(url, ids):
     assert any(f"Deleted {len(expired)} session(s)" in shown(s.value) for s in at.success)
     with session_scope(url) as s:
         assert not set(s.scalars(select(Recording.id))) & expired
+
+
+def shown_headers(table) -> list[str]:
+    """The headers a table shows: each column's configured label, else its name (as Streamlit draws it)."""
+    import json
+
+    conf = json.loads(table.proto.columns or "{}")
+
+    def lab(c: str):
+        cfg = conf.get(c, conf.get(f"name:{c}", conf.get(f"col:{c}")))
+        if cfg is None:
+            return c
+        if cfg.get("hidden"):
+            return None
+        return cfg.get("label") or c
+
+    return [h for h in (lab(str(c)) for c in table.value.columns) if h is not None]
+
+
+def test_no_table_shows_a_code_name_as_its_header(url, ids):
+    from services import columns, privacy
+
+    me = actor(url, ids.users["admin"])
+    pid = ids.persons["maths"][0]
+    data.rename_person(url, me, pid, "Ada")  # the consent table lists enrolled persons
+    privacy.grant_consent(url, me, pid, "analysis", "form")
+    seen: dict[str, list[str]] = {}
+    for page in (ADMIN, "views/people.py", "views/consent.py", "views/sessions.py"):
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.session_state[auth.USER_KEY] = ids.users["admin"]
+        at.run()
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        for i, t in enumerate(at.dataframe):
+            seen[f"{page}#{i}"] = shown_headers(t)
+    # Every table of the four pages: users, groups, grants, sessions, audit; persons; consent, policies; sessions.
+    for page, n in ((ADMIN, 5), ("views/people.py", 1), ("views/consent.py", 2), ("views/sessions.py", 1)):
+        assert sum(k.startswith(f"{page}#") for k in seen) == n, (page, list(seen))
+    bad = {k: [h for h in hs if columns.is_code_name(h)] for k, hs in seen.items()}
+    assert not any(bad.values()), bad
+    consent_headers = seen["views/consent.py#0"]
+    assert "Stored per person" in consent_headers and "Person no." in consent_headers
+    # The audit table says what happened, in words and local time, not a dict.
+    at = admin_page(ids.users["admin"])
+    log = next(t.value for t in at.dataframe if "what" in t.value.columns)
+    row = log[log["action"] == "consent_grant"].iloc[0]
+    assert row["what"].startswith("Recorded analysis consent for ") and "scope 'form'" in row["what"]
+    assert "{" not in " ".join(log["what"]) and "detail" not in log.columns

@@ -9,7 +9,7 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import consent_csv, deletions, privacy
+from services import columns, consent_csv, deletions, privacy
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -51,7 +51,7 @@ with consent_tab:
     if table.empty:
         st.info("No enrolled persons yet: name a person on the People page first.")
     else:
-        st.dataframe(table, hide_index=True, key="consent_table")
+        st.dataframe(table, hide_index=True, key="consent_table", column_config=columns.config(table.columns))
         names = dict(zip(table["person_id"].astype(int), table["person"] + " (" + table["group"] + ")"))
         st.subheader("Record consent")
         with st.form("grant_consent", clear_on_submit=True):
@@ -110,8 +110,8 @@ with consent_tab:
 with policy_tab:
     rows = privacy.policies(url, viewer)
     st.dataframe(
-        [{"group": r.group, "kind": r.kind, "consent required": r.consent_required,
-          "keep sessions (days)": r.retention_days or "forever", "sessions": r.sessions, "expired now": r.expired}
+        [{"Group": r.group, "Kind": r.kind, "Consent required": r.consent_required,
+          "Keep sessions (days)": r.retention_days or "forever", "Sessions": r.sessions, "Expired now": r.expired}
          for r in rows],
         hide_index=True, key="policy_table",
     )  # fmt: skip

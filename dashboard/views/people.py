@@ -7,7 +7,7 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import deletions
+from services import columns, deletions
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -21,7 +21,8 @@ persons = data.persons_frame(url, viewer.group_ids)
 if persons.empty:
     st.info("No persons in your groups yet: they appear when a session is analysed.")
 else:
-    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table")
+    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table",
+                 column_config=columns.config(persons.columns))
 st.caption("'Unknown N' persons were found by an analysis and not yet named; enrolled persons are recognised "
            "again in later sessions of the same group. No face images are stored unless the "
            "store_thumbnails setting is on.")  # fmt: skip
