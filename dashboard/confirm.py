@@ -19,7 +19,7 @@ def ask(key: str, label: str, target: object, impact: Callable[[], str], run: Ca
     """A delete button for ``target`` that asks before ``run()``; ``impact()`` says what would be removed."""
     where = container or st
     state = f"{key}_asked"
-    if where.button(label, key=key, disabled=disabled, help=help):
+    if where.button(md_text(label), key=key, disabled=disabled, help=md_text(help) if help else None):
         st.session_state[state] = target
     if disabled or st.session_state.get(state, object()) != target:
         return

@@ -88,7 +88,7 @@ with consent_tab:
         _csv, _n = consent_csv.export_csv(url, viewer)
         st.session_state["consent_csv"] = (_csv, _n)
     if (got := st.session_state.get("consent_csv")) is not None:
-        c1.download_button(f"Download affectline_consent.csv ({got[1]} rows)", got[0], mime="text/csv",
+        c1.download_button(md_text(f"Download affectline_consent.csv ({got[1]} rows)"), got[0], mime="text/csv",
                            file_name=f"affectline_consent_{date.today()}.csv", key="consent_download")  # fmt: skip
     upload = c2.file_uploader("Import a filled-in file", type=["csv"], key="consent_upload")
     if upload is not None:

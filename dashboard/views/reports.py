@@ -106,5 +106,5 @@ with group_tab:
                 _prepare(key, group_reports.groups_report, gids, since, until)
         _download(key, "group_report_download")
         if settings.group_reports_every != "off":
-            st.caption(f"Scheduled: every group's {settings.group_reports_every} report is also written by the worker "
-                       "into the reports folder of the server (AFFECTLINE_GROUP_REPORTS_DIR).")  # fmt: skip
+            st.caption(md_text(f"Scheduled: every group's {settings.group_reports_every} report is also written by the "
+                               "worker into the reports folder of the server (AFFECTLINE_GROUP_REPORTS_DIR)."))  # fmt: skip
