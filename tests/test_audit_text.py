@@ -97,3 +97,28 @@ def test_the_setting_is_checked():
     assert Settings(timezone="Europe/Berlin").timezone == "Europe/Berlin"
     with pytest.raises(ValueError, match="not an IANA time zone"):
         Settings(timezone="Mars/Olympus")
+
+
+def test_cli_lists_the_trail_in_words(db_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from affectline.settings import get_settings
+    from cli.main import main
+    from services import privacy
+    from services.actor import operator
+    from storage import repo
+    from storage.db import session_scope
+    from storage.models import SessionKind
+
+    with session_scope(db_url) as s:
+        g = repo.get_or_create_group(s, "Class D", SessionKind.classroom).id
+    privacy.set_retention(db_url, operator(), g, 30)
+    monkeypatch.setenv("AFFECTLINE_TIMEZONE", "Asia/Tokyo")
+    get_settings.cache_clear()
+    r = CliRunner().invoke(main, ["audit", "list", "--words", "--action", "retention_set"])
+    assert r.exit_code == 0, r.output
+    (line,) = r.output.splitlines()
+    rid, when, who, what = line.split("\t")
+    assert when.endswith(" JST") and who.startswith("os:")
+    assert what == f"Set 'Class D' (group {g}) to keep sessions 30 days (was forever)"
+    get_settings.cache_clear()
