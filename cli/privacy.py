@@ -251,3 +251,12 @@ def groups_video_review(group: str, setting: str) -> None:
         on = set_video_review(url, actor, group, {"on": True, "off": False, "default": None}[setting])
     click.echo(f"group {group}: video review {'on' if on else 'off'}" + (" (the kind's default)" if setting == "default" else ""),
                err=True)  # fmt: skip
+
+
+def _vocabulary_command():
+    from cli.vocabulary import vocabulary
+
+    return vocabulary
+
+
+groups.add_command(_vocabulary_command())
