@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -179,6 +180,19 @@ def form_range(start_text: str, end_text: str) -> tuple[float, float]:
     return ts, te
 
 
+def form_edit(start_text: str, end_text: str, current: tuple[float, float]) -> tuple[float, float]:
+    """The range of an edited tag: a field still showing the tag's own time (mm:ss, rounded) keeps the
+    exact stored time, so changing a note never rounds a range coded to the frame."""
+    ts, te = form_range(start_text, end_text)
+    if start_text.strip() == format_clock(current[0]):
+        ts = current[0]
+    if end_text.strip() == format_clock(current[1]):
+        te = current[1]
+    if te <= ts:
+        raise ValueError(f"the tag ends ({format_clock(te)}) before it starts ({format_clock(ts)})")
+    return ts, te
+
+
 # --- the player's events ------------------------------------------------------------------------
 
 
@@ -284,6 +298,24 @@ def _apply(url: str, actor: Actor, session_id: int, person_id: int, m: TagMessag
         return Applied(m.id, False, str(e))
 
 
+def copy_fps(path) -> float:
+    """The frame rate of a review copy (what a frame step and "within one frame" mean in the player)."""
+    from pathlib import Path
+
+    p = Path(path)
+    return _copy_fps(str(p), p.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _copy_fps(path: str, _mtime: int) -> float:
+    import av
+
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        rate = st.average_rate or st.guessed_rate or st.base_rate
+        return float(rate) if rate else 25.0
+
+
 def player_tags(url: str, actor: Actor, session_id: int, person_id: int) -> list[dict]:
     """The child's current tags in the player's form: uid, start, end, label."""
     require(actor, "review")
@@ -294,5 +326,5 @@ def player_tags(url: str, actor: Actor, session_id: int, person_id: int) -> list
                 for t in tags.latest_tags(s, session_id=session_id, person_id=person_id)]  # fmt: skip
 
 
-__all__ = ["Applied", "EventKind", "TagMessage", "add_range", "apply_events", "check_new_range", "edit_range",
-           "form_range", "parse_message", "player_tags"]  # fmt: skip
+__all__ = ["Applied", "EventKind", "TagMessage", "add_range", "apply_events", "check_new_range", "copy_fps", "edit_range",
+           "form_edit", "form_range", "parse_message", "player_tags"]  # fmt: skip

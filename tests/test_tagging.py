@@ -103,3 +103,10 @@ def test_the_typed_form_never_fills_an_empty_field_from_an_earlier_tag():
         form_range("", "01:10")
     with pytest.raises(ValueError, match="before it starts"):
         form_range("01:10", "01:02")
+
+
+def test_an_edit_that_leaves_the_range_fields_alone_keeps_the_exact_range():
+    from services.tagging import form_edit
+
+    assert form_edit("01:02", "01:10", (62.36, 70.04)) == (62.36, 70.04)
+    assert form_edit("01:03", "01:10", (62.36, 70.04)) == (63.0, 70.04)

@@ -12,8 +12,12 @@ import streamlit as st
 
 from affectline.settings import get_settings
 from dashboard import auth, charts, confirm, data, safe
+from dashboard.review_player import review_player, take_events
+from dashboard.review_route import review_url
 from dashboard.safe import md_text
-from services import clinic, columns, deletions, exports
+from services import clinic, columns, deletions, exports, tagging
+from services import review as review_copy
+from services import vocabulary as vocab_service
 from services import summaries as sm
 
 settings = get_settings()
@@ -86,6 +90,23 @@ st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible o
            "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
            "to pick a range for a tag.")  # fmt: skip
 
+# --- the video, tagged while watching (issue 19): keys per label of the group's vocabulary -------
+if review_copy.copy_available(url, settings.data_dir, viewer, sid):
+    st.subheader("Video")
+    ANSWERS = f"tag_answers_{sid}_{pid}"
+    answers = st.session_state.setdefault(ANSWERS, {})
+    copy = review_copy.review_file(url, settings.data_dir, viewer, sid)
+    value = review_player(key=f"review_player_{sid}_{pid}", src=review_url(sid), t0=full[0], t1=full[1],
+                          curve=zip(bins["t_start"], bins["engagement"].where(bins["face_visible"].astype(bool))),
+                          caption=f"{persons[pid]}'s engagement", tags=tagging.player_tags(url, viewer, sid, pid),
+                          vocabulary=vocab_service.session_vocabulary(url, viewer, sid), fps=tagging.copy_fps(copy),
+                          coding=viewer.can("tag"), answers=answers, height=760)  # fmt: skip
+    if viewer.can("tag") and take_events(value, answers, lambda ev: tagging.apply_events(url, viewer, sid, pid, ev)):
+        st.rerun()
+    st.caption("Click the video, then press a label's key to start a behaviour and the same key to end it "
+               "(point labels: one press). , and . step one frame, the arrows one second, [ and ] change the "
+               "speed, Backspace undoes the last coded action. Click a tag to change or delete it.")  # fmt: skip
+
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
 if boxes and len(boxes[0].get("x", [])) == 2:
     brush = tuple(sorted(charts.axis_seconds(x) for x in boxes[0]["x"]))
@@ -111,6 +132,12 @@ def _zoom_to_tag_range() -> None:
     _zoom(*_range_or(full))
 
 
+def _labels() -> list[str]:
+    """The group's vocabulary first, then the other labels the clinic has used."""
+    own = [it.label for it in vocab_service.session_vocabulary(url, viewer, sid)]
+    return own + [x for x in data.tag_vocabulary(url) if x not in own]
+
+
 z1, z2, z3 = st.columns([1, 1, 3])
 z1.button("Zoom to the range below", key="review_zoom", on_click=_zoom_to_tag_range)
 z2.button("Whole session", key="review_whole", on_click=_zoom, args=full, disabled=view == full)
@@ -119,12 +146,14 @@ z2.button("Whole session", key="review_whole", on_click=_zoom, args=full, disabl
 # --- add a tag ---------------------------------------------------------------------------------
 if viewer.can("tag"):
     st.subheader("Tag a range")
-    st.session_state.setdefault("tag_from", "00:00")
-    st.session_state.setdefault("tag_to", sm.format_clock(min(full[1], 5.0)))
+    if st.session_state.pop("tag_clear", False):
+        st.session_state.update(tag_from="", tag_to="")
+    st.session_state.setdefault("tag_from", "")
+    st.session_state.setdefault("tag_to", "")
     a, b, c, d = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
     a.text_input("From (mm:ss)", key="tag_from")
     b.text_input("To (mm:ss)", key="tag_to")
-    vocab = data.tag_vocabulary(url)
+    vocab = _labels()
     label = c.selectbox("Label", vocab + ["other…"], key="tag_label")
     baseline = d.checkbox("Baseline range", key="tag_baseline",
                           help="A calm stretch of this child, used to calibrate the model to them.")
@@ -132,15 +161,14 @@ if viewer.can("tag"):
     note = st.text_area("Note", key="tag_note", height=68)
     if st.button("Add tag", key="add_tag", type="primary"):
         try:
-            ts, te = sm.parse_clock(st.session_state["tag_from"]), sm.parse_clock(st.session_state["tag_to"])
-            if te <= ts:
-                raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
+            ts, te = tagging.form_range(st.session_state["tag_from"], st.session_state["tag_to"])
             chosen = data.add_tag_label(url, viewer, other) if label == "other…" else label
-            data.add_tag(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
+            tagging.add_range(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
             st.session_state["review_flash"] = f"Tagged {sm.format_clock(ts)}-{sm.format_clock(te)} as {chosen}."
+            st.session_state["tag_clear"] = True  # the next tag needs its own range: never the last one again
             st.rerun()
 if flash := st.session_state.pop("review_flash", None):
     st.success(md_text(flash))
@@ -154,28 +182,27 @@ else:
     st.dataframe(shown[["start", "end", "label", "is_baseline", "note", "author", "created_at"]], hide_index=True,
                  key="tags_table", column_config=columns.config(shown.columns, label={"label": "Label"}))  # fmt: skip
     if viewer.can("tag"):
-        text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author})"
+        text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author}, #{r.uid[:6]})"
                 for r in tags.itertuples()}  # fmt: skip
         uid = st.selectbox("Tag to change", list(text), format_func=text.get, key="tag_pick")
         row = tags.set_index("uid").loc[uid]
         if st.session_state.get("edit_uid") != uid:  # the edit fields follow the picked tag
             st.session_state.update(edit_uid=uid, edit_from=sm.format_clock(row.t_start), edit_to=sm.format_clock(row.t_end),
                                     edit_note=row.note or "", edit_baseline=bool(row.is_baseline),
-                                    edit_label=row.label if row.label in vocab else vocab[0])  # fmt: skip
+                                    edit_label=row.label)  # fmt: skip
         a, b, c, d = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
         a.text_input("From", key="edit_from")
         b.text_input("To", key="edit_to")
-        c.selectbox("Label", vocab, key="edit_label")
+        c.selectbox("Label", vocab if row.label in vocab else [row.label, *vocab], key="edit_label")
         d.checkbox("Baseline", key="edit_baseline")
         st.text_input("Note", key="edit_note")
         e1, e2, _ = st.columns([1, 1, 4])
         if e1.button("Save changes", key="edit_tag"):
             try:
-                ts, te = sm.parse_clock(st.session_state["edit_from"]), sm.parse_clock(st.session_state["edit_to"])
-                if te <= ts:
-                    raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
-                data.edit_tag(url, viewer, sid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
-                              note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
+                ts, te = tagging.form_edit(st.session_state["edit_from"], st.session_state["edit_to"],
+                                           (float(row.t_start), float(row.t_end)))  # fmt: skip
+                tagging.edit_range(url, viewer, sid, pid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
+                                   note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
             except (ValueError, LookupError, PermissionError) as e:
                 st.error(md_text(e))
             else:
