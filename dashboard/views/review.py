@@ -216,6 +216,32 @@ else:
         confirm.ask("delete_tag", "Delete tag", uid, lambda: deletions.tag_impact(url, viewer, sid, uid).sentence(),
                     _delete_tag, container=e2)  # fmt: skip
 
+# --- the group's tag vocabulary (services.vocabulary: keys, kinds, the calm label; audited) -------
+if viewer.can("tag") and info.group_id is not None:
+    with st.expander(f"Tag vocabulary of {info.group or 'this group'} (labels and their keys)"):
+        items = vocab_service.session_vocabulary(url, viewer, sid)
+        st.dataframe([{"label": it.label, "key": it.key, "kind": it.kind.value, "calm/none": it.calm} for it in items],
+                     hide_index=True, key="vocab_table")  # fmt: skip
+        st.caption("state: the key starts the behaviour and the same key ends it; point: one press marks an instant. "
+                   "Tags already made keep their label when it leaves the vocabulary.")  # fmt: skip
+        v1, v2, v3, v4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+        v_label = v1.text_input("Label", key="vocab_label")
+        v_key = v2.text_input("Key", key="vocab_key", max_chars=1)
+        v_kind = v3.radio("Kind", ["state", "point"], horizontal=True, key="vocab_kind")
+        v_calm = v4.checkbox("Calm/none", key="vocab_calm")
+        w1, w2, _ = st.columns([1, 1, 3])
+        try:
+            if w1.button("Save label", key="vocab_save"):
+                known = any(it.label.lower() == v_label.strip().lower() for it in items)
+                vocab_service.set_label(url, viewer, info.group_id, v_label, v_key or (None if known else ""), v_kind,
+                                        True if v_calm else None)  # fmt: skip
+                st.rerun()
+            if w2.button("Remove label", key="vocab_remove"):
+                vocab_service.remove_label(url, viewer, info.group_id, v_label)
+                st.rerun()
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(md_text(e))
+
 # --- personalise this child --------------------------------------------------------------------
 st.subheader("Personalise this child")
 st.caption("Fits a model to this child from their tags (baseline ranges calibrate it) and compares it with the "
