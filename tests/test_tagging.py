@@ -13,13 +13,30 @@ from storage.models import AuditEntry, Tag, TagEvent
 from tests.dashboard_factories import seed
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def database(request, settings):
+    from storage.db import get_engine, migrate
+
+    if request.param == "sqlite":
+        url = settings.resolved_database_url
+        migrate(url)
+        yield url
+        return
+    from tests.services import postgres_server
+
+    with postgres_server() as url:
+        migrate(url)
+        yield url
+        get_engine(url).dispose()
+
+
 @pytest.fixture()
-def child(db_url):
-    ids = seed(db_url)
-    with session_scope(db_url) as s:
+def child(database):
+    ids = seed(database)
+    with session_scope(database) as s:
         c = actor_for_user(s, ids.users["clinician"])
         t = actor_for_user(s, ids.users["teacher"])
-    return db_url, c, t, ids.sessions["therapy"], ids.persons["therapy"][0], ids
+    return database, c, t, ids.sessions["therapy"], ids.persons["therapy"][0], ids
 
 
 def add(eid, a, b, label="anxious"):
@@ -39,6 +56,19 @@ def test_a_rerun_delivering_the_same_events_stores_each_tag_once(child):
     with session_scope(url) as s:
         assert s.scalar(select(func.count()).select_from(Tag)) == 3
         assert s.scalar(select(func.count()).where(AuditEntry.action == "add_tag")) == 3
+
+
+def test_the_same_event_delivered_twice_at_once_stores_one_tag(child):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, c, _, sid, pid, _ = child
+    batch = [add(f"ev-1000{i:02d}", 2.0 + 5 * i, 3.5 + 5 * i) for i in range(6)]
+    with ThreadPoolExecutor(4) as pool:  # four reruns delivering the same value at the same moment
+        answers = list(pool.map(lambda _: apply_events(url, c, sid, pid, batch), range(4)))
+    assert all(a == answers[0] for a in answers) and all(x.ok for x in answers[0].values()), answers
+    assert len(player_tags(url, c, sid, pid)) == 6
+    with session_scope(url) as s:
+        assert s.scalar(select(func.count()).select_from(Tag)) == 6
 
 
 def test_a_range_equal_to_an_existing_tags_is_refused_with_a_message_every_time(child):
