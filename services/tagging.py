@@ -94,7 +94,8 @@ def parse_message(raw: object) -> TagMessage:
 
 
 def _span(a: float, b: float) -> str:
-    return f"{format_clock(a)}-{format_clock(b)}"
+    """mm:ss-mm:ss with whole seconds cut, not rounded: as the player's timeline and hover text show them."""
+    return f"{format_clock(math.floor(a))}-{format_clock(math.floor(b))}"
 
 
 def check_new_range(s: Session, session_id: int, person_id: int, t_start: float, t_end: float,

@@ -30,6 +30,7 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 PASSWORD = "listen and watch"
 FPS = 5
 MINUTES = 45
+ARTIFACTS = Path(os.environ.get("AFFECTLINE_ARTIFACTS", "/tmp/artifacts")) / "review_coding"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "affectline" / "test-media"
 
 
@@ -187,6 +188,26 @@ def test_a_clinician_codes_20_events_of_a_45_minute_session_by_keyboard(clinic):
             titles = [tags.nth(i).locator("title").text_content() for i in range(20)]
             assert all("NaN" not in x and ":" in x for x in titles), titles
 
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.locator("iframe[title*='affectline_review_player']").screenshot(path=str(ARTIFACTS / "coded_20.png"))
+
+            # Frame and second steps at the copy's rate, and the speed, by key.
+            now = "v => new Promise(ok => { const f = () => !v.seeking ? ok(v.currentTime) : setTimeout(f, 10); f(); })"
+            video.evaluate(SEEK, 100.0)
+            page.keyboard.press(".")
+            assert video.evaluate(now) == pytest.approx(100.0 + frame_s, abs=1e-6)
+            page.keyboard.press(",")
+            page.keyboard.press(",")
+            assert video.evaluate(now) == pytest.approx(100.0 - frame_s, abs=1e-6)
+            page.keyboard.press("ArrowRight")
+            assert video.evaluate(now) == pytest.approx(101.0 - frame_s, abs=1e-6)
+            page.keyboard.press("]")
+            assert video.evaluate("v => v.playbackRate") == 1.5
+            page.keyboard.press("[")
+            page.keyboard.press("[")
+            assert video.evaluate("v => v.playbackRate") == 0.75
+            assert frame.locator("#speed").input_value() == "0.75"
+
             # Undo: a mistaken point event, then Backspace: stored, then gone (a new version, deleted).
             video.evaluate(SEEK, 100.0)
             page.keyboard.press("o")
@@ -219,6 +240,7 @@ def test_a_clinician_codes_20_events_of_a_45_minute_session_by_keyboard(clinic):
                 return f"{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
             assert (frm, to) == (mm(t0), mm(t1))
+            page.locator("iframe[title*='affectline_review_player']").screenshot(path=str(ARTIFACTS / "editor.png"))
             frame.locator("#ed-to").fill(mm(t1 + 2.5))
             frame.locator("#ed-save").click()
             deadline = time.monotonic() + 60

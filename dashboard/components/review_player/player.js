@@ -348,6 +348,7 @@ function openEditor(tag) {
   $("ed-to").value = preciseClock(tag.t1);
   $("ed-title").textContent = `Tag ${tag.label} ${clock(tag.t0)}-${clock(tag.t1)}:`;
   $("editor").hidden = !args.coding;
+  say("");  // an earlier message is not about this tag
   seekTo(tag.t0);
   drawLanes();
   resize();
