@@ -267,7 +267,8 @@ def personal_figure(bins: pd.DataFrame, tags: pd.DataFrame | None, title: str, s
 
 MOMENT_COLORS = {"dip": "rgba(21,101,192,0.16)", "confusion": "rgba(239,108,0,0.16)",
                  "fatigue": "rgba(106,27,154,0.14)", "distraction": "rgba(198,40,40,0.14)"}  # fmt: skip
-TAG_FILL, TAG_LINE = "rgba(255,193,7,0.22)", "rgba(255,160,0,0.9)"
+# Tags in a navy far from every expression's colour (the yellow they had was "happy"'s; issue 19).
+TAG_FILL, TAG_LINE = "rgba(26,35,126,0.16)", "rgba(26,35,126,0.9)"
 BASELINE_FILL, BASELINE_LINE = "rgba(76,175,80,0.18)", "rgba(56,142,60,0.9)"
 UNCERTAIN_FILL = "rgba(97,97,97,0.18)"
 HEAT_SCALES = {"engagement": "RdYlGn", "confusion": "Oranges", "fatigue": "Purples", "distraction": "Reds",

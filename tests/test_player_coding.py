@@ -62,3 +62,13 @@ def test_a_value_delivered_again_is_stored_once_and_asks_for_no_second_rerun(db_
     assert take_events(value, fresh, apply) is True and fresh == answers
     assert len(player_tags(db_url, clinician, sid, pid)) == 1
     assert take_events({"t": 1.0, "paused": True}, answers, apply) is False  # a plain pause carries no events
+
+
+def test_the_child_charts_tag_colour_is_far_from_every_expression_colour():
+    from dashboard.charts import BASELINE_LINE, TAG_LINE
+
+    rgb = lambda c: tuple(int(c[i : i + 2], 16) for i in (1, 3, 5))  # noqa: E731
+    parse = lambda c: tuple(int(float(x)) for x in c[c.index("(") + 1 : -1].split(",")[:3])  # noqa: E731
+    tag = parse(TAG_LINE)
+    far = lambda a, b: sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5 > 80  # noqa: E731
+    assert all(far(tag, rgb(c)) for c in EXPRESSION_COLORS.values()) and far(tag, parse(BASELINE_LINE))

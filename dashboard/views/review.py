@@ -86,7 +86,7 @@ runs = charts.label_runs(inside, step)
 fig = charts.child_figure(series, runs, tags, persons[pid], (t0, t1), full[1], cues=cue_series)
 event = st.plotly_chart(safe.figure(fig), key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False})  # fmt: skip
-st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
+st.caption("Navy: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
            "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
            "to pick a range for a tag.")  # fmt: skip
 
