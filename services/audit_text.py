@@ -100,6 +100,16 @@ def _span(d: Mapping) -> str:
     return f" from {a or 'the start'} to {b or 'now'}" if (a or b) else ""
 
 
+def _vocab_item(d: Mapping) -> str:
+    """A vocabulary label as it is after the change: key, kind, calm."""
+    label = d.get("label", "?")
+    it = next((x for x in d.get("after") or () if isinstance(x, Mapping) and x.get("label") == label), None)
+    if it is None:
+        return f"{label!r}"
+    kind = "one instant" if it.get("kind") == "point" else "start and end"
+    return f"{label!r} on key {it.get('key', '?')} ({kind}{', the calm/none label' if it.get('calm') else ''})"
+
+
 Describe = Callable[[str, Mapping], str]
 _TEXT: dict[str, Describe] = {
     "create_user": lambda n, d: f"Created user {d.get('username', n)} as {d.get('role', '?')}",
@@ -151,6 +161,11 @@ _TEXT: dict[str, Describe] = {
     "personalize_queued": lambda n, d: f"Asked for a personal model of {n}",
     "personalize": lambda n, d: f"Fitted a personal model of {n}",
     "personalise": lambda n, d: f"Fitted a personal model of {n}",
+    "vocabulary_set": lambda n, d: f"Changed the tag vocabulary of {n}: {_vocab_item(d)}",
+    "vocabulary_remove": lambda n, d: f"Removed {d.get('label', '?')!r} from the tag vocabulary of {n}",
+    "vocabulary_reset": lambda n, d: f"Reset the tag vocabulary of {n} to its kind's default",
+    "restore_tag": lambda n, d: (f"Undid a change of the tag {n}: version {d.get('restored', '?')} is back"
+                                 + (" (deleted)" if d.get("deleted") else "")),  # fmt: skip
     "video_review_set": lambda n, d: (f"Set video review in {n} to "
                                       f"{'the default' if d.get('setting') is None else _onoff(d['setting'])} "
                                       f"(now {_onoff(d.get('effective'))})"),  # fmt: skip

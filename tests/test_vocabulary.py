@@ -118,3 +118,16 @@ def test_the_cli_lists_sets_and_removes(world, settings):
         actors = set(s.scalars(select(AuditEntry.actor).where(AuditEntry.action.like("vocabulary_%"))))
     assert actors and all(a.startswith("os:") for a in actors)
     assert operator().can("tag")
+
+
+def test_vocabulary_changes_read_in_words_in_the_audit_log(world):
+    from services.audit_text import describe
+
+    url, ids, who = world
+    vc.set_label(url, who["clinician"], "child-x", "spinning", "p", "point")
+    vc.remove_label(url, who["clinician"], "child-x", "spinning")
+    with session_scope(url) as s:
+        rows = list(s.scalars(select(AuditEntry).where(AuditEntry.action.like("vocabulary_%")).order_by(AuditEntry.id)))
+        text = [describe(r.action, r.target, r.target_label or "", r.detail) for r in rows]
+    assert text[0].startswith("Changed the tag vocabulary of 'child-x'") and text[0].endswith("'spinning' on key p (one instant)")
+    assert "Removed 'spinning' from the tag vocabulary of" in text[1] and "{" not in "".join(text)
