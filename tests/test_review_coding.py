@@ -248,6 +248,14 @@ def test_a_clinician_codes_20_events_of_a_45_minute_session_by_keyboard(clinic):
                 assert time.monotonic() < deadline, stored(url, sid, pid)
                 time.sleep(0.25)
             assert len(stored(url, sid, pid)) == 20
+
+            # Delete from the editor asks first; the second click deletes (a new, deleted version).
+            tags.first.click()
+            frame.locator("#ed-delete").click()
+            expect(frame.locator("#ed-delete")).to_contain_text("?")
+            assert len(stored(url, sid, pid)) == 20
+            frame.locator("#ed-delete").click()
+            assert len(wait_tags(url, sid, pid, 19)) == 19
         finally:
             browser.close()
     assert CHROMIUM

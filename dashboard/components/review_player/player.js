@@ -333,6 +333,7 @@ export function undo() {
 
 function openEditor(tag) {
   selected = { ...tag };
+  disarm();
   const sel = $("ed-label");
   sel.replaceChildren();
   const names = vocab().map((v) => v.label);
@@ -356,6 +357,7 @@ function openEditor(tag) {
 
 function closeEditor() {
   selected = null;
+  disarm();
   $("editor").hidden = true;
   $("ed-from").value = "";
   $("ed-to").value = "";
@@ -373,10 +375,22 @@ function saveEditor() {
   closeEditor();
 }
 
-function deleteSelected() {
+function deleteSelected() {  // two clicks: the first asks (every delete is confirmed), the second deletes
   if (!selected) return;
+  const b = $("ed-delete");
+  if (b.getAttribute("data-armed") !== selected.uid) {
+    b.setAttribute("data-armed", selected.uid);
+    b.textContent = `Delete ${selected.label} ${clock(selected.t0)}-${clock(selected.t1)}?`;
+    return;
+  }
   enqueue({ id: newId(), op: "delete", uid: selected.uid });
   closeEditor();
+}
+
+function disarm() {
+  const b = $("ed-delete");
+  b.removeAttribute("data-armed");
+  b.textContent = "Delete";
 }
 
 function takeAnswers(answers) {
