@@ -296,3 +296,49 @@ def test_cli_exports_and_imports_elan_and_boris(world, template, settings, tmp_p
     assert r.exit_code != 0 and "nothing imported" in r.output
     assert "bad.csv: line 2: label 'juggling' is not in the vocabulary" in r.output, r.output
     assert "bad.csv: line 4: Start (s) 'x' is not a number" in r.output and "2 problem(s)" in r.output
+
+
+# --- the review page: download and upload (wiring) -----------------------------------------------
+
+
+def _review(user_id: int, sid: int):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import auth
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=60)
+    at.session_state[auth.USER_KEY] = user_id
+    at.query_params["session"] = str(sid)
+    at.run()
+    at.switch_page("views/review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_review_page_prepares_a_tag_file_and_imports_one(world, template, settings):
+    from dashboard.safe import shown
+
+    w = world
+    _seed_tags(w)
+    at = _review(w["ids"].users["clinician"], w["sid"])
+    at.radio(key="tagfile_format").set_value("eaf").run()
+    at.button(key="tagfile_export").click().run()
+    out = at.session_state[f"tagfile_{w['sid']}_{w['pid']}_eaf"]
+    assert out.n_tags == 4 and out.data.startswith(b"<?xml") and at.get("download_button")
+    assert _audits(w["url"], "export_tags")[0].detail["person_id"] == w["pid"]
+    copy_seeded(template, settings)  # an empty copy: import the file back from the page
+    at = _review(w["ids"].users["clinician"], w["sid"])
+    upload = f"tagfile_upload_{w['sid']}_{w['pid']}"
+    at.file_uploader(key=upload).set_value((out.file_name, out.data, "application/xml")).run()
+    at.button(key="tagfile_import").click().run()
+    assert not at.exception
+    assert len(_current(w["url"], w["sid"])) == 4
+    assert any("4 tags imported" in shown(s.value) for s in at.success)
+    bad = out.data.replace(b">fear<", b">juggling<", 1)
+    at.file_uploader(key=upload).set_value(("bad.eaf", bad, "application/xml")).run()
+    at.button(key="tagfile_import").click().run()
+    assert any("nothing imported" in shown(e.value) for e in at.error)
+    (code,) = at.code
+    assert "label 'juggling' is not in the vocabulary" in code.value and len(_current(w["url"], w["sid"])) == 4
