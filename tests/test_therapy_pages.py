@@ -174,6 +174,13 @@ def test_the_review_page_counts_behaviours_and_says_nothing_of_a_class(db):
     assert _words(_all_text(at)) == []
 
 
+@pytest.mark.parametrize("page", ["views/sessions.py", "views/reports.py", "views/people.py"])
+def test_the_clinicians_other_pages_say_nothing_of_a_class(db, page):
+    url, ids, first, later, pid = db
+    at = _open(ids.users["clinician"], page, later)
+    assert _words(_all_text(at)) == []
+
+
 def test_a_classroom_session_page_still_speaks_of_the_class(db):
     """The check above can fail: the same scan finds the words on a classroom page."""
     url, ids, *_ = db
