@@ -517,7 +517,9 @@ def import_tags(url: str, actor, session_id: int, data: bytes, file_name: str, f
                 tags.add_tag(s, session_id=session_id, person_id=pid, t_start=r.t_start, t_end=r.t_end, label=label,
                              author=author or actor.username, note=r.note, is_baseline=r.is_baseline)  # fmt: skip
             except ValueError as e:  # storage's own rules (e.g. a point event where only ranges are stored)
-                errors.append(f"{r.where}: {e}")
+                why = (f"a point event at {r.t_start:.3f} s, and this database's tags hold only ranges ({e})"
+                       if r.kind == "point" else str(e))  # fmt: skip
+                errors.append(f"{r.where}: {why}")
         if errors:
             raise TagFileError(file_name, errors)  # raised inside the scope: nothing of the file is stored
         repo.audit(s, actor.audit_name, "import_tags", f"session:{session_id}", file=file_name,

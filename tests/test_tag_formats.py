@@ -342,3 +342,23 @@ def test_review_page_prepares_a_tag_file_and_imports_one(world, template, settin
     assert any("nothing imported" in shown(e.value) for e in at.error)
     (code,) = at.code
     assert "label 'juggling' is not in the vocabulary" in code.value and len(_current(w["url"], w["sid"])) == 4
+
+
+def test_a_point_event_is_stored_as_one_or_refused_by_name(world):
+    """BORIS POINT events (start = stop): stored where storage takes zero-length tags (the group vocabularies'
+    point labels), else the file is refused naming the event; either way never stretched into a range."""
+    w = world
+    try:
+        with session_scope(w["url"]) as s:
+            tags.add_tag(s, session_id=w["sid"], person_id=w["pid"], t_start=4.0, t_end=4.0, label="fear", author="t")
+            s.rollback()
+        points = True
+    except ValueError:
+        points = False
+    text = tf.write_boris([TagRecord("Child X", "fear", 1.0, 3.0), TagRecord("Child X", "happy", 7.5, 7.5)])
+    if points:
+        assert tf.import_tags(w["url"], w["viewer"], w["sid"], text.encode(), "p.csv").added == 2
+        assert (w["pid"], "happy", 7.5, 7.5, "", False) in _current(w["url"], w["sid"])
+    else:
+        (line,) = _bad_file(w, text, "p.csv")
+        assert line.startswith("line 3: a point event at 7.500 s") and "only ranges" in line
