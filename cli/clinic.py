@@ -235,17 +235,12 @@ def _actor(author: str):
 
 def _import_coded(path: Path, session_id: int | None, fmt: str, person: str | None, author: str) -> None:
     from services import tag_formats
-    from storage.db import session_scope
-    from storage.tags import resolve_person
 
     if session_id is None:
         raise click.UsageError(f"{path}: an {'ELAN' if fmt == 'eaf' else 'BORIS'} file does not name its session; "
                                "give --session")  # fmt: skip
     try:
-        pid = None
-        if person:
-            with session_scope(_url()) as s:
-                pid = resolve_person(s, person).id
+        pid = tag_formats.session_person(_url(), _actor(author), session_id, person) if person else None
         r = tag_formats.import_tags(_url(), _actor(author), session_id, path.read_bytes(), path.name, fmt,
                                     person_id=pid, author=author)  # fmt: skip
     except tag_formats.TagFileError as e:
@@ -274,23 +269,24 @@ def tags_export(session_arg: int | None, output: Path | None, fmt: str, person: 
 
     session_id = session_arg if session_arg is not None else session_id
     try:
-        with session_scope(_url()) as s:
-            pid = resolve_person(s, person).id if person else None
         if fmt != "csv":
             from services import tag_formats
 
             if session_id is None:
                 raise click.UsageError(f"--format {fmt} exports one session: give SESSION")
-            out = tag_formats.export_tags(_url(), _actor(author), session_id, fmt, person_id=pid)
+            me = _actor(author)
+            pid = tag_formats.session_person(_url(), me, session_id, person) if person else None
+            from services.exports import FileSink
+
+            sink = FileSink(output, "tag file") if output is not None else None
+            out = tag_formats.export_tags(_url(), me, session_id, fmt, person_id=pid, sink=sink)
             if output is None:
                 sys.stdout.buffer.write(out.data)
                 sys.stdout.flush()
-            else:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                output.write_bytes(out.data)
             n = out.n_tags
         else:
             with session_scope(_url()) as s:
+                pid = resolve_person(s, person).id if person else None
                 if output is None:
                     n = export_csv(s, sys.stdout, _who(author), person_id=pid, session_id=session_id,
                                    include_deleted=deleted)  # fmt: skip
@@ -298,7 +294,7 @@ def tags_export(session_arg: int | None, output: Path | None, fmt: str, person: 
                     output.parent.mkdir(parents=True, exist_ok=True)
                     with open(output, "w", newline="", encoding="utf-8") as f:
                         n = export_csv(s, f, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
-    except (ValueError, LookupError, PermissionError) as e:
+    except (ValueError, LookupError, PermissionError, OSError) as e:  # OSError: the file could not be written
         raise _fail(e) from None
     click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
 

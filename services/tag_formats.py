@@ -126,8 +126,8 @@ def _xml_text(text: str) -> str:
     return _XML_BAD.sub("", text)
 
 
-def write_eaf(records: Sequence[TagRecord], *, media_url: str = "", author: str = "",
-              when: datetime | None = None) -> bytes:  # fmt: skip
+def write_eaf(records: Sequence[TagRecord], *, media_url: str = "", author: str = "", when: datetime | None = None,
+              session: str = "") -> bytes:  # fmt: skip
     """An EAF 3.0 document holding ``records`` (times rounded to the millisecond).
 
     A point event becomes a 1 ms annotation (ELAN draws nothing of length 0) on a tier the header
@@ -140,8 +140,10 @@ def write_eaf(records: Sequence[TagRecord], *, media_url: str = "", author: str 
         "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
     })  # fmt: skip
     header = ET.SubElement(root, "HEADER", {"MEDIA_FILE": "", "TIME_UNITS": "milliseconds"})
-    if media_url:
+    if media_url:  # only a real file URL: ELAN tries to open it (the clinician links the video in ELAN otherwise)
         ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": _xml_text(media_url), "MIME_TYPE": "video/mp4"})
+    if session:
+        ET.SubElement(header, "PROPERTY", {"NAME": "affectline:session"}).text = _xml_text(session)
     tiers = _tiers(records)
     # Time slots numbered in time order, as ELAN writes them.
     times = sorted({v for _, _, _, lane in tiers for r in lane for v in _slot_ms(r)})
@@ -360,7 +362,8 @@ def guess_format(data: bytes, name: str = "") -> Format:
 
 def write(records: Sequence[TagRecord], fmt: Format, **meta) -> bytes:
     if fmt == "eaf":
-        return write_eaf(records, media_url=meta.get("media", ""), author=meta.get("author", ""), when=meta.get("when"))
+        return write_eaf(records, author=meta.get("author", ""), when=meta.get("when"),
+                         session=" ".join(x for x in (meta.get("observation", ""), meta.get("media", "")) if x))  # fmt: skip
     if fmt == "boris":
         return write_boris(records, observation=meta.get("observation", ""), media=meta.get("media", ""),
                            duration=meta.get("duration"), fps=meta.get("fps"), when=meta.get("when")).encode("utf-8")  # fmt: skip
@@ -392,10 +395,30 @@ class ImportSummary:
 EXTENSIONS = {"eaf": ("eaf", "application/xml"), "boris": ("csv", "text/csv")}
 
 
-def export_tags(url: str, actor, session_id: int, fmt: Format, person_id: int | None = None) -> TagFile:
-    """The current tags of a visible session (one person or all) as an ELAN or BORIS file; audited."""
-    from services.actor import require
+def session_person(url: str, actor, session_id: int, ref: str) -> int:
+    """A person of a visible session by id or exact label (the CLI's ``--person``); one clear error otherwise."""
     from services.db import scope, visible_session
+    from storage import repo
+
+    with scope(url) as s:
+        visible_session(s, actor.group_ids, session_id)
+        persons = [p for p, _ in repo.session_persons(s, session_id)]
+    text = str(ref).strip()
+    found = [p.id for p in persons if (text.isdigit() and p.id == int(text)) or p.label == text]
+    if len(found) != 1:
+        raise LookupError(f"person {text!r} was not seen in session {session_id}" if not found else
+                          f"{len(found)} persons of session {session_id} are called {text!r}; give the id")  # fmt: skip
+    return found[0]
+
+
+def export_tags(url: str, actor, session_id: int, fmt: Format, person_id: int | None = None, sink=None) -> TagFile:
+    """The current tags of a visible session (one person or all) as an ELAN or BORIS file; audited.
+
+    ``sink`` (``services.exports.FileSink``, the CLI): the file is written before the audit row commits,
+    so a failed write leaves no row saying the tags were exported."""
+    from services.actor import require
+    from services.db import visible_session
+    from services.exports import audited_delivery, deliver
     from storage import repo, tags
     from storage.models import Person
 
@@ -403,7 +426,7 @@ def export_tags(url: str, actor, session_id: int, fmt: Format, person_id: int | 
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     require(actor, "review")
     require(actor, "export")
-    with scope(url) as s:
+    with audited_delivery(url, sink) as s:
         rec = visible_session(s, actor.group_ids, session_id)
         names = {p.id: p.label for p, _ in repo.session_persons(s, session_id)}
         rows = tags.latest_tags(s, session_id=session_id, person_id=person_id)
@@ -411,15 +434,14 @@ def export_tags(url: str, actor, session_id: int, fmt: Format, person_id: int | 
             if t.person_id not in names:
                 p = s.get(Person, t.person_id)
                 names[t.person_id] = p.label if p is not None else f"person {t.person_id}"
-        records = [TagRecord(names.get(t.person_id) or f"person {t.person_id}", t.label, t.t_start, t.t_end,
-                             t.note or "", bool(t.is_baseline)) for t in rows]  # fmt: skip
+        records = records_of(rows, names)
         data = write(records, fmt, media=rec.title, author=actor.audit_name, observation=f"session {session_id}",
                      duration=rec.duration, fps=rec.fps)  # fmt: skip
         ext, mime = EXTENSIONS[fmt]
         name = f"affectline_tags_session_{session_id}" + (f"_person_{person_id}" if person_id else "") + f".{ext}"
         repo.audit(s, actor.audit_name, "export_tags", f"session:{session_id}", format=fmt, tags=len(records),
                    person_id=person_id)  # fmt: skip
-        return TagFile(data, name, mime, len(records))
+        return deliver(TagFile(data, name, mime, len(records)), sink)
 
 
 def _person_of(r: TagRecord, by_label: dict[str, list[int]], ids: set[int], default: int | None) -> int:
@@ -529,5 +551,5 @@ def import_tags(url: str, actor, session_id: int, data: bytes, file_name: str, f
 
 def records_of(rows: Iterable, names: dict[int, str]) -> list[TagRecord]:
     """``TagRecord``s of storage tags (for callers that hold them already)."""
-    return [TagRecord(names.get(t.person_id, f"person {t.person_id}"), t.label, t.t_start, t.t_end, t.note or "",
+    return [TagRecord(names.get(t.person_id) or f"person {t.person_id}", t.label, t.t_start, t.t_end, t.note or "",
                       bool(t.is_baseline)) for t in rows]  # fmt: skip

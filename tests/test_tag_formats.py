@@ -281,6 +281,12 @@ def test_cli_exports_and_imports_elan_and_boris(world, template, settings, tmp_p
     assert r.exit_code == 0 and "4 tags" in r.output, r.output
     assert run(tags_cli, ["export", str(w["sid"]), "--format", "boris", "-o", str(boris)]).exit_code == 0
     assert eaf.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert len(_audits(w["url"], "export_tags")) == 2
+    r = run(tags_cli, ["export", str(w["sid"]), "--format", "eaf", "-o", str(eaf / "x.eaf")])  # under a file
+    assert r.exit_code != 0 and "cannot write the tag file" in r.output and len(r.output.strip().splitlines()) == 1
+    assert len(_audits(w["url"], "export_tags")) == 2  # a failed write leaves no row saying it was exported
+    r = run(tags_cli, ["export", str(w["sid"]), "--format", "boris", "--person", "Nobody"])
+    assert r.exit_code != 0 and "'Nobody' was not seen in session" in r.output
     copy_seeded(template, settings)
     r = run(tags_cli, ["import", str(eaf)])
     assert r.exit_code != 0 and "give --session" in r.output
