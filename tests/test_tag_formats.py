@@ -46,6 +46,22 @@ def test_pure_round_trip_keeps_every_field_within_a_millisecond(fmt):
     _same(parsed.records, RECORDS)
 
 
+def test_a_boris_tsv_with_its_other_columns_is_read_by_name():
+    cols = ["Observation id", "Observation date", "Description", "Observation type", "Source", "Media duration (s)",
+            "FPS", "Subject", "Observation duration by subject by observation", "Behavior", "Behavioral category",
+            "Behavior type", "Start (s)", "Stop (s)", "Duration (s)", "Media file name", "Image index start",
+            "Comment start", "Comment stop"]  # fmt: skip
+    rows = [["obs1", "2024-03-01", "", "Media file(s)", "player #1:/v/w2.mp4", "600.0", "25", "Child X", "600",
+             "fear", "", "STATE", "12.040", "15.520", "3.480", "/v/w2.mp4", "301", "hid face", ""],
+            ["obs1", "2024-03-01", "", "Media file(s)", "player #1:/v/w2.mp4", "600.0", "25", "", "600",
+             "hand flapping", "motor", "POINT", "20.000", "NA", "NA", "/v/w2.mp4", "500", "", ""]]  # fmt: skip
+    text = "\ufeff" + "\n".join("\t".join(r) for r in [cols, *rows]) + "\n"
+    parsed = tf.read(text.encode(), name="obs1.tsv")
+    assert parsed.errors == []
+    assert [(r.person, r.label, r.t_start, r.t_end, r.note, r.kind) for r in parsed.records] == [
+        ("Child X", "fear", 12.04, 15.52, "hid face", "state"), ("", "hand flapping", 20.0, 20.0, "", "point")]
+
+
 def test_eaf_is_elan_shaped_sorted_slots_and_no_overlap_on_a_tier():
     from defusedxml.ElementTree import fromstring
 
