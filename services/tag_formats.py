@@ -458,7 +458,9 @@ def _person_of(r: TagRecord, by_label: dict[str, list[int]], ids: set[int], defa
     digits = text.removeprefix("person ").strip()
     if digits.isdigit() and int(digits) in ids:
         return int(digits)
-    raise ValueError(f"person {text!r} was not seen in this session")
+    known = ", ".join(repr(k) for k in sorted(by_label) if k)
+    raise ValueError(f"person {text!r} was not seen in this session (persons seen: {known or 'none named'}); "
+                     "the tier's PARTICIPANT or the Subject must be one of them")  # fmt: skip
 
 
 def _position(line: str) -> tuple[int, int]:
