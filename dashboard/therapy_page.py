@@ -40,6 +40,8 @@ def behaviours(url: str, viewer, pid: int, sid: int | None, duration: float | No
     st.dataframe(hist.table, hide_index=True, key=f"{key}_weeks")
     st.plotly_chart(safe.figure(therapy_charts.behaviour_figure(hist.per_week)), key=f"{key}_chart",
                     config={"displaylogo": False})  # fmt: skip
+    with st.expander("Session by session"):
+        st.dataframe(hist.by_session, hide_index=True, key=f"{key}_sessions")
 
 
 def show(url: str, settings, viewer, info, sid: int) -> None:

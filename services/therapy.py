@@ -8,6 +8,7 @@ the count is the number of tags. Weeks start on Monday (UTC) of the day the sess
 ``behaviour_counts(tags, sessions)``  per session and label: count, seconds
 ``weekly(per_session)``               per week and label: count, seconds, sessions that week
 ``week_table(per_week)``              label x week cells such as "3 · 2:15", for a page or a PDF
+``sessions_table(per_session, ...)``  session x label cells, every analysed session of the child
 ``child_history(url, actor, person)`` the three for one child across the analysed sessions of their group
 """
 
@@ -105,6 +106,19 @@ def session_table(per_session: pd.DataFrame, session_id: int, duration: float | 
     })  # fmt: skip
 
 
+def sessions_table(per_session: pd.DataFrame, sessions: pd.DataFrame) -> pd.DataFrame:
+    """One row per analysed session (oldest first: date, title), one column per behaviour, cells ``cell``."""
+    labels = sorted(set(per_session["label"]))
+    rows = []
+    for r in sessions.itertuples():
+        here = per_session[per_session["session_id"] == r.session_id].set_index("label")
+        when = "" if r.at is None or pd.isna(r.at) else f"{pd.Timestamp(r.at):%Y-%m-%d}"
+        rows.append([when, f"{r.title} (#{r.session_id})",
+                     *[cell(here.at[lab, "count"], here.at[lab, "seconds"]) if lab in here.index else cell(0, 0)
+                       for lab in labels]])  # fmt: skip
+    return pd.DataFrame(rows, columns=["date", "session", *labels])
+
+
 @dataclass(frozen=True)
 class History:
     """One child's tagged behaviours over the analysed sessions of their group, oldest first."""
@@ -114,6 +128,10 @@ class History:
     sessions: pd.DataFrame  # session_id, title, at, duration
     per_session: pd.DataFrame  # SESSION_COLUMNS
     per_week: pd.DataFrame  # WEEK_COLUMNS
+
+    @property
+    def by_session(self) -> pd.DataFrame:
+        return sessions_table(self.per_session, self.sessions)
 
     @property
     def table(self) -> pd.DataFrame:

@@ -160,6 +160,9 @@ def test_the_session_page_of_a_therapy_session_counts_behaviours_week_over_week(
     assert here.values.tolist() == [["fear", 1, "00:03", "5%"]]  # 3 s of a 60 s session
     weeks = _table(at, "week of 2026-11-23")
     assert weeks.values.tolist() == [["fear", "2 · 00:05", "1 · 00:03"], ["happy", "1 · 00:10", "0 · 00:00"]]
+    by_session = _table(at, "session")
+    assert by_session.values.tolist() == [["2026-11-25", f"therapy lesson (#{first})", "2 · 00:05", "1 · 00:10"],
+                                          ["2026-12-01", f"session 2 (#{later})", "1 · 00:03", "0 · 00:00"]]
     bars = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"]
     assert {b["name"]: b["y"] for b in bars} == {"fear": [round(5 / 60, 2), 0.05], "happy": [round(10 / 60, 2), 0.0]}
     assert {b["name"]: b["text"] for b in bars}["fear"] == ["2×", "1×"]
