@@ -192,42 +192,109 @@ def tags_delete(uid: str, reason: str, author: str) -> None:
 
 
 @tags.command("import")
-@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--session", "session_id", type=int, default=None,
+              help="The session an ELAN or BORIS file's events belong to (those files do not name it).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "eaf", "boris"]), default=None,
+              help="Default: .eaf is ELAN; a CSV with a 'Behavior' column is BORIS; else Affectline's own CSV.")
+@click.option("--person", default=None, help="ELAN/BORIS: whom rows without a person are for (id or label).")
 @author_option
-def tags_import(csv_path: Path, author: str) -> None:
-    """Import tags from CSV (columns: session_id, person_id or person, t_start, t_end, label[, note, is_baseline, uid])."""
+def tags_import(path: Path, session_id: int | None, fmt: str | None, person: str | None, author: str) -> None:
+    """Import tags from Affectline's CSV (columns: session_id, person_id or person, t_start, t_end, label[, note,
+    is_baseline, uid]), an ELAN .eaf file or a BORIS aggregated-events CSV (with --session): all rows or none."""
+    fmt = fmt or _guess(path)
+    if fmt in ("eaf", "boris"):
+        return _import_coded(path, session_id, fmt, person, author)
     from storage.db import session_scope
     from storage.tags import import_csv
 
     try:
         with session_scope(_url()) as s:
-            r = import_csv(s, csv_path, author, audit_actor=_who(author))
+            r = import_csv(s, path, author, audit_actor=_who(author))
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged", err=True)
 
 
+def _guess(path: Path) -> str:
+    if path.suffix.lower() == ".eaf":
+        return "eaf"
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
+    return "boris" if "Behavior" in head and "session_id" not in head else "csv"
+
+
+def _actor(author: str):
+    """The operator as the services' ``Actor``, named in the audit trail exactly as ``_who`` names them."""
+    from dataclasses import replace
+
+    from cli.common import acting
+
+    return replace(acting(), username=_who(author), claim=None)
+
+
+def _import_coded(path: Path, session_id: int | None, fmt: str, person: str | None, author: str) -> None:
+    from services import tag_formats
+
+    if session_id is None:
+        raise click.UsageError(f"{path}: an {'ELAN' if fmt == 'eaf' else 'BORIS'} file does not name its session; "
+                               "give --session")  # fmt: skip
+    try:
+        pid = tag_formats.session_person(_url(), _actor(author), session_id, person) if person else None
+        r = tag_formats.import_tags(_url(), _actor(author), session_id, path.read_bytes(), path.name, fmt,
+                                    person_id=pid, author=author)  # fmt: skip
+    except tag_formats.TagFileError as e:
+        for line in e.lines:
+            click.echo(f"{path.name}: {line}", err=True)
+        raise click.ClickException(f"{path.name}: {len(e.lines)} problem(s); nothing imported") from None
+    except (ValueError, LookupError, PermissionError) as e:
+        raise _fail(e) from None
+    click.echo(r.phrase(), err=True)
+
+
 @tags.command("export")
+@click.argument("session_arg", metavar="[SESSION]", type=int, required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "eaf", "boris"]), default="csv", show_default=True,
+              help="csv: Affectline's own (re-importable, with uids); eaf: ELAN; boris: BORIS aggregated events.")
 @click.option("--person", default=None, help="Person id or label.")
 @click.option("--session", "session_id", type=int, default=None)
-@click.option("--deleted", is_flag=True, help="Include deleted tags.")
+@click.option("--deleted", is_flag=True, help="Include deleted tags (csv only).")
 @author_option
-def tags_export(output: Path | None, person: str | None, session_id: int | None, deleted: bool, author: str) -> None:
-    """Export the latest version of each tag as CSV (audited)."""
+def tags_export(session_arg: int | None, output: Path | None, fmt: str, person: str | None, session_id: int | None,
+                deleted: bool, author: str) -> None:  # fmt: skip
+    """Export the latest version of each tag (of SESSION, or --session / --person) as CSV, ELAN or BORIS (audited)."""
     from storage.db import session_scope
     from storage.tags import export_csv, resolve_person
 
+    session_id = session_arg if session_arg is not None else session_id
     try:
-        with session_scope(_url()) as s:
-            pid = resolve_person(s, person).id if person else None
+        if fmt != "csv":
+            from services import tag_formats
+
+            if session_id is None:
+                raise click.UsageError(f"--format {fmt} exports one session: give SESSION")
+            me = _actor(author)
+            pid = tag_formats.session_person(_url(), me, session_id, person) if person else None
+            from services.exports import FileSink
+
+            sink = FileSink(output, "tag file") if output is not None else None
+            out = tag_formats.export_tags(_url(), me, session_id, fmt, person_id=pid, sink=sink)
             if output is None:
-                n = export_csv(s, sys.stdout, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
-            else:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                with open(output, "w", newline="", encoding="utf-8") as f:
-                    n = export_csv(s, f, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
-    except (ValueError, LookupError) as e:
+                sys.stdout.buffer.write(out.data)
+                sys.stdout.flush()
+            n = out.n_tags
+        else:
+            with session_scope(_url()) as s:
+                pid = resolve_person(s, person).id if person else None
+                if output is None:
+                    n = export_csv(s, sys.stdout, _who(author), person_id=pid, session_id=session_id,
+                                   include_deleted=deleted)  # fmt: skip
+                else:
+                    output.parent.mkdir(parents=True, exist_ok=True)
+                    with open(output, "w", newline="", encoding="utf-8") as f:
+                        n = export_csv(s, f, _who(author), person_id=pid, session_id=session_id, include_deleted=deleted)
+    except (ValueError, LookupError, PermissionError, OSError) as e:  # OSError: the file could not be written
         raise _fail(e) from None
     click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
 

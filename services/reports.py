@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from services import bins as bins_io
 from services import report_charts as charts
 from services import report_fonts as fonts
-from services import summaries
+from services import summaries, therapy
 from services.actor import Actor, require
 from services.db import visible_session
 from services.exports import FileSink, audited_delivery, deliver
@@ -47,6 +47,8 @@ CAVEAT = (
     "not as a diagnosis. The expression probabilities come from a network trained on posed faces (FER2013). "
     "It reads behaviour, not inner states, and must not be used to grade, rank or discipline anyone."
 )
+# A therapy report is about one child: the same caveat without the classroom's words.
+CAVEAT_CHILD = CAVEAT.replace("labelled students", "labelled children")
 MODEL_WORDS = (  # (substring of the model's normalised name, what it is)
     ("cue", "interpretable cue model, not a trained classifier"),
     ("caer", "CLIP-CAER academic-emotion network"),
@@ -294,7 +296,7 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
                      f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
             doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
                      _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
-    doc.para(CAVEAT, size=7.5, style="note")
+    doc.para(CAVEAT_CHILD, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
         pbins = bins[bins["person_id"] == pid].sort_values("t_start")
@@ -325,6 +327,36 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
                   [[summaries.format_clock(tg.t_start), summaries.format_clock(tg.t_end), tg.label,
                     "yes" if tg.is_baseline else "", tg.note or "", tg.author] for tg in ptags],
                   [18, 18, 32, 16, 78, 28])  # fmt: skip
+        from storage.models import Person
+
+        person = s.get(Person, int(pid))
+        if person is not None:
+            _behaviour_tables(doc, therapy.history_in(s, person, until=rec.created_at), label, rec.id,
+                              float(rec.duration) if rec.duration else None)  # fmt: skip
+
+
+WEEKS_SHOWN = 6  # columns that fit the page beside the behaviour's name
+
+
+def _behaviour_tables(doc: _Doc, hist: therapy.History, label: str, session_id: int | None,
+                      duration: float | None) -> None:  # fmt: skip
+    """How often and how long each behaviour was tagged: in this session (when given), then week over week."""
+    doc.heading(f"Tagged behaviours of {label}")
+    if session_id is not None:
+        here = therapy.session_table(hist.per_session, session_id, duration)
+        doc.grid(["behaviour", "tags", "total time", "share of the session"],
+                 [[str(v) for v in r] for r in here.values.tolist()], [80, 30, 40, 40])  # fmt: skip
+    table = hist.table
+    weeks = [c for c in table.columns if c != "behaviour"]
+    if not weeks or table.empty:
+        return
+    shown = weeks[-WEEKS_SHOWN:]
+    doc.grid(["behaviour", *shown], table[["behaviour", *shown]].values.tolist(),
+             [46] + [(PAGE_W - 46) / len(shown)] * len(shown))  # fmt: skip
+    doc.para("Week over week: each cell is tags · total time (mm:ss) of that behaviour over the week's analysed "
+             "sessions (weeks start on Monday, UTC); overlapping tags of one behaviour count their time once; a "
+             "point event adds to the count only." + (f" The {len(weeks) - len(shown)} earlier weeks are left out."
+                                                       if len(weeks) > len(shown) else ""), size=7.5, style="note")  # fmt: skip
 
 
 def _fit_rows(metrics: dict) -> list[list[str]]:
@@ -364,9 +396,10 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}")]
                for r in pc.itertuples()],
               [22, 62, 16, 24, 22, 22, 22])  # fmt: skip
-    doc.para("Minutes are per-student means in each session.", size=7.5, style="note")
+    child = SessionKind(group.kind) is SessionKind.therapy
+    who = "child" if child else "student"
+    doc.para(f"Minutes are per-{who} means in each session.", size=7.5, style="note")
     ps = tr.per_student
-    who = "child" if SessionKind(group.kind) is SessionKind.therapy else "student"
     doc.heading(f"Per {who} over the range (lowest mean engagement first)")
     if ps.empty:
         doc.para("No person was seen.")
@@ -382,9 +415,16 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                 _f(r.fatigued, "{:.1f}"), _f(r.distracted, "{:.1f}"), _f(r.not_visible, "{:.1f}")]
                for r in agg.itertuples()],
               [54, 18, 26, 22, 22, 24, 24])  # fmt: skip
-    doc.para("Mean engagement: mean of the student's per-session means; minutes: totals over the sessions.",
+    doc.para(f"Mean engagement: mean of the {who}'s per-session means; minutes: totals over the sessions.",
              size=7.5, style="note")  # fmt: skip
-    doc.para(CAVEAT, size=7.5, style="note")
+    if child:  # what a clinician counts: each tagged behaviour, week over week, over the report's sessions
+        from storage.models import Person
+
+        keep = [int(i) for i in pc["session_id"]]
+        for r in agg.itertuples():
+            if (person := s.get(Person, int(r.person_id))) is not None:
+                _behaviour_tables(doc, therapy.history_in(s, person, session_ids=keep), r.person_label, None, None)
+    doc.para(CAVEAT_CHILD if child else CAVEAT, size=7.5, style="note")
 
 
 # --- entry points -----------------------------------------------------------------------------

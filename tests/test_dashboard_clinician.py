@@ -95,8 +95,10 @@ def open_review(user_id: int, sid: int) -> AppTest:
 
 
 def chart(at: AppTest) -> dict:
-    (spec,) = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-    return spec
+    """The child's timelines: the page's first chart (the tagged behaviours' chart follows once there are tags)."""
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert len(specs) <= 2 and all("week over week" in s["layout"]["title"]["text"] for s in specs[1:])
+    return specs[0]
 
 
 def _tags(url, ids, sid):

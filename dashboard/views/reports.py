@@ -56,7 +56,8 @@ with session_tab:
         st.subheader("PDF report")
         st.caption("The class curve, the students x time heat map, the moments and the per-student table."
                    if kind == "classroom" else
-                   "Timelines with the clinician's tags and uncertain spans, and the models that produced them.")  # fmt: skip
+                   "Timelines with the clinician's tags and uncertain spans, the models that produced them, and how often "
+                   "and how long each behaviour was tagged, in this session and week over week.")  # fmt: skip
         if st.button("Prepare PDF report", key="report_button"):
             with st.spinner("Drawing the report..."):
                 _prepare(f"report_{sid}", reports.session_report, sid)

@@ -11,11 +11,11 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, confirm, data, safe
+from dashboard import auth, charts, confirm, data, safe, therapy_page
 from dashboard.review_player import review_player, take_events
 from dashboard.review_route import review_url
 from dashboard.safe import md_text
-from services import clinic, columns, deletions, exports, tagging
+from services import clinic, columns, deletions, exports, tag_formats, tagging
 from services import review as review_copy
 from services import vocabulary as vocab_service
 from services import summaries as sm
@@ -241,6 +241,42 @@ if viewer.can("tag") and info.group_id is not None:
                 st.rerun()
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
+
+# --- what was tagged: counts and durations per behaviour, this session and week over week ----------
+st.subheader("Tagged behaviours")
+therapy_page.behaviours(url, viewer, pid, sid, info.duration, key=f"review_behaviours_{sid}_{pid}")
+
+# --- tags to and from the coders' tools (services.tag_formats) ---------------------------------
+with st.expander("Tags as ELAN or BORIS files"):
+    st.caption("Download this child's tags of this session for ELAN (.eaf) or BORIS (aggregated events CSV), or import "
+               "a file coded there: every event is checked first and nothing is stored unless all are fine; events "
+               "already tagged (same label and range) are skipped. Both are recorded in the audit log.")  # fmt: skip
+    f1, f2 = st.columns([1, 3], vertical_alignment="bottom")
+    tfmt = f1.radio("File format", list(tag_formats.FORMATS), horizontal=True, key="tagfile_format",
+                    format_func={"eaf": "ELAN", "boris": "BORIS"}.get)  # fmt: skip
+    tkey = f"tagfile_{sid}_{pid}_{tfmt}"
+    if f2.button("Prepare tag file", key="tagfile_export", disabled=not viewer.can("export")):
+        try:
+            st.session_state[tkey] = tag_formats.export_tags(url, viewer, sid, tfmt, person_id=pid)
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(md_text(e))
+    if (tf_out := st.session_state.get(tkey)) is not None:
+        st.download_button(f"Download {md_text(tf_out.file_name)} ({tf_out.n_tags:d} tags)", tf_out.data,
+                           file_name=tf_out.file_name, mime=tf_out.mime, key="tagfile_download")  # fmt: skip
+    if viewer.can("tag"):
+        up = st.file_uploader("ELAN (.eaf) or BORIS (.csv, .tsv) file to import", type=["eaf", "csv", "tsv"],
+                              key=f"tagfile_upload_{sid}_{pid}")  # fmt: skip
+        if st.button("Import tags", key="tagfile_import", disabled=up is None) and up is not None:
+            try:
+                got = tag_formats.import_tags(url, viewer, sid, up.getvalue(), up.name, person_id=pid)
+            except tag_formats.TagFileError as e:
+                st.error(md_text(f"{up.name}: nothing imported; {len(e.lines)} problem(s), one per line:"))
+                st.code("\n".join(e.lines[:50]), language=None)  # plain text: no Markdown to neutralise
+            except (ValueError, LookupError, PermissionError) as e:
+                st.error(md_text(e))
+            else:
+                st.session_state["review_flash"] = got.phrase()
+                st.rerun()
 
 # --- personalise this child --------------------------------------------------------------------
 st.subheader("Personalise this child")

@@ -1,4 +1,4 @@
-"""One session at a glance: the class curve over a students x time heat map on one mm:ss axis, the moments
+"""One session at a glance (a therapy session: ``dashboard.therapy_page``): the class curve over a students x time heat map on one mm:ss axis, the moments
 found in it, students ranked, their small multiples on the same range, trends of the group, naming
 unknown faces, and the audited export.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, jobs_view
+from dashboard import auth, charts, data, jobs_view, therapy_page
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
@@ -77,6 +77,9 @@ elif job["status"] == "failed":
 
 if not info.analysed:
     st.info("This session has not been analysed yet: no timelines to show.")
+    st.stop()
+if therapy:  # one child: the child's timelines and tagged behaviours, in therapy words (dashboard.therapy_page)
+    therapy_page.show(url, settings, viewer, info, sid)
     st.stop()
 
 st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
