@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services import bins as bins_io
+from services import model_report
 from services import report_charts as charts
 from services import report_fonts as fonts
 from services import summaries
@@ -294,6 +295,7 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
                      f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
             doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
                      _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
+            doc.para(model_report.comparison_note(personal.metrics) + ".", size=8)
     doc.para(CAVEAT, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
@@ -330,7 +332,7 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
 def _fit_rows(metrics: dict) -> list[list[str]]:
     """The population-vs-personal comparison a personalised model was saved with (``FitReport``), as rows."""
     names = {"population": "population", "population_calibrated": "population, calibrated to the child",
-             "personal": "personal"}  # fmt: skip
+             "personal": "personal", "personal_compared": "personal, on the compared labels"}  # fmt: skip
     rows = []
     for key, name in names.items():
         m = metrics.get(key) if isinstance(metrics, dict) else None
