@@ -27,7 +27,7 @@ from recognition.personal import (
     score_series,
 )
 from recognition.personal.calibration import observed
-from recognition.personal.personalize import CALM, FitReport, canonical_label
+from recognition.personal.personalize import CALM, FitReport, canonical_label, label_shares
 from recognition.personal.population import smooth
 from recognition.personal.reliability import quality
 from storage import person_models as pm
@@ -187,6 +187,27 @@ def calibrate_person(
     return version, baseline
 
 
+def untagged_shares(series: list[Series], tagged: dict, model: PersonalModel, baseline: Baseline,
+                    threshold: float) -> dict[str, dict]:  # fmt: skip
+    """Label shares of the child's sessions without tags (not trained on, so held out as they are):
+    before = the calibrated population model, after = the new model, over every seen bin."""
+    out: dict[str, dict] = {}
+    by_session: dict[int, list[Series]] = {}
+    for sr in series:
+        if str(sr.session_id) not in tagged:
+            by_session.setdefault(sr.session_id, []).append(sr)
+    for sid, srs in sorted(by_session.items()):
+        before, after = [], []
+        for sr in srs:
+            b, a = score_series(sr.X, threshold, None, baseline), score_series(sr.X, threshold, model)
+            before += [x for x in b.labels if x is not None]
+            after += [x for x in a.labels if x is not None]
+        if after:
+            out[str(sid)] = {"bins": len(after), "tagged": None, "before": label_shares(before),
+                             "after": label_shares(after)}  # fmt: skip
+    return out
+
+
 def _json_safe(v):
     """NaN/inf become None: PostgreSQL's JSON rejects them."""
     if isinstance(v, dict):
@@ -256,6 +277,7 @@ def personalize_person(
     report.grouping = (f"grouped by {BLOCK_SECONDS:g} s time blocks of each session (a tag crossing a block edge "
                        f"keeps both in one group; the bin each side of a cut left out); untagged time of a tagged "
                        f"session counts as {CALM}")  # fmt: skip
+    report.shares |= untagged_shares(series, report.shares, model, baseline, st.uncertain_threshold)
     if activate is None:
         do_activate = report.improves
         reason = ("" if do_activate else "not activated: ") + report.verdict()

@@ -63,17 +63,19 @@ def scores_frame(metrics: dict) -> pd.DataFrame:
 
 
 def shares_frame(metrics: dict, session_id: int | None = None) -> pd.DataFrame:
-    """Each label's share (0..1) of a tagged session: as tagged, before (population) and after
-    (personal, out of fold); one row per label, largest "after" first. ``session_id``: that
-    session only (empty when it was not among the tagged sessions)."""
+    """Each label's share (0..1) of a session: as tagged, before (population) and after (personal:
+    out of fold on a tagged session; on a session without tags, which the model never saw, its
+    labels there and ``tagged`` None); one row per label. ``session_id``: that session only (empty
+    when the version has no shares for it)."""
     shares = (metrics or {}).get("shares") or {}
     rows = []
     for sid, sh in sorted(shares.items(), key=lambda kv: int(kv[0])):
         if session_id is not None and int(sid) != int(session_id):
             continue
-        labels = dict.fromkeys([*sh.get("after", {}), *sh.get("tagged", {}), *sh.get("before", {})])
+        tagged = sh.get("tagged")  # None: a session without tags (held out whole; nothing to compare with)
+        labels = dict.fromkeys([*sh.get("after", {}), *(tagged or {}), *sh.get("before", {})])
         for lab in labels:
-            rows.append({"session": int(sid), "label": lab, "tagged": sh.get("tagged", {}).get(lab, 0.0),
+            rows.append({"session": int(sid), "label": lab, "tagged": None if tagged is None else tagged.get(lab, 0.0),
                          "before": sh.get("before", {}).get(lab, 0.0), "after": sh.get("after", {}).get(lab, 0.0)})  # fmt: skip
     return pd.DataFrame(rows, columns=SHARE_COLUMNS)
 
@@ -85,5 +87,6 @@ def shares_line(metrics: dict, session_id: int) -> str:
     def part(d: dict) -> str:
         return ", ".join(f"{k} {v:.0%}" for k, v in d.items()) or "-"
 
-    return (f"session {session_id} ({sh.get('bins', 0)} bins): tagged {part(sh.get('tagged', {}))} | "
+    tagged = "not tagged" if sh.get("tagged") is None else f"tagged {part(sh['tagged'])}"
+    return (f"session {session_id} ({sh.get('bins', 0)} bins): {tagged} | "
             f"before {part(sh.get('before', {}))} | after {part(sh.get('after', {}))}")  # fmt: skip

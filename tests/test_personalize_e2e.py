@@ -250,10 +250,15 @@ def test_a_session_tagged_only_for_a_short_stretch_does_not_come_out_mostly_that
     coded = simulate_child(n_sessions=3, tags_per_session=8, seed=5, looks=looks)
     X = np.vstack([face_rows("rest", 300, rng), face_rows("smile", 15, rng), face_rows("rest", 285, rng)])
     long = SimSession(X, [SimTag(300.0, 315.0, "anxiety")])
-    pid, sids = store_child(db_url, [*coded, long], label="Child L")
+    later = SimSession(face_rows("rest", 200, rng), [])  # a session nobody tagged: held out whole
+    pid, sids = store_child(db_url, [*coded, long, later], label="Child L")
     out = personalize_person(db_url, pid, settings)
     r = out.report
     assert r.labels == ["anxiety", "calm", "frustration"] and out.activated
+    untagged = r.shares[str(sids[-1])]
+    assert untagged["tagged"] is None and untagged["bins"] > 180 and untagged["after"]["calm"] > 0.9
+    assert "calm" not in untagged["before"]  # the population model cannot say calm
+    sids = sids[:-1]
     sh = r.shares[str(sids[-1])]  # out of fold
     assert sh["bins"] > 500 and sh["tagged"]["anxiety"] < 0.03
     assert sh["after"].get("anxiety", 0) < 0.05 and sh["after"]["calm"] > 0.9

@@ -242,10 +242,11 @@ else:
     st.caption(md_text(f"v{shown_v}: {model_report.comparison_note(metrics)}."))
     shares = model_report.shares_frame(metrics, sid)
     if shares.empty:
-        st.caption(md_text(f"v{shown_v} was not fitted on tags of this session: no before/after shares for it."))
+        st.caption(md_text(f"v{shown_v} has no before/after shares for this session (analysed after it was fitted)."))
     else:
         st.markdown(f"**Share of this session per label, v{shown_v}**: as tagged (untagged time = calm), as the "
-                    "population model labelled it before, as the personal model labels it after (out of fold)")  # fmt: skip
+                    "population model labelled it before, as the personal model labels it after (out of fold; a "
+                    "session without tags was not trained on, so 'tagged' is empty)")  # fmt: skip
         st.dataframe(shares.drop(columns="session"), hide_index=True, key="shares_table",
                      column_config={c: st.column_config.NumberColumn(c, format="percent")
                                     for c in ("tagged", "before", "after")})  # fmt: skip
