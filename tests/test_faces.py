@@ -21,7 +21,7 @@ VIDEO = MEDIA / "two_people_head_turns_270p.mp4"  # two real people, 480x270, 4.
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def template(tmp_path_factory):
     """The real clip analysed in a classroom whose school allows video review (so a review copy is
     written), a teacher of that class and a teacher of another."""
     from affectline.settings import Settings
@@ -46,6 +46,20 @@ def world(tmp_path_factory):
     with Pipeline(Settings(academic_model="cues"), device="cpu") as p:
         run_analysis(jid, settings, pipeline=p)
     return {"url": url, "data": settings.data_dir, "sid": sid, "gid": gid, "users": users}
+
+
+@pytest.fixture()
+def world(template, tmp_path):
+    """A copy of the analysed world per test (tests change consent and settings)."""
+    import shutil
+    import sqlite3
+
+    data = tmp_path / "data"
+    shutil.copytree(template["data"], data, ignore=shutil.ignore_patterns("affectline.db*"))
+    src = template["url"].removeprefix("sqlite:///")
+    with sqlite3.connect(src) as a, sqlite3.connect(data / "affectline.db") as b:
+        a.backup(b)
+    return template | {"url": f"sqlite:///{data / 'affectline.db'}", "data": data}
 
 
 def actor(w, k: int):
@@ -182,3 +196,30 @@ def test_the_people_page_shows_the_faces_and_the_frame_and_says_why_not(world, m
         assert not at.exception and len(at.get("image")) == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_a_kept_thumbnail_is_shown_without_a_review_copy_and_only_with_consent(world):
+    """store_thumbnails kept one: shown even where video review is off, never against a recorded "no"."""
+    from sqlalchemy import select
+
+    from storage.models import Track
+
+    url, data, sid = world["url"], world["data"], world["sid"]
+    a = actor(world, 0)
+    (f, *_) = [x for x in faces.unknown_faces(url, data, a, sid) if x.shown]
+    thumb = faces.frame_at(url, data, a, sid, 0.0)  # any JPEG stands in for the pipeline's thumbnail
+    with session_scope(url) as s:
+        for tr in s.scalars(select(Track).where(Track.person_id == f.person_id)):
+            tr.thumbnail = thumb
+        review.set_group_setting(s, world["gid"], False, "head")
+    try:
+        kept = faces.face_of(url, data, a, f.person_id, sid)
+        assert kept.shown and kept.source == "thumbnail" and kept.jpeg == thumb
+        with pytest.raises(LookupError):
+            faces.frame_at(url, data, a, sid, 0.0)  # the frame needs the copy, which review-off withholds
+        with session_scope(url) as s:
+            consent.withdraw(s, f.person_id, "thumbnails", "dpo")  # also deletes the kept thumbnail
+        assert not faces.face_of(url, data, a, f.person_id, sid).shown
+    finally:
+        with session_scope(url) as s:
+            review.set_group_setting(s, world["gid"], True, "head")
