@@ -116,12 +116,12 @@ def main() -> None:
     face = timed(lambda t: faces.face_of(url, data, actor, pid, sid, t=t), moments)
     frame = timed(lambda t: faces.frame_at(url, data, actor, sid, t), moments)
     size_mb = path.stat().st_size / 1e6
-    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; review copy {w}x{h}, {seconds / 60:.1f} min, "
-          f"{size_mb:.1f} MB (written in {write_s:.1f} s)")  # fmt: skip
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; review copy {w}x{h}, "
+          f"{seconds / 60:.1f} min, {size_mb:.1f} MB (written in {write_s:.1f} s)")
     print(f"{args.n} random moments, median / 90th centile:")
     print(f"  decode the frame (baseline): {dec[0] * 1e3:6.1f} / {dec[1] * 1e3:6.1f} ms")
-    print(f"  face crop (face_of):         {face[0] * 1e3:6.1f} / {face[1] * 1e3:6.1f} ms  ({face[0] / dec[0]:.2f}x decode)")
-    print(f"  whole frame (frame_at):      {frame[0] * 1e3:6.1f} / {frame[1] * 1e3:6.1f} ms  ({frame[0] / dec[0]:.2f}x decode)")
+    for name, (med, p90) in (("face crop (face_of):", face), ("whole frame (frame_at):", frame)):
+        print(f"  {name:28} {med * 1e3:6.1f} / {p90 * 1e3:6.1f} ms  ({med / dec[0]:.2f}x decode)")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def scores_frame(metrics: dict) -> pd.DataFrame:
     rows = []
     p = m.get("personal") or {}
     if p:
-        rows.append({"model": "personal, all labels", "labels": ", ".join(m.get("labels") or []), "bins": m.get("n_bins"),
-                     "macro_f1": _num(p.get("macro_f1")), "balanced_accuracy": _num(p.get("balanced_accuracy")),
+        rows.append({"model": "personal, all labels", "labels": ", ".join(m.get("labels") or []),
+                     "bins": m.get("n_bins"), "macro_f1": _num(p.get("macro_f1")), "balanced_accuracy": _num(p.get("balanced_accuracy")),
                      "coverage": _num(p.get("coverage"))})  # fmt: skip
     legacy = is_legacy(m)
     for key, name in _MODEL_NAMES.items():
@@ -75,8 +75,9 @@ def shares_frame(metrics: dict, session_id: int | None = None) -> pd.DataFrame:
         tagged = sh.get("tagged")  # None: a session without tags (held out whole; nothing to compare with)
         labels = dict.fromkeys([*sh.get("after", {}), *(tagged or {}), *sh.get("before", {})])
         for lab in labels:
-            rows.append({"session": int(sid), "label": lab, "tagged": None if tagged is None else tagged.get(lab, 0.0),
-                         "before": sh.get("before", {}).get(lab, 0.0), "after": sh.get("after", {}).get(lab, 0.0)})  # fmt: skip
+            rows.append({"session": int(sid), "label": lab,
+                         "tagged": None if tagged is None else tagged.get(lab, 0.0),
+                         "before": sh.get("before", {}).get(lab, 0.0), "after": sh.get("after", {}).get(lab, 0.0)})
     return pd.DataFrame(rows, columns=SHARE_COLUMNS)
 
 

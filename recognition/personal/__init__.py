@@ -21,7 +21,8 @@ from recognition.personal.reliability import UNCERTAIN, QualityRamps, decide, qu
 DEFAULT_WINDOW = 3  # bins of centred smoothing (3 s at the default 1 s bins)
 
 __all__ = [
-    "CALM", "DEFAULT_WINDOW", "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel", "QualityRamps",
+    "CALM", "DEFAULT_WINDOW", "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel",
+    "QualityRamps",
     "Scored", "TrainingSet", "fit_baseline", "personalize", "score_series",
 ]  # fmt: skip
 
