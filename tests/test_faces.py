@@ -125,6 +125,7 @@ def test_a_teacher_of_another_group_is_refused(world):
     with pytest.raises(LookupError, match="no review copy you may watch"):
         faces.frame_at(world["url"], world["data"], other, world["sid"], 1.0)
     assert faces.unknown_faces(world["url"], world["data"], other, world["sid"]) == []
+    assert len(faces.unknown_faces(world["url"], world["data"], actor(world, 0), limit=1)) == 1  # all sessions
 
 
 def test_no_face_without_consent_or_with_video_review_off_and_the_page_says_why(world):

@@ -28,9 +28,9 @@ st.caption("'Unknown N' persons were found by an analysis and not yet named; enr
            "again in later sessions of the same group. No face images are stored unless the "
            "store_thumbnails setting is on: faces below are cut from the session's review copy when shown.")  # fmt: skip
 
-unknown = faces.unknown_faces(url, settings.data_dir, viewer)
+unknown = faces.unknown_faces(url, settings.data_dir, viewer, limit=24)
 if unknown:
-    st.subheader("Unknown faces")
+    st.subheader("Unknown faces (newest first, at most 24)")
     st.caption("Each face is shown only where its group allows video review (or thumbnails are kept) and the "
                "person's thumbnails consent allows it; otherwise the reason is given.")  # fmt: skip
     cols = st.columns(4)

@@ -250,10 +250,14 @@ if viewer.can("manage_people"):
             st.caption("Naming a face enrols that person in the group: later sessions recognise them. Faces are cut "
                        "from the review copy (or a kept thumbnail) where the group and the person's thumbnails "
                        "consent allow; nothing is stored.")  # fmt: skip
+            # an expander runs its body even when closed: cut faces only when asked, not on every page load
+            show = st.toggle("Show their faces", key="show_faces")
             for r in unknown.drop_duplicates("person_id").itertuples():
                 a, b, c = st.columns([1, 3, 1], vertical_alignment="bottom")
-                face = faces.face_of(url, settings.data_dir, viewer, int(r.person_id), sid)
-                if face.shown:
+                face = faces.face_of(url, settings.data_dir, viewer, int(r.person_id), sid) if show else None
+                if face is None:
+                    a.markdown(f"**{md_text(r.person)}**")
+                elif face.shown:
                     a.image(face.jpeg, width=64)
                 else:
                     a.markdown(f"**{md_text(r.person)}**")
