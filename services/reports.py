@@ -290,12 +290,15 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         doc.para(f"{label}: " + (words or "no baseline or personal model active: population models only."))
         personal = next((m for m in models if m.kind == "personal"), None)
         if personal is not None and _fit_rows(personal.metrics):
-            doc.para(f"How personal v{personal.version} compared with the population model on this child's own tags "
-                     f"(cross-validated, {personal.metrics.get('n_folds', '?')} folds over "
-                     f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
+            doc.para(f"How personal v{personal.version} scored on this child's own tags (out of fold, "
+                     f"{personal.metrics.get('n_folds', '?')} folds over {personal.metrics.get('n_bins', '?')} "
+                     f"bins), and the population model where it can output the same labels:", size=8)  # fmt: skip
             doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
                      _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
             doc.para(model_report.comparison_note(personal.metrics) + ".", size=8)
+            if str(rec.id) in (personal.metrics.get("shares") or {}):
+                doc.para("Share of this session per label (as tagged | population model before | personal model "
+                         "after, out of fold): " + model_report.shares_line(personal.metrics, rec.id) + ".", size=8)  # fmt: skip
     doc.para(CAVEAT, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
