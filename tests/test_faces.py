@@ -224,3 +224,21 @@ def test_a_kept_thumbnail_is_shown_without_a_review_copy_and_only_with_consent(w
     finally:
         with session_scope(url) as s:
             review.set_group_setting(s, world["gid"], True, "head")
+
+
+def test_in_a_consent_group_an_enrolled_child_needs_thumbnails_consent_too(world):
+    from storage import people
+
+    url, data, sid = world["url"], world["data"], world["sid"]
+    a = actor(world, 0)
+    (f, *_) = faces.unknown_faces(url, data, a, sid)
+    with session_scope(url) as s:
+        people.rename(s, f.person_id, "Zoe", "ms-art")  # named: enrolled
+        consent.grant(s, f.person_id, "analysis", "dpo", "analysis form")
+        consent.set_consent_required(s, world["gid"], True, "dpo")
+    face = faces.face_of(url, data, a, f.person_id, sid)
+    assert not face.shown
+    assert face.reason == "no thumbnail: group Year 5 art requires consent and none is recorded for Zoe's face thumbnails"
+    with session_scope(url) as s:
+        consent.grant(s, f.person_id, "thumbnails", "dpo", "photo form")
+    assert faces.face_of(url, data, a, f.person_id, sid).shown
