@@ -333,17 +333,23 @@ def vocab_add(name: str, author: str) -> None:
 
 
 def format_report(out) -> str:
-    """The cross-validated comparison a clinician reads before trusting a model."""
+    """The out-of-fold report a clinician reads before trusting a model."""
+    from services import model_report
+
     r = out.report
+    m = r.to_dict()
     lines = [
-        f"person {out.person_id}: {r.n_bins} tagged bins from {out.n_tags} tags, labels {', '.join(r.labels)}",
-        f"{r.n_folds}-fold cross-validation grouped by tag run ({r.n_groups} runs); penalty l2={r.l2:g}",
-        f"{'':26}{'macro-F1':>9}{'bal.acc':>9}{'ECE':>7}{'coverage':>10}",
+        f"person {out.person_id}: {r.n_bins} bins from {out.n_tags} tags, labels {', '.join(r.labels)}",
+        f"{r.n_folds}-fold cross-validation over {r.n_groups} groups ({r.grouping or 'grouped by tag run'}); "
+        f"penalty l2={r.l2:g}; every figure out of fold",
+        f"{'':38}{'macro-F1':>9}{'bal.acc':>9}{'coverage':>10}  labels",
     ]
-    for name, sc in (("population", r.population), ("population (calibrated)", r.population_calibrated),
-                     ("personal", r.personal)):  # fmt: skip
-        lines.append(f"{name:26}{sc.macro_f1:9.3f}{sc.balanced_accuracy:9.3f}{sc.ece:7.3f}{sc.coverage:10.1%}")
+    for row in model_report.scores_frame(m).itertuples():
+        lines.append(f"{row.model:38}{row.macro_f1:9.3f}{row.balanced_accuracy:9.3f}{row.coverage:10.1%}  {row.labels}")
+    lines.append(model_report.comparison_note(m))
     lines.append(f"coverage = bins not 'uncertain' at threshold {r.threshold:g}")
+    lines.append("share of each session (tagged | population before | personal after, out of fold):")
+    lines += ["  " + model_report.shares_line(m, int(sid)) for sid in sorted(r.shares, key=int)]
     if r.dropped_labels:
         lines.append("left out: " + "; ".join(f"{k} ({v})" for k, v in r.dropped_labels.items()))
     state = "active" if out.activated else "stored, NOT active"
@@ -419,8 +425,11 @@ def models_list(person: str) -> None:
                 mt = m.metrics or {}
                 score = ""
                 if m.kind == "personal" and "personal" in mt:
-                    score = (f"\tmacro-F1 {mt['personal']['macro_f1']:.3f} vs population "
-                             f"{mt['population']['macro_f1']:.3f}\t{mt.get('n_tags', '?')} tags")  # fmt: skip
+                    pop = (mt.get("population") or {}).get("macro_f1")
+                    mine = (mt.get("personal_compared") or mt["personal"]).get("macro_f1")
+                    vs = (f"; on {', '.join(mt.get('comparison_labels') or mt.get('labels') or [])}: personal "
+                          f"{mine:.3f} vs population {pop:.3f}") if pop is not None else "; population not compared"
+                    score = f"\tmacro-F1 {mt['personal']['macro_f1']:.3f}{vs}\t{mt.get('n_tags', '?')} tags"
                 elif m.kind == "baseline":
                     score = f"\t{mt.get('n_bins', '?')} bins ({mt.get('source', '?')})"
                 when = m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else ""

@@ -67,8 +67,8 @@ def run_personalize_job(job_id: int) -> None:
             )
         return
     r = out.report
-    msg = (f"model v{out.version} {'active' if out.activated else 'stored, not active'}: macro-F1 personal "
-           f"{r.personal.macro_f1:.2f} vs population {r.population.macro_f1:.2f}; {out.n_rescored} bins re-scored")  # fmt: skip
+    msg = (f"model v{out.version} {'active' if out.activated else 'stored, not active'}: out-of-fold macro-F1 "
+           f"{r.personal.macro_f1:.2f} on {', '.join(r.labels)}; {r.verdict()}; {out.n_rescored} bins re-scored")  # fmt: skip
     with session_scope(url) as s:
         update_job(s, job_id, status=JobStatus.done, progress=1.0, message=msg)
 

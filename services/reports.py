@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services import bins as bins_io
+from services import model_report
 from services import report_charts as charts
 from services import report_fonts as fonts
 from services import summaries, therapy
@@ -291,11 +292,15 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         doc.para(f"{label}: " + (words or "no baseline or personal model active: population models only."))
         personal = next((m for m in models if m.kind == "personal"), None)
         if personal is not None and _fit_rows(personal.metrics):
-            doc.para(f"How personal v{personal.version} compared with the population model on this child's own tags "
-                     f"(cross-validated, {personal.metrics.get('n_folds', '?')} folds over "
-                     f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
+            doc.para(f"How personal v{personal.version} scored on this child's own tags (out of fold, "
+                     f"{personal.metrics.get('n_folds', '?')} folds over {personal.metrics.get('n_bins', '?')} "
+                     f"bins), and the population model where it can output the same labels:", size=8)  # fmt: skip
             doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
                      _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
+            doc.para(model_report.comparison_note(personal.metrics) + ".", size=8)
+            if str(rec.id) in (personal.metrics.get("shares") or {}):
+                doc.para("Share of this session per label (as tagged | population model before | personal model "
+                         "after, out of fold): " + model_report.shares_line(personal.metrics, rec.id) + ".", size=8)  # fmt: skip
     doc.para(CAVEAT_CHILD, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
@@ -362,7 +367,7 @@ def _behaviour_tables(doc: _Doc, hist: therapy.History, label: str, session_id: 
 def _fit_rows(metrics: dict) -> list[list[str]]:
     """The population-vs-personal comparison a personalised model was saved with (``FitReport``), as rows."""
     names = {"population": "population", "population_calibrated": "population, calibrated to the child",
-             "personal": "personal"}  # fmt: skip
+             "personal": "personal", "personal_compared": "personal, on the compared labels"}  # fmt: skip
     rows = []
     for key, name in names.items():
         m = metrics.get(key) if isinstance(metrics, dict) else None

@@ -208,7 +208,10 @@ def test_teacher_names_an_unknown_face_without_thumbnails(db):
     viewer = data.viewer_for(url, ids.users["teacher"])
     tracks = data.session_tracks(url, viewer.group_ids, new)
     pid = int(tracks.loc[tracks["person"] == "Unknown 9", "person_id"].iloc[0])
-    assert not at.get("imgs") and "No face images are kept" in "\n".join(c.value for c in at.caption)
+    # a classroom without video review and no kept thumbnails: no face, and the page says why
+    assert not at.get("image")
+    at.toggle(key="show_faces").set_value(True).run()
+    assert not at.get("image") and "video review is off for group class-a" in "\n".join(shown(c.value) for c in at.caption)
     at.text_input(key=f"enrol_name_{pid}").input("Zoe").run()
     at.button(key=f"enrol_{pid}").click().run()
     assert not at.exception

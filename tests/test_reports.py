@@ -115,11 +115,15 @@ def test_child_report_shows_tags_uncertain_spans_and_models(db_url, ids, tmp_pat
     fit = {"n_folds": 5, "n_bins": 120, **{k: {"macro_f1": f1, "balanced_accuracy": 0.5, "coverage": 0.8,
                                                "accuracy_when_certain": 0.7}
                                            for k, f1 in (("population", 0.31), ("population_calibrated", 0.42),
-                                                         ("personal", 0.66))}}  # fmt: skip
+                                                         ("personal", 0.66))},
+           "shares": {str(sid): {"bins": 100, "tagged": {"calm": 0.9, "happy": 0.1}, "before": {"neutral": 1.0},
+                                 "after": {"calm": 0.85, "happy": 0.15}}}}  # fmt: skip
     with session_scope(db_url) as s:
         person_models.save_model(s, pid, "personal", b"x", fit, activate=True)
     text = pdf_text(reports.session_report(db_url, clin, sid).data, tmp_path)
-    assert "personal model v1" in text and "5 folds over 120 tagged bins" in flat(text)
+    assert "personal model v1" in text and "5 folds over 120 bins" in flat(text)
+    assert "tagged calm 90%, happy 10% | before neutral 100% | after calm 85%, happy 15%" in flat(text)
+    assert "saved before the comparison was restricted" in flat(text)  # an older version's report says so
     rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if re.match(r"\s*(population|personal)\s", ln)}
     assert rows["personal"][1] == "0.66" and rows["population"][1] == "0.31"
     out = reports.session_report(db_url, clin, sid)

@@ -1,4 +1,5 @@
-"""People of the viewer's groups: rename, enrol a track as a named person, delete (audited)."""
+"""People of the viewer's groups: each unknown person's face (where consent and the group allow), the
+frame at any moment; rename, enrol a track as a named person, delete (audited)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth, confirm, data
 from dashboard.safe import md_text
-from services import columns, deletions
+from services import columns, deletions, faces
+from services import summaries as sm
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -25,7 +27,22 @@ else:
                  column_config=columns.config(persons.columns))
 st.caption("'Unknown N' persons were found by an analysis and not yet named; enrolled persons are recognised "
            "again in later sessions of the same group. No face images are stored unless the "
-           "store_thumbnails setting is on.")  # fmt: skip
+           "store_thumbnails setting is on: faces below are cut from the session's review copy when shown.")  # fmt: skip
+
+unknown = faces.unknown_faces(url, settings.data_dir, viewer, limit=24)
+if unknown:
+    st.subheader("Unknown faces (newest first, at most 24)")
+    st.caption("Each face is shown only where its group allows video review (or thumbnails are kept) and the "
+               "person's thumbnails consent allows it; otherwise the reason is given.")  # fmt: skip
+    cols = st.columns(4)
+    for i, f in enumerate(unknown):
+        box = cols[i % 4]
+        when = f" at {sm.format_clock(f.t)} of session #{f.session_id}" if f.t is not None else ""
+        if f.shown:
+            box.image(f.jpeg, caption=md_text(f"{f.label}{when}"), width=120)
+        else:
+            box.markdown(f"**{md_text(f.label)}**")
+            box.caption(md_text(f.reason))
 
 names = dict(zip(persons["id"].astype(int), persons["label"] + " (" + persons["group"].fillna("-") + ")"))
 
@@ -54,6 +71,13 @@ else:
     titles = dict(zip(sessions["id"].astype(int), sessions["title"]))
     sid = st.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="enrol_session")
     tracks = data.session_tracks(url, viewer.group_ids, sid)
+    info = data.session_info(url, viewer.group_ids, sid)
+    at = st.slider("See the frame at (s)", 0.0, max(float(info.duration or 0.0), 0.1), 0.0, 0.5, key="frame_at")
+    try:
+        st.image(faces.frame_at(url, settings.data_dir, viewer, sid, at), caption=md_text(f"{sm.format_clock(at)}"))
+    except LookupError:
+        st.caption("No review copy of this session may be shown (video review is off for its group, or none was "
+                   "written): no frame to show.")  # fmt: skip
     tlabel = {int(r.id): f"track {r.track_key}: {r.person} ({r.t_start:.0f}-{r.t_end:.0f} s)" for r in tracks.itertuples()}
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     tid = c1.selectbox("Track", list(tlabel), format_func=tlabel.get, key="enrol_track")

@@ -15,7 +15,7 @@ from dashboard import auth, charts, confirm, data, safe, therapy_page
 from dashboard.review_player import review_player, take_events
 from dashboard.review_route import review_url
 from dashboard.safe import md_text
-from services import clinic, columns, deletions, exports, tag_formats, tagging
+from services import clinic, columns, deletions, exports, model_report, tag_formats, tagging
 from services import review as review_copy
 from services import vocabulary as vocab_service
 from services import summaries as sm
@@ -322,10 +322,26 @@ if viewer.can("tag"):
 if models.empty:
     st.caption("No personal model yet: the population model labels this child.")
 else:
-    st.markdown("**Population vs personal** (cross-validated macro-F1 on the child's tagged bins, newest first)")
+    st.markdown("**Personal model versions** (macro-F1 out of fold, grouped by time blocks; the population model "
+                "only on the labels it can output too; newest first)")  # fmt: skip
     st.dataframe(models, hide_index=True, key="models_table",
                  column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
-                                for c in ("personal_f1", "population_f1", "calibrated_f1", "personal_coverage")})  # fmt: skip
+                                for c in ("personal_f1", "personal_f1_compared", "population_f1", "calibrated_f1",
+                                          "personal_coverage")})  # fmt: skip
+    shown_v = st.session_state.get("model_version")
+    shown_v = int(shown_v) if shown_v in set(models["version"]) else int(models["version"].iloc[0])
+    metrics = clinic.model_metrics(url, viewer, pid, shown_v)
+    st.caption(md_text(f"v{shown_v}: {model_report.comparison_note(metrics)}."))
+    shares = model_report.shares_frame(metrics, sid)
+    if shares.empty:
+        st.caption(md_text(f"v{shown_v} has no before/after shares for this session (analysed after it was fitted)."))
+    else:
+        st.markdown(f"**Share of this session per label, v{shown_v}**: as tagged (untagged time = calm), as the "
+                    "population model labelled it before, as the personal model labels it after (out of fold; a "
+                    "session without tags was not trained on, so 'tagged' is empty)")  # fmt: skip
+        st.dataframe(shares.drop(columns="session"), hide_index=True, key="shares_table",
+                     column_config={c: st.column_config.NumberColumn(c, format="percent")
+                                    for c in ("tagged", "before", "after")})  # fmt: skip
     if viewer.can("tag"):
         active = models.loc[models["active"], "version"]
         m1, m2, m3 = st.columns([2, 1, 1], vertical_alignment="bottom")

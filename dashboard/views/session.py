@@ -18,7 +18,7 @@ from dashboard.review_route import review_url
 from services import review as review_copy
 from dashboard import safe
 from dashboard.safe import md_text
-from services import progress
+from services import faces, progress
 from services import summaries as sm
 from storage.models import SessionKind
 
@@ -250,16 +250,21 @@ if viewer.can("manage_people"):
     unknown = tracks[~tracks["enrolled"].fillna(False).astype(bool)] if len(tracks) else tracks
     if len(unknown):
         with st.expander(f"Name unknown faces ({unknown['person_id'].nunique()})"):
-            st.caption("Naming a face enrols that person in the group: later sessions recognise them. "
-                       + ("Thumbnails are shown because this installation keeps them." if settings.store_thumbnails
-                          else "No face images are kept (thumbnails are off): use the times to find them in the video."))  # fmt: skip
+            st.caption("Naming a face enrols that person in the group: later sessions recognise them. Faces are cut "
+                       "from the review copy (or a kept thumbnail) where the group and the person's thumbnails "
+                       "consent allow; nothing is stored.")  # fmt: skip
+            # an expander runs its body even when closed: cut faces only when asked, not on every page load
+            show = st.toggle("Show their faces", key="show_faces")
             for r in unknown.drop_duplicates("person_id").itertuples():
                 a, b, c = st.columns([1, 3, 1], vertical_alignment="bottom")
-                thumb = data.track_thumbnail(url, gids, sid, int(r.id)) if settings.store_thumbnails else None
-                if thumb:
-                    a.image(thumb, width=64)
+                face = faces.face_of(url, settings.data_dir, viewer, int(r.person_id), sid) if show else None
+                if face is None:
+                    a.markdown(f"**{md_text(r.person)}**")
+                elif face.shown:
+                    a.image(face.jpeg, width=64)
                 else:
                     a.markdown(f"**{md_text(r.person)}**")
+                    a.caption(md_text(face.reason))
                 name = b.text_input(f"{md_text(r.person)}, seen {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)}",
                                     key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
                 if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
