@@ -223,8 +223,8 @@ for i, c in enumerate(found):
     a, b = st.columns([1, 5], vertical_alignment="center")
     a.button(f"{sm.format_clock(c.t_start)}-{sm.format_clock(c.t_end)}", key=f"checkin_{i}", icon=":material/play_arrow:",
              on_click=_open_moment, args=(c,))  # fmt: skip
-    b.markdown(f"**{md_text(c.person_label)}** looked {c.words} for {c.duration / 60:.1f} min "
-               f"({c.state} {c.level:.2f} vs their usual {c.usual:.2f}).")  # fmt: skip
+    b.markdown(f"**{md_text(c.person_label)}** looked {md_text(c.words)} for {c.duration / 60:.1f} min "
+               f"({md_text(c.state)} {c.level:.2f} vs their usual {c.usual:.2f}).")  # fmt: skip
 
 # --- students ----------------------------------------------------------------------------------
 st.subheader(f"Students ({len(summary)}), by name")
@@ -304,7 +304,7 @@ if viewer.can("export"):
         except (LookupError, ValueError, PermissionError) as e:
             st.error(md_text(e))
     if (pdf := st.session_state.get(pkey)) is not None:
-        st.download_button(f"Download this page as PDF ({pdf.pages} pages)", pdf.data, file_name=pdf.file_name,
+        st.download_button(md_text(f"Download this page as PDF ({pdf.pages} pages)"), pdf.data, file_name=pdf.file_name,
                            mime=pdf.mime, key="page_pdf_download")  # fmt: skip
 
 # --- export ---------------------------------------------------------------------------------
