@@ -219,8 +219,10 @@ st.caption("Students whose own pattern stood out: a run of distraction (1 min or
            "compared with themselves, never with the class; in time order. A time plays the video from there.")  # fmt: skip
 if not found:
     st.caption("Nobody's pattern stood out against their own usual level in this lesson.")
+SHOWN_CHECKINS = 12  # a class-wide event flags many students at once: the rest wait in an expander
+more = st.expander(md_text(f"{len(found) - SHOWN_CHECKINS} more check-ins")) if len(found) > SHOWN_CHECKINS else None
 for i, c in enumerate(found):
-    a, b = st.columns([1, 5], vertical_alignment="center")
+    a, b = (more if i >= SHOWN_CHECKINS else st).columns([1, 5], vertical_alignment="center")
     a.button(f"{sm.format_clock(c.t_start)}-{sm.format_clock(c.t_end)}", key=f"checkin_{i}", icon=":material/play_arrow:",
              on_click=_open_moment, args=(c,))  # fmt: skip
     b.markdown(f"**{md_text(c.person_label)}** looked {md_text(c.words)} for {c.duration / 60:.1f} min "
