@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
     )
+    timezone: str = Field(
+        default="", description="IANA time zone of the times shown to people (audit log), e.g. Europe/Berlin; "
+                                "empty: the machine's local zone.",
+    )  # fmt: skip
+    group_reports_every: Literal["off", "daily", "weekly", "monthly"] = Field(
+        default="off", description="The beat schedule writes every group's report of the past day, week (Mondays) or "
+                                   "month (the 1st) at 06:00 UTC into group_reports_dir; off: no scheduled reports.",
+    )  # fmt: skip
+    group_reports_dir: Path | None = Field(default=None, description="Where scheduled group reports go; default data_dir/reports.")
     # Workers and leases (issue 10, storage/jobs.py).
     lease_seconds: float = Field(
         default=30.0, ge=2, le=3600,
@@ -150,6 +159,18 @@ class Settings(BaseSettings):
         problem = analysis_fps_problem(v, info.data.get("bin_seconds", 1.0))
         if problem:
             raise ValueError(problem)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, v: str) -> str:
+        if v:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{v!r} is not an IANA time zone name (like Europe/Berlin or UTC)") from None
         return v
 
     @field_validator("trusted_proxies")

@@ -77,6 +77,10 @@ from ingest.tasks_retention import register as _register_retention  # noqa: E402
 
 _register_retention(app)  # expired sessions, on the beat schedule (issue 12)
 
+from ingest.tasks_reports import register as _register_reports  # noqa: E402
+
+_register_reports(app)  # scheduled group reports, on the beat schedule when enabled (issue 19)
+
 try:  # the clinicians' tasks (issue 5) register themselves when present
     from ingest.tasks_clinic import register as _register_clinic
 

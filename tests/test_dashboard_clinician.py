@@ -175,6 +175,8 @@ def test_edit_to_a_baseline_then_delete(db):
     assert len(base) == 3
     assert any(a.get("text") == "baseline: neutral" for a in chart(at)["layout"]["annotations"])
     at.button(key="delete_tag").click().run()
+    assert len(_tags(url, ids, sid)) == 1  # one click only asks
+    at.button(key="delete_tag_confirm").click().run()
     assert _tags(url, ids, sid).empty and data.count_audit(url, "delete_tag") == 1
 
 

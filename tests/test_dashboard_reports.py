@@ -5,6 +5,7 @@ from __future__ import annotations
 from dashboard.safe import shown
 
 import io
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -140,10 +141,10 @@ def test_clinician_gets_a_child_report_and_admin_a_group_report(url, ids):
     assert at.session_state[f"report_{ids.sessions['therapy']}"].kind == "child"
 
     at = page(ids.users["admin"])
-    at.selectbox(key="report_group").select(ids.groups["class-a"]).run()
+    at.multiselect(key="report_groups").set_value([ids.groups["class-a"]]).run()
     at.button(key="group_report_button").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    rep = at.session_state[f"group_report_{ids.groups['class-a']}"]
+    rep = at.session_state[f"group_report_{ids.groups['class-a']}_{date.today() - timedelta(days=30)}_{date.today()}"]
     assert rep.kind == "group" and rep.data.startswith(b"%PDF")
     assert any(shown(b.proto.label).startswith("Download affectline_group_report_") for b in at.get("download_button"))
     (entry,) = [e for e in audits(url, "report") if e[1].startswith("group:")]
@@ -172,3 +173,17 @@ def test_fast_bins_reports_and_selections_on_postgresql(settings, tmp_path):
             assert rep.data.startswith(b"%PDF") and rep.pages >= 1
         assert reports.group_report(pg, operator(), "class-a").data.startswith(b"%PDF")
         get_engine(pg).dispose()
+
+
+def test_admin_prints_several_groups_in_one_pdf(url, ids):
+    a, b = ids.groups["class-a"], ids.groups["class-b"]
+    at = page(ids.users["admin"])
+    at.multiselect(key="report_groups").set_value([a, b]).run()
+    at.date_input(key="report_since").set_value(date.today() - timedelta(days=7)).run()
+    at.button(key="group_report_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    rep = at.session_state[f"group_report_{a}_{b}_{date.today() - timedelta(days=7)}_{date.today()}"]
+    assert rep.data.startswith(b"%PDF") and rep.file_name.startswith(f"affectline_group_report_{a}_{b}_")
+    assert sorted(e[1] for e in audits(url, "report")) == sorted([f"group:{a}", f"group:{b}"])
+    at.multiselect(key="report_groups").set_value([]).run()
+    assert at.button(key="group_report_button").disabled

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, data
+from dashboard import auth, confirm, data
 from dashboard.safe import md_text
+from services import columns, deletions
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -20,7 +21,8 @@ persons = data.persons_frame(url, viewer.group_ids)
 if persons.empty:
     st.info("No persons in your groups yet: they appear when a session is analysed.")
 else:
-    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table")
+    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table",
+                 column_config=columns.config(persons.columns))
 st.caption("'Unknown N' persons were found by an analysis and not yet named; enrolled persons are recognised "
            "again in later sessions of the same group. No face images are stored unless the "
            "store_thumbnails setting is on.")  # fmt: skip
@@ -85,10 +87,10 @@ if len(names) > 1 and viewer.can("merge_people"):
 if names and viewer.can("delete_person"):
     st.subheader("Delete a person")
     st.caption("Deletes the person with their face embeddings and all their timelines. Recorded in the audit log.")
-    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    c1, c3 = st.columns([4, 1], vertical_alignment="bottom")
     pid = c1.selectbox("Person", list(names), format_func=names.get, key="delete_person")
-    sure = c2.checkbox("I understand this cannot be undone", key="delete_sure")
-    if c3.button("Delete", type="primary", disabled=not sure, key="delete_button"):
+
+    def _delete_person() -> None:
         try:
             data.delete_person(url, viewer, pid)
         except (LookupError, PermissionError) as e:
@@ -96,3 +98,6 @@ if names and viewer.can("delete_person"):
         else:
             st.session_state["people_flash"] = "Person deleted."
             st.rerun()
+
+    confirm.ask("delete_button", "Delete", pid, lambda: deletions.person_impact(url, viewer, pid).sentence(),
+                _delete_person, container=c3)  # fmt: skip

@@ -11,9 +11,9 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import auth, charts, data, safe
+from dashboard import auth, charts, confirm, data, safe
 from dashboard.safe import md_text
-from services import clinic, exports
+from services import clinic, columns, deletions, exports
 from services import summaries as sm
 
 settings = get_settings()
@@ -152,7 +152,7 @@ if tags.empty:
 else:
     shown = tags.assign(start=tags["t_start"].map(sm.format_clock), end=tags["t_end"].map(sm.format_clock))
     st.dataframe(shown[["start", "end", "label", "is_baseline", "note", "author", "created_at"]], hide_index=True,
-                 key="tags_table")  # fmt: skip
+                 key="tags_table", column_config=columns.config(shown.columns, label={"label": "Label"}))  # fmt: skip
     if viewer.can("tag"):
         text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author})"
                 for r in tags.itertuples()}  # fmt: skip
@@ -181,10 +181,13 @@ else:
             else:
                 st.session_state.pop("edit_uid", None)
                 st.rerun()
-        if e2.button("Delete tag", key="delete_tag"):
+        def _delete_tag() -> None:
             data.delete_tag(url, viewer, sid, uid)
             st.session_state.pop("edit_uid", None)
             st.rerun()
+
+        confirm.ask("delete_tag", "Delete tag", uid, lambda: deletions.tag_impact(url, viewer, sid, uid).sentence(),
+                    _delete_tag, container=e2)  # fmt: skip
 
 # --- personalise this child --------------------------------------------------------------------
 st.subheader("Personalise this child")
