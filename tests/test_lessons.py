@@ -71,3 +71,30 @@ def test_this_lesson_over_earlier_lessons_on_one_axis_of_minutes(db_url):
     with pytest.raises(LookupError, match="does not exist or is not visible"):
         lessons.lesson_curves(db_url, _actor(db_url, ids.users["clinician"]), made["today"])
     assert len(lessons.lesson_curves(db_url, operator(), made["oldest"]).earlier) == 0
+
+
+def _same_as_pandas(url: str, sid: int) -> None:
+    from services import summaries as sm
+    from services import timelines
+
+    with session_scope(url) as s:
+        got = lessons.class_curve(s, sid)
+        want = sm.class_series(timelines.class_bins(s, sid))
+    assert got["t_start"].tolist() == want["t_start"].tolist()
+    np.testing.assert_allclose(got["engagement"].to_numpy(float), want["engagement"].to_numpy(float), atol=1e-9)
+
+
+def test_the_sql_class_curve_is_the_pandas_one_on_sqlite_and_postgresql(db_url):
+    from storage.db import get_engine, migrate
+    from tests.services import postgres_server
+
+    ids = seed(db_url)  # the seeded lessons hide each face for a while: those bins are not averaged in
+    _same_as_pandas(db_url, ids.sessions["maths"])
+    with postgres_server() as pg:
+        migrate(pg)
+        pids = seed(pg)
+        _same_as_pandas(pg, pids.sessions["maths"])
+        with session_scope(pg) as s:
+            got = lessons.group_lessons(s, pids.groups["class-a"])
+            assert got.kept == [] and [k.title for k in got.left_out] == ["maths lesson"]
+        get_engine(pg).dispose()
