@@ -378,3 +378,20 @@ def test_this_page_as_pdf_has_the_pages_content_and_is_audited(db, tmp_path):
     assert not re.search(r"^\s*#\s", text, re.M) and "lowest" not in text
     with session_scope(url) as s:
         assert [e.target for e in repo.audit_log(s) if e.action == "report"] == [f"session:{new}"]
+
+
+def test_many_check_ins_past_twelve_wait_in_an_expander(db):
+    """A class-wide tired spell flags fourteen of fifteen students at once (Student 15's face is hidden for most
+    of it: not visible is never tired): twelve rows shown, the rest in an expander."""
+    from tests.big_session import Event
+
+    url, ids, _, _ = db
+    sid, _ = add_class_session(url, ids.groups["class-a"], minutes=12, n_persons=15, title="tired", seed=6,
+                               events=(Event("fatigue", 300, 480, tuple(range(15))),))  # fmt: skip
+    at = open_session(ids.users["teacher"], sid)
+    assert "Worth a check-in (14)" in _page_text(at)
+    assert not [m for m in at.markdown if "**Student 15** looked" in m.value]
+    (more,) = [e for e in at.expander if shown(e.label) == "2 more check-ins"]
+    inside = {b.key for b in more.button}
+    assert inside == {"checkin_12", "checkin_13"}
+    assert all(at.button(key=f"checkin_{i}").key not in inside for i in range(12))
