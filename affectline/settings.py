@@ -96,6 +96,10 @@ class Settings(BaseSettings):
         ge=0,
         description="At dashboard start, compute the first view of this many sessions (newest first, per set of groups a user sees) in the background, so the first open after a restart is as fast as later ones; 0 = none.",
     )
+    trend_min_minutes: float = Field(
+        default=5.0, ge=0,
+        description="Recordings shorter than this (minutes) are left out of trends, lesson overlays and group reports, with a note saying how many; 0 = keep all.",
+    )
     session_idle_minutes: float = Field(default=30.0, gt=0, description="A dashboard login ends after this long without use.")
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or '.').resolve() != ROOT / 'bench']
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-N_SMALL_MULTIPLES = 6  # the page draws the six lowest-ranked students by default, as rows of its one chart
+N_SMALL_MULTIPLES = 6  # the page draws the first six students by name by default, as rows of its one chart
 
 
 def build(url: str, minutes: float, students: int) -> dict[str, int]:

@@ -538,6 +538,31 @@ def trend_figure(per_class: pd.DataFrame, per_student: pd.DataFrame | None = Non
     return fig
 
 
+EARLIER_LESSON_COLORS = ("#b0bec5", "#90a4ae", "#78909c", "#607d8b", "#546e7a", "#455a64")
+
+
+def lesson_overlay_figure(curves) -> go.Figure:
+    """This lesson's class engagement (thick blue) over the earlier lessons of its group (thin greys, oldest
+    palest), on one axis of minutes from each lesson's start (``services.lessons.LessonCurves``)."""
+    fig = go.Figure()
+    earlier = curves.earlier
+    for i, c in enumerate(earlier):
+        when = f" ({c.key.at:%Y-%m-%d})" if c.key.at is not None else ""
+        color = EARLIER_LESSON_COLORS[max(0, len(EARLIER_LESSON_COLORS) - len(earlier) + i)]
+        fig.add_scatter(x=np.round(c.minutes, 3), y=np.round(c.engagement, 3), mode="lines", name=f"{c.key.title}{when}",
+                        line=dict(color=color, width=1.5), connectgaps=False,
+                        hovertemplate="%{x:.1f} min: %{y:.2f}<extra>" + f"{c.key.title}" + "</extra>")  # fmt: skip
+    if (cur := curves.current) is not None:
+        fig.add_scatter(x=np.round(cur.minutes, 3), y=np.round(cur.engagement, 3), mode="lines",
+                        name=f"this lesson: {cur.key.title}", line=dict(color="#1565c0", width=3), connectgaps=False,
+                        hovertemplate="%{x:.1f} min: %{y:.2f}<extra>this lesson</extra>")  # fmt: skip
+    fig.update_xaxes(title_text="minutes from the start of the lesson", rangemode="tozero")
+    fig.update_yaxes(title_text="class engagement", range=[0, 1])
+    fig.update_layout(title="This lesson over earlier lessons of the group", height=320,
+                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.25))  # fmt: skip
+    return fig
+
+
 LABEL_ROW_COLORS = {UNCERTAIN: "#bdbdbd"}
 
 

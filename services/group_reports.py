@@ -23,6 +23,7 @@ from typing import Literal
 from fpdf.enums import XPos, YPos
 from sqlalchemy import func, select
 
+from services import lessons
 from services import reports as rp
 from services.actor import Actor, require
 from services.db import scope
@@ -44,9 +45,11 @@ def _recordings(s, group_id: int, since: date | None, until: date | None) -> lis
 
 
 def groups_report(url: str, actor: Actor, groups: Sequence[int | str], since: date | None = None,
-                  until: date | None = None, sink: FileSink | None = None) -> rp.Report:  # fmt: skip
+                  until: date | None = None, sink: FileSink | None = None,
+                  min_minutes: float | None = None) -> rp.Report:  # fmt: skip
     """One PDF for ``groups`` (ids or names, each visible to ``actor``) over [since, until], UTC days
-    included; audited per group. With one group it is that group's report."""
+    included; audited per group. With one group it is that group's report. Recordings shorter than
+    ``min_minutes`` (default ``Settings.trend_min_minutes``) are left out, each part saying how many."""
     require(actor, "export")
     if not groups:
         raise ValueError("choose at least one group")
@@ -58,9 +61,10 @@ def groups_report(url: str, actor: Actor, groups: Sequence[int | str], since: da
         span = f"{since or 'the first session'} to {until or 'today'}"
         title = f"Group report: {gs[0].name}" if len(gs) == 1 else f"Group reports: {len(gs)} groups"
         doc = rp._Doc(title, f"{', '.join(g.name for g in gs)} · sessions recorded {span}\n{rp._stamp(actor)}")
-        per_group: list[tuple[Group, list[Recording]]] = []
+        per_group: list[tuple[Group, list[Recording], list[Recording]]] = []
+        minutes = lessons.trend_min_minutes(min_minutes)
         for i, g in enumerate(gs):
-            recs = _recordings(s, g.id, since, until)
+            recs, short = lessons.split_short(s, _recordings(s, g.id, since, until), minutes)
             if len(gs) > 1:
                 if i:
                     doc.add_page()
@@ -68,11 +72,12 @@ def groups_report(url: str, actor: Actor, groups: Sequence[int | str], since: da
                 doc.multi_cell(rp.PAGE_W, 7, f"{g.name} ({SessionKind(g.kind).value} group #{g.id})",
                                new_x=XPos.LMARGIN, new_y=YPos.NEXT)  # fmt: skip
                 doc.set_font("dv", "", 9)
-            rp._group_report(doc, s, g, recs)
-            per_group.append((g, recs))
+            rp._group_report(doc, s, g, recs, lessons.left_out_note(len(short), minutes))
+            per_group.append((g, recs, short))
         data = doc.render()
-        for g, recs in per_group:
+        for g, recs, short in per_group:
             repo.audit(s, actor.audit_name, "report", f"group:{g.id}", kind="group", sessions=[r.id for r in recs],
+                       left_out_short=[r.id for r in short],
                        since=str(since) if since else None, until=str(until) if until else None,
                        pages=doc.pages_count, bytes=len(data), with_groups=found if len(found) > 1 else None)  # fmt: skip
         ids = "_".join(str(g) for g in found) if len(found) <= 6 else f"{len(found)}groups"

@@ -1,11 +1,14 @@
 """Printable PDF reports (fpdf2 + matplotlib: no browser on the server), audited like exports.
 
-* A **class session**: the class curve with the visible-face count, the students x time heat map,
-  the automatic moments with who was involved, and the ranked per-student table.
+* A **class session** (the session page on paper): the class curve with the visible-face count, the
+  students x time heat map, the automatic moments with who was involved, the students worth a
+  check-in (``services.checkins``), this lesson over earlier lessons of the group, and the per-student
+  table by name (never ranked).
 * A **child (therapy) session**: per person, the expression and academic timelines with the
   clinician's tags and the uncertain spans, the tags as a table, and the models that produced the
   numbers with what they are not.
-* A **group over a date range**: one line per session, the class trend, and per-student figures.
+* A **group over a date range**: one line per session, the class trend, and per-student figures by
+  name; recordings shorter than ``Settings.trend_min_minutes`` left out, with a note.
 
 The figures come from ``services.summaries`` (the same as the dashboard shows).
 """
@@ -25,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services import bins as bins_io
-from services import model_report
+from services import checkins, lessons, model_report
 from services import report_charts as charts
 from services import report_fonts as fonts
 from services import summaries, therapy
@@ -231,10 +234,10 @@ def _session_line(rec: Recording, group: Group | None, n_persons: int) -> str:
 # --- class session ----------------------------------------------------------------------------
 
 
-def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
+def _class_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> None:
     step = float(rec.bin_seconds or 1.0)
     duration = float(rec.duration) if rec.duration else None
-    summary = summaries.student_summary(bins, step, duration)
+    summary = summaries.roster(summaries.student_summary(bins, step, duration))
     series = summaries.class_series(bins, step)
     found = summaries.moments(bins, step)
     doc.heading("Models")
@@ -251,7 +254,7 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
     hm = summaries.heatmap(bins, "engagement", t0, t1, max_columns=180, bin_seconds=step,
                            order=summary["person_id"].tolist())  # fmt: skip
     doc.chart(charts.heat_map(hm.values, hm.person_labels, t0, hm.step,
-                              f"engagement per student, {summaries.format_clock(hm.step)} columns, lowest mean first",
+                              f"engagement per student, {summaries.format_clock(hm.step)} columns, by name",
                               unreadable=hm.unreadable),
               "Grey: face not visible in that interval (no estimate, not a low score). Violet: face visible but "
               "not readable and no engagement either (head pose unreliable at that size).",
@@ -264,13 +267,33 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
                 ", ".join(m.person_labels) or "no single student stood out"] for m in found],
               [28, 14, 40, 24, 84])  # fmt: skip
 
-    doc.heading("Per student (lowest mean engagement first)")
-    doc.grid(["#", "student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
+    found_checkins = checkins.checkins(bins, step)
+    doc.heading(f"Worth a check-in ({len(found_checkins)})")
+    doc.para("Students whose own pattern stood out: a run of distraction (1 min or more) or tiredness (2 min or more) "
+             "well above their own usual level in this lesson, over readable moments only; each student compared with "
+             "themselves, never with the class. In time order.", size=7.5, style="note")  # fmt: skip
+    doc.grid(["time to watch", "length", "student", "looked", "level (their usual)"],
+              [[f"{summaries.format_clock(c.t_start)}-{summaries.format_clock(c.t_end)}", summaries.format_clock(c.duration),
+                c.person_label, c.words, f"{c.level:.2f} ({c.usual:.2f})"] for c in found_checkins],
+              [32, 16, 70, 30, 42])  # fmt: skip
+
+    over = lessons.curves_for(s, rec)
+    if over.earlier:
+        doc.chart(charts.lesson_overlay([(c.key.title, c.minutes, c.engagement) for c in over.earlier],
+                                        (over.current.key.title, over.current.minutes, over.current.engagement)),
+                  "Class engagement of this lesson (blue) and of the earlier lessons of its group (grey, oldest "
+                  "palest), in minutes from each lesson's start." + (f" {over.note}" if over.note else ""),
+                  title="This lesson over earlier lessons")  # fmt: skip
+    elif over.note:
+        doc.para(over.note, size=7.5, style="note")
+
+    doc.heading("Per student (by name)")
+    doc.grid(["student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
                "min not readable", "min not visible"],
-              [[str(r.rank), r.person_label, _f(r.mean_engagement), _f(r.minutes_visible, "{:.1f}"),
+              [[r.person_label, _f(r.mean_engagement), _f(r.minutes_visible, "{:.1f}"),
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}"),
                 _f(r.minutes_not_readable, "{:.1f}"), _f(r.minutes_not_visible, "{:.1f}")] for r in summary.itertuples()],
-              [8, 38, 20, 19, 19, 19, 21, 24, 21])  # fmt: skip
+              [46, 20, 19, 19, 19, 21, 24, 22])  # fmt: skip
     doc.para("Minutes confused (fatigued, distracted): visible minutes whose most probable academic emotion was that "
              "one. Minutes not readable: visible minutes of a face the model cannot read (too small, turned away, "
              "blurred): no emotion is given for them.", size=7.5, style="note")  # fmt: skip
@@ -384,12 +407,14 @@ def _day(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=timezone.utc)
 
 
-def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) -> None:
+def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording], note: str = "") -> None:
     # Per-person sums from SQL, not every bin of every lesson into pandas: a term of 40 lessons stays quick.
     summ = bins_io.student_summaries(s, [r.id for r in recs], {r.id: float(r.bin_seconds or 1.0) for r in recs})
     tr = summaries.trends_from_summaries([(summaries.SessionKey(r.id, r.title, r.created_at), summ[r.id]) for r in recs])
     pc = tr.per_class
     doc.heading(f"Sessions ({len(pc)})")
+    if note:
+        doc.para(note, size=8)
     if pc.empty:
         doc.para("No analysed session of this group in the range.")
         return
@@ -405,7 +430,7 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
     who = "child" if child else "student"
     doc.para(f"Minutes are per-{who} means in each session.", size=7.5, style="note")
     ps = tr.per_student
-    doc.heading(f"Per {who} over the range (lowest mean engagement first)")
+    doc.heading(f"Per {who} over the range (by name)")
     if ps.empty:
         doc.para("No person was seen.")
         return
@@ -413,7 +438,7 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
     agg = g.agg(sessions=("session_id", "nunique"), mean_engagement=("mean_engagement", "mean"),
                 confused=("minutes_confused", "sum"), fatigued=("minutes_fatigued", "sum"),
                 distracted=("minutes_distracted", "sum"), not_visible=("minutes_not_visible", "sum"))  # fmt: skip
-    agg = agg.reset_index().sort_values(["mean_engagement", "person_label"], na_position="last")
+    agg = summaries.roster(agg.reset_index())  # by name, never ranked
     doc.grid([who, "sessions", "mean engagement", "min confused", "min fatigued", "min distracted",
                "min not visible"],
               [[r.person_label, str(r.sessions), _f(r.mean_engagement), _f(r.confused, "{:.1f}"),
@@ -458,7 +483,7 @@ def session_report(url: str, actor: Actor, session_id: int, sink: FileSink | Non
         elif child:
             _child_report(doc, s, rec, bins)
         else:
-            _class_report(doc, rec, bins)
+            _class_report(doc, s, rec, bins)
             doc.para(CAVEAT, size=7.5, style="note")
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"session:{session_id}", kind=kind, pages=doc.pages_count,
@@ -475,9 +500,10 @@ def find_group(s: Session, actor: Actor, group: int | str) -> Group:
 
 
 def group_report(url: str, actor: Actor, group: int | str, since: date | None = None, until: date | None = None,
-                 sink: FileSink | None = None) -> Report:
+                 sink: FileSink | None = None, min_minutes: float | None = None) -> Report:
     """The analysed sessions of a group recorded in [since, until] (whole UTC days, both included); audited
-    (with ``sink``, as ``session_report``)."""
+    (with ``sink``, as ``session_report``). Recordings shorter than ``min_minutes`` (default
+    ``Settings.trend_min_minutes``) are left out, and the report says how many."""
     require(actor, "export")
     if since and until and until < since:
         raise ValueError(f"the range ends ({until}) before it starts ({since})")
@@ -489,12 +515,14 @@ def group_report(url: str, actor: Actor, group: int | str, since: date | None = 
         if until:
             q = q.where(Recording.created_at < _day(until + timedelta(days=1)))
         recs = list(s.scalars(q.order_by(Recording.created_at, Recording.id)))
+        recs, short = lessons.split_short(s, recs, min_minutes)
         span = f"{since or 'the first session'} to {until or 'today'}"
         doc = _Doc(f"Group report: {g.name}",
                    f"{SessionKind(g.kind).value} group #{g.id} · sessions recorded {span}\n{_stamp(actor)}")  # fmt: skip
-        _group_report(doc, s, g, recs)
+        _group_report(doc, s, g, recs, lessons.left_out_note(len(short), lessons.trend_min_minutes(min_minutes)))
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"group:{g.id}", kind="group", sessions=[r.id for r in recs],
+                   left_out_short=[r.id for r in short],
                    since=str(since) if since else None, until=str(until) if until else None, pages=doc.pages_count,
                    bytes=len(data))  # fmt: skip
         return deliver(Report(data, f"affectline_group_report_{g.id}_{since or 'start'}_{until or 'now'}.pdf",

@@ -29,7 +29,8 @@ def pdf_text(data: bytes, tmp_path: Path) -> str:
 
 @pytest.fixture()
 def world(db_url):
-    """Class A (two lessons last week, one the week before), Class B (one last week), Child X (none)."""
+    """Class A (two lessons last week, one the week before), Class B (one last week), Child X (none); each lesson
+    6 minutes (long enough for a trend: Settings.trend_min_minutes)."""
     with session_scope(db_url) as s:
         a = repo.get_or_create_group(s, "Class A", SessionKind.classroom).id
         b = repo.get_or_create_group(s, "Class B", SessionKind.classroom).id
@@ -37,7 +38,7 @@ def world(db_url):
     made = {}
     for name, g, day in (("a1", a, date(2026, 12, 1)), ("a2", a, date(2026, 12, 4)), ("a0", a, date(2026, 11, 24)),
                          ("b1", b, date(2026, 12, 2))):  # fmt: skip
-        sid, _ = add_analysed_session(db_url, g, SessionKind.classroom, f"lesson {name}", 3, n_bins=30)
+        sid, _ = add_analysed_session(db_url, g, SessionKind.classroom, f"lesson {name}", 3, n_bins=360)
         with session_scope(db_url) as s:
             at = datetime(day.year, day.month, day.day, 9, tzinfo=timezone.utc)
             s.execute(update(Recording).where(Recording.id == sid).values(created_at=at))
@@ -137,3 +138,19 @@ def test_cli_groups_and_scheduled(world, settings, tmp_path):
     assert "2026-11-01 to 2026-11-30: 1 written" in r.output  # only Class A had a lesson in November (a0)
     (pdf,) = (settings.data_dir / "reports").rglob("*.pdf")
     assert pdf.name == f"affectline_group_report_{world['a']}_2026-11-01_2026-11-30.pdf"
+
+
+def test_short_recordings_are_left_out_of_each_groups_part_with_a_note(world, tmp_path):
+    url = world["url"]
+    clip, _ = add_analysed_session(url, world["a"], SessionKind.classroom, "3-second clip", 2, n_bins=3, seed=5)
+    with session_scope(url) as s:
+        s.execute(update(Recording).where(Recording.id == clip)
+                  .values(created_at=datetime(2026, 12, 3, 9, tzinfo=timezone.utc)))  # fmt: skip
+    rep = gr.groups_report(url, operator(), ["Class A", world["b"]], date(2026, 11, 30), date(2026, 12, 6))
+    text = " ".join(pdf_text(rep.data, tmp_path).split())
+    assert "3-second clip" not in text and "lesson a1" in text and "lesson b1" in text
+    assert text.count("1 recording shorter than 5 min was left out") == 1  # in Class A's part only
+    a_row = next(e for e in audits(url, "report") if e.target == f"group:{world['a']}")
+    assert a_row.detail["left_out_short"] == [clip] and clip not in a_row.detail["sessions"]
+    kept = gr.groups_report(url, operator(), ["Class A"], date(2026, 11, 30), date(2026, 12, 6), min_minutes=0)
+    assert "3-second clip" in pdf_text(kept.data, tmp_path)
