@@ -218,7 +218,7 @@ else:
 
 # --- the group's tag vocabulary (services.vocabulary: keys, kinds, the calm label; audited) -------
 if viewer.can("tag") and info.group_id is not None:
-    with st.expander(f"Tag vocabulary of {info.group or 'this group'} (labels and their keys)"):
+    with st.expander(f"Tag vocabulary of {md_text(info.group or 'this group')} (labels and their keys)"):
         items = vocab_service.session_vocabulary(url, viewer, sid)
         st.dataframe([{"label": it.label, "key": it.key, "kind": it.kind.value, "calm/none": it.calm} for it in items],
                      hide_index=True, key="vocab_table")  # fmt: skip
@@ -336,7 +336,7 @@ else:
     if shares.empty:
         st.caption(md_text(f"v{shown_v} has no before/after shares for this session (analysed after it was fitted)."))
     else:
-        st.markdown(f"**Share of this session per label, v{shown_v}**: as tagged (untagged time = calm), as the "
+        st.markdown(f"**Share of this session per label, v{shown_v:d}**: as tagged (untagged time = calm), as the "
                     "population model labelled it before, as the personal model labels it after (out of fold; a "
                     "session without tags was not trained on, so 'tagged' is empty)")  # fmt: skip
         st.dataframe(shares.drop(columns="session"), hide_index=True, key="shares_table",
