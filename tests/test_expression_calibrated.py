@@ -151,3 +151,8 @@ def test_eval_command_out_of_fold_on_real_faces(tmp_path: Path):
     # The whole set gives accuracy 0.78 and F1(5) 0.69 out of fold (README); a fifth of it, each fold's head
     # fitted on ~190 faces, lands lower but well above chance (0.20 for F1(5)) and still calibrated.
     assert 0.6 <= nat["accuracy"] <= 0.9 and 0.45 <= nat["macro_f1_5"] <= 0.85 and nat["ece"] <= 0.12
+
+
+def test_previous_light_head_stays_selectable():
+    m = load_expression_model(Settings(expression_model="calibrated_light"))
+    assert m.name == "fer-blend-calibrated" and m.head.blocks == ("mx", "blend", "pose")

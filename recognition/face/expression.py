@@ -470,12 +470,14 @@ class CalibratedExpressionModel:
 
 def load_expression_model(settings: Settings | None = None, device: str = "cpu", threads: int | None = None):
     """The expression model ``Settings.expression_model`` names: 'calibrated' (default: the head over
-    the mini-Xception on the crop and its mirror, blendshapes and pose), 'calibrated_ensemble' (the head that adds the TF.js
+    the mini-Xception on the crop and its mirror, blendshapes and pose), 'calibrated_light' (the previous
+    default: one mini-Xception pass), 'calibrated_ensemble' (the head that adds the TF.js
     network) or 'mini_xception' (fer's network alone, uncalibrated)."""
     from affectline.settings import get_settings
 
     s = settings or get_settings()
     if s.expression_model == "mini_xception":
         return ExpressionModel.load(s, device=device, threads=threads)
-    head_key = "expression_head" if s.expression_model == "calibrated_ensemble" else "expression_head_flip"
+    head_key = {"calibrated_ensemble": "expression_head", "calibrated_light": "expression_head_light"}.get(
+        s.expression_model, "expression_head_flip")
     return CalibratedExpressionModel.load(s, device=device, threads=threads, head_key=head_key)
