@@ -114,8 +114,11 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, c: float, class_power: float = 0.0
     k = len(EXPRESSION_CLASSES)
     coef = np.zeros((k, x.shape[1]))
     icpt = np.full(k, -30.0)  # a class absent from the fitting fold is never predicted
-    coef[lr.classes_] = lr.coef_
-    icpt[lr.classes_] = lr.intercept_
+    w, b = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:  # sklearn gives one row (class 1 against class 0): as two softmax logits
+        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
+    coef[lr.classes_] = w
+    icpt[lr.classes_] = b
     return mean, scale, coef, icpt
 
 
