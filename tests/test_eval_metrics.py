@@ -79,3 +79,23 @@ def test_group_folds_never_split_an_identity():
     for g in set(groups):
         assert len(set(f[groups == g])) == 1
     assert len(set(f)) == 3
+
+
+def test_head_keeps_its_recipe_and_class_weights_lift_a_rare_class(tmp_path):
+    import numpy as np
+
+    from recognition.face.expression_head import ExpressionHead, class_weights, fit_head
+
+    y = np.array([6] * 90 + [4] * 10)
+    w = class_weights(y, 0.5)
+    assert np.isclose(w[y == 4][0], 3.0) and np.isclose(w[y == 6][0], 1.0) and class_weights(y, 0) is None
+    rng = np.random.default_rng(0)
+    # The rare class sits slightly apart: unweighted the head never names it, weighted it does.
+    feats = {"mx": rng.normal(size=(100, 7)) + (y == 4)[:, None] * 0.6, "pose": np.zeros((100, 3))}
+    groups = np.arange(100) // 2
+    plain, _ = fit_head(feats, y, groups, ("mx", "pose"), c=0.1)
+    weighted, _ = fit_head(feats, y, groups, ("mx", "pose"), c=0.1, class_power=1.0)
+    assert (weighted.probs(feats).argmax(1) == 4).sum() > (plain.probs(feats).argmax(1) == 4).sum()
+    weighted.save(tmp_path / "h.npz")
+    back = ExpressionHead.load(tmp_path / "h.npz")
+    assert (back.c, back.class_power) == (0.1, 1.0) and np.allclose(back.probs(feats), weighted.probs(feats))
