@@ -91,10 +91,6 @@ class Settings(BaseSettings):
         default=None,
         description="Log the dashboard in as this user without a password (single-user local demo only; refused unless the dashboard listens on a loopback address).",
     )
-    dashboard_preload_charts: bool = Field(
-        default=True,
-        description="Every dashboard page's HTML asks the browser to load the chart library at once, not after the page's first chart arrives (a deep link opened in a new tab draws sooner); off only to measure what it saves.",
-    )
     dashboard_warm_sessions: int = Field(
         default=4,
         ge=0,

@@ -1,17 +1,12 @@
 """The dashboard as an ASGI app: Streamlit's ``app.py`` plus our own routes (``streamlit run`` finds ``app``).
 
 Streamlit (1.67) serves with Starlette; ``st.App`` is its documented way to add routes beside the
-app's (here the review-copy video route, ``dashboard.review_route``) and middleware (the chart
-library preloaded with every page, ``dashboard.preload``). ``dashboard/serve.py`` runs this file
-with ``streamlit run``, so the options and config files are those of ``streamlit run app.py``.
+app's (here the review-copy video route, ``dashboard.review_route``). ``dashboard/serve.py`` runs this
+file with ``streamlit run``, so the options and config files are those of ``streamlit run app.py``.
 """
 
 import streamlit as st
-from starlette.middleware import Middleware
 
-from affectline.settings import get_settings
-from dashboard.preload import PreloadCharts
 from dashboard.review_route import ROUTES
 
-app = st.App("app.py", routes=ROUTES,
-             middleware=[Middleware(PreloadCharts)] if get_settings().dashboard_preload_charts else [])  # fmt: skip
+app = st.App("app.py", routes=ROUTES)
