@@ -216,7 +216,8 @@ def main() -> None:
     new = ReadabilityParams(min_iod_px=min_iod, min_sharpness=min_sharp, max_abs_yaw=cur.max_abs_yaw, max_abs_pitch=cur.max_abs_pitch)
     print("per set, the gate now and derived: coverage = read / labelled images; figures over the read faces (cv)")
     out["gates"] = {}
-    for gname, P in (("current", cur), ("derived", new)):
+    old = ReadabilityParams(min_iod_px=14.0, min_sharpness=60.0)  # gate version 1, chosen on the mini-Xception alone
+    for gname, P in (("gate 1 (14 px, 60)", old), ("current", cur), ("derived", new)):
         g = gate(P)
         res = []
         print(f"  {gname}: {P}")
@@ -226,10 +227,13 @@ def main() -> None:
             st = stats(rd)
             reasons = {}
             for r in np.array(g.reason)[m & det & ~g.readable]:
-                reasons[r] = reasons.get(r, 0) + 1
+                reasons[str(r)] = reasons.get(str(r), 0) + 1
             reasons["not_detected"] = int((m & ~det).sum())
-            res.append({"set": z + (f" blur{b:g}" if b else ""), "coverage": float(rd.sum() / m.sum()), **st, "reasons": reasons})
-            print(f"{res[-1]['set']:>14} coverage {res[-1]['coverage']:5.3f} F1 {st['f1']:5.3f} acc {st['acc']:5.3f}  {reasons}")
+            sure = float((rd & (p_cv.max(1) >= 0.5)).sum() / m.sum())  # above the default uncertain threshold
+            res.append({"set": z + (f" blur{b:g}" if b else ""), "coverage": float(rd.sum() / m.sum()), "confident": sure, **st,
+                        "reasons": reasons})  # fmt: skip
+            print(f"{res[-1]['set']:>14} coverage {res[-1]['coverage']:5.3f} (conf >= 0.5: {sure:5.3f}) F1 {st['f1']:5.3f} "
+                  f"acc {st['acc']:5.3f}  {reasons}")
         out["gates"][gname] = res
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))

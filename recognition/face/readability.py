@@ -70,7 +70,7 @@ class ReadabilityParams:
     """Largest |pitch| (degrees) read: measured to 30 as for yaw (0.64 / 0.66 / 0.70; 5 faces beyond)."""
     min_sharpness: float = 40.0
     """Smallest Laplacian variance of the 64 x 64 grey crop read. Macro-F1 by sharpness (pupils >= 10 px,
-    blurred copies included): 0.45 (20-30), 0.48 (30-40), 0.58 (40-60), 0.65 (60-80), 0.65 (>= 160).
+    blurred copies included): 0.36 (20-30), 0.44 (30-40), 0.57 (40-60), 0.65 (60-80), 0.65 (>= 160).
     Unblurred development faces: median ~370 at every size, 16 px included (the crop is resized, so
     the measure follows the face's scale, not its pixels)."""
     require_landmarks: bool = True
@@ -78,8 +78,8 @@ class ReadabilityParams:
     pose_min_iod_px: float = 5.0
     """Smallest iod at which head pose (and the engagement built on it) is still reported, flagged
     ``pose_ok``: measured against the same face's native-size pose (``bench/readability_curve.py``),
-    yaw is off by 1.8 degrees (median; 90th percentile 5.2) at 16 px faces (pupils 7.4 apart), pitch
-    by 3.2 (7.4); at 12 px (pupils ~5) see the README; the cue model's head-turn ramp starts at 20."""
+    yaw is off by 2.4 degrees (median; 90th percentile 6.7) at 12 px faces (pupils 5.6 apart), pitch by
+    4.0 (9.0); at 16 px (pupils 7.4) 1.8 (5.2) and 3.2 (7.4); the cue model's head-turn ramp starts at 20."""
 
     def __post_init__(self) -> None:
         for name in ("min_iod_px", "max_abs_yaw", "max_abs_pitch", "min_sharpness", "pose_min_iod_px"):
