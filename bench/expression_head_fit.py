@@ -1,4 +1,4 @@
-# Exploration script as run for the README figures (paths under /tmp are its feature caches).
+# Exploration script as run for the README figures (features: bench/expression_features.py's cache).
 """Fit the shipped head on pooled sizes; report grouped-CV figures per size.
 
 Usage: expression_head_fit.py OUT.npz native,24,48 [BLOCKS]  (BLOCKS default mx,hu,blend,pose;
@@ -8,13 +8,15 @@ from recognition.evaluation.expressions import *
 from recognition.face.expression_head import *
 from recognition.face.readability import judge, ReadabilityParams
 # The gate both shipped heads were fitted and scored under (the gate's defaults when the first was
-# fitted; main's gate now declines pupil distances < 14 px, i.e. these 24 px faces, at run time).
+# fitted; gate 2, at run time, reads pupils >= 10 px and sharpness >= 40).
 GATE=ReadabilityParams(min_iod_px=10.0, min_sharpness=20.0)
 from ingest.eval_expressions import identity_of
+sys.path.insert(0, __import__('os').path.dirname(__file__))
+from expression_features import load_feats
 MI=0; C=0.3; BLOCKS=tuple((sys.argv[3] if len(sys.argv)>3 else 'mx,hu,blend,pose').split(','))
 X=[];Y=[];G=[];S=[]
 for name in sys.argv[2].split(','):
-  d=dict(np.load(f'/tmp/expr_cache/feats_{name}.npz',allow_pickle=True))
+  d=load_feats(name)  # bench/expression_features.py's cache (~/.cache/affectline/bench)
   gate=judge(np.where(np.isfinite(d['box']),d['box'],0),d['found'].astype(bool),d['pose'],d['sharp'],d['iod'],GATE)
   read=gate.readable & d['det'].astype(bool)
   F={'mx':d['mx'][read,MI],'hu':d['hu'][read,MI],'blend':d['blend'][read],'pose':d['pose'][read]}
