@@ -2,7 +2,7 @@
 
 Usage: PYTHONPATH=. .venv/bin/python bench/expression_head_fit.py OUT.npz FIT_SIZES [BLOCKS] [C] [CLASS_POWER] [SCORE_SIZES]
   FIT_SIZES: the sizes pooled for the fit, e.g. native or native,24,48 (caches written by
-  bench/expression_features.py under ~/.cache/affectline/expr/); BLOCKS default mx,blend,pose
+  bench/expression_head_features.py under ~/.cache/affectline/expr/); BLOCKS default mx,blend,pose
   (``mxflip``: the mini-Xception's logits averaged with those of the mirrored crop); C (L2) default 0.3;
   CLASS_POWER default 0 (``expression_head.class_weights``); SCORE_SIZES: also score these sizes with
   heads fitted on FIT_SIZES' other folds (same identity folds).
@@ -21,7 +21,7 @@ from recognition.face.expression_head import calibrated_cv_logits, fit_head, gro
 from recognition.face.readability import ReadabilityParams, judge
 
 CACHE = Path.home() / ".cache/affectline/expr"
-GATE = ReadabilityParams()  # the pipeline's gate: the faces it reads are the faces it is fitted on
+GATE = ReadabilityParams(min_iod_px=14.0, min_sharpness=60.0)  # gate 1, which the shipped head was fitted under (reproducible)
 out = Path(sys.argv[1])
 fit_sizes = sys.argv[2].split(",")
 blocks = tuple((sys.argv[3] if len(sys.argv) > 3 else "mx,blend,pose").split(","))

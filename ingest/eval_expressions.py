@@ -348,8 +348,10 @@ def _scores(y: np.ndarray, outs: list[FaceOutcome], threshold: float) -> Scores:
 
 
 def table(result: dict[str, Scores]) -> str:
-    """The figures as a plain-text table, one row per face size."""
-    head = f"{'size':>7} {'faces':>5} {'read':>5} {'cover':>5} {'acc':>5} {'F1(5)':>5} {'F1(7)':>5} {'ECE':>5} {'acc≥t':>5}  " + " ".join(
+    """The figures as a plain-text table, one row per face size. ``cover``: faces given an expression
+    (detected and readable) / labelled images; ``conf``: those also at or above the uncertain threshold
+    / labelled images; ``acc≥t``: the accuracy of the latter."""
+    head = f"{'size':>7} {'faces':>5} {'read':>5} {'cover':>5} {'acc':>5} {'F1(5)':>5} {'F1(7)':>5} {'ECE':>5} {'conf':>5} {'acc≥t':>5}  " + " ".join(
         f"{c[:4]:>4}" for c in EXPRESSION_CLASSES
     )
     lines = [head + "   (recall per class)"]
@@ -357,7 +359,7 @@ def table(result: dict[str, Scores]) -> str:
         f = lambda v: "  -  " if not np.isfinite(v) else f"{v:5.2f}"  # noqa: E731
         rec = " ".join("  - " if not np.isfinite(r.recall[c]) else f"{r.recall[c]:4.2f}" for c in EXPRESSION_CLASSES)
         lines.append(f"{name:>7} {r.faces:5d} {r.readable:5d} {f(r.coverage)} {f(r.accuracy)} {f(r.macro_f1_5)} "
-                     f"{f(r.macro_f1_7)} {f(r.ece)} {f(r.accuracy_answered)}  {rec}")  # fmt: skip
+                     f"{f(r.macro_f1_7)} {f(r.ece)} {f(r.confident)} {f(r.accuracy_answered)}  {rec}")  # fmt: skip
     native = result.get("native")
     if native is not None:
         lines.append("")

@@ -68,7 +68,9 @@ def test_score_counts_unreadable_faces_against_coverage_not_accuracy():
     readable = np.array([True, True, True, False])
     s = score(y, probs, readable, threshold=0.5, reasons={"too_small": 1})
     assert s.faces == 4 and s.readable == 3 and s.answered == 2
-    assert s.coverage == pytest.approx(0.5)  # the unreadable face and the uncertain one are not answered
+    # coverage: the faces given an expression (the pipeline stores and exports one for every readable face,
+    # confident or not); the uncertain one counts against the confident share only
+    assert s.coverage == pytest.approx(0.75) and s.confident == pytest.approx(0.5)
     assert s.accuracy == 1.0 and s.accuracy_answered == 1.0 and s.accuracy_uncertain == 1.0
     assert s.reasons == {"too_small": 1}
 

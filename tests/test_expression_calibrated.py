@@ -87,6 +87,9 @@ def test_eval_command_on_real_labelled_faces(tmp_path: Path):
     assert res["model"].startswith("fer-flip-calibrated@")  # the default: the light head with the mirrored pass
     assert nat["faces"] >= 30 and nat["readable"] >= 0.9 * nat["faces"]
     assert nat["accuracy"] > 0.5 and sum(map(sum, nat["confusion"])) == nat["readable"]
+    # coverage: the faces given an expression (as stored and exported); the confident share is a part of it
+    assert nat["coverage"] == pytest.approx(nat["readable"] / nat["faces"]) and nat["coverage"] >= 0.9
+    assert nat["confident"] == pytest.approx(nat["answered"] / nat["faces"]) and nat["confident"] <= nat["coverage"]
 
 
 def test_eval_command_bad_folder_is_one_line(tmp_path: Path):
