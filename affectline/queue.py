@@ -38,7 +38,7 @@ from kombu.utils.scheduling import FairCycle, priority_cycle
 from affectline.settings import Settings, get_settings
 
 from affectline.task_names import (  # noqa: F401  (the contract, re-exported where it always was)
-    ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, PERSONALIZE_TASK, RESCORE_TASK, RETENTION_TASK,
+    ANALYZE_TASK, CHUNK_TASK, CLINIC_TASKS, LINK_TASK, PERSONALIZE_TASK, REPORTS_TASK, RESCORE_TASK, RETENTION_TASK,
 )
 
 CONTROL_QUEUE = "affectline.control"  # plan and link tasks: taken before any chunk by every worker
@@ -96,6 +96,19 @@ class SQLTransport(_kombu_sqla.Transport):
     Channel = _SQLChannel
 
 
+def beat_schedule(s: Settings) -> dict[str, dict]:
+    """What the beat sends: retention every ``retention_every_s``; group reports at 06:00 UTC on the day after
+    each period (every day, Mondays, or the 1st) when ``group_reports_every`` is not off."""
+    from celery.schedules import crontab
+
+    out: dict[str, dict] = {"retention": {"task": RETENTION_TASK, "schedule": s.retention_every_s}}
+    when = {"daily": crontab(minute=0, hour=6), "weekly": crontab(minute=0, hour=6, day_of_week=1),
+            "monthly": crontab(minute=0, hour=6, day_of_month=1)}.get(s.group_reports_every)  # fmt: skip
+    if when is not None:
+        out["group_reports"] = {"task": REPORTS_TASK, "schedule": when, "args": (s.group_reports_every,)}
+    return out
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
     broker = s.resolved_broker_url
@@ -114,8 +127,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,  # one chunk at a time per worker process
         task_ignore_result=True,  # job state lives in our own tables
         broker_connection_retry_on_startup=True,
-        # `celery -A tasks.app beat` (or a worker with -B) deletes expired sessions on this schedule.
-        beat_schedule={"retention": {"task": RETENTION_TASK, "schedule": s.retention_every_s}},
+        # `celery -A tasks.app beat` (or a worker with -B): retention, and the scheduled group reports.
+        beat_schedule=beat_schedule(s),
         broker_connection_max_retries=None,  # a Redis restart: keep reconnecting
         worker_cancel_long_running_tasks_on_connection_loss=False,  # leases, not the broker, decide
         task_default_queue="celery",

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         ge=0,
         description="At dashboard start, compute the first view of this many sessions (newest first, per set of groups a user sees) in the background, so the first open after a restart is as fast as later ones; 0 = none.",
     )
+    trend_min_minutes: float = Field(
+        default=5.0, ge=0,
+        description="Recordings shorter than this (minutes) are left out of trends, lesson overlays and group reports, with a note saying how many; 0 = keep all.",
+    )
     session_idle_minutes: float = Field(default=30.0, gt=0, description="A dashboard login ends after this long without use.")
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins in a row that lock an account for login_lockout_minutes.")
     login_client_max_failures: int = Field(default=20, ge=1, description="Failed logins from one client address that lock that address.")
@@ -121,14 +125,24 @@ class Settings(BaseSettings):
     readable_max_yaw: float | None = Field(default=None, ge=0, description="Largest |yaw| (degrees) whose expression is read.")
     readable_max_pitch: float | None = Field(default=None, ge=0, description="Largest |pitch| (degrees) whose expression is read.")
     readable_min_sharpness: float | None = Field(default=None, ge=0, description="Smallest Laplacian variance of the 64 px face crop read.")
-    expression_model: Literal["calibrated", "calibrated_ensemble", "mini_xception"] = Field(
+    expression_model: Literal["calibrated", "calibrated_light", "calibrated_ensemble", "mini_xception"] = Field(
         default="calibrated",
-        description="Expression model: the calibrated head over the mini-Xception + blendshapes + pose (default), the same "
-        "with the TF.js FER2013 Xception too (calibrated_ensemble: more CPU), or fer's mini-Xception alone.",
+        description="Expression model: the calibrated head over the mini-Xception (crop and mirror) + blendshapes + pose "
+        "(default), the previous head with one mini-Xception pass (calibrated_light), the same with the TF.js FER2013 "
+        "Xception too (calibrated_ensemble: more CPU), or fer's mini-Xception alone.",
     )
     retention_every_s: float = Field(
         default=3600.0, gt=0, description="How often the worker's beat schedule deletes expired sessions (seconds)."
     )
+    timezone: str = Field(
+        default="", description="IANA time zone of the times shown to people (audit log), e.g. Europe/Berlin; "
+                                "empty: the machine's local zone.",
+    )  # fmt: skip
+    group_reports_every: Literal["off", "daily", "weekly", "monthly"] = Field(
+        default="off", description="The beat schedule writes every group's report of the past day, week (Mondays) or "
+                                   "month (the 1st) at 06:00 UTC into group_reports_dir; off: no scheduled reports.",
+    )  # fmt: skip
+    group_reports_dir: Path | None = Field(default=None, description="Where scheduled group reports go; default data_dir/reports.")
     # Workers and leases (issue 10, storage/jobs.py).
     lease_seconds: float = Field(
         default=30.0, ge=2, le=3600,
@@ -155,6 +169,18 @@ class Settings(BaseSettings):
         problem = analysis_fps_problem(v, info.data.get("bin_seconds", 1.0))
         if problem:
             raise ValueError(problem)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, v: str) -> str:
+        if v:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{v!r} is not an IANA time zone name (like Europe/Berlin or UTC)") from None
         return v
 
     @field_validator("trusted_proxies")

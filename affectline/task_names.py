@@ -8,4 +8,5 @@ LINK_TASK = "affectline.link_job"  # stitch the chunks, store the timelines, que
 PERSONALIZE_TASK = "affectline.personalize"
 RESCORE_TASK = "affectline.rescore_person"  # a person's bins, or (no person) every person of a session
 RETENTION_TASK = "affectline.retention_expire"  # delete expired sessions (beat schedule in affectline.queue)
+REPORTS_TASK = "affectline.group_reports"  # scheduled group reports (beat, when Settings.group_reports_every is set)
 CLINIC_TASKS = (PERSONALIZE_TASK, RESCORE_TASK)  # one-phase jobs: leased whole, reaped like the rest

@@ -119,7 +119,12 @@ def main() -> None:
         "rescore_population_s": round(population_s, 3),
         "rescore_personal_over_read": round(personal_s / read_long_s, 1),
         "rescore_bins_per_s": round(n_bins_long / personal_s),
-        "cv_macro_f1": {"population": round(r.population.macro_f1, 3), "personal": round(r.personal.macro_f1, 3)},
+        "labels": r.labels,
+        "out_of_fold_macro_f1": round(r.personal.macro_f1, 3),
+        "population_compared_on": r.comparison_labels if r.compared else r.population_omitted,
+        "population_macro_f1": round(r.population.macro_f1, 3) if r.compared else None,
+        "long_untagged_session_shares": {k: {lab: round(v, 3) for lab, v in r.shares[str(long_id)][k].items()}
+                                         for k in ("before", "after")},
     }
     print(json.dumps(result, indent=2))
     print(f"fit with CV from {n_tags} tags: {fit_s:.2f} s wall, {fit_cpu:.2f} s CPU "

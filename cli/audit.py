@@ -37,7 +37,8 @@ def audit() -> None:
 
 @audit.command("list")
 @filters
-def audit_list(**kw) -> None:
+@click.option("--words", is_flag=True, help="Each row as id, local time (AFFECTLINE_TIMEZONE), actor and what happened in words.")
+def audit_list(words: bool, **kw) -> None:
     """Matching rows, newest first: id, time (UTC), actor, action, target, its name (tabs, newlines and
     other control characters in a field shown as escapes: \\t, \\n, \\x1b; a backslash as \\\\)."""
     from affectline.lines import one_line
@@ -45,6 +46,16 @@ def audit_list(**kw) -> None:
     from services.admin import audit_log
 
     df = audit_log(database_url(), acting(), _filter(**kw))
+    if words:
+        from affectline.settings import get_settings
+        from services.audit_text import describe, local_time, zone
+
+        tz = zone(get_settings().timezone)
+        for r in df.itertuples():
+            t = r.at.to_pydatetime() if hasattr(r.at, "to_pydatetime") else r.at
+            click.echo("\t".join([str(r.id), local_time(t, tz), one_line(r.actor),
+                                   describe(r.action, r.target, r.target_label, r.detail)]))  # fmt: skip
+        return
     for r in df.itertuples():
         when = r.at.strftime("%Y-%m-%d %H:%M:%S") if r.at is not None else ""
         # Every stored field escaped (affectline.lines): a value with a newline or tab cannot fake a row.

@@ -165,38 +165,102 @@ def tags_delete(uid: str, reason: str, author: str) -> None:
 
 
 @tags.command("import")
-@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--session", "session_id", type=int, default=None,
+              help="The session an ELAN or BORIS file's events belong to (those files do not name it).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "eaf", "boris"]), default=None,
+              help="Default: .eaf is ELAN; a CSV with a 'Behavior' column is BORIS; else Affectline's own CSV.")
+@click.option("--person", default=None, help="ELAN/BORIS: whom rows without a person are for (id or label).")
 @author_option
-def tags_import(csv_path: Path, author: str) -> None:
-    """Import tags from CSV (columns: session_id, person_id or person, t_start, t_end, label[, note, is_baseline, uid])."""
+def tags_import(path: Path, session_id: int | None, fmt: str | None, person: str | None, author: str) -> None:
+    """Import tags from Affectline's CSV (columns: session_id, person_id or person, t_start, t_end, label[, note,
+    is_baseline, uid]), an ELAN .eaf file or a BORIS aggregated-events CSV (with --session): all rows or none."""
+    fmt = fmt or _guess(path)
+    if fmt in ("eaf", "boris"):
+        return _import_coded(path, session_id, fmt, person, author)
     from services import tags as tag_service
 
     try:
-        r = tag_service.import_csv(_url(), _me(author), csv_path)
+        r = tag_service.import_csv(_url(), _me(author), path)
     except (ValueError, LookupError) as e:
         raise _fail(e) from None
     click.echo(f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged", err=True)
 
 
+def _guess(path: Path) -> str:
+    if path.suffix.lower() == ".eaf":
+        return "eaf"
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace")
+    return "boris" if "Behavior" in head and "session_id" not in head else "csv"
+
+
+def _actor(author: str):
+    """The operator as the services' ``Actor``, named in the audit trail exactly as ``_who`` names them."""
+    from dataclasses import replace
+
+    from cli.common import acting
+
+    return replace(acting(), username=_who(author), claim=None)
+
+
+def _import_coded(path: Path, session_id: int | None, fmt: str, person: str | None, author: str) -> None:
+    from services import tag_formats
+
+    if session_id is None:
+        raise click.UsageError(f"{path}: an {'ELAN' if fmt == 'eaf' else 'BORIS'} file does not name its session; "
+                               "give --session")  # fmt: skip
+    try:
+        pid = tag_formats.session_person(_url(), _actor(author), session_id, person) if person else None
+        r = tag_formats.import_tags(_url(), _actor(author), session_id, path.read_bytes(), path.name, fmt,
+                                    person_id=pid, author=author)  # fmt: skip
+    except tag_formats.TagFileError as e:
+        for line in e.lines:
+            click.echo(f"{path.name}: {line}", err=True)
+        raise click.ClickException(f"{path.name}: {len(e.lines)} problem(s); nothing imported") from None
+    except (ValueError, LookupError, PermissionError) as e:
+        raise _fail(e) from None
+    click.echo(r.phrase(), err=True)
+
+
 @tags.command("export")
+@click.argument("session_arg", metavar="[SESSION]", type=int, required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "eaf", "boris"]), default="csv", show_default=True,
+              help="csv: Affectline's own (re-importable, with uids); eaf: ELAN; boris: BORIS aggregated events.")
 @click.option("--person", default=None, help="Person id or label.")
 @click.option("--session", "session_id", type=int, default=None)
-@click.option("--deleted", is_flag=True, help="Include deleted tags.")
+@click.option("--deleted", is_flag=True, help="Include deleted tags (csv only).")
 @author_option
-def tags_export(output: Path | None, person: str | None, session_id: int | None, deleted: bool, author: str) -> None:
-    """Export the latest version of each tag as CSV (audited)."""
+def tags_export(session_arg: int | None, output: Path | None, fmt: str, person: str | None, session_id: int | None,
+                deleted: bool, author: str) -> None:  # fmt: skip
+    """Export the latest version of each tag (of SESSION, or --session / --person) as CSV, ELAN or BORIS (audited)."""
     from services import tags as tag_service
 
+    session_id = session_arg if session_arg is not None else session_id
     url, me = _url(), _me(author)
     try:
-        if output is None:
+        if fmt != "csv":
+            from services import tag_formats
+            from services.exports import FileSink
+
+            if session_id is None:
+                raise click.UsageError(f"--format {fmt} exports one session: give SESSION")
+            me = _actor(author)
+            pid = tag_formats.session_person(url, me, session_id, person) if person else None
+            sink = FileSink(output, "tag file") if output is not None else None
+            out = tag_formats.export_tags(url, me, session_id, fmt, person_id=pid, sink=sink)
+            if output is None:
+                sys.stdout.buffer.write(out.data)
+                sys.stdout.flush()
+            n = out.n_tags
+        elif output is None:
             n = tag_service.export_csv(url, me, sys.stdout, person, session_id, include_deleted=deleted)
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
             with open(output, "w", newline="", encoding="utf-8") as f:
                 n = tag_service.export_csv(url, me, f, person, session_id, include_deleted=deleted)
-    except (ValueError, LookupError) as e:
+    except (ValueError, LookupError, PermissionError, OSError) as e:  # OSError: the file could not be written
         raise _fail(e) from None
     click.echo(f"{n} tags" + (f" -> {output}" if output else ""), err=True)
 
@@ -231,17 +295,23 @@ def vocab_add(name: str, author: str) -> None:
 
 
 def format_report(out) -> str:
-    """The cross-validated comparison a clinician reads before trusting a model."""
+    """The out-of-fold report a clinician reads before trusting a model."""
+    from services import model_report
+
     r = out.report
+    m = r.to_dict()
     lines = [
-        f"person {out.person_id}: {r.n_bins} tagged bins from {out.n_tags} tags, labels {', '.join(r.labels)}",
-        f"{r.n_folds}-fold cross-validation grouped by tag run ({r.n_groups} runs); penalty l2={r.l2:g}",
-        f"{'':26}{'macro-F1':>9}{'bal.acc':>9}{'ECE':>7}{'coverage':>10}",
+        f"person {out.person_id}: {r.n_bins} bins from {out.n_tags} tags, labels {', '.join(r.labels)}",
+        f"{r.n_folds}-fold cross-validation over {r.n_groups} groups ({r.grouping or 'grouped by tag run'}); "
+        f"penalty l2={r.l2:g}; every figure out of fold",
+        f"{'':38}{'macro-F1':>9}{'bal.acc':>9}{'coverage':>10}  labels",
     ]
-    for name, sc in (("population", r.population), ("population (calibrated)", r.population_calibrated),
-                     ("personal", r.personal)):  # fmt: skip
-        lines.append(f"{name:26}{sc.macro_f1:9.3f}{sc.balanced_accuracy:9.3f}{sc.ece:7.3f}{sc.coverage:10.1%}")
+    for row in model_report.scores_frame(m).itertuples():
+        lines.append(f"{row.model:38}{row.macro_f1:9.3f}{row.balanced_accuracy:9.3f}{row.coverage:10.1%}  {row.labels}")
+    lines.append(model_report.comparison_note(m))
     lines.append(f"coverage = bins not 'uncertain' at threshold {r.threshold:g}")
+    lines.append("share of each session (tagged | population before | personal after, out of fold):")
+    lines += ["  " + model_report.shares_line(m, int(sid)) for sid in sorted(r.shares, key=int)]
     if r.dropped_labels:
         lines.append("left out: " + "; ".join(f"{k} ({v})" for k, v in r.dropped_labels.items()))
     state = "active" if out.activated else "stored, NOT active"
@@ -303,11 +373,14 @@ def models_list(person: str) -> None:
     if not rows:
         click.echo(f"person {pid} has no models: the population model scores them", err=True)
     for m in rows:
-        mt = m.metrics
+        mt = m.metrics or {}
         score = ""
         if m.kind == "personal" and "personal" in mt:
-            score = (f"\tmacro-F1 {mt['personal']['macro_f1']:.3f} vs population "
-                     f"{mt['population']['macro_f1']:.3f}\t{mt.get('n_tags', '?')} tags")  # fmt: skip
+            pop = (mt.get("population") or {}).get("macro_f1")
+            mine = (mt.get("personal_compared") or mt["personal"]).get("macro_f1")
+            vs = (f"; on {', '.join(mt.get('comparison_labels') or mt.get('labels') or [])}: personal "
+                  f"{mine:.3f} vs population {pop:.3f}") if pop is not None else "; population not compared"
+            score = f"\tmacro-F1 {mt['personal']['macro_f1']:.3f}{vs}\t{mt.get('n_tags', '?')} tags"
         elif m.kind == "baseline":
             score = f"\t{mt.get('n_bins', '?')} bins ({mt.get('source', '?')})"
         when = m.created_at.strftime("%Y-%m-%d %H:%M") if m.created_at else ""

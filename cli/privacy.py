@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -95,6 +96,51 @@ def consent_list(group: str | None) -> None:
             f"{r.recorded_at:%Y-%m-%d}" if r.recorded_at else "-", f"{r.expires_at:%Y-%m-%d}" if r.expires_at else "-",
             r.scope or "-",
         ]))  # fmt: skip
+
+
+@consent.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check the file and say what it would change; store nothing.")
+def consent_import(file: Path, dry_run: bool) -> None:
+    """Record the answers of a CSV file (columns: person_id or group + person, purpose, answer yes/no/empty,
+    scope, expires YYYY-MM-DD). All or nothing: one line per bad row, and nothing stored if any row is bad.
+    A "no" deletes what the consent covered, as `consent withdraw` does. Audited."""
+    from services import consent_csv
+
+    url, actor = _ctx()
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        raise click.ClickException(f"{file}: cannot read ({e.strerror or e})") from None
+    try:
+        out = (consent_csv.preview if dry_run else consent_csv.import_csv)(url, actor, raw, str(file))
+    except consent_csv.ConsentFileError as e:
+        for p in e.problems:
+            click.echo(f"{file}: {p.line()}", err=True)
+        raise click.ClickException(f"{file}: {len(e.problems)} problem(s); nothing was stored") from None
+    except (LookupError, ValueError, PermissionError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{file}: {'would change' if dry_run else 'imported'}: {out.sentence()}", err=True)
+
+
+@consent.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--group", default=None, help="Only this group (name or id).")
+def consent_export(output: Path, group: str | None) -> None:
+    """The consent register as CSV (the format `consent import` reads; formula-safe). Audited."""
+    from services.consent_csv import export_csv
+
+    def write(data: bytes) -> None:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(data)
+        except OSError as e:
+            raise click.ClickException(f"{output}: cannot write the export ({e.strerror or e})") from None
+
+    url, actor = _ctx()
+    with _errors():
+        _, n = export_csv(url, actor, group, write=write)
+    click.echo(f"{n} rows -> {output}", err=True)
 
 
 @consent.command("require")
@@ -205,3 +251,12 @@ def groups_video_review(group: str, setting: str) -> None:
         on = set_video_review(url, actor, group, {"on": True, "off": False, "default": None}[setting])
     click.echo(f"group {group}: video review {'on' if on else 'off'}" + (" (the kind's default)" if setting == "default" else ""),
                err=True)  # fmt: skip
+
+
+def _vocabulary_command():
+    from cli.vocabulary import vocabulary
+
+    return vocabulary
+
+
+groups.add_command(_vocabulary_command())

@@ -17,7 +17,7 @@ from affectline.features import FEATURE_NAMES
 from affectline.settings import Settings, get_settings
 from recognition.personal import DEFAULT_WINDOW, TrainingSet, fit_baseline, personalize
 from recognition.personal.calibration import observed
-from recognition.personal.personalize import FitReport
+from recognition.personal.personalize import CALM, FitReport, canonical_label, label_shares
 from recognition.personal.population import smooth
 from recognition.personal.reliability import quality
 from clinic.rescore import rescore_person
@@ -31,69 +31,107 @@ log = logging.getLogger(__name__)
 Hook = Callable[[float, str], None]  # (progress 0..1, message)
 
 
-def tag_runs(tags: list[Tag], gap: float) -> dict[str, int]:
-    """Tag uid -> run id: tags of one session closer than ``gap`` seconds share a run.
+BLOCK_SECONDS = 20.0  # cross-validation groups: time blocks of a session (a tag run crossing a cut merges two)
 
-    Cross-validation keeps a run in one fold, so bins a second apart (nearly the same
-    face) never sit on both sides of a split.
+
+def _block_groups(t: np.ndarray, tags: list[Tag], step: float, block: float,
+                  window: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per bin: block number within the session, and whether the bin is a guard bin.
+
+    Cuts fall every ``block`` seconds, except where a tag (widened by one bin) covers the cut:
+    a tag run stays in one group. The bins within half a smoothing window of a cut are guard
+    bins: their smoothed features mix both sides, so they would leak across the split.
     """
-    run_of: dict[str, int] = {}
-    run = -1
-    by_session: dict[int, list[Tag]] = {}
-    for t in tags:
-        by_session.setdefault(t.session_id, []).append(t)
-    for _, ts in sorted(by_session.items()):
-        end = -np.inf
-        for t in sorted(ts, key=lambda t: t.t_start):
-            if t.t_start > end + gap:
-                run += 1
-            end = max(end, t.t_end)
-            run_of[t.uid] = run
-    return run_of
+    if len(t) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    cuts = np.arange(block * np.ceil(float(t[0]) / block), float(t[-1]), block)
+    cuts = cuts[cuts > t[0]]
+    spans = [(tg.t_start - step, tg.t_end + step) for tg in tags]
+    cuts = np.array([c for c in cuts if not any(a < c < b for a, b in spans)])
+    grp = np.searchsorted(cuts, t, side="right") if len(cuts) else np.zeros(len(t), np.int64)
+    guard = np.zeros(len(t), bool)
+    for c in cuts:
+        guard |= np.abs(t - c) < (window // 2) * step
+    return grp.astype(np.int64), guard
 
 
-def training_set(series: list[Series], tags: list[Tag], window: int) -> tuple[TrainingSet, np.ndarray]:
-    """Tagged, observed bins (bin midpoint inside the tag) and a baseline mask over all bins.
+def training_set(series: list[Series], tags: list[Tag], window: int,
+                 block: float = BLOCK_SECONDS) -> tuple[TrainingSet, np.ndarray]:  # fmt: skip
+    """Observed bins of the tagged sessions with their labels, and a baseline mask over all bins.
 
-    Bins inside tags with different labels are left out (ambiguous). Returns the
-    training set and a boolean mask, over ``np.vstack([s.X for s in series])``, of bins
-    inside baseline-marked tags.
+    A bin takes the label of the tag its midpoint falls in (calm/none spellings become
+    ``CALM``); in a session with at least one tag, an untagged bin is ``CALM``: the clinician
+    coded that session and saw nothing to tag there. Sessions without tags are left out (not
+    coded). Bins inside tags with different labels, and untagged bins within one bin of a tag's
+    edge (where the clinician's start and end press is a second either way), are left out.
+    Groups: time blocks (``_block_groups``), so folds never split neighbouring bins. Returns the
+    training set and a boolean mask, over ``np.vstack([s.X for s in series])``, of bins inside
+    baseline-marked tags.
     """
     step = min((sr.grid_step for sr in series), default=1.0)
-    runs = tag_runs(tags, gap=step)
     by_session: dict[int, list[Tag]] = {}
     for tag in tags:
         by_session.setdefault(tag.session_id, []).append(tag)
-    Xs, q, y, g, base_mask = [], [], [], [], []
+    Xs, q, y, g, sess, base_mask = [], [], [], [], [], []
     for sr in series:
         t = sr.t_mid
+        session_tags = by_session.get(sr.session_id, [])
         lab = np.full(len(t), None, dtype=object)
-        grp = np.full(len(t), -1)
         ambiguous = np.zeros(len(t), bool)
+        edge = np.zeros(len(t), bool)
         bmask = np.zeros(len(t), bool)
-        for tag in by_session.get(sr.session_id, []):
+        for tag in session_tags:
             m = (t >= tag.t_start) & (t < tag.t_end)
             if tag.is_baseline:
                 bmask |= m
-            ambiguous |= m & (lab != None) & (lab != tag.label)
-            lab[m & (lab == None)] = tag.label
-            grp[m] = runs[tag.uid]
+            name = canonical_label(tag.label)
+            ambiguous |= m & (lab != None) & (lab != name)
+            lab[m & (lab == None)] = name
+            edge |= ~m & (t >= tag.t_start - step) & (t < tag.t_end + step)
         base_mask.append(bmask)
-        use = (lab != None) & ~ambiguous & observed(sr.X)
+        if not session_tags:
+            continue
+        untagged = lab == None
+        lab[untagged] = CALM
+        grp, guard = _block_groups(t, session_tags, sr.grid_step, block, window)
+        use = ~ambiguous & ~(untagged & edge) & ~guard & observed(sr.X)
         if use.any():
             Xs.append(smooth(sr.X, window)[use])
             q.append(quality(sr.X)[use])
             y.append(lab[use])
-            g.append(grp[use])
+            g.append(sr.session_id * 1_000_000 + grp[use])  # one id space; tracks of a session share blocks
+            sess.append(np.full(int(use.sum()), sr.session_id))
     D = len(FEATURE_NAMES)
     ts = TrainingSet(
         np.vstack(Xs) if Xs else np.zeros((0, D)), np.concatenate(q) if q else np.zeros(0),
         np.concatenate(y) if y else np.zeros(0, object), np.concatenate(g) if g else np.zeros(0, int),
+        np.concatenate(sess) if sess else np.zeros(0, int),
     )  # fmt: skip
     return ts, np.concatenate(base_mask) if base_mask else np.zeros(0, bool)
 
 
 # --- personalisation -------------------------------------------------------------------------
+
+
+def untagged_shares(series: list[Series], tagged: dict, model: PersonalModel, baseline: Baseline,
+                    threshold: float) -> dict[str, dict]:  # fmt: skip
+    """Label shares of the child's sessions without tags (not trained on, so held out as they are):
+    before = the calibrated population model, after = the new model, over every seen bin."""
+    out: dict[str, dict] = {}
+    by_session: dict[int, list[Series]] = {}
+    for sr in series:
+        if str(sr.session_id) not in tagged:
+            by_session.setdefault(sr.session_id, []).append(sr)
+    for sid, srs in sorted(by_session.items()):
+        before, after = [], []
+        for sr in srs:
+            b, a = score_series(sr.X, threshold, None, baseline), score_series(sr.X, threshold, model)
+            before += [x for x in b.labels if x is not None]
+            after += [x for x in a.labels if x is not None]
+        if after:
+            out[str(sid)] = {"bins": len(after), "tagged": None, "before": label_shares(before),
+                             "after": label_shares(after)}  # fmt: skip
+    return out
 
 
 def _json_safe(v):
@@ -133,10 +171,13 @@ def personalize_person(
 ) -> PersonalizeOutcome:
     """Fit a person's model from their tags, cross-validate it against the population
     model on the same folds, store it as the next version and (see ``activate``) make
-    it active and re-score their sessions.
+    it active and re-score their sessions. The report's figures are out of fold
+    (``recognition.personal.personalize``), with each label's share of every tagged session
+    before and after, stored with the version.
 
-    activate: True always, False never, None (default) only when the cross-validated
-    macro-F1 is not worse than the population model's. Raises ``NotEnoughTags``.
+    activate: True always, False never, None (default) only when ``FitReport.improves``
+    (not worse than the population model on the labels both output; where none are
+    shared, clearly better than chance). Raises ``NotEnoughTags``.
     job_id: a job re-delivered after its model was stored reuses that version (no refit).
     """
     st = settings or get_settings()
@@ -159,13 +200,13 @@ def personalize_person(
     baseline = fit_baseline(np.vstack([sr.X for sr in series]), bmask)
     say(0.2, "cross-validating")
     model, report = personalize(ts, baseline, threshold=st.uncertain_threshold, window=DEFAULT_WINDOW, seed=seed)
+    report.grouping = (f"grouped by {BLOCK_SECONDS:g} s time blocks of each session (a tag crossing a block edge "
+                       f"keeps both in one group; the bin each side of a cut left out); untagged time of a tagged "
+                       f"session counts as {CALM}")  # fmt: skip
+    report.shares |= untagged_shares(series, report.shares, model, baseline, st.uncertain_threshold)
     if activate is None:
         do_activate = report.improves
-        reason = (
-            "cross-validated macro-F1 not worse than the population model"
-            if do_activate
-            else ("not activated: the personal model's cross-validated macro-F1 is below the population model's")
-        )
+        reason = ("" if do_activate else "not activated: ") + report.verdict()
     else:
         do_activate, reason = activate, "activated on request" if activate else "not activated on request"
     metrics = _json_safe(report.to_dict()) | {

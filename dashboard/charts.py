@@ -267,7 +267,8 @@ def personal_figure(bins: pd.DataFrame, tags: pd.DataFrame | None, title: str, s
 
 MOMENT_COLORS = {"dip": "rgba(21,101,192,0.16)", "confusion": "rgba(239,108,0,0.16)",
                  "fatigue": "rgba(106,27,154,0.14)", "distraction": "rgba(198,40,40,0.14)"}  # fmt: skip
-TAG_FILL, TAG_LINE = "rgba(255,193,7,0.22)", "rgba(255,160,0,0.9)"
+# Tags in a navy far from every expression's colour (the yellow they had was "happy"'s; issue 19).
+TAG_FILL, TAG_LINE = "rgba(26,35,126,0.16)", "rgba(26,35,126,0.9)"
 BASELINE_FILL, BASELINE_LINE = "rgba(76,175,80,0.18)", "rgba(56,142,60,0.9)"
 UNCERTAIN_FILL = "rgba(97,97,97,0.18)"
 HEAT_SCALES = {"engagement": "RdYlGn", "confusion": "Oranges", "fatigue": "Purples", "distraction": "Reds",
@@ -534,6 +535,31 @@ def trend_figure(per_class: pd.DataFrame, per_student: pd.DataFrame | None = Non
                                 mode="lines+markers", name=str(p["person_label"].iloc[0]), line=dict(width=1.5))  # fmt: skip
     fig.update_yaxes(title_text="mean engagement", range=[0, 1])
     fig.update_layout(title="Engagement across sessions of this group", height=300, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+EARLIER_LESSON_COLORS = ("#b0bec5", "#90a4ae", "#78909c", "#607d8b", "#546e7a", "#455a64")
+
+
+def lesson_overlay_figure(curves) -> go.Figure:
+    """This lesson's class engagement (thick blue) over the earlier lessons of its group (thin greys, oldest
+    palest), on one axis of minutes from each lesson's start (``services.lessons.LessonCurves``)."""
+    fig = go.Figure()
+    earlier = curves.earlier
+    for i, c in enumerate(earlier):
+        when = f" ({c.key.at:%Y-%m-%d})" if c.key.at is not None else ""
+        color = EARLIER_LESSON_COLORS[max(0, len(EARLIER_LESSON_COLORS) - len(earlier) + i)]
+        fig.add_scatter(x=np.round(c.minutes, 3), y=np.round(c.engagement, 3), mode="lines", name=f"{c.key.title}{when}",
+                        line=dict(color=color, width=1.5), connectgaps=False,
+                        hovertemplate="%{x:.1f} min: %{y:.2f}<extra>" + f"{c.key.title}" + "</extra>")  # fmt: skip
+    if (cur := curves.current) is not None:
+        fig.add_scatter(x=np.round(cur.minutes, 3), y=np.round(cur.engagement, 3), mode="lines",
+                        name=f"this lesson: {cur.key.title}", line=dict(color="#1565c0", width=3), connectgaps=False,
+                        hovertemplate="%{x:.1f} min: %{y:.2f}<extra>this lesson</extra>")  # fmt: skip
+    fig.update_xaxes(title_text="minutes from the start of the lesson", rangemode="tozero")
+    fig.update_yaxes(title_text="class engagement", range=[0, 1])
+    fig.update_layout(title="This lesson over earlier lessons of the group", height=320,
+                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.25))  # fmt: skip
     return fig
 
 

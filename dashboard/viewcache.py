@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from affectline.kinds import SessionKind
+from services import checkins as _ck
 from services import session_views as sv
 from services import sessions as sessions_service
 from services import summaries as _sm
@@ -75,10 +76,11 @@ def class_aggregates(url: str, group_ids: GroupIds, session_id: int) -> tuple[pd
 
 @dataclass(frozen=True)
 class ClassOverview:
-    summary: pd.DataFrame  # services.summaries.student_summary, ranked
+    summary: pd.DataFrame  # services.summaries.roster: by name, never ranked
     moments: list  # services.summaries.Moment
     t0: float
     t1: float
+    checkins: list = ()  # services.checkins.CheckIn: students whose own pattern stood out, in time order
 
 
 @st.cache_data(ttl=VIEW_TTL, max_entries=16, show_spinner=False)
@@ -89,19 +91,20 @@ def _class_overview(url: str, group_ids: GroupIds, session_id: int, fp: str) -> 
     t0, t1 = 0.0, float(info.duration or 0.0)
     if len(bins):
         t1 = max(t1, float(bins["t_start"].max()) + info.bin_seconds)
-    return ClassOverview(_sm.student_summary(bins, info.bin_seconds, duration=t1 - t0),
-                         _sm.moments(bins, info.bin_seconds, aggregates=agg), t0, t1)  # fmt: skip
+    return ClassOverview(_sm.roster(_sm.student_summary(bins, info.bin_seconds, duration=t1 - t0)),
+                         _sm.moments(bins, info.bin_seconds, aggregates=agg), t0, t1,
+                         _ck.checkins(bins, info.bin_seconds))  # fmt: skip
 
 
 def class_overview(url: str, group_ids: GroupIds, session_id: int) -> ClassOverview:
-    """Ranked per-student summary and the session's moments (computed once per analysis and kept)."""
+    """Per-student summary (by name), the session's moments and check-ins (computed once per analysis and kept)."""
     ov = _class_overview(url, group_ids, session_id, session_fingerprint(url, group_ids, session_id))
     names = person_labels(url, group_ids, session_id, tuple(int(p) for p in ov.summary["person_id"]))
     summary = ov.summary.assign(person_label=[names.get(int(p), lab) for p, lab in
                                               zip(ov.summary["person_id"], ov.summary["person_label"])])  # fmt: skip
     moments = [dataclasses.replace(m, person_labels=tuple(names.get(p, lab) for p, lab in zip(m.person_ids, m.person_labels)))
                for m in ov.moments]  # fmt: skip
-    return ClassOverview(summary, moments, ov.t0, ov.t1)
+    return ClassOverview(summary, moments, ov.t0, ov.t1, _ck.relabel(ov.checkins, names))
 
 
 @st.cache_data(ttl=VIEW_TTL, max_entries=16, show_spinner=False)
@@ -199,14 +202,15 @@ def class_figure(url: str, group_ids: GroupIds, session_id: int, t0: float, t1: 
 @st.cache_data(ttl=300, max_entries=16, show_spinner=False)
 def group_trends(url: str, group_ids: GroupIds, group_id: int, limit: int = 12) -> _sm.Trends:
     """Per-student and class figures across the group's newest ``limit`` analysed sessions."""
-    keys = sv.group_sessions(url, group_ids, group_id, limit)
+    lessons = sv.group_lessons(url, group_ids, group_id, limit)  # recordings of a few seconds left out, with a note
     # each session's summary is the one its own page caches: a session already opened costs nothing here
-    return _sm.trends_from_summaries([(k, class_overview(url, group_ids, k.id).summary) for k in keys])
+    tr = _sm.trends_from_summaries([(k, class_overview(url, group_ids, k.id).summary) for k in lessons.kept])
+    return dataclasses.replace(tr, note=lessons.note)
 
 
 # --- the session page's first view, for the warm-up at server start (dashboard.warmup) ----------
 
-DEFAULT_STUDENTS = 6  # rows drawn under the heat map before anyone is picked: the lowest-ranked
+DEFAULT_STUDENTS = 6  # rows drawn under the heat map before anyone is picked: the first by name
 DEFAULT_HEAT_VALUE = _sm.HEATMAP_VALUES[0]
 
 
@@ -218,7 +222,7 @@ def warm_session(url: str, group_ids: GroupIds, session_id: int):
     """Compute what the session page's first view of a session needs, under the page's own cache keys.
 
     The same calls, with the same arguments, that ``views/session.py`` makes for its default view (whole
-    session, engagement heat map, the six lowest-ranked students), so the first open after a server start
+    session, engagement heat map, the first six students by name), so the first open after a server start
     finds them cached. Returns the chart, or None when that page draws no per-student chart (not analysed,
     or no stored timelines). Visibility is checked as on any read: ``group_ids`` must see the session."""
     info = session_info(url, group_ids, session_id)

@@ -11,6 +11,13 @@ track), then the pipeline's ``FaceStep`` (landmarks, blendshapes, pose, the expr
 sharpness) and the readability gate. Nothing here re-implements those steps: it builds a
 ``Pipeline`` from the settings and calls its parts.
 
+With ``cv`` (``--cv K``) the figures are out-of-fold: the model's head (the small calibrated head over
+the networks' logits, blendshapes and pose, fitted on the development set) is refitted K times with its
+own recipe, each time without one identity-grouped fold, on the head's inputs exactly as the face step
+computed them here, and scores only that held-out fold (its temperature fitted within the training
+folds): no person is scored by a head or a temperature that saw them. Detection, crops, networks and
+gate are the pipeline's, unchanged; only the head's weights differ per fold.
+
 The detector's whole-frame search on a 1080p frame is the slow part (~0.4 s on one core); with
 ``cache`` the chosen face of each (image, size, detector settings) is kept in a file and the next
 run (another expression model, another gate) reuses it: the same boxes the detector gave.
@@ -192,6 +199,7 @@ class FaceOutcome:
     reason: str  # "" readable, a gate reason, or "not_detected"
     probs: np.ndarray  # (7,) NaN when not readable
     box: np.ndarray | None = None
+    feats: dict[str, np.ndarray] | None = None  # the head's inputs (one row each), when collected for --cv
 
 
 def judge_rows(dets: Detections, rows, params=None):
@@ -206,8 +214,8 @@ def judge_rows(dets: Detections, rows, params=None):
 class Evaluator:
     """The pipeline's detector, face step and gate over labelled images (see the module docstring)."""
 
-    def __init__(self, pipeline, cache: DetectionCache, gate_params=None) -> None:
-        self.pipeline, self.cache, self.gate_params = pipeline, cache, gate_params
+    def __init__(self, pipeline, cache: DetectionCache, gate_params=None, collect: bool = False) -> None:
+        self.pipeline, self.cache, self.gate_params, self.collect = pipeline, cache, gate_params, collect
 
     def detect(self, frame: np.ndarray, rect, digest: str, size: int | None) -> Detections | None:
         hit, det = self.cache.get(digest, size)
@@ -233,10 +241,19 @@ class Evaluator:
             if det is None:
                 out[size] = FaceOutcome(False, False, "not_detected", nan)
                 continue
-            rows = self.pipeline.faces.run([frame], [det])[0]
+            seen: list[dict[str, np.ndarray]] = []
+            model = self.pipeline.faces.expression
+            if self.collect:  # the head's inputs as the face step computes them (``CalibratedExpressionModel.tap``)
+                model.tap = lambda feats, valid: seen.append({b: v[:1].copy() for b, v in feats.items()} if valid.any() else {})
+            try:
+                rows = self.pipeline.faces.run([frame], [det])[0]
+            finally:
+                if self.collect:
+                    model.tap = None
             gate = judge_rows(det, rows, self.gate_params)
             ok = bool(gate.readable[0])
-            out[size] = FaceOutcome(True, ok, gate.reason[0], rows.expr[0] if ok else nan, det.boxes[0])
+            feats = seen[0] if ok and seen and seen[0] else None
+            out[size] = FaceOutcome(True, ok, gate.reason[0], rows.expr[0] if ok else nan, det.boxes[0], feats)
         return out
 
 
@@ -246,15 +263,23 @@ def size_name(size: int | None) -> str:
 
 def evaluate(folder: Path, pipeline, sizes: Sequence[int | None] = SIZES, cache_path: Path | None = None,
              threshold: float = 0.5, sample: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Scores]:  # fmt: skip
-    """Scores per face size name ("16px" ... "native") and "all" (every size pooled)."""
+             progress: Callable[[int, int], None] | None = None, cv: int | None = None) -> dict[str, Scores]:  # fmt: skip
+    """Scores per face size name ("16px" ... "native") and "all" (every size pooled).
+
+    cv: K identity-grouped folds: the head is refitted per fold and each face scored out of fold
+    (``out_of_fold``); the pipeline's expression model must be a calibrated head."""
     items = subsample(read_labels(folder), sample)
     paths = [image_path(folder, it) for it in items]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise EvalInputError(f"{missing[0]}: listed in labels.csv but missing ({len(missing)} missing in all)")
+    if cv is not None and not hasattr(pipeline.faces.expression, "head"):
+        raise EvalInputError(f"--cv refits a calibrated head; the expression model {pipeline.expression_name} has none "
+                             "(AFFECTLINE_EXPRESSION_MODEL=calibrated or calibrated_ensemble)")  # fmt: skip
+    if cv is not None and len({it.identity for it in items}) < cv:
+        raise EvalInputError(f"{folder}: --cv {cv} needs at least {cv} identities, the images have {len({it.identity for it in items})}")
     cache = DetectionCache(cache_path, detector_key(pipeline.settings))
-    ev = Evaluator(pipeline, cache)
+    ev = Evaluator(pipeline, cache, collect=cv is not None)
     outcomes: dict[int | None, list[FaceOutcome]] = {s: [] for s in sizes}
     try:
         for i, (it, p) in enumerate(zip(items, paths)):
@@ -269,6 +294,8 @@ def evaluate(folder: Path, pipeline, sizes: Sequence[int | None] = SIZES, cache_
     finally:
         cache.save()
     y = np.array([it.label for it in items])
+    if cv is not None:
+        out_of_fold(items, outcomes, pipeline.faces.expression.head, cv)
     result: dict[str, Scores] = {}
     for s in sizes:
         os_ = outcomes[s]
@@ -276,6 +303,41 @@ def evaluate(folder: Path, pipeline, sizes: Sequence[int | None] = SIZES, cache_
     pooled = [o for s in sizes for o in outcomes[s]]
     result["all"] = _scores(np.tile(y, len(sizes)), pooled, threshold)
     return result
+
+
+def out_of_fold(items: Sequence[Labelled], outcomes: dict[int | None, list[FaceOutcome]], head, k: int,
+                seed: int = 0) -> None:  # fmt: skip
+    """Replace each readable face's probabilities by those of ``head``'s recipe refitted without its fold.
+
+    Folds are whole identities (``group_folds`` over the images' people), the same at every size, so
+    a person's 24 px copy never trains the head that scores their native face. Per fold the head is
+    fitted (``fit_head``: its blocks, L2 strength and class weights, its temperature from inner grouped
+    folds of the training part only) on every evaluated size's readable faces of the other folds."""
+    from threadpoolctl import threadpool_limits
+
+    from recognition.face.expression_head import fit_head, group_folds
+
+    ident = np.array([it.identity for it in items])
+    fold_of_item = group_folds(ident, k, seed)
+    rows = [(s, j) for s, outs in outcomes.items() for j, o in enumerate(outs) if o.readable and o.feats]
+    if not rows:
+        return
+    feats = {b: np.concatenate([outcomes[s][j].feats[b] for s, j in rows]) for b in head.blocks}
+    y = np.array([items[j].label for _, j in rows])
+    g = ident[[j for _, j in rows]]
+    fold = fold_of_item[[j for _, j in rows]]
+    probs = np.zeros((len(rows), len(EXPRESSION_CLASSES)), np.float32)
+    for f in range(k):
+        te = fold == f
+        if not te.any():
+            continue
+        inner = min(5, len(set(g[~te])))
+        with threadpool_limits(1):  # BLAS threads on a busy 2-core machine only wait for each other
+            h, _ = fit_head({b: v[~te] for b, v in feats.items()}, y[~te], g[~te], head.blocks, c=head.c,
+                            class_power=head.class_power, k=inner, seed=seed)  # fmt: skip
+        probs[te] = h.probs({b: v[te] for b, v in feats.items()})
+    for (s, j), p in zip(rows, probs):
+        outcomes[s][j].probs = p
 
 
 def _scores(y: np.ndarray, outs: list[FaceOutcome], threshold: float) -> Scores:
@@ -286,8 +348,10 @@ def _scores(y: np.ndarray, outs: list[FaceOutcome], threshold: float) -> Scores:
 
 
 def table(result: dict[str, Scores]) -> str:
-    """The figures as a plain-text table, one row per face size."""
-    head = f"{'size':>7} {'faces':>5} {'read':>5} {'cover':>5} {'acc':>5} {'F1(5)':>5} {'F1(7)':>5} {'ECE':>5} {'acc≥t':>5}  " + " ".join(
+    """The figures as a plain-text table, one row per face size. ``cover``: faces given an expression
+    (detected and readable) / labelled images; ``conf``: those also at or above the uncertain threshold
+    / labelled images; ``acc≥t``: the accuracy of the latter."""
+    head = f"{'size':>7} {'faces':>5} {'read':>5} {'cover':>5} {'acc':>5} {'F1(5)':>5} {'F1(7)':>5} {'ECE':>5} {'conf':>5} {'acc≥t':>5}  " + " ".join(
         f"{c[:4]:>4}" for c in EXPRESSION_CLASSES
     )
     lines = [head + "   (recall per class)"]
@@ -295,7 +359,7 @@ def table(result: dict[str, Scores]) -> str:
         f = lambda v: "  -  " if not np.isfinite(v) else f"{v:5.2f}"  # noqa: E731
         rec = " ".join("  - " if not np.isfinite(r.recall[c]) else f"{r.recall[c]:4.2f}" for c in EXPRESSION_CLASSES)
         lines.append(f"{name:>7} {r.faces:5d} {r.readable:5d} {f(r.coverage)} {f(r.accuracy)} {f(r.macro_f1_5)} "
-                     f"{f(r.macro_f1_7)} {f(r.ece)} {f(r.accuracy_answered)}  {rec}")  # fmt: skip
+                     f"{f(r.macro_f1_7)} {f(r.ece)} {f(r.confident)} {f(r.accuracy_answered)}  {rec}")  # fmt: skip
     native = result.get("native")
     if native is not None:
         lines.append("")

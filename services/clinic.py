@@ -15,15 +15,15 @@ import pandas as pd
 
 from affectline.queue import PERSONALIZE_TASK, RESCORE_TASK
 from affectline.settings import Settings
-from services import jobs
+from services import jobs, model_report
 from services.actor import Actor, require
 from services.db import scope
 from storage import person_models as pm
 from storage import repo
 from storage.models import JobStatus, Person
 
-MODEL_COLUMNS = ["version", "active", "created", "tags", "bins", "personal_f1", "population_f1", "calibrated_f1",
-                 "personal_coverage", "labels", "activation"]  # fmt: skip
+MODEL_COLUMNS = ["version", "active", "created", "tags", "bins", "labels", "personal_f1", "compared_on",
+                 "personal_f1_compared", "population_f1", "calibrated_f1", "personal_coverage", "activation"]  # fmt: skip
 
 
 def _person(s, actor: Actor, person_id: int) -> Person:
@@ -91,26 +91,46 @@ def rollback(url: str, settings: Settings, actor: Actor, person_id: int) -> tupl
 
 
 def _f1(metrics: dict, key: str, field: str = "macro_f1") -> float | None:
-    v = (metrics.get(key) or {}).get(field)
+    v = (metrics.get(key) or {}).get(field)  # a population score is None where it was not compared
     return None if v is None else float(v)
 
 
 def models_frame(url: str, actor: Actor, person_id: int) -> pd.DataFrame:
-    """The child's personal model versions, newest first, with the population-vs-personal report of each."""
+    """The child's personal model versions, newest first, with the out-of-fold report of each.
+
+    ``personal_f1``: out of fold on all the child's labels (calm included). ``compared_on``: the
+    labels both models can output, or why the population model is not compared; the three
+    ``*_f1_compared``/``population_f1``/``calibrated_f1`` scores are on those labels only (empty
+    when not compared). See ``services.model_report``.
+    """
     require(actor, "review")
     with scope(url) as s:
         _person(s, actor, person_id)
         rows = []
         for m in pm.list_models(s, person_id, "personal"):
             x = m.metrics or {}
+            legacy = model_report.is_legacy(x)
             rows.append({
                 "version": m.version, "active": bool(m.active), "created": m.created_at, "tags": x.get("n_tags"),
-                "bins": x.get("n_bins"), "personal_f1": _f1(x, "personal"), "population_f1": _f1(x, "population"),
-                "calibrated_f1": _f1(x, "population_calibrated"),
-                "personal_coverage": _f1(x, "personal", "coverage"), "labels": ", ".join(x.get("labels") or []),
-                "activation": x.get("activation", ""),
+                "bins": x.get("n_bins"), "labels": ", ".join(x.get("labels") or []), "personal_f1": _f1(x, "personal"),
+                "compared_on": (", ".join(x.get("comparison_labels") or []) or "not compared") if not legacy
+                               else "as stored (older version)",
+                "personal_f1_compared": _f1(x, "personal_compared") if not legacy else None,
+                "population_f1": _f1(x, "population"), "calibrated_f1": _f1(x, "population_calibrated"),
+                "personal_coverage": _f1(x, "personal", "coverage"), "activation": x.get("activation", ""),
             })  # fmt: skip
         return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def model_metrics(url: str, actor: Actor, person_id: int, version: int) -> dict:
+    """The stored report of one personal model version (for ``services.model_report``)."""
+    require(actor, "review")
+    with scope(url) as s:
+        _person(s, actor, person_id)
+        for m in pm.list_models(s, person_id, "personal"):
+            if m.version == int(version):
+                return dict(m.metrics or {})
+    raise LookupError(f"person {person_id} has no personal model version {version}")
 
 
 @dataclass(frozen=True)

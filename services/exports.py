@@ -165,9 +165,9 @@ def export_selection(url: str, actor: Actor, session_id: int, fmt: ExportFormat,
 
 def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, sel: Selection = Selection(),
                    sink: FileSink | None = None, **audit_detail) -> Export:  # fmt: skip
-    """One row per person (``services.summaries.student_summary``: ranked, mean engagement, minutes
-    confused / fatigued / distracted / not visible) over the selection, audited."""
-    from services.summaries import SUMMARY_COLUMNS, student_summary
+    """One row per person by name (``services.summaries.roster`` of ``student_summary``: mean engagement,
+    minutes confused / fatigued / distracted / not readable / not visible; no rank) over the selection, audited."""
+    from services.summaries import ROSTER_COLUMNS, roster, student_summary
 
     require(actor, "export")
     with audited_delivery(url, sink) as s:
@@ -177,13 +177,13 @@ def export_summary(url: str, actor: Actor, session_id: int, fmt: ExportFormat, s
                                                    *repo.ACADEMIC_COLUMNS, "readable"))  # fmt: skip
         t0 = sel.t0 if sel.t0 is not None else 0.0
         t1 = sel.t1 if sel.t1 is not None else (rec.duration or (bins["t_start"].max() + step if len(bins) else 0.0))
-        df = student_summary(bins, step, duration=max(float(t1) - float(t0), 0.0))
+        df = roster(student_summary(bins, step, duration=max(float(t1) - float(t0), 0.0)))
         df.insert(0, "session_id", session_id)
         df["from_s"], df["to_s"] = float(t0), float(t1)
         data = frame_bytes(df, fmt)
         repo.audit(s, actor.audit_name, "export_summary", f"session:{session_id}", format=fmt, rows=len(df),
                    **sel.audit(), **audit_detail)  # fmt: skip
-        cols = ("session_id", *SUMMARY_COLUMNS, "from_s", "to_s")
+        cols = ("session_id", *ROSTER_COLUMNS, "from_s", "to_s")
         out = Export(data, f"affectline_summary_session_{session_id}{sel.suffix()}.{fmt}", MIME[fmt], len(df), cols)
         return deliver(out, sink)
 

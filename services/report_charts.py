@@ -156,3 +156,22 @@ def trend(labels: Sequence[str], values: Sequence[float], width_in: float = 7.2)
     ax.set_ylabel("mean engagement")
     ax.grid(axis="y", color="#eeeeee")
     return _png(fig)
+
+
+def lesson_overlay(earlier: Sequence[tuple[str, np.ndarray, np.ndarray]], current: tuple[str, np.ndarray, np.ndarray],
+                   width_in: float = 7.2) -> bytes:  # fmt: skip
+    """This lesson's class engagement (blue) over earlier lessons' (greys, oldest palest): (title, minutes, values)."""
+    fig = _figure(figsize=(width_in, 2.6), layout="constrained")
+    ax = fig.subplots()
+    greys = ("#cfd8dc", "#b0bec5", "#90a4ae", "#78909c", "#607d8b", "#546e7a")
+    for i, (title, x, y) in enumerate(earlier):
+        ax.plot(x, y, color=greys[max(0, len(greys) - len(earlier) + i)], linewidth=1.0, label=title)
+    title, x, y = current
+    ax.plot(x, y, color=ENGAGEMENT_LINE, linewidth=1.8, label=f"this lesson: {title}")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(left=0)
+    ax.set_ylabel("class engagement")
+    ax.set_xlabel("minutes from the start of the lesson")
+    ax.grid(axis="y", color="#eeeeee")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6, frameon=False)
+    return _png(fig)

@@ -1,11 +1,14 @@
 """Printable PDF reports (fpdf2 + matplotlib: no browser on the server), audited like exports.
 
-* A **class session**: the class curve with the visible-face count, the students x time heat map,
-  the automatic moments with who was involved, and the ranked per-student table.
+* A **class session** (the session page on paper): the class curve with the visible-face count, the
+  students x time heat map, the automatic moments with who was involved, the students worth a
+  check-in (``services.checkins``), this lesson over earlier lessons of the group, and the per-student
+  table by name (never ranked).
 * A **child (therapy) session**: per person, the expression and academic timelines with the
   clinician's tags and the uncertain spans, the tags as a table, and the models that produced the
   numbers with what they are not.
-* A **group over a date range**: one line per session, the class trend, and per-student figures.
+* A **group over a date range**: one line per session, the class trend, and per-student figures by
+  name; recordings shorter than ``Settings.trend_min_minutes`` left out, with a note.
 
 The figures come from ``services.summaries`` (the same as the dashboard shows).
 """
@@ -25,9 +28,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services import bins as bins_io
+from services import checkins, lessons, model_report
 from services import report_charts as charts
 from services import report_fonts as fonts
-from services import summaries
+from services import summaries, therapy
 from services.actor import Actor, require
 from services.db import visible_session
 from services.exports import FileSink, audited_delivery, deliver
@@ -47,6 +51,8 @@ CAVEAT = (
     "not as a diagnosis. The expression probabilities come from a network trained on posed faces (FER2013). "
     "It reads behaviour, not inner states, and must not be used to grade, rank or discipline anyone."
 )
+# A therapy report is about one child: the same caveat without the classroom's words.
+CAVEAT_CHILD = CAVEAT.replace("labelled students", "labelled children")
 MODEL_WORDS = (  # (substring of the model's normalised name, what it is)
     ("cue", "interpretable cue model, not a trained classifier"),
     ("caer", "CLIP-CAER academic-emotion network"),
@@ -228,10 +234,10 @@ def _session_line(rec: Recording, group: Group | None, n_persons: int) -> str:
 # --- class session ----------------------------------------------------------------------------
 
 
-def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
+def _class_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> None:
     step = float(rec.bin_seconds or 1.0)
     duration = float(rec.duration) if rec.duration else None
-    summary = summaries.student_summary(bins, step, duration)
+    summary = summaries.roster(summaries.student_summary(bins, step, duration))
     series = summaries.class_series(bins, step)
     found = summaries.moments(bins, step)
     doc.heading("Models")
@@ -248,7 +254,7 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
     hm = summaries.heatmap(bins, "engagement", t0, t1, max_columns=180, bin_seconds=step,
                            order=summary["person_id"].tolist())  # fmt: skip
     doc.chart(charts.heat_map(hm.values, hm.person_labels, t0, hm.step,
-                              f"engagement per student, {summaries.format_clock(hm.step)} columns, lowest mean first",
+                              f"engagement per student, {summaries.format_clock(hm.step)} columns, by name",
                               unreadable=hm.unreadable),
               "Grey: face not visible in that interval (no estimate, not a low score). Violet: face visible but "
               "not readable and no engagement either (head pose unreliable at that size).",
@@ -261,13 +267,33 @@ def _class_report(doc: _Doc, rec: Recording, bins: pd.DataFrame) -> None:
                 ", ".join(m.person_labels) or "no single student stood out"] for m in found],
               [28, 14, 40, 24, 84])  # fmt: skip
 
-    doc.heading("Per student (lowest mean engagement first)")
-    doc.grid(["#", "student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
+    found_checkins = checkins.checkins(bins, step)
+    doc.heading(f"Worth a check-in ({len(found_checkins)})")
+    doc.para("Students whose own pattern stood out: a run of distraction (1 min or more) or tiredness (2 min or more) "
+             "well above their own usual level in this lesson, over readable moments only; each student compared with "
+             "themselves, never with the class. In time order.", size=7.5, style="note")  # fmt: skip
+    doc.grid(["time to watch", "length", "student", "looked", "level (their usual)"],
+              [[f"{summaries.format_clock(c.t_start)}-{summaries.format_clock(c.t_end)}", summaries.format_clock(c.duration),
+                c.person_label, c.words, f"{c.level:.2f} ({c.usual:.2f})"] for c in found_checkins],
+              [32, 16, 70, 30, 42])  # fmt: skip
+
+    over = lessons.curves_for(s, rec)
+    if over.earlier:
+        doc.chart(charts.lesson_overlay([(c.key.title, c.minutes, c.engagement) for c in over.earlier],
+                                        (over.current.key.title, over.current.minutes, over.current.engagement)),
+                  "Class engagement of this lesson (blue) and of the earlier lessons of its group (grey, oldest "
+                  "palest), in minutes from each lesson's start." + (f" {over.note}" if over.note else ""),
+                  title="This lesson over earlier lessons")  # fmt: skip
+    elif over.note:
+        doc.para(over.note, size=7.5, style="note")
+
+    doc.heading("Per student (by name)")
+    doc.grid(["student", "mean engagement", "min visible", "min confused", "min fatigued", "min distracted",
                "min not readable", "min not visible"],
-              [[str(r.rank), r.person_label, _f(r.mean_engagement), _f(r.minutes_visible, "{:.1f}"),
+              [[r.person_label, _f(r.mean_engagement), _f(r.minutes_visible, "{:.1f}"),
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}"),
                 _f(r.minutes_not_readable, "{:.1f}"), _f(r.minutes_not_visible, "{:.1f}")] for r in summary.itertuples()],
-              [8, 38, 20, 19, 19, 19, 21, 24, 21])  # fmt: skip
+              [46, 20, 19, 19, 19, 21, 24, 22])  # fmt: skip
     doc.para("Minutes confused (fatigued, distracted): visible minutes whose most probable academic emotion was that "
              "one. Minutes not readable: visible minutes of a face the model cannot read (too small, turned away, "
              "blurred): no emotion is given for them.", size=7.5, style="note")  # fmt: skip
@@ -289,12 +315,16 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
         doc.para(f"{label}: " + (words or "no baseline or personal model active: population models only."))
         personal = next((m for m in models if m.kind == "personal"), None)
         if personal is not None and _fit_rows(personal.metrics):
-            doc.para(f"How personal v{personal.version} compared with the population model on this child's own tags "
-                     f"(cross-validated, {personal.metrics.get('n_folds', '?')} folds over "
-                     f"{personal.metrics.get('n_bins', '?')} tagged bins):", size=8)  # fmt: skip
+            doc.para(f"How personal v{personal.version} scored on this child's own tags (out of fold, "
+                     f"{personal.metrics.get('n_folds', '?')} folds over {personal.metrics.get('n_bins', '?')} "
+                     f"bins), and the population model where it can output the same labels:", size=8)  # fmt: skip
             doc.grid(["model", "macro F1", "balanced accuracy", "coverage", "accuracy when certain"],
                      _fit_rows(personal.metrics), [60, 30, 34, 30, 36])  # fmt: skip
-    doc.para(CAVEAT, size=7.5, style="note")
+            doc.para(model_report.comparison_note(personal.metrics) + ".", size=8)
+            if str(rec.id) in (personal.metrics.get("shares") or {}):
+                doc.para("Share of this session per label (as tagged | population model before | personal model "
+                         "after, out of fold): " + model_report.shares_line(personal.metrics, rec.id) + ".", size=8)  # fmt: skip
+    doc.para(CAVEAT_CHILD, size=7.5, style="note")
 
     for pid, label in persons.itertuples(index=False):
         pbins = bins[bins["person_id"] == pid].sort_values("t_start")
@@ -325,12 +355,42 @@ def _child_report(doc: _Doc, s: Session, rec: Recording, bins: pd.DataFrame) -> 
                   [[summaries.format_clock(tg.t_start), summaries.format_clock(tg.t_end), tg.label,
                     "yes" if tg.is_baseline else "", tg.note or "", tg.author] for tg in ptags],
                   [18, 18, 32, 16, 78, 28])  # fmt: skip
+        from storage.models import Person
+
+        person = s.get(Person, int(pid))
+        if person is not None:
+            _behaviour_tables(doc, therapy.history_in(s, person, until=rec.created_at), label, rec.id,
+                              float(rec.duration) if rec.duration else None)  # fmt: skip
+
+
+WEEKS_SHOWN = 6  # columns that fit the page beside the behaviour's name
+
+
+def _behaviour_tables(doc: _Doc, hist: therapy.History, label: str, session_id: int | None,
+                      duration: float | None) -> None:  # fmt: skip
+    """How often and how long each behaviour was tagged: in this session (when given), then week over week."""
+    doc.heading(f"Tagged behaviours of {label}")
+    if session_id is not None:
+        here = therapy.session_table(hist.per_session, session_id, duration)
+        doc.grid(["behaviour", "tags", "total time", "share of the session"],
+                 [[str(v) for v in r] for r in here.values.tolist()], [80, 30, 40, 40])  # fmt: skip
+    table = hist.table
+    weeks = [c for c in table.columns if c != "behaviour"]
+    if not weeks or table.empty:
+        return
+    shown = weeks[-WEEKS_SHOWN:]
+    doc.grid(["behaviour", *shown], table[["behaviour", *shown]].values.tolist(),
+             [46] + [(PAGE_W - 46) / len(shown)] * len(shown))  # fmt: skip
+    doc.para("Week over week: each cell is tags · total time (mm:ss) of that behaviour over the week's analysed "
+             "sessions (weeks start on Monday, UTC); overlapping tags of one behaviour count their time once; a "
+             "point event adds to the count only." + (f" The {len(weeks) - len(shown)} earlier weeks are left out."
+                                                       if len(weeks) > len(shown) else ""), size=7.5, style="note")  # fmt: skip
 
 
 def _fit_rows(metrics: dict) -> list[list[str]]:
     """The population-vs-personal comparison a personalised model was saved with (``FitReport``), as rows."""
     names = {"population": "population", "population_calibrated": "population, calibrated to the child",
-             "personal": "personal"}  # fmt: skip
+             "personal": "personal", "personal_compared": "personal, on the compared labels"}  # fmt: skip
     rows = []
     for key, name in names.items():
         m = metrics.get(key) if isinstance(metrics, dict) else None
@@ -347,12 +407,14 @@ def _day(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=timezone.utc)
 
 
-def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) -> None:
+def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording], note: str = "") -> None:
     # Per-person sums from SQL, not every bin of every lesson into pandas: a term of 40 lessons stays quick.
     summ = bins_io.student_summaries(s, [r.id for r in recs], {r.id: float(r.bin_seconds or 1.0) for r in recs})
     tr = summaries.trends_from_summaries([(summaries.SessionKey(r.id, r.title, r.created_at), summ[r.id]) for r in recs])
     pc = tr.per_class
     doc.heading(f"Sessions ({len(pc)})")
+    if note:
+        doc.para(note, size=8)
     if pc.empty:
         doc.para("No analysed session of this group in the range.")
         return
@@ -364,10 +426,11 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
                 _f(r.minutes_confused, "{:.1f}"), _f(r.minutes_fatigued, "{:.1f}"), _f(r.minutes_distracted, "{:.1f}")]
                for r in pc.itertuples()],
               [22, 62, 16, 24, 22, 22, 22])  # fmt: skip
-    doc.para("Minutes are per-student means in each session.", size=7.5, style="note")
+    child = SessionKind(group.kind) is SessionKind.therapy
+    who = "child" if child else "student"
+    doc.para(f"Minutes are per-{who} means in each session.", size=7.5, style="note")
     ps = tr.per_student
-    who = "child" if SessionKind(group.kind) is SessionKind.therapy else "student"
-    doc.heading(f"Per {who} over the range (lowest mean engagement first)")
+    doc.heading(f"Per {who} over the range (by name)")
     if ps.empty:
         doc.para("No person was seen.")
         return
@@ -375,16 +438,23 @@ def _group_report(doc: _Doc, s: Session, group: Group, recs: list[Recording]) ->
     agg = g.agg(sessions=("session_id", "nunique"), mean_engagement=("mean_engagement", "mean"),
                 confused=("minutes_confused", "sum"), fatigued=("minutes_fatigued", "sum"),
                 distracted=("minutes_distracted", "sum"), not_visible=("minutes_not_visible", "sum"))  # fmt: skip
-    agg = agg.reset_index().sort_values(["mean_engagement", "person_label"], na_position="last")
+    agg = summaries.roster(agg.reset_index())  # by name, never ranked
     doc.grid([who, "sessions", "mean engagement", "min confused", "min fatigued", "min distracted",
                "min not visible"],
               [[r.person_label, str(r.sessions), _f(r.mean_engagement), _f(r.confused, "{:.1f}"),
                 _f(r.fatigued, "{:.1f}"), _f(r.distracted, "{:.1f}"), _f(r.not_visible, "{:.1f}")]
                for r in agg.itertuples()],
               [54, 18, 26, 22, 22, 24, 24])  # fmt: skip
-    doc.para("Mean engagement: mean of the student's per-session means; minutes: totals over the sessions.",
+    doc.para(f"Mean engagement: mean of the {who}'s per-session means; minutes: totals over the sessions.",
              size=7.5, style="note")  # fmt: skip
-    doc.para(CAVEAT, size=7.5, style="note")
+    if child:  # what a clinician counts: each tagged behaviour, week over week, over the report's sessions
+        from storage.models import Person
+
+        keep = [int(i) for i in pc["session_id"]]
+        for r in agg.itertuples():
+            if (person := s.get(Person, int(r.person_id))) is not None:
+                _behaviour_tables(doc, therapy.history_in(s, person, session_ids=keep), r.person_label, None, None)
+    doc.para(CAVEAT_CHILD if child else CAVEAT, size=7.5, style="note")
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -413,7 +483,7 @@ def session_report(url: str, actor: Actor, session_id: int, sink: FileSink | Non
         elif child:
             _child_report(doc, s, rec, bins)
         else:
-            _class_report(doc, rec, bins)
+            _class_report(doc, s, rec, bins)
             doc.para(CAVEAT, size=7.5, style="note")
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"session:{session_id}", kind=kind, pages=doc.pages_count,
@@ -430,9 +500,10 @@ def find_group(s: Session, actor: Actor, group: int | str) -> Group:
 
 
 def group_report(url: str, actor: Actor, group: int | str, since: date | None = None, until: date | None = None,
-                 sink: FileSink | None = None) -> Report:
+                 sink: FileSink | None = None, min_minutes: float | None = None) -> Report:
     """The analysed sessions of a group recorded in [since, until] (whole UTC days, both included); audited
-    (with ``sink``, as ``session_report``)."""
+    (with ``sink``, as ``session_report``). Recordings shorter than ``min_minutes`` (default
+    ``Settings.trend_min_minutes``) are left out, and the report says how many."""
     require(actor, "export")
     if since and until and until < since:
         raise ValueError(f"the range ends ({until}) before it starts ({since})")
@@ -444,12 +515,14 @@ def group_report(url: str, actor: Actor, group: int | str, since: date | None = 
         if until:
             q = q.where(Recording.created_at < _day(until + timedelta(days=1)))
         recs = list(s.scalars(q.order_by(Recording.created_at, Recording.id)))
+        recs, short = lessons.split_short(s, recs, min_minutes)
         span = f"{since or 'the first session'} to {until or 'today'}"
         doc = _Doc(f"Group report: {g.name}",
                    f"{SessionKind(g.kind).value} group #{g.id} · sessions recorded {span}\n{_stamp(actor)}")  # fmt: skip
-        _group_report(doc, s, g, recs)
+        _group_report(doc, s, g, recs, lessons.left_out_note(len(short), lessons.trend_min_minutes(min_minutes)))
         data = doc.render()
         repo.audit(s, actor.audit_name, "report", f"group:{g.id}", kind="group", sessions=[r.id for r in recs],
+                   left_out_short=[r.id for r in short],
                    since=str(since) if since else None, until=str(until) if until else None, pages=doc.pages_count,
                    bytes=len(data))  # fmt: skip
         return deliver(Report(data, f"affectline_group_report_{g.id}_{since or 'start'}_{until or 'now'}.pdf",

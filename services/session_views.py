@@ -53,6 +53,17 @@ def person_cues(url: str, group_ids: GroupIds, session_id: int, person_id: int) 
         return timelines.person_cues(s, session_id, person_id)
 
 
+def group_lessons(url: str, group_ids: GroupIds, group_id: int, limit: int = 12):
+    """The visible group's newest ``limit`` analysed lessons long enough for a trend, and the note on
+    those left out (``services.lessons.group_lessons``)."""
+    from services import lessons
+
+    if group_ids is not None and group_id not in group_ids:
+        raise LookupError(f"group {group_id} does not exist or is not visible to you")
+    with scope(url) as s:
+        return lessons.group_lessons(s, group_id, limit=limit)
+
+
 def group_sessions(url: str, group_ids: GroupIds, group_id: int, limit: int = 12) -> list[SessionKey]:
     """The visible group's newest ``limit`` analysed sessions."""
     if group_ids is not None and group_id not in group_ids:

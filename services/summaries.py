@@ -24,6 +24,10 @@ Functions (stable signatures):
     minutes_confused, minutes_fatigued, minutes_distracted, minutes_not_readable (visible, not
     readable), minutes_not_visible.
 
+``roster(summary) -> pd.DataFrame``
+    The same rows in a stable neutral order, by name (natural: "Student 2" before "Student 10"), without
+    the rank column: what every screen and page shows (students are not ranked against each other).
+
 ``class_series(bins, bin_seconds=1.0, aggregates=None) -> pd.DataFrame``
     Per bin: t_start, engagement (mean over visible faces), n_visible, and the mean of each
     academic emotion over visible faces; ``aggregates`` (``storage.consent.class_aggregates``)
@@ -39,7 +43,7 @@ Functions (stable signatures):
     A persons x time matrix of ``value`` (engagement or an academic emotion), mean of visible bins
     per column, NaN where the face was not visible in the whole column, or visible but not readable
     (``Heatmap.unreadable`` tells those apart). ``order``: person ids top to bottom (default:
-    ``student_summary`` rank order).
+    ``roster`` order, by name).
 
 ``moments(bins, bin_seconds=1.0, ...) -> list[Moment]``
     Class-wide events found automatically: engagement dips, confusion and fatigue rises, distraction
@@ -206,6 +210,26 @@ def student_summary(bins: pd.DataFrame, bin_seconds: float = 1.0, duration: floa
     return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
+def _natural(label: str) -> tuple:
+    """A sort key reading digit runs as numbers: "Student 2" < "Student 10"; case-blind."""
+    import re
+
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.casefold()) for p in re.split(r"(\d+)", str(label)) if p)
+
+
+ROSTER_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "rank"]
+
+
+def roster(summary: pd.DataFrame) -> pd.DataFrame:
+    """``student_summary`` rows (or any frame with person_id, person_label) by name (then id), without ``rank``:
+    the neutral order every view shows."""
+    if summary.empty:
+        return pd.DataFrame(columns=ROSTER_COLUMNS)
+    key = [(_natural(lab), int(p)) for lab, p in zip(summary["person_label"], summary["person_id"])]
+    order = sorted(range(len(summary)), key=key.__getitem__)
+    return summary.iloc[order][[c for c in summary.columns if c != "rank"]].reset_index(drop=True)
+
+
 # --- class series and resampling ---------------------------------------------------------------
 
 
@@ -312,7 +336,7 @@ def heatmap(
     t0 = lo if t0 is None else float(t0)
     t1 = hi if t1 is None else float(t1)
     if order is None:
-        order = student_summary(bins, bin_seconds)["person_id"].tolist()
+        order = roster(student_summary(bins, bin_seconds))["person_id"].tolist()
     order = [int(p) for p in order]
     labels = _labels(bins)
     if bins.empty or t1 <= t0:
@@ -483,6 +507,7 @@ class Trends:
     per_student: pd.DataFrame  # session_id, title, at, person_id, person_label, mean_engagement, minutes_*
     per_class: pd.DataFrame  # session_id, title, at, mean_engagement, minutes_visible, persons, minutes_confused, ...
     sessions: list[SessionKey] = field(default_factory=list)
+    note: str = ""  # what was left out and why (``services.lessons.left_out_note``)
 
 
 TREND_MINUTES = ["minutes_visible", "minutes_confused", "minutes_fatigued", "minutes_distracted", "minutes_not_readable",

@@ -347,6 +347,25 @@ def guard(s: Session, doing: str, person_ids: Iterable[int] = (), new_in_group: 
             raise ConsentMissing(f"{doing}: person {pid} may not have data stored per person ({why})")
 
 
+def face_image_allowed(s: Session, person_id: int, at: datetime | None = None) -> tuple[bool, str]:
+    """Whether a face image of the person may be shown (a stored thumbnail, or a crop of the review
+    copy cut for the naming page), by the thumbnail rule: valid thumbnails consent where the group
+    requires consent, and a recorded "no" honoured in every group. Returns (allowed, why not in words)."""
+    at = at or now()
+    p = _person(s, person_id)
+    required = policy(s, p.group_id).consent_required
+    g = s.get(Group, p.group_id) if p.group_id is not None else None
+    for purpose in (ConsentPurpose.analysis, ConsentPurpose.thumbnails):
+        c = _record(s, person_id, purpose)
+        if not _allowed(required, c, at):
+            what = "face thumbnails" if purpose is ConsentPurpose.thumbnails else "analysis"
+            if c is None:
+                return False, (f"group {g.name if g else '-'} requires consent and none is recorded for "
+                               f"{p.label}'s {what}")  # fmt: skip
+            return False, f"{p.label}'s consent for {what} is {state(c, at)}"
+    return True, ""
+
+
 # --- what an analysis may store per person ----------------------------------------------------------
 
 

@@ -269,6 +269,42 @@ class TagLabel(Base):
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class VocabularyLabel(Base):
+    """One behaviour label of a group's tag vocabulary (``services.vocabulary``): its keyboard key in the
+    review player and whether it is a state (start and end) or a point event. A group with no rows
+    uses its kind's default vocabulary."""
+
+    __tablename__ = "vocabulary_labels"
+    __table_args__ = (UniqueConstraint("group_id", "label", name="uq_vocabulary_group_label"),
+                      UniqueConstraint("group_id", "key", name="uq_vocabulary_group_key"),
+                      {"sqlite_autoincrement": True})  # fmt: skip
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(1))
+    kind: Mapped[str] = mapped_column(String(10))  # "state" | "point"
+    calm: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class TagEvent(Base):
+    """A tagging message from the review player, applied once: a rerun that sends it again finds it
+    here and gets the same answer (``services.tagging``). ``before_version``: the tag's version
+    before this event, so the event can be undone."""
+
+    __tablename__ = "tag_events"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    op: Mapped[str] = mapped_column(String(10))
+    tag_uid: Mapped[str | None] = mapped_column(String(36))
+    target: Mapped[str | None] = mapped_column(String(64))  # the event an undo undid
+    before_version: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Tag(Base):
     """A clinician's label on a time range. Versioned: an edit adds a row with the same uid."""
 

@@ -339,3 +339,17 @@ def export_csv(
     _audit(s, actor, "export_tags", f"person:{person_id}" if person_id else f"session:{session_id}" if session_id else "all",
            rows=len(tags))  # fmt: skip
     return len(tags)
+
+
+def restore_version(s: Session, uid: str, version: int, author: str) -> Tag:
+    """Bring back what version ``version`` of a tag said (range, label, note, baseline, deleted or not) as
+    its next version: how an edit or a deletion is undone. Earlier versions stay."""
+    rows = tag_history(s, uid)
+    old = next((r for r in rows if r.version == int(version)), None)
+    if old is None:
+        raise LookupError(f"tag {uid} has no version {version}")
+    changes = {k: getattr(old, k) for k in _EDITABLE}
+    row = _new_version(s, rows[-1], author, deleted=bool(old.deleted), **changes)
+    _audit(s, author, "restore_tag", f"tag:{uid}", version=row.version, restored=int(version),
+           session_id=row.session_id, person_id=row.person_id, label=row.label, deleted=bool(old.deleted))  # fmt: skip
+    return row

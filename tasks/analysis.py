@@ -55,10 +55,11 @@ def pipeline_version(s: Settings, fps: float, overlap_s: float) -> str:
     from pipeline.chunk import FORMAT
     from recognition.academic.cues import CueModel
 
-    # "gate": chunk results carry the readability gate's columns since issue 17; the chunk format and
+    # "gate": chunk results carry the readability gate's columns since issue 17 (2: its thresholds re-derived
+    # from the default model's curve, pupils >= 10 px, sharpness >= 40); the chunk format and
     # the cue model's fingerprint: a chunk made by other code (older stored results) is never reused.
     # "timing": frames timed by their own timestamps (issue 20), not index / average fps.
-    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code, "gate": 1,
+    spec = {k: str(getattr(s, k)) for k in keys} | {"fps": fps, "overlap_s": overlap_s, "code": code, "gate": 2,
                                                     "chunk_format": FORMAT, "cues": CueModel().sha256,
                                                     "timing": "pts"}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

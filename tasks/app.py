@@ -70,11 +70,13 @@ def _define(app: Celery) -> None:
 def get_app() -> Celery:
     """The workers' Celery app with every task registered (built once, on first use)."""
     from tasks.clinic import register as register_clinic  # an ImportError here is a broken install: raised
+    from tasks.reports import register as register_reports
     from tasks.retention import register as register_retention
 
     app = make_celery()
     _define(app)
     register_retention(app)  # expired sessions, on the beat schedule
+    register_reports(app)  # scheduled group reports, on the beat schedule when enabled
     register_clinic(app)  # personalise and re-score, leased and reaped like the analyses
     return app
 

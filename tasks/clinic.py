@@ -88,8 +88,8 @@ def run_personalize_job(job_id: int, settings: Settings | None = None) -> None:
         out = personalize_person(url, person_id, settings, activate=params.get("activate"),
                                  actor=params.get("actor", "worker"), hook=_hook(url, job_id), job_id=job_id)  # fmt: skip
         r = out.report
-        return (f"model v{out.version} {'active' if out.activated else 'stored, not active'}: macro-F1 personal "
-                f"{r.personal.macro_f1:.2f} vs population {r.population.macro_f1:.2f}; {out.n_rescored} bins re-scored")  # fmt: skip
+        return (f"model v{out.version} {'active' if out.activated else 'stored, not active'}: out-of-fold macro-F1 "
+                f"{r.personal.macro_f1:.2f} on {', '.join(r.labels)}; {r.verdict()}; {out.n_rescored} bins re-scored")  # fmt: skip
 
     _leased(job_id, settings, "personalising", work)
 

@@ -101,11 +101,14 @@ def class_events(minutes: float, n_persons: int) -> tuple[Event, ...]:
 
 def add_class_session(
     url: str, group_id: int, minutes: float = 90.0, n_persons: int = 30, title: str | None = None, seed: int = 0,
-    kind: SessionKind = SessionKind.classroom,
+    kind: SessionKind = SessionKind.classroom, events: tuple[Event, ...] | None = None,
 ) -> tuple[int, list[int]]:  # fmt: skip
-    """Store a ``minutes`` x ``n_persons`` session (1 s bins) through storage.repo; returns (session id, person ids)."""
+    """Store a ``minutes`` x ``n_persons`` session (1 s bins) through storage.repo; returns (session id, person ids).
+
+    ``events``: what is planted (default ``class_events``)."""
     n_bins = int(round(minutes * 60))
-    frames = planted_bins(n_persons, n_bins, class_events(minutes, n_persons), seed=seed,
+    events = class_events(minutes, n_persons) if events is None else events
+    frames = planted_bins(n_persons, n_bins, events, seed=seed,
                           hidden={n_persons - 1: (0.2 * n_bins, 0.2 * n_bins + 300)})  # fmt: skip
     rng = np.random.default_rng(seed + 1)
     with session_scope(url) as s:

@@ -348,8 +348,11 @@ def test_dashboard_page_lets_an_administrator_record_and_withdraw_consent(db_url
         c = s.scalar(select(Consent).where(Consent.person_id == roster["ada"]))
         assert consent.state(c) == "valid" and c.scope == "signed form, class D" and c.recorded_by == "root"
     at.selectbox(key="withdraw_person").set_value(roster["ben"])
-    at.checkbox(key="withdraw_sure").check().run()
     at.button(key="withdraw_button").click().run()
+    assert not any("Consent withdrawn" in shown(e.value) for e in at.success)  # one click only asks
+    assert stored(db_url, roster["session"])["time_bins"] == {roster["ada"], roster["ben"], roster["cleo"]}
+    assert any("This deletes what is stored about Ben" in shown(w.value) for w in at.warning)
+    at.button(key="withdraw_button_confirm").click().run()
     assert not at.exception, [shown(e.value) for e in at.exception]
     assert any("Consent withdrawn; deleted" in shown(e.value) for e in at.success)
     assert any("does not require consent" in shown(e.value) for e in at.warning), "Class D does not require it yet"

@@ -167,6 +167,21 @@ def test_tags_and_tag_import_are_refused_for_a_person_without_consent(world):
         assert tags.import_csv(s, io.StringIO(csv_text.rsplit("\r\n", 2)[0] + "\r\n"), "dr").added == 1
 
 
+def test_elan_and_boris_imports_are_refused_for_a_person_without_consent(world):
+    from services import tag_formats as tf
+
+    w = world
+    recs = [tf.TagRecord("Ada", "happy", 1.0, 2.0), tf.TagRecord("Ben", "sad", 1.0, 2.0)]
+    for fmt in tf.FORMATS:
+        before = _counts(w["url"])
+        with pytest.raises(tf.TagFileError) as e:
+            tf.import_tags(w["url"], operator(), w["session"], tf.write(recs, fmt), f"coded.{fmt}", fmt)
+        assert _counts(w["url"]) == before  # Ada's event is not stored either: the file is all or nothing
+        (line,) = e.value.lines
+        assert f"person {w['ben']} may not have data stored per person" in line and "\n" not in line
+    assert tf.import_tags(w["url"], operator(), w["session"], tf.write(recs[:1], "boris"), "ada.csv").added == 1
+
+
 def test_personalisation_is_refused_for_a_person_without_consent(world, settings):
     w = world
     before = _counts(w["url"])

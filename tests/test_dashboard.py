@@ -288,7 +288,10 @@ def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
     ]
     spec = plotly_specs(at)[0]
     assert any(a.get("text") == "fear" for a in spec["layout"]["annotations"])
-    at.button(key="delete_tag").click().run()
+    at.button(key="delete_tag").click().run()  # asks first: nothing deleted yet
+    assert len(data.list_tags(db_url, viewer, seeded.sessions["therapy"])) == 1
+    assert "This deletes the tag 'fear'" in texts(at)
+    at.button(key="delete_tag_confirm").click().run()
     assert data.list_tags(db_url, viewer, seeded.sessions["therapy"]).empty
     assert data.count_audit(db_url, "delete_tag") == 1
     # A clinic's own label joins the vocabulary when first used.
@@ -374,8 +377,10 @@ def test_teacher_renames_and_enrols_within_their_class_only_and_an_admin_deletes
     assert data.count_audit(url, "enroll_person", f"person:{pid}") == 1
     at = run_as(seeded.users["admin"], "views/people.py")
     at.selectbox(key="delete_person").set_value(pid)
-    at.checkbox(key="delete_sure").check().run()
-    at.button(key="delete_button").click().run()
+    at.button(key="delete_button").click().run()  # asks first, naming what goes
+    assert data.count_audit(url, "delete_person", f"person:{pid}") == 0
+    assert "This deletes Benjamin (person #" in texts(at)
+    at.button(key="delete_button_confirm").click().run()
     assert "Person deleted." in texts(at)
     assert pid not in set(next(df.value for df in at.dataframe)["id"])
     assert data.count_audit(url, "delete_person", f"person:{pid}") == 1

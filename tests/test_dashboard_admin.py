@@ -223,3 +223,112 @@ def test_deleted_targets_keep_their_id_and_name(url, ids):
     log = _by_columns(at, "target_label")
     assert list(log["action"]) == ["delete_session", "export"]
     assert set(log["target"]) == {f"session:{ids.sessions['history']}"} and set(log["target_label"]) == {"history lesson"}
+
+
+def test_deleting_a_session_takes_a_second_step_that_names_what_goes(url, ids):
+    from sqlalchemy import func, select
+
+    from storage.models import Recording, TimeBin
+
+    sid = ids.sessions["history"]
+    with session_scope(url) as s:
+        bins = s.scalar(select(func.count(TimeBin.id)).where(TimeBin.session_id == sid))
+    at = admin_page(ids.users["admin"])
+    at.selectbox(key="del_session").select(sid).run()
+    click(at, "del_session_button")  # one click: a question, nothing deleted
+    with session_scope(url) as s:
+        assert s.get(Recording, sid) is not None
+    (warn,) = [shown(w.value) for w in at.warning if "This deletes session" in shown(w.value)]
+    assert f"'history lesson' (#{sid})" in warn and f"{bins:,} time bins" in warn and "cannot be undone" in warn
+    click(at, "del_session_button_cancel")  # cancel: still nothing deleted, the question is gone
+    assert not [w for w in at.warning if "This deletes session" in shown(w.value)]
+    click(at, "del_session_button")
+    click(at, "del_session_button_confirm")
+    assert f"Session #{sid} deleted." in [shown(s.value) for s in at.success]
+    with session_scope(url) as s:
+        assert s.get(Recording, sid) is None
+
+
+def test_the_question_follows_the_target(url, ids):
+    """Asked about one session, then another picked: the confirm button is gone (no deleting the wrong one)."""
+    at = admin_page(ids.users["admin"])
+    at.selectbox(key="del_session").select(ids.sessions["history"]).run()
+    click(at, "del_session_button")
+    at.selectbox(key="del_session").select(ids.sessions["maths"]).run()
+    assert not any(b.key == "del_session_button_confirm" for b in at.button)
+
+
+def test_expired_sessions_are_deleted_only_after_the_confirmation(url, ids):
+    from sqlalchemy import select, update
+
+    from services import privacy
+    from storage.models import Recording
+
+    me = actor(url, ids.users["admin"])
+    privacy.set_retention(url, me, ids.groups["class-a"], 1)
+    with session_scope(url) as s:
+        old = date.today() - timedelta(days=10)
+        s.execute(update(Recording).where(Recording.group_id == ids.groups["class-a"]).values(created_at=old))
+        expired = set(s.scalars(select(Recording.id).where(Recording.group_id == ids.groups["class-a"])))
+    assert expired
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state[auth.USER_KEY] = ids.users["admin"]
+    at.run()
+    at.switch_page("views/consent.py").run()
+    click(at, "retention_run")
+    (warn,) = [shown(w.value) for w in at.warning if "expired session" in shown(w.value)]
+    assert f"{len(expired)} session" in warn and "maths lesson" in warn
+    with session_scope(url) as s:
+        assert set(s.scalars(select(Recording.id))) >= expired
+    click(at, "retention_run_confirm")
+    assert any(f"Deleted {len(expired)} session(s)" in shown(s.value) for s in at.success)
+    with session_scope(url) as s:
+        assert not set(s.scalars(select(Recording.id))) & expired
+
+
+def shown_headers(table) -> list[str]:
+    """The headers a table shows: each column's configured label, else its name (as Streamlit draws it)."""
+    import json
+
+    conf = json.loads(table.proto.columns or "{}")
+
+    def lab(c: str):
+        cfg = conf.get(c, conf.get(f"name:{c}", conf.get(f"col:{c}")))
+        if cfg is None:
+            return c
+        if cfg.get("hidden"):
+            return None
+        return cfg.get("label") or c
+
+    return [h for h in (lab(str(c)) for c in table.value.columns) if h is not None]
+
+
+def test_no_table_shows_a_code_name_as_its_header(url, ids):
+    from services import columns, privacy
+
+    me = actor(url, ids.users["admin"])
+    pid = ids.persons["maths"][0]
+    actions.rename_person(url, me, pid, "Ada")  # the consent table lists enrolled persons
+    privacy.grant_consent(url, me, pid, "analysis", "form")
+    seen: dict[str, list[str]] = {}
+    for page in (ADMIN, "views/people.py", "views/consent.py", "views/sessions.py"):
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.session_state[auth.USER_KEY] = ids.users["admin"]
+        at.run()
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        for i, t in enumerate(at.dataframe):
+            seen[f"{page}#{i}"] = shown_headers(t)
+    # Every table of the four pages: users, groups, grants, sessions, audit; persons; consent, policies; sessions.
+    for page, n in ((ADMIN, 5), ("views/people.py", 1), ("views/consent.py", 2), ("views/sessions.py", 1)):
+        assert sum(k.startswith(f"{page}#") for k in seen) == n, (page, list(seen))
+    bad = {k: [h for h in hs if columns.is_code_name(h)] for k, hs in seen.items()}
+    assert not any(bad.values()), bad
+    consent_headers = seen["views/consent.py#0"]
+    assert "Stored per person" in consent_headers and "Person no." in consent_headers
+    # The audit table says what happened, in words and local time, not a dict.
+    at = admin_page(ids.users["admin"])
+    log = next(t.value for t in at.dataframe if "what" in t.value.columns)
+    row = log[log["action"] == "consent_grant"].iloc[0]
+    assert row["what"].startswith("Recorded analysis consent for ") and "scope 'form'" in row["what"]
+    assert "{" not in " ".join(log["what"]) and "detail" not in log.columns

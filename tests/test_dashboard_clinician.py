@@ -95,8 +95,10 @@ def open_review(user_id: int, sid: int) -> AppTest:
 
 
 def chart(at: AppTest) -> dict:
-    (spec,) = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-    return spec
+    """The child's timelines: the page's first chart (the tagged behaviours' chart follows once there are tags)."""
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    assert len(specs) <= 2 and all("week over week" in s["layout"]["title"]["text"] for s in specs[1:])
+    return specs[0]
 
 
 def _tags(url, ids, sid):
@@ -175,6 +177,8 @@ def test_edit_to_a_baseline_then_delete(db):
     assert len(base) == 3
     assert any(a.get("text") == "baseline: neutral" for a in chart(at)["layout"]["annotations"])
     at.button(key="delete_tag").click().run()
+    assert len(_tags(url, ids, sid)) == 1  # one click only asks
+    at.button(key="delete_tag_confirm").click().run()
     assert _tags(url, ids, sid).empty and data.count_audit(url, "delete_tag") == 1
 
 
@@ -275,3 +279,26 @@ def test_admin_reviews_and_tags_any_child(db):
     at.button(key="add_tag").click().run()
     assert not at.exception
     assert _tags(url, ids, sid)[["t_start", "t_end", "author"]].values.tolist() == [[10.0, 20.0, "admin"]]
+
+
+def test_model_report_shows_why_population_is_not_compared_and_the_session_shares(db, sent):
+    url, ids, sid, pid = db
+    metrics = {"n_tags": 9, "n_bins": 300, "labels": ["anxiety", "calm"], "activation": "activated on request",
+               "personal": {"macro_f1": 0.9, "balanced_accuracy": 0.9, "coverage": 0.8}, "population": None,
+               "population_calibrated": None, "personal_compared": None, "comparison_labels": [],
+               "population_omitted": "it can output none of anxiety, calm",
+               "shares": {str(sid): {"bins": 300, "tagged": {"calm": 0.95, "anxiety": 0.05},
+                                     "before": {"happy": 0.6, "neutral": 0.4},
+                                     "after": {"calm": 0.93, "anxiety": 0.07}}}}  # fmt: skip
+    with session_scope(url) as s:
+        person_models.save_model(s, pid, "personal", b"params", metrics, activate=True, actor="test")
+    at = open_review(ids.users["clinician"], sid)
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "personal_f1" in df.value.columns)
+    assert table.loc[0, "compared_on"] == "not compared" and pd.isna(table.loc[0, "population_f1"])
+    assert any("population model not compared: it can output none of anxiety, calm" in shown(c.value)
+               for c in at.caption)  # fmt: skip
+    shares = next(df.value for df in at.dataframe if "after" in df.value.columns)
+    got = shares.set_index("label")
+    assert got.loc["calm", "after"] == 0.93 and got.loc["anxiety", "tagged"] == 0.05
+    assert got.loc["happy", "before"] == 0.6

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "dashboard" / ".streamlit" / "config.toml"
 # The services functions that write an audit row and neutralise text cells (services.exports, reports, admin).
 AUDITED = {"export_session", "export_selection", "export_summary", "export_therapy", "export_audit", "session_report",
-           "group_report"}  # fmt: skip
+           "group_report", "groups_report", "export_csv"}  # fmt: skip
 
 
 def test_streamlit_table_downloads_are_off_in_the_dashboard_config():

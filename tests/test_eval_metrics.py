@@ -68,7 +68,9 @@ def test_score_counts_unreadable_faces_against_coverage_not_accuracy():
     readable = np.array([True, True, True, False])
     s = score(y, probs, readable, threshold=0.5, reasons={"too_small": 1})
     assert s.faces == 4 and s.readable == 3 and s.answered == 2
-    assert s.coverage == pytest.approx(0.5)  # the unreadable face and the uncertain one are not answered
+    # coverage: the faces given an expression (the pipeline stores and exports one for every readable face,
+    # confident or not); the uncertain one counts against the confident share only
+    assert s.coverage == pytest.approx(0.75) and s.confident == pytest.approx(0.5)
     assert s.accuracy == 1.0 and s.accuracy_answered == 1.0 and s.accuracy_uncertain == 1.0
     assert s.reasons == {"too_small": 1}
 
@@ -79,3 +81,23 @@ def test_group_folds_never_split_an_identity():
     for g in set(groups):
         assert len(set(f[groups == g])) == 1
     assert len(set(f)) == 3
+
+
+def test_head_keeps_its_recipe_and_class_weights_lift_a_rare_class(tmp_path):
+    import numpy as np
+
+    from recognition.face.expression_head import ExpressionHead, class_weights, fit_head
+
+    y = np.array([6] * 90 + [4] * 10)
+    w = class_weights(y, 0.5)
+    assert np.isclose(w[y == 4][0], 3.0) and np.isclose(w[y == 6][0], 1.0) and class_weights(y, 0) is None
+    rng = np.random.default_rng(0)
+    # The rare class sits slightly apart: unweighted the head never names it, weighted it does.
+    feats = {"mx": rng.normal(size=(100, 7)) + (y == 4)[:, None] * 0.6, "pose": np.zeros((100, 3))}
+    groups = np.arange(100) // 2
+    plain, _ = fit_head(feats, y, groups, ("mx", "pose"), c=0.1)
+    weighted, _ = fit_head(feats, y, groups, ("mx", "pose"), c=0.1, class_power=1.0)
+    assert (weighted.probs(feats).argmax(1) == 4).sum() > (plain.probs(feats).argmax(1) == 4).sum()
+    weighted.save(tmp_path / "h.npz")
+    back = ExpressionHead.load(tmp_path / "h.npz")
+    assert (back.c, back.class_power) == (0.1, 1.0) and np.allclose(back.probs(feats), weighted.probs(feats))

@@ -275,7 +275,10 @@ def test_a_head_turn_still_moves_distraction_against_the_person(clips):
         a, e = MODEL.predict_inputs(x, np.ones(len(x), bool), b)
         yaw = np.abs(x[:, I["yaw"]] - b.center[I["yaw"]])
         far, near = int(np.nanargmax(yaw)), int(np.nanargmin(yaw))
-        if yaw[far] > 30:  # a real turn away from where this person usually looks
+        # A real turn away from where this person usually looks: past the cue model's head-turn ramp start (20)
+        # by a quarter of the ramp. (The crowd walker turning -32 degrees reads 28 from a usual of -4 over his 9
+        # readable samples under gate 2; gate 1 read 5 of them, a usual of +3, and the same turn as 35.)
+        if yaw[far] > 25:
             turned += 1
             assert a[far, DIS] > a[near, DIS] + 0.2 and e[far] < e[near] - 0.3
     assert turned >= 1
@@ -288,7 +291,9 @@ def test_chunked_and_single_pass_read_the_persons_against_the_same_baseline(clip
     b2 = sorted((person_baseline(MODEL, p, GRID) for p in _persons(two_res)), key=lambda b: b.center[I["yaw"]])
     for x, y in zip(b1, b2):
         # The same samples; their landmarks differ a little where each chunk's own tracker followed the face.
-        tol = np.where(np.isin(CUE_INPUTS, ("yaw", "pitch")), 1.0, 0.02)  # degrees; blendshapes and probabilities
+        # degrees; blendshapes; the expression model's probabilities (measured 0.022 on the man's soft face, sharpness
+        # 40-60: read since gate 2, the box the chunk's tracker gives it moves his happy probability a little)
+        tol = np.select([np.isin(CUE_INPUTS, ("yaw", "pitch")), np.char.startswith(np.array(CUE_INPUTS), "p_")], [1.0, 0.03], 0.02)
         assert (np.abs(x.center - y.center) <= tol).all(), (x.center, y.center)
         np.testing.assert_array_equal(x.n, y.n)
     # The woman sits turned ~27 degrees the whole clip: her usual, not distraction, in both runs.

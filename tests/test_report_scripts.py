@@ -71,6 +71,7 @@ def test_names_in_every_script_come_back_from_session_and_group_reports(settings
     sid, tid = _world(db_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLINE_") or k == "AFFECTLINE_MODEL_DIR"}
     env["AFFECTLINE_DATA_DIR"] = str(settings.data_dir)
+    env["AFFECTLINE_TREND_MIN_MINUTES"] = "0"  # 30 s recordings: kept, this test is about names
     made = {
         "class": ("report", "session", str(sid)),
         "child": ("report", "session", str(tid)),

@@ -66,7 +66,7 @@ def big(db_url, ids):
     return sid, pids
 
 
-def test_class_report_has_curve_heat_map_moments_and_ranked_students(db_url, ids, big, tmp_path):
+def test_class_report_has_curve_heat_map_moments_check_ins_and_students_by_name(db_url, ids, big, tmp_path):
     sid, _ = big
     out = reports.session_report(db_url, operator(), sid)
     assert out.kind == "class" and out.data.startswith(b"%PDF") and out.pages >= 2
@@ -79,14 +79,21 @@ def test_class_report_has_curve_heat_map_moments_and_ranked_students(db_url, ids
     start = re.search(r"(\d\d:\d\d)-\d\d:\d\d", dip).group(1)
     assert abs(60 * int(start[:2]) + int(start[3:]) - 400) <= 15, dip
     assert "distraction spiked" in text and "Student 01" in text.split("Moments")[1]
-    # Per-student table: every student once, the hidden one (12) with ~5 minutes not visible.
-    table = text.split("Per student")[1]
-    rows = {ln.split()[2]: ln.split() for ln in table.splitlines() if ln.strip().split(" ")[0].isdigit()
-            and "Student" in ln}  # fmt: skip
-    assert sorted(rows) == [f"{i:02d}" for i in range(1, 13)]
+    # Worth a check-in: the planted fatigue of the last 2.2 minutes (students 07-12), each against their own usual.
+    checks = text.split("Worth a check-in")[1].split("Per student")[0]
+    flagged = sorted(set(re.findall(r"Student (\d\d)", checks)))
+    assert flagged == [f"{i:02d}" for i in range(7, 13)], checks
+    assert "tired" in checks and re.search(r"17:[45]\d-20:00", checks)
+    # Per-student table: every student once, by name, no rank column, no "lowest first"; the hidden one (12)
+    # with ~5 minutes not visible.
+    table = text.split("Per student (by name)")[1]
+    lines = [ln.split() for ln in table.splitlines() if ln.strip().startswith("Student ")]
+    assert [r[1] for r in lines] == [f"{i:02d}" for i in range(1, 13)]  # name order, not engagement order
+    means = [float(r[2]) for r in lines]
+    assert means != sorted(means)
+    rows = {r[1]: r for r in lines}
     assert abs(float(rows["12"][-1]) - 5.0) < 0.2 and all(float(r[-1]) < 0.1 for k, r in rows.items() if k != "12")
-    means = [float(rows[k][3]) for k in sorted(rows, key=lambda k: int(rows[k][0]))]
-    assert means == sorted(means)  # ranked lowest first
+    assert not re.search(r"^\s*#\s", text, re.M) and "lowest" not in text and not re.search(r"^\s*\d+\s+Student", text, re.M)
 
     pages = pdf_pages(out.data, tmp_path)
     # Chart areas are drawn: the engagement line and the shaded moments on page 1, the heat map's colours.
@@ -115,11 +122,15 @@ def test_child_report_shows_tags_uncertain_spans_and_models(db_url, ids, tmp_pat
     fit = {"n_folds": 5, "n_bins": 120, **{k: {"macro_f1": f1, "balanced_accuracy": 0.5, "coverage": 0.8,
                                                "accuracy_when_certain": 0.7}
                                            for k, f1 in (("population", 0.31), ("population_calibrated", 0.42),
-                                                         ("personal", 0.66))}}  # fmt: skip
+                                                         ("personal", 0.66))},
+           "shares": {str(sid): {"bins": 100, "tagged": {"calm": 0.9, "happy": 0.1}, "before": {"neutral": 1.0},
+                                 "after": {"calm": 0.85, "happy": 0.15}}}}  # fmt: skip
     with session_scope(db_url) as s:
         person_models.save_model(s, pid, "personal", b"x", fit, activate=True)
     text = pdf_text(reports.session_report(db_url, clin, sid).data, tmp_path)
-    assert "personal model v1" in text and "5 folds over 120 tagged bins" in flat(text)
+    assert "personal model v1" in text and "5 folds over 120 bins" in flat(text)
+    assert "tagged calm 90%, happy 10% | before neutral 100% | after calm 85%, happy 15%" in flat(text)
+    assert "saved before the comparison was restricted" in flat(text)  # an older version's report says so
     rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if re.match(r"\s*(population|personal)\s", ln)}
     assert rows["personal"][1] == "0.66" and rows["population"][1] == "0.31"
     out = reports.session_report(db_url, clin, sid)
@@ -141,13 +152,22 @@ def test_group_report_over_a_date_range(db_url, ids, tmp_path):
         ada, ben = ids.persons["maths"][:2]
         people.merge(s, ada, ada_then, "teacher")  # the same children, recognised in both sessions
         people.merge(s, ben, ben_then, "teacher")
-    out = reports.group_report(db_url, operator(), "class-a", date.today() - timedelta(days=40), date.today())
+    # Both lessons are 40 s recordings: by default (trend_min_minutes = 5) left out, and the report says so.
+    short = reports.group_report(db_url, operator(), "class-a", date.today() - timedelta(days=40), date.today())
+    text = flat(pdf_text(short.data, tmp_path))
+    assert "Sessions (0)" in text and "2 recordings shorter than 5 min were left out" in text
+    assert "old lesson" not in text and "maths lesson" not in text
+    out = reports.group_report(db_url, operator(), "class-a", date.today() - timedelta(days=40), date.today(),
+                               min_minutes=0)  # fmt: skip
     text = pdf_text(out.data, tmp_path)
-    assert "Group report: class-a" in text and "Sessions (2)" in text
+    assert "Group report: class-a" in text and "Sessions (2)" in text and "left out" not in text
     assert "old lesson" in text and "maths lesson" in text and "history lesson" not in text
-    ada = next(ln for ln in text.split("Per student")[1].splitlines() if ln.strip().startswith("Ada"))
+    per = text.split("Per student over the range (by name)")[1].splitlines()
+    ada = next(ln for ln in per if ln.strip().startswith("Ada"))
     assert ada.split()[1] == "2"  # seen in both sessions
-    recent = reports.group_report(db_url, operator(), str(g), date.today() - timedelta(days=2))
+    names = [ln.split()[0] for ln in per if ln.strip()[:3] in ("Ada", "Ben", "Per")]
+    assert names == sorted(names, key=str.casefold) and "lowest" not in text  # by name, never ranked
+    recent = reports.group_report(db_url, operator(), str(g), date.today() - timedelta(days=2), min_minutes=0)
     text = pdf_text(recent.data, tmp_path)
     assert "Sessions (1)" in text and "old lesson" not in text
     assert colourful(pdf_pages(out.data, tmp_path)[0]).sum() > 500  # the trend chart is drawn
@@ -182,10 +202,17 @@ def test_group_report_over_a_term_of_the_same_students(db_url, ids, tmp_path):
     from tests.big_session import add_term
 
     g = ids.groups["class-a"]
-    sids = add_term(db_url, g, n_sessions=5, minutes=3, n_persons=4, distinct=2)
+    sids = add_term(db_url, g, n_sessions=5, minutes=6, n_persons=4, distinct=2)
+    clip, _ = add_analysed_session(db_url, g, SessionKind.classroom, "3-second clip", 2, n_bins=3, seed=9)
+    with session_scope(db_url) as s:  # a 3-second clip in the same weeks: it would drag the trend and top the table
+        s.get(Recording, clip).created_at = datetime(2026, 9, 3, 10, tzinfo=timezone.utc)
     out = reports.group_report(db_url, operator(), g, date(2026, 9, 1), date(2026, 9, 30))
     text = pdf_text(out.data, tmp_path)
     assert "Sessions (5)" in text and all(f"Lesson {i:02d}" in text for i in range(1, 6))
+    assert "3-second clip" not in text and "1 recording shorter than 5 min was left out" in flat(text)
+    with session_scope(db_url) as s:
+        (entry,) = [e for e in repo.audit_log(s) if e.action == "report"]
+        assert entry.detail["left_out_short"] == [clip] and clip not in entry.detail["sessions"]
     per = text.split("Per student")[1].splitlines()
     rows = [ln for ln in per if ln.strip().startswith("Student ")]
     assert len(rows) == 4 and all(ln.split()[2] == "5" for ln in rows)  # each student once, seen in all 5
@@ -264,7 +291,7 @@ def test_class_report_counts_not_readable_apart_and_says_how_accurate_the_model_
     text = flat(pdf_text(out.data, tmp_path))
     assert "accuracy not measured" in text and "not readable" in text
     assert "Minutes not readable: visible minutes of a face the model cannot read" in text  # the table's column
-    row = next(line for line in pdf_text(out.data, tmp_path).splitlines() if re.match(r"\s*\d+\s+Student 01\s", line))
+    row = next(line for line in pdf_text(out.data, tmp_path).splitlines() if re.match(r"\s*Student 01\s", line))
     assert row.split()[-2:] == ["5.0", "0.0"]  # 5 minutes not readable, in their own column; none not visible
     pages = pdf_pages(out.data, tmp_path, dpi=80)
     assert any(near(p, report_charts.NOT_READABLE, 30).sum() > 50 for p in pages)  # the violet cells are drawn

@@ -114,10 +114,21 @@ def test_resample_bounds_points_keeps_gaps_and_refines_on_zoom():
         sm.resample(series, 10, 10, 5)
 
 
+def test_roster_is_by_name_naturally_and_has_no_rank():
+    bins = _tiny({10: [0.9] * 30, 2: [0.2] * 30, 1: [0.5] * 30})
+    bins["person_label"] = bins["person_id"].map({10: "Student 10", 2: "student 2", 1: "Ada"})
+    r = sm.roster(sm.student_summary(bins))
+    assert r["person_label"].tolist() == ["Ada", "student 2", "Student 10"]  # digits as numbers, case-blind
+    assert "rank" not in r.columns and list(r.columns) == sm.ROSTER_COLUMNS
+    assert sm.roster(sm.student_summary(bins.iloc[::-1])).equals(r)  # stable whatever the input order
+    assert sm.roster(sm.student_summary(bins.iloc[:0])).empty
+
+
 def test_heatmap_shape_order_and_values(class_bins):
     h = sm.heatmap(class_bins, "engagement", max_columns=200)
     assert h.shape == (12, 200) and h.step == 9.0
-    assert h.person_ids == sm.student_summary(class_bins)["person_id"].tolist()
+    assert h.person_ids == list(range(1, 13))  # by name (Student 01..12), not by engagement
+    assert h.person_ids != sm.student_summary(class_bins)["person_id"].tolist()
     row = h.person_ids.index(12)
     hidden_cols = (h.t_start >= 360) & (h.t_start + h.step <= 660)
     assert np.isnan(h.values[row, hidden_cols]).all()

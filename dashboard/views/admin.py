@@ -7,9 +7,9 @@ from datetime import date
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, data
+from dashboard import actions, auth, confirm, data
 from dashboard.safe import md_text
-from services import admin
+from services import admin, audit_text, columns, deletions
 from affectline.kinds import Role, SessionKind
 
 settings = get_settings()
@@ -44,8 +44,8 @@ roles = [r.value for r in Role]
 with users_tab:
     users = admin.users(url, viewer)
     st.dataframe(users, hide_index=True, key="users_table",
-                 column_config={"can_log_in": st.column_config.CheckboxColumn("can log in"),
-                                "disabled": st.column_config.CheckboxColumn("disabled")})  # fmt: skip
+                 column_config=columns.config(users.columns, can_log_in=st.column_config.CheckboxColumn(),
+                                              disabled=st.column_config.CheckboxColumn()))  # fmt: skip
     with st.form("new_user", clear_on_submit=True):
         st.markdown("**New user**")
         c1, c2, c3 = st.columns(3)
@@ -76,7 +76,7 @@ with users_tab:
 
 with groups_tab:
     groups = data.groups_frame(url, None)
-    st.dataframe(groups, hide_index=True, key="groups_table")
+    st.dataframe(groups, hide_index=True, key="groups_table", column_config=columns.config(groups.columns))
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     gname = c1.text_input("New group (a class or a child's caseload)", key="new_group")
     gkind = c2.selectbox("Kind", [k.value for k in SessionKind], key="new_group_kind")
@@ -87,7 +87,7 @@ with groups_tab:
                 "an administrator sees every group without a grant.")  # fmt: skip
     table = admin.grants(url, viewer)
     st.dataframe(table.drop(columns=["user_id", "group_id"]), hide_index=True, key="grants_table",
-                 column_config={"in_effect": st.column_config.CheckboxColumn("in effect")})  # fmt: skip
+                 column_config=columns.config(table.columns, in_effect=st.column_config.CheckboxColumn()))  # fmt: skip
     stale = table[~table["in_effect"].astype(bool)]
     if not stale.empty:
         st.warning("Some grants have no effect under the user's current role (the role changed after the grant): "
@@ -116,14 +116,14 @@ with groups_tab:
 
 with sessions_tab:
     table = data.sessions_frame(url, None)
-    st.dataframe(table.drop(columns=["job_id", "progress"]), hide_index=True, key="admin_sessions")
+    st.dataframe(table.drop(columns=["job_id", "progress"]), hide_index=True, key="admin_sessions",
+                 column_config=columns.config(table.columns))
     if not table.empty:
         titles = dict(zip(table["id"].astype(int), table["title"]))
-        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        c1, c3 = st.columns([4, 1], vertical_alignment="bottom")
         sid = c1.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="del_session")
-        sure = c2.checkbox("Delete its video record, timelines and tags", key="del_session_sure")
-        if c3.button("Delete session", disabled=not sure, key="del_session_button"):
-            _do(actions.admin_delete_session, sid, ok=f"Session #{sid} deleted.")
+        confirm.ask("del_session_button", "Delete session", sid, lambda: deletions.session_impact(url, viewer, sid).sentence(),
+                    lambda: _do(actions.admin_delete_session, sid, ok=f"Session #{sid} deleted."), container=c3)  # fmt: skip
 
 with audit_tab:
     st.caption("Who exported, deleted or changed what, newest first. Entries are never edited or removed.")
@@ -139,9 +139,8 @@ with audit_tab:
     filt = admin.AuditFilter(f_actor or None, f_action, f_target or None, f_since, f_until, int(f_limit))
     log = admin.audit_log(url, viewer, filt)
     st.caption(f"{len(log)} {'entry' if len(log) == 1 else 'entries'}" + (" (limit reached)" if len(log) >= filt.limit else ""))
-    st.dataframe(log, hide_index=True, key="audit_table",
-                 column_config={"at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
-                                "target_label": st.column_config.TextColumn("target name")})  # fmt: skip
+    st.dataframe(audit_text.readable(log, audit_text.zone(settings.timezone)), hide_index=True, key="audit_table",
+                 column_config=columns.config(["id", "at", "actor", "what", "action", "target", "target_label"]))
     if st.button("Prepare audit export (CSV)", key="audit_export"):
         st.session_state["audit_csv"] = admin.export_audit(url, viewer, filt)
     if (csv := st.session_state.get("audit_csv")) is not None:

@@ -1,12 +1,15 @@
-"""People of the viewer's groups: rename, enrol a track as a named person, delete (audited)."""
+"""People of the viewer's groups: each unknown person's face (where consent and the group allow), the
+frame at any moment; rename, enrol a track as a named person, delete (audited)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, data
+from dashboard import actions, auth, confirm, data
 from dashboard.safe import md_text
+from services import columns, deletions, faces
+from services import summaries as sm
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -20,10 +23,26 @@ persons = data.persons_frame(url, viewer.group_ids)
 if persons.empty:
     st.info("No persons in your groups yet: they appear when a session is analysed.")
 else:
-    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table")
+    st.dataframe(persons.drop(columns=["group_id"]), hide_index=True, key="persons_table",
+                 column_config=columns.config(persons.columns))
 st.caption("'Unknown N' persons were found by an analysis and not yet named; enrolled persons are recognised "
            "again in later sessions of the same group. No face images are stored unless the "
-           "store_thumbnails setting is on.")  # fmt: skip
+           "store_thumbnails setting is on: faces below are cut from the session's review copy when shown.")  # fmt: skip
+
+unknown = faces.unknown_faces(url, settings.data_dir, viewer, limit=24)
+if unknown:
+    st.subheader("Unknown faces (newest first, at most 24)")
+    st.caption("Each face is shown only where its group allows video review (or thumbnails are kept) and the "
+               "person's thumbnails consent allows it; otherwise the reason is given.")  # fmt: skip
+    cols = st.columns(4)
+    for i, f in enumerate(unknown):
+        box = cols[i % 4]
+        when = f" at {sm.format_clock(f.t)} of session #{f.session_id}" if f.t is not None else ""
+        if f.shown:
+            box.image(f.jpeg, caption=md_text(f"{f.label}{when}"), width=120)
+        else:
+            box.markdown(f"**{md_text(f.label)}**")
+            box.caption(md_text(f.reason))
 
 names = dict(zip(persons["id"].astype(int), persons["label"] + " (" + persons["group"].fillna("-") + ")"))
 
@@ -52,6 +71,13 @@ else:
     titles = dict(zip(sessions["id"].astype(int), sessions["title"]))
     sid = st.selectbox("Session", list(titles), format_func=lambda i: f"{titles[i]} (#{i})", key="enrol_session")
     tracks = data.session_tracks(url, viewer.group_ids, sid)
+    info = data.session_info(url, viewer.group_ids, sid)
+    at = st.slider("See the frame at (s)", 0.0, max(float(info.duration or 0.0), 0.1), 0.0, 0.5, key="frame_at")
+    try:
+        st.image(faces.frame_at(url, settings.data_dir, viewer, sid, at), caption=md_text(f"{sm.format_clock(at)}"))
+    except LookupError:
+        st.caption("No review copy of this session may be shown (video review is off for its group, or none was "
+                   "written): no frame to show.")  # fmt: skip
     tlabel = {int(r.id): f"track {r.track_key}: {r.person} ({r.t_start:.0f}-{r.t_end:.0f} s)" for r in tracks.itertuples()}
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     tid = c1.selectbox("Track", list(tlabel), format_func=tlabel.get, key="enrol_track")
@@ -85,10 +111,10 @@ if len(names) > 1 and viewer.can("merge_people"):
 if names and viewer.can("delete_person"):
     st.subheader("Delete a person")
     st.caption("Deletes the person with their face embeddings and all their timelines. Recorded in the audit log.")
-    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    c1, c3 = st.columns([4, 1], vertical_alignment="bottom")
     pid = c1.selectbox("Person", list(names), format_func=names.get, key="delete_person")
-    sure = c2.checkbox("I understand this cannot be undone", key="delete_sure")
-    if c3.button("Delete", type="primary", disabled=not sure, key="delete_button"):
+
+    def _delete_person() -> None:
         try:
             actions.delete_person(url, viewer, pid)
         except (LookupError, PermissionError) as e:
@@ -96,3 +122,6 @@ if names and viewer.can("delete_person"):
         else:
             st.session_state["people_flash"] = "Person deleted."
             st.rerun()
+
+    confirm.ask("delete_button", "Delete", pid, lambda: deletions.person_impact(url, viewer, pid).sentence(),
+                _delete_person, container=c3)  # fmt: skip

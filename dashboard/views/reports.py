@@ -9,7 +9,7 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import auth, data
 from dashboard.safe import md_text
-from services import bins, exports, reports, summaries
+from services import bins, exports, group_reports, reports, summaries
 
 settings = get_settings()
 url = settings.resolved_database_url
@@ -56,7 +56,8 @@ with session_tab:
         st.subheader("PDF report")
         st.caption("The class curve, the students x time heat map, the moments and the per-student table."
                    if kind == "classroom" else
-                   "Timelines with the clinician's tags and uncertain spans, and the models that produced them.")  # fmt: skip
+                   "Timelines with the clinician's tags and uncertain spans, the models that produced them, and how often "
+                   "and how long each behaviour was tagged, in this session and week over week.")  # fmt: skip
         if st.button("Prepare PDF report", key="report_button"):
             with st.spinner("Drawing the report..."):
                 _prepare(f"report_{sid}", reports.session_report, sid)
@@ -95,11 +96,16 @@ with group_tab:
         st.info("No group you can see yet.")
     else:
         gnames = {int(r.id): f"{r.name} ({r.kind})" for r in groups.itertuples()}
-        gid = st.selectbox("Group", list(gnames), format_func=gnames.get, key="report_group")
+        gids = st.multiselect("Groups (one PDF, a part per group)", list(gnames), default=list(gnames)[:1],
+                              format_func=gnames.get, key="report_groups")  # fmt: skip
         c1, c2 = st.columns(2)
         since = c1.date_input("From", value=date.today() - timedelta(days=30), key="report_since")
         until = c2.date_input("To (included)", value=date.today(), key="report_until")
-        if st.button("Prepare group report", key="group_report_button"):
+        key = f"group_report_{'_'.join(map(str, gids))}_{since}_{until}"
+        if st.button("Prepare group report", key="group_report_button", disabled=not gids):
             with st.spinner("Drawing the report..."):
-                _prepare(f"group_report_{gid}", reports.group_report, gid, since, until)
-        _download(f"group_report_{gid}", "group_report_download")
+                _prepare(key, group_reports.groups_report, gids, since, until)
+        _download(key, "group_report_download")
+        if settings.group_reports_every != "off":
+            st.caption(md_text(f"Scheduled: every group's {settings.group_reports_every} report is also written by the "
+                               "worker into the reports folder of the server (AFFECTLINE_GROUP_REPORTS_DIR)."))  # fmt: skip

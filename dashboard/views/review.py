@@ -11,9 +11,13 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, charts, data, safe
+from dashboard import actions, auth, charts, confirm, data, safe, therapy_page
+from dashboard.review_player import review_player, take_events
+from dashboard.review_route import review_url
 from dashboard.safe import md_text
-from services import clinic, exports
+from services import clinic, columns, deletions, exports, model_report, tag_formats, tagging
+from services import review as review_copy
+from services import vocabulary as vocab_service
 from services import summaries as sm
 
 settings = get_settings()
@@ -82,9 +86,26 @@ runs = charts.label_runs(inside, step)
 fig = charts.child_figure(series, runs, tags, persons[pid], (t0, t1), full[1], cues=cue_series)
 event = st.plotly_chart(safe.figure(fig), key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
                         config={"displaylogo": False})  # fmt: skip
-st.caption("Yellow: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
+st.caption("Navy: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
            "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
            "to pick a range for a tag.")  # fmt: skip
+
+# --- the video, tagged while watching (issue 19): keys per label of the group's vocabulary -------
+if review_copy.copy_available(url, settings.data_dir, viewer, sid):
+    st.subheader("Video")
+    ANSWERS = f"tag_answers_{sid}_{pid}"
+    answers = st.session_state.setdefault(ANSWERS, {})
+    copy = review_copy.review_file(url, settings.data_dir, viewer, sid)
+    value = review_player(key=f"review_player_{sid}_{pid}", src=review_url(sid), t0=full[0], t1=full[1],
+                          curve=zip(bins["t_start"], bins["engagement"].where(bins["face_visible"].astype(bool))),
+                          caption=f"{persons[pid]}'s engagement", tags=tagging.player_tags(url, viewer, sid, pid),
+                          vocabulary=vocab_service.session_vocabulary(url, viewer, sid), fps=tagging.copy_fps(copy),
+                          coding=viewer.can("tag"), answers=answers, height=760)  # fmt: skip
+    if viewer.can("tag") and take_events(value, answers, lambda ev: tagging.apply_events(url, viewer, sid, pid, ev)):
+        st.rerun()
+    st.caption("Click the video, then press a label's key to start a behaviour and the same key to end it "
+               "(point labels: one press). , and . step one frame, the arrows one second, [ and ] change the "
+               "speed, Backspace undoes the last coded action. Click a tag to change or delete it.")  # fmt: skip
 
 boxes = (event or {}).get("selection", {}).get("box", []) if event else []
 if boxes and len(boxes[0].get("x", [])) == 2:
@@ -111,6 +132,12 @@ def _zoom_to_tag_range() -> None:
     _zoom(*_range_or(full))
 
 
+def _labels() -> list[str]:
+    """The group's vocabulary first, then the other labels the clinic has used."""
+    own = [it.label for it in vocab_service.session_vocabulary(url, viewer, sid)]
+    return own + [x for x in data.tag_vocabulary(url) if x not in own]
+
+
 z1, z2, z3 = st.columns([1, 1, 3])
 z1.button("Zoom to the range below", key="review_zoom", on_click=_zoom_to_tag_range)
 z2.button("Whole session", key="review_whole", on_click=_zoom, args=full, disabled=view == full)
@@ -119,12 +146,14 @@ z2.button("Whole session", key="review_whole", on_click=_zoom, args=full, disabl
 # --- add a tag ---------------------------------------------------------------------------------
 if viewer.can("tag"):
     st.subheader("Tag a range")
-    st.session_state.setdefault("tag_from", "00:00")
-    st.session_state.setdefault("tag_to", sm.format_clock(min(full[1], 5.0)))
+    if st.session_state.pop("tag_clear", False):
+        st.session_state.update(tag_from="", tag_to="")
+    st.session_state.setdefault("tag_from", "")
+    st.session_state.setdefault("tag_to", "")
     a, b, c, d = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
     a.text_input("From (mm:ss)", key="tag_from")
     b.text_input("To (mm:ss)", key="tag_to")
-    vocab = data.tag_vocabulary(url)
+    vocab = _labels()
     label = c.selectbox("Label", vocab + ["other…"], key="tag_label")
     baseline = d.checkbox("Baseline range", key="tag_baseline",
                           help="A calm stretch of this child, used to calibrate the model to them.")
@@ -132,15 +161,14 @@ if viewer.can("tag"):
     note = st.text_area("Note", key="tag_note", height=68)
     if st.button("Add tag", key="add_tag", type="primary"):
         try:
-            ts, te = sm.parse_clock(st.session_state["tag_from"]), sm.parse_clock(st.session_state["tag_to"])
-            if te <= ts:
-                raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
+            ts, te = tagging.form_range(st.session_state["tag_from"], st.session_state["tag_to"])
             chosen = actions.add_tag_label(url, viewer, other) if label == "other…" else label
-            actions.add_tag(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
+            tagging.add_range(url, viewer, sid, pid, ts, te, chosen, note, is_baseline=baseline)
         except (ValueError, LookupError, PermissionError) as e:
             st.error(md_text(e))
         else:
             st.session_state["review_flash"] = f"Tagged {sm.format_clock(ts)}-{sm.format_clock(te)} as {chosen}."
+            st.session_state["tag_clear"] = True  # the next tag needs its own range: never the last one again
             st.rerun()
 if flash := st.session_state.pop("review_flash", None):
     st.success(md_text(flash))
@@ -152,39 +180,103 @@ if tags.empty:
 else:
     shown = tags.assign(start=tags["t_start"].map(sm.format_clock), end=tags["t_end"].map(sm.format_clock))
     st.dataframe(shown[["start", "end", "label", "is_baseline", "note", "author", "created_at"]], hide_index=True,
-                 key="tags_table")  # fmt: skip
+                 key="tags_table", column_config=columns.config(shown.columns, label={"label": "Label"}))  # fmt: skip
     if viewer.can("tag"):
-        text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author})"
+        text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author}, #{r.uid[:6]})"
                 for r in tags.itertuples()}  # fmt: skip
         uid = st.selectbox("Tag to change", list(text), format_func=text.get, key="tag_pick")
         row = tags.set_index("uid").loc[uid]
         if st.session_state.get("edit_uid") != uid:  # the edit fields follow the picked tag
             st.session_state.update(edit_uid=uid, edit_from=sm.format_clock(row.t_start), edit_to=sm.format_clock(row.t_end),
                                     edit_note=row.note or "", edit_baseline=bool(row.is_baseline),
-                                    edit_label=row.label if row.label in vocab else vocab[0])  # fmt: skip
+                                    edit_label=row.label)  # fmt: skip
         a, b, c, d = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
         a.text_input("From", key="edit_from")
         b.text_input("To", key="edit_to")
-        c.selectbox("Label", vocab, key="edit_label")
+        c.selectbox("Label", vocab if row.label in vocab else [row.label, *vocab], key="edit_label")
         d.checkbox("Baseline", key="edit_baseline")
         st.text_input("Note", key="edit_note")
         e1, e2, _ = st.columns([1, 1, 4])
         if e1.button("Save changes", key="edit_tag"):
             try:
-                ts, te = sm.parse_clock(st.session_state["edit_from"]), sm.parse_clock(st.session_state["edit_to"])
-                if te <= ts:
-                    raise ValueError(f"the tag ends ({sm.format_clock(te)}) before it starts ({sm.format_clock(ts)})")
-                actions.edit_tag(url, viewer, sid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
-                              note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
+                ts, te = tagging.form_edit(st.session_state["edit_from"], st.session_state["edit_to"],
+                                           (float(row.t_start), float(row.t_end)))  # fmt: skip
+                tagging.edit_range(url, viewer, sid, pid, uid, t_start=ts, t_end=te, label=st.session_state["edit_label"],
+                                   note=st.session_state["edit_note"], is_baseline=st.session_state["edit_baseline"])  # fmt: skip
             except (ValueError, LookupError, PermissionError) as e:
                 st.error(md_text(e))
             else:
                 st.session_state.pop("edit_uid", None)
                 st.rerun()
-        if e2.button("Delete tag", key="delete_tag"):
+        def _delete_tag() -> None:
             actions.delete_tag(url, viewer, sid, uid)
             st.session_state.pop("edit_uid", None)
             st.rerun()
+
+        confirm.ask("delete_tag", "Delete tag", uid, lambda: deletions.tag_impact(url, viewer, sid, uid).sentence(),
+                    _delete_tag, container=e2)  # fmt: skip
+
+# --- the group's tag vocabulary (services.vocabulary: keys, kinds, the calm label; audited) -------
+if viewer.can("tag") and info.group_id is not None:
+    with st.expander(f"Tag vocabulary of {md_text(info.group or 'this group')} (labels and their keys)"):
+        items = vocab_service.session_vocabulary(url, viewer, sid)
+        st.dataframe([{"label": it.label, "key": it.key, "kind": it.kind.value, "calm/none": it.calm} for it in items],
+                     hide_index=True, key="vocab_table")  # fmt: skip
+        st.caption("state: the key starts the behaviour and the same key ends it; point: one press marks an instant. "
+                   "Tags already made keep their label when it leaves the vocabulary.")  # fmt: skip
+        v1, v2, v3, v4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+        v_label = v1.text_input("Label", key="vocab_label")
+        v_key = v2.text_input("Key", key="vocab_key", max_chars=1)
+        v_kind = v3.radio("Kind", ["state", "point"], horizontal=True, key="vocab_kind")
+        v_calm = v4.checkbox("Calm/none", key="vocab_calm")
+        w1, w2, _ = st.columns([1, 1, 3])
+        try:
+            if w1.button("Save label", key="vocab_save"):
+                known = any(it.label.lower() == v_label.strip().lower() for it in items)
+                vocab_service.set_label(url, viewer, info.group_id, v_label, v_key or (None if known else ""), v_kind,
+                                        True if v_calm else None)  # fmt: skip
+                st.rerun()
+            if w2.button("Remove label", key="vocab_remove"):
+                vocab_service.remove_label(url, viewer, info.group_id, v_label)
+                st.rerun()
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(md_text(e))
+
+# --- what was tagged: counts and durations per behaviour, this session and week over week ----------
+st.subheader("Tagged behaviours")
+therapy_page.behaviours(url, viewer, pid, sid, info.duration, key=f"review_behaviours_{sid}_{pid}")
+
+# --- tags to and from the coders' tools (services.tag_formats) ---------------------------------
+with st.expander("Tags as ELAN or BORIS files"):
+    st.caption("Download this child's tags of this session for ELAN (.eaf) or BORIS (aggregated events CSV), or import "
+               "a file coded there: every event is checked first and nothing is stored unless all are fine; events "
+               "already tagged (same label and range) are skipped. Both are recorded in the audit log.")  # fmt: skip
+    f1, f2 = st.columns([1, 3], vertical_alignment="bottom")
+    tfmt = f1.radio("File format", list(tag_formats.FORMATS), horizontal=True, key="tagfile_format",
+                    format_func={"eaf": "ELAN", "boris": "BORIS"}.get)  # fmt: skip
+    tkey = f"tagfile_{sid}_{pid}_{tfmt}"
+    if f2.button("Prepare tag file", key="tagfile_export", disabled=not viewer.can("export")):
+        try:
+            st.session_state[tkey] = tag_formats.export_tags(url, viewer, sid, tfmt, person_id=pid)
+        except (ValueError, LookupError, PermissionError) as e:
+            st.error(md_text(e))
+    if (tf_out := st.session_state.get(tkey)) is not None:
+        st.download_button(f"Download {md_text(tf_out.file_name)} ({tf_out.n_tags:d} tags)", tf_out.data,
+                           file_name=tf_out.file_name, mime=tf_out.mime, key="tagfile_download")  # fmt: skip
+    if viewer.can("tag"):
+        up = st.file_uploader("ELAN (.eaf) or BORIS (.csv, .tsv) file to import", type=["eaf", "csv", "tsv"],
+                              key=f"tagfile_upload_{sid}_{pid}")  # fmt: skip
+        if st.button("Import tags", key="tagfile_import", disabled=up is None) and up is not None:
+            try:
+                got = tag_formats.import_tags(url, viewer, sid, up.getvalue(), up.name, person_id=pid)
+            except tag_formats.TagFileError as e:
+                st.error(md_text(f"{up.name}: nothing imported; {len(e.lines)} problem(s), one per line:"))
+                st.code("\n".join(e.lines[:50]), language=None)  # plain text: no Markdown to neutralise
+            except (ValueError, LookupError, PermissionError) as e:
+                st.error(md_text(e))
+            else:
+                st.session_state["review_flash"] = got.phrase()
+                st.rerun()
 
 # --- personalise this child --------------------------------------------------------------------
 st.subheader("Personalise this child")
@@ -230,10 +322,26 @@ if viewer.can("tag"):
 if models.empty:
     st.caption("No personal model yet: the population model labels this child.")
 else:
-    st.markdown("**Population vs personal** (cross-validated macro-F1 on the child's tagged bins, newest first)")
+    st.markdown("**Personal model versions** (macro-F1 out of fold, grouped by time blocks; the population model "
+                "only on the labels it can output too; newest first)")  # fmt: skip
     st.dataframe(models, hide_index=True, key="models_table",
                  column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
-                                for c in ("personal_f1", "population_f1", "calibrated_f1", "personal_coverage")})  # fmt: skip
+                                for c in ("personal_f1", "personal_f1_compared", "population_f1", "calibrated_f1",
+                                          "personal_coverage")})  # fmt: skip
+    shown_v = st.session_state.get("model_version")
+    shown_v = int(shown_v) if shown_v in set(models["version"]) else int(models["version"].iloc[0])
+    metrics = clinic.model_metrics(url, viewer, pid, shown_v)
+    st.caption(md_text(f"v{shown_v}: {model_report.comparison_note(metrics)}."))
+    shares = model_report.shares_frame(metrics, sid)
+    if shares.empty:
+        st.caption(md_text(f"v{shown_v} has no before/after shares for this session (analysed after it was fitted)."))
+    else:
+        st.markdown(f"**Share of this session per label, v{shown_v:d}**: as tagged (untagged time = calm), as the "
+                    "population model labelled it before, as the personal model labels it after (out of fold; a "
+                    "session without tags was not trained on, so 'tagged' is empty)")  # fmt: skip
+        st.dataframe(shares.drop(columns="session"), hide_index=True, key="shares_table",
+                     column_config={c: st.column_config.NumberColumn(c, format="percent")
+                                    for c in ("tagged", "before", "after")})  # fmt: skip
     if viewer.can("tag"):
         active = models.loc[models["active"], "version"]
         m1, m2, m3 = st.columns([2, 1, 1], vertical_alignment="bottom")

@@ -1,6 +1,7 @@
-"""One session at a glance: the class curve over a students x time heat map on one mm:ss axis, the moments
-found in it, students ranked, their small multiples on the same range, trends of the group, naming
-unknown faces, and the audited export.
+"""One session at a glance (a therapy session: ``dashboard.therapy_page``): the class curve over a students x time heat map on one mm:ss axis, the moments
+found in it, the students worth a check-in (each against their own usual level), the students by name
+(never ranked), their small multiples on the same range, this lesson over earlier ones and trends of the
+group, naming unknown faces, the page as a PDF, and the audited export.
 
 Everything drawn is reduced on the server to what the screen can show (``dashboard.data`` views over
 ``services.summaries``): brushing a range on the class chart, a moment's button or typed mm:ss
@@ -12,12 +13,12 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, charts, data, jobs_view, safe, viewcache
+from dashboard import actions, auth, charts, data, jobs_view, safe, therapy_page, viewcache
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
 from dashboard.safe import md_text
-from services import progress
+from services import faces, lessons, progress, reports
 from services import summaries as sm
 from affectline.kinds import SessionKind
 
@@ -76,6 +77,9 @@ elif job["status"] == "failed":
 
 if not info.analysed:
     st.info("This session has not been analysed yet: no timelines to show.")
+    st.stop()
+if therapy:  # one child: the child's timelines and tagged behaviours, in therapy words (dashboard.therapy_page)
+    therapy_page.show(url, settings, viewer, info, sid)
     st.stop()
 
 st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
@@ -171,7 +175,7 @@ if boxes:
 step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
 st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
            "faces (line) and how many were visible (bars); coloured bands are the moments below. Then each student "
-           "(lowest mean engagement first; blank = face not visible; violet = visible but not readable: too small, "
+           "(by name; blank = face not visible; violet = visible but not readable: too small, "
            "turned away or blurred, so no emotion is given), and the chosen students' academic emotions "
            "(stacked) with engagement (black). To see more detail, drag across the chart: every panel is redrawn "
            "finer for that range (or type the range, or click a moment). The scroll wheel and the toolbar's zoom "
@@ -209,17 +213,33 @@ for i, m in enumerate(overview.moments):
     b.markdown(f"**{sm.MOMENT_WORDS[m.kind].capitalize()}** for {m.duration / 60:.1f} min "
                f"({m.level:.2f} vs usual {m.usual:.2f}). Students: {md_text(who) or 'no single student stood out'}.")  # fmt: skip
 
+# --- worth a check-in: each student against their own usual level -----------------------------------
+found = overview.checkins
+st.subheader(f"Worth a check-in ({len(found)})")
+st.caption("Students whose own pattern stood out: a run of distraction (1 min or more) or tiredness (2 min or more) "
+           "well above their own usual level in this lesson, counted over readable moments only. Each student is "
+           "compared with themselves, never with the class; in time order. A time plays the video from there.")  # fmt: skip
+if not found:
+    st.caption("Nobody's pattern stood out against their own usual level in this lesson.")
+SHOWN_CHECKINS = 12  # a class-wide event flags many students at once: the rest wait in an expander
+more = st.expander(md_text(f"{len(found) - SHOWN_CHECKINS} more check-ins")) if len(found) > SHOWN_CHECKINS else None
+for i, c in enumerate(found):
+    a, b = (more if i >= SHOWN_CHECKINS else st).columns([1, 5], vertical_alignment="center")
+    a.button(f"{sm.format_clock(c.t_start)}-{sm.format_clock(c.t_end)}", key=f"checkin_{i}", icon=":material/play_arrow:",
+             on_click=_open_moment, args=(c,))  # fmt: skip
+    b.markdown(f"**{md_text(c.person_label)}** looked {md_text(c.words)} for {c.duration / 60:.1f} min "
+               f"({md_text(c.state)} {c.level:.2f} vs their usual {c.usual:.2f}).")  # fmt: skip
+
 # --- students ----------------------------------------------------------------------------------
-st.subheader(f"Students ({len(summary)}), lowest engagement first")
-st.caption("The order says whom to look at first in this lesson. The scores read behaviour on camera (a frown may be "
-           "concentration, looking down may be writing): not a grade, and not for ranking or disciplining anyone.")  # fmt: skip
+st.subheader(f"Students ({len(summary)}), by name")
+st.caption("In name order, not ranked. The scores read behaviour on camera (a frown may be concentration, looking "
+           "down may be writing): not a grade, and not for ranking or disciplining anyone.")  # fmt: skip
 st.dataframe(
     summary.drop(columns=["person_id"]),
     hide_index=True,
     column_config={
-        "rank": st.column_config.NumberColumn("#", width="small"),
         "person_label": st.column_config.TextColumn("student"),
-        "mean_engagement": st.column_config.ProgressColumn("mean engagement", min_value=0.0, max_value=1.0, format="%.2f"),
+        "mean_engagement": st.column_config.NumberColumn("mean engagement", format="%.2f"),
         **{c: st.column_config.NumberColumn(c.replace("minutes_", "min ").replace("_", " "), format="%.1f")
            for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
     },  # fmt: skip
@@ -231,7 +251,16 @@ if info.group_id is not None:
     st.subheader("Trends")
     # Opt-in: trends read every session of the group once, which the first view of this one need not wait for.
     if st.toggle(f"Show trends across the sessions of {md_text(info.group)}", key="show_trends"):
+        over = lessons.lesson_curves(url, viewer, sid)
+        if over.earlier:
+            st.plotly_chart(safe.figure(charts.lesson_overlay_figure(over)), key="lesson_overlay_chart")
+        else:
+            st.caption("No earlier lesson of this group to compare this one with yet.")
+        if over.note:
+            st.caption(md_text(over.note))
         tr = viewcache.group_trends(url, gids, info.group_id)
+        if tr.note:
+            st.caption(md_text(tr.note))
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
         else:
@@ -246,16 +275,21 @@ if viewer.can("manage_people"):
     unknown = tracks[~tracks["enrolled"].fillna(False).astype(bool)] if len(tracks) else tracks
     if len(unknown):
         with st.expander(f"Name unknown faces ({unknown['person_id'].nunique()})"):
-            st.caption("Naming a face enrols that person in the group: later sessions recognise them. "
-                       + ("Thumbnails are shown because this installation keeps them." if settings.store_thumbnails
-                          else "No face images are kept (thumbnails are off): use the times to find them in the video."))  # fmt: skip
+            st.caption("Naming a face enrols that person in the group: later sessions recognise them. Faces are cut "
+                       "from the review copy (or a kept thumbnail) where the group and the person's thumbnails "
+                       "consent allow; nothing is stored.")  # fmt: skip
+            # an expander runs its body even when closed: cut faces only when asked, not on every page load
+            show = st.toggle("Show their faces", key="show_faces")
             for r in unknown.drop_duplicates("person_id").itertuples():
                 a, b, c = st.columns([1, 3, 1], vertical_alignment="bottom")
-                thumb = data.track_thumbnail(url, gids, sid, int(r.id)) if settings.store_thumbnails else None
-                if thumb:
-                    a.image(thumb, width=64)
+                face = faces.face_of(url, settings.data_dir, viewer, int(r.person_id), sid) if show else None
+                if face is None:
+                    a.markdown(f"**{md_text(r.person)}**")
+                elif face.shown:
+                    a.image(face.jpeg, width=64)
                 else:
                     a.markdown(f"**{md_text(r.person)}**")
+                    a.caption(md_text(face.reason))
                 name = b.text_input(f"{md_text(r.person)}, seen {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)}",
                                     key=f"enrol_name_{r.person_id}", placeholder="name")  # fmt: skip
                 if c.button("Enrol", key=f"enrol_{r.person_id}", disabled=not name.strip()):
@@ -265,6 +299,22 @@ if viewer.can("manage_people"):
                         st.error(md_text(e))
                     else:
                         st.rerun()
+
+# --- this page on paper: the same content through the audited report service ------------------------
+if viewer.can("export"):
+    st.subheader("On paper")
+    st.caption("Browser printing cannot draw the interactive charts: this PDF has the same curve, heat map, moments, "
+               "check-ins, students and earlier lessons. Recorded in the audit log with your name.")  # fmt: skip
+    pkey = f"page_pdf_{sid}"
+    if st.button("Prepare this page as PDF", key="page_pdf_button", icon=":material/print:"):
+        try:
+            with st.spinner("Drawing the PDF..."):
+                st.session_state[pkey] = reports.session_report(url, viewer, sid)
+        except (LookupError, ValueError, PermissionError) as e:
+            st.error(md_text(e))
+    if (pdf := st.session_state.get(pkey)) is not None:
+        st.download_button(md_text(f"Download this page as PDF ({pdf.pages} pages)"), pdf.data, file_name=pdf.file_name,
+                           mime=pdf.mime, key="page_pdf_download")  # fmt: skip
 
 # --- export ---------------------------------------------------------------------------------
 if viewer.can("export"):

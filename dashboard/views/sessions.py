@@ -7,7 +7,7 @@ import streamlit as st
 from affectline.settings import get_settings
 from dashboard import actions, auth, data, jobs_view
 from dashboard.safe import md_text
-from services import progress
+from services import columns, progress
 from affectline.kinds import ROLE_KIND, SessionKind
 
 settings = get_settings()
@@ -49,13 +49,14 @@ else:
     st.dataframe(
         table.drop(columns=["job_id"]),
         hide_index=True,
-        column_config={
-            "id": st.column_config.NumberColumn("id", width="small"),
-            "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
-            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "state": st.column_config.TextColumn("state", width="large"),
-        },
+        column_config=columns.config(
+            table.columns,
+            id=st.column_config.NumberColumn(width="small"),
+            created=st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            duration_s=st.column_config.NumberColumn(format="%.0f"),
+            progress=st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+            state=st.column_config.TextColumn(width="large"),
+        ),
         key="sessions_table",
     )
     failed = table[table["status"] == "failed"]

@@ -84,15 +84,16 @@ class Scores:
 
     faces: int  # labelled images
     detected: int  # the pipeline's detector found the face
-    readable: int  # ... and the readability gate passed it
+    readable: int  # ... and the readability gate passed it: the pipeline gives it an expression
     answered: int  # ... and its confidence reached the uncertain threshold
-    coverage: float  # answered / faces
+    coverage: float  # readable / faces: the faces given an expression (stored and exported)
     accuracy: float  # over readable faces (the ones given an expression)
     macro_f1_5: float  # over SCORED
     macro_f1_7: float
     ece: float
     accuracy_answered: float  # over answered faces only
     accuracy_uncertain: float  # over readable faces below the threshold
+    confident: float = float("nan")  # answered / faces: the share above the uncertain threshold
     recall: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)  # unreadable faces per reason (+ not_detected)
@@ -124,13 +125,14 @@ def score(y_true: np.ndarray, probs: np.ndarray, readable: np.ndarray, threshold
         detected=int(np.sum(detected)) if detected is not None else int(readable.sum()),
         readable=int(readable.sum()),
         answered=int(sure.sum()),
-        coverage=float(sure.sum() / n) if n else float("nan"),
+        coverage=float(readable.sum() / n) if n else float("nan"),
         accuracy=acc(np.ones(len(yr), bool)),
         macro_f1_5=macro_f1(cm, SCORED_IDX) if len(yr) else float("nan"),
         macro_f1_7=macro_f1(cm) if len(yr) else float("nan"),
         ece=ece(p, yr) if len(yr) else float("nan"),
         accuracy_answered=acc(sure),
         accuracy_uncertain=acc(~sure),
+        confident=float(sure.sum() / n) if n else float("nan"),
         recall={c: float(r) for c, r in zip(EXPRESSION_CLASSES, rec)},
         confusion=cm.tolist(),
         reasons=dict(reasons or {}),

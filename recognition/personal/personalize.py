@@ -12,9 +12,17 @@ z-scores. Only ``W`` is penalised (L2), so the strongest penalty gives back the
 population model re-weighted to this child's label frequencies, and a weaker one lets
 the child's tags override it. The penalty is chosen by grouped cross-validation.
 
-Before a model is offered, it and the population model are scored on the same grouped
-folds (a tag run never straddles train and test): macro-F1, balanced accuracy and the
-expected calibration error of the quality-tempered probabilities.
+Before a model is offered it is scored out of fold on grouped folds (a group is a time
+block or tag run, so neighbouring bins never straddle train and test): macro-F1,
+balanced accuracy and the expected calibration error of the quality-tempered
+probabilities. The population model is compared only on the labels it can output too
+(the 7 expressions among the child's labels: each model's own top label, on the bins
+tagged with them); with fewer than two such labels there is nothing to
+compare and the report says so instead of printing a population score of 0. ``calm`` (an
+explicit calm/none tag, or untagged time of a tagged session: see ``clinic.personalise``) is a
+label like any other, so the model can say "nothing of note" rather than force one of
+the clinic's labels onto a resting face. The out-of-fold labels also give each label's
+share of every tagged session, before (population) and after personalisation.
 """
 
 from __future__ import annotations
@@ -39,7 +47,17 @@ L2_GRID: tuple[float, ...] = (1.0, 0.1, 0.01, 0.001)  # strongest first: each fi
 B_PENALTY = 1e-4  # keeps the bias of a label absent from a training fold finite
 FORMAT = "affectline.personal/1"
 NOT_WORSE = 0.01
+CALM = "calm"  # the "nothing of note" label: calm/none tags and untagged time of a tagged session
+CALM_ALIASES = frozenset({"calm", "none", "calm/none", "calm / none", "nothing"})
+# Without a population comparison a model is offered when it beats chance (1/K) by this much
+# in out-of-fold balanced accuracy.
+CHANCE_MARGIN = 0.15
 _EXPR = {c: i for i, c in enumerate(EXPRESSION_CLASSES)}
+
+
+def canonical_label(label: str) -> str:
+    """A tag's label as the model learns it: calm/none spellings become ``CALM``."""
+    return CALM if label.strip().lower() in CALM_ALIASES else label
 
 
 class NotEnoughTags(ValueError):
@@ -141,18 +159,22 @@ class TrainingSet:
 
     X: (n, len(FEATURE_NAMES)) feature rows already smoothed within their track
     (``smooth(series, window)``); q: (n,) quality of the raw rows; y: (n,) labels;
-    groups: (n,) ints, bins that must share a fold (one tag run: overlapping or adjacent
-    tags of a session).
+    groups: (n,) ints, bins that must share a fold (a time block of a session, merged
+    with any tag run crossing it); session: (n,) session ids, for the per-session label
+    shares (None: one session, id 0).
     """
 
     X: np.ndarray
     q: np.ndarray
     y: np.ndarray
     groups: np.ndarray
+    session: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.X)
-        for name in ("q", "y", "groups"):
+        if self.session is None:
+            self.session = np.zeros(n, np.int64)
+        for name in ("q", "y", "groups", "session"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"TrainingSet.{name} has {len(getattr(self, name))} rows, X has {n}")
 
@@ -169,7 +191,16 @@ class Scores:
 
 @dataclass
 class FitReport:
-    """Cross-validated comparison on the same grouped folds, JSON-able via ``asdict``."""
+    """Cross-validated, out-of-fold report, JSON-able via ``asdict``.
+
+    ``personal``: the personal model on all its labels. ``comparison_labels``: the labels
+    both models can output; ``population``, ``population_calibrated`` and
+    ``personal_compared`` score the three on those labels only (None, with
+    ``population_omitted`` saying why, when fewer than two are shared). ``shares``:
+    session id (str) -> {"bins", "tagged", "before", "after"}, each label's share of the
+    session's training bins: as tagged, as the calibrated population model labels them,
+    and as the personal model labels them out of fold ("uncertain" included).
+    """
 
     labels: list[str]
     n_bins: int
@@ -177,18 +208,46 @@ class FitReport:
     n_folds: int
     l2: float
     threshold: float
-    population: Scores
-    population_calibrated: Scores
     personal: Scores
+    population: Scores | None = None
+    population_calibrated: Scores | None = None
+    personal_compared: Scores | None = None
+    comparison_labels: list[str] = field(default_factory=list)
+    comparison_bins: int = 0
+    population_omitted: str = ""
     dropped_labels: dict[str, str] = field(default_factory=dict)
     class_counts: dict[str, int] = field(default_factory=dict)
+    shares: dict[str, dict] = field(default_factory=dict)
+    grouping: str = ""
+
+    @property
+    def compared(self) -> bool:
+        return self.population is not None and self.personal_compared is not None
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / max(len(self.labels), 1)
 
     @property
     def improves(self) -> bool:
-        """The personal model is not worse than the better population model on macro-F1
-        (within ``NOT_WORSE``, fold noise)."""
-        best = max(self.population.macro_f1, self.population_calibrated.macro_f1)
-        return self.personal.macro_f1 >= best - NOT_WORSE
+        """Compared: the personal model is not worse than the better population model on
+        macro-F1 over the shared labels (within ``NOT_WORSE``, fold noise). Not comparable:
+        its out-of-fold balanced accuracy beats chance by ``CHANCE_MARGIN``."""
+        if self.compared:
+            best = max(self.population.macro_f1, self.population_calibrated.macro_f1)
+            return self.personal_compared.macro_f1 >= best - NOT_WORSE
+        return self.personal.balanced_accuracy >= self.chance + CHANCE_MARGIN
+
+    def verdict(self) -> str:
+        """Why the model is (not) offered, in words."""
+        if self.compared:
+            best = max(self.population.macro_f1, self.population_calibrated.macro_f1)
+            how = "not worse than" if self.improves else "below"
+            return (f"macro-F1 on the labels both models can output ({', '.join(self.comparison_labels)}): personal "
+                    f"{self.personal_compared.macro_f1:.2f} {how} population {best:.2f}")
+        how = "beats" if self.improves else "does not beat"
+        return (f"no population comparison ({self.population_omitted}); out-of-fold balanced accuracy "
+                f"{self.personal.balanced_accuracy:.2f} {how} chance {self.chance:.2f} + {CHANCE_MARGIN:g}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -197,9 +256,17 @@ class FitReport:
     def from_dict(cls, d: dict) -> FitReport:
         names = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("population", "population_calibrated", "personal"):
-            kw[k] = Scores(**kw[k])
+        for k in ("population", "population_calibrated", "personal", "personal_compared"):
+            if isinstance(kw.get(k), dict):
+                kw[k] = Scores(**kw[k])
         return cls(**kw)
+
+
+def label_shares(labels: list[str] | np.ndarray) -> dict[str, float]:
+    """Each label's share of the rows, largest first."""
+    vals, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {str(vals[i]): float(counts[i] / counts.sum()) for i in order}
 
 
 def _scores(
@@ -332,7 +399,7 @@ def _personalize(
     seed: int,
     workers: int,
 ) -> tuple[PersonalModel, FitReport]:
-    y_all = np.asarray(ts.y, dtype=object)
+    y_all = np.asarray([canonical_label(str(v)) for v in ts.y], dtype=object)
     dropped: dict[str, str] = {}
     keep = np.ones(len(y_all), bool)
     for lab in sorted(set(y_all)):
@@ -345,7 +412,7 @@ def _personalize(
         raise NotEnoughTags(
             f"need at least 2 labels with {min_groups}+ separate tag runs each, have {list(labels)} (dropped: {dropped})"
         )
-    X, q, groups, y_str = ts.X[keep], ts.q[keep], ts.groups[keep], y_all[keep]
+    X, q, groups, y_str, session = ts.X[keep], ts.q[keep], ts.groups[keep], y_all[keep], ts.session[keep]
     y = np.array([labels.index(v) for v in y_str])
     K = len(labels)
     n_groups = len(np.unique(groups))
@@ -378,12 +445,38 @@ def _personalize(
         list(pool.map(outer, range(n_folds)))
         l2, T = last.result()
     model = PersonalModel(labels, baseline, T[:, :-1].copy(), T[:, -1].copy(), l2, window)
+    expr = list(EXPRESSION_CLASSES)
+    shared = [k for k in labels if k in _EXPR]
+    comp: dict = {"comparison_labels": shared}
+    if len(shared) >= 2:
+        m = np.isin(y_str, shared)
+        # Each model's own top label (the population may say "surprise" on this child's joy: a miss), scored
+        # on the bins tagged with a shared label.
+        comp |= {
+            "comparison_bins": int(m.sum()),
+            "population": _scores(P_pop[m], expr, y_str[m], q[m], folds[m], threshold),
+            "population_calibrated": _scores(P_cal[m], expr, y_str[m], q[m], folds[m], threshold),
+            "personal_compared": _scores(P_oof[m], list(labels), y_str[m], q[m], folds[m], threshold),
+        }
+    else:
+        own = [k for k in labels if k not in _EXPR]
+        comp["population_omitted"] = (
+            f"the population model outputs only the 7 expressions; of this child's labels it can output "
+            f"{', '.join(shared) or 'none'}, not {', '.join(own)}, so it cannot be scored on them"
+        )
+    before = np.asarray(decide(P_cal, q, threshold).labels(expr), dtype=object)
+    after = np.asarray(decide(P_oof, q, threshold).labels(list(labels)), dtype=object)
+    shares = {
+        str(sid): {"bins": int(m.sum()), "tagged": label_shares(y_str[m]), "before": label_shares(before[m]),
+                   "after": label_shares(after[m])}
+        for sid in np.unique(session) for m in [session == sid]
+    }  # fmt: skip
     report = FitReport(
         labels=list(labels), n_bins=len(y), n_groups=n_groups, n_folds=n_folds, l2=l2, threshold=threshold,
-        population=_scores(P_pop, list(EXPRESSION_CLASSES), y_str, q, folds, threshold),
-        population_calibrated=_scores(P_cal, list(EXPRESSION_CLASSES), y_str, q, folds, threshold),
         personal=_scores(P_oof, list(labels), y_str, q, folds, threshold),
         dropped_labels=dropped,
         class_counts={lab: int((y_str == lab).sum()) for lab in labels},
+        shares=shares,
+        **comp,
     )  # fmt: skip
     return model, report

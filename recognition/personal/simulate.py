@@ -6,7 +6,9 @@ produces). ``CHILD_LOOKS`` maps the clinician's labels to looks the way this chi
 shows them: their anxiety is a smile, their joy is an open-mouthed wide-eyed face (the
 population reads surprise), their frustration is a pressed, lowered brow (the
 population reads anger), and their resting face has raised inner brows (the population
-reads sadness). Only the child's own tags can teach the difference.
+reads sadness). Only the child's own tags can teach the difference. Resting stretches are
+calm: the clinician marks the first as a calm baseline and leaves the others untagged
+(``clinic.personalise.training_set`` reads untagged time of a tagged session as calm).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ LOOKS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
         {"angry": 0.6, "sad": 0.25, "neutral": 0.15},
     ),
 }  # fmt: skip
-CHILD_LOOKS: dict[str, str] = {"neutral": "rest", "anxiety": "smile", "happy": "open_wide", "frustration": "brow_press"}
+CHILD_LOOKS: dict[str, str] = {"anxiety": "smile", "happy": "open_wide", "frustration": "brow_press"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def simulate_child(
     gap_bins: tuple[int, int] = (2, 6),
     baseline_bins: int = 12,
     unseen_fraction: float = 0.03,
+    baseline_label: str = "calm",
 ) -> list[SimSession]:
     """Sessions of a child: a tagged baseline at the start, then tagged expressions between rest.
 
@@ -103,7 +106,7 @@ def simulate_child(
     for _ in range(n_sessions):
         parts, tags, t = (
             [face_rows("rest", baseline_bins, rng)],
-            [SimTag(0.0, float(baseline_bins), "neutral", True)],
+            [SimTag(0.0, float(baseline_bins), baseline_label, True)],
             baseline_bins,
         )
         order = [labels[i % len(labels)] for i in range(tags_per_session)]

@@ -1,0 +1,96 @@
+"""The session page of a therapy session: one child, in therapy words (no class curve, no ranked students).
+
+Called by ``views/session.py`` for a therapy session after its header; wires widgets to tested modules:
+the child's timelines (``charts.child_figure``), the review copy (``review_player``), and what was tagged:
+counts and total durations of each behaviour in this session and week over week (``services.therapy``).
+Tagging itself is on the "Review & tags" page.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import actions, charts, data, safe, therapy_charts, viewcache
+from dashboard.review_player import review_player
+from dashboard.review_route import review_url
+from dashboard.safe import md_text
+from services import review as review_copy
+from services import summaries as sm
+from services import therapy
+
+
+def behaviours(url: str, viewer, pid: int, sid: int | None, duration: float | None, key: str) -> None:
+    """This session's behaviour counts (when ``sid``), then the child's weeks: a table and a chart."""
+    try:
+        hist = therapy.child_history(url, viewer, pid)
+    except (LookupError, PermissionError) as e:
+        st.caption(md_text(e))
+        return
+    if sid is not None:
+        here = therapy.session_table(hist.per_session, sid, duration)
+        if here.empty:
+            st.caption("No behaviour tagged in this session yet (tag on the Review & tags page).")
+        else:
+            st.dataframe(here, hide_index=True, key=f"{key}_session")
+    if hist.per_week.empty:
+        st.caption("No tagged behaviour in any session of this child yet: the week-over-week counts start with the "
+                   "first tags.")  # fmt: skip
+        return
+    st.markdown("**Week over week**: tags · total time of each behaviour, over the analysed sessions of each week")
+    st.dataframe(hist.table, hide_index=True, key=f"{key}_weeks")
+    st.plotly_chart(safe.figure(therapy_charts.behaviour_figure(hist.per_week)), key=f"{key}_chart",
+                    config={"displaylogo": False})  # fmt: skip
+    with st.expander("Session by session"):
+        st.dataframe(hist.by_session, hide_index=True, key=f"{key}_sessions")
+
+
+def show(url: str, settings, viewer, info, sid: int) -> None:
+    gids = viewer.group_ids
+    st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
+    st.caption(charts.accuracy_caption(info.expression_model))
+    persons = data.session_persons(url, gids, sid)
+    if not persons:
+        st.info("No timeline is stored for this session: no child was seen, or their consent does not allow "
+                "storing one.")  # fmt: skip
+        return
+    step = info.bin_seconds
+    for i, (pid, label) in enumerate(persons):
+        st.subheader(md_text(label))
+        bins = data.child_bins(url, gids, sid, pid)
+        tags = data.list_tags(url, viewer, sid, pid) if viewer.can("review") else None
+        end = float(max(info.duration or 0.0, (bins["t_end"].max() if len(bins) else step)))
+        value_cols = ["engagement", *sm.ACADEMIC, *charts.EXPRESSION_COLUMNS, "personal_confidence"]
+        frame = bins[["t_start", *value_cols]].copy()
+        frame.loc[~bins["face_visible"].astype(bool), value_cols] = float("nan")
+        series = sm.resample(frame, 0.0, end, 900, step)
+        fig = charts.child_figure(series, charts.label_runs(bins, step), tags,
+                                  viewcache.chart_title(True) if i == 0 else md_text(label), (0.0, end), end)  # fmt: skip
+        st.plotly_chart(safe.figure(fig), key=f"therapy_chart_{sid}_{pid}", config={"displaylogo": False})
+        st.caption("Top: the label the child's model gave and its confidence; then academic emotions with engagement, "
+                   "and expressions. Yellow: tags; green: baseline ranges; grey: face not visible or the model "
+                   "uncertain.")  # fmt: skip
+        if i == 0 and review_copy.copy_available(url, settings.data_dir, viewer, sid):
+            st.markdown("**Video**")
+            paused = review_player(key=f"review_player_{sid}", src=review_url(sid), t0=0.0, t1=end,
+                                   curve=zip(series["t_start"], series["engagement"]),
+                                   caption="engagement of the child; click to play from there")  # fmt: skip
+            if paused:
+                st.caption(f"Paused at {sm.format_clock(paused['t'])}.")
+        if viewer.can("review"):
+            st.markdown("**Tagged behaviours in this session**")
+            behaviours(url, viewer, pid, sid, info.duration, key=f"behaviours_{sid}_{pid}")
+
+    if viewer.can("export"):
+        st.subheader("Export")
+        st.caption("One row per time bin of the child. Every export is recorded in the audit log with your name.")
+        c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+        fmt = c1.radio("Format", ["csv", "parquet"], horizontal=True, key="export_format")
+        key = f"export_{sid}_{fmt}"
+        if c2.button("Prepare export", key="export_button"):
+            try:
+                st.session_state[key] = actions.export_session(url, viewer, sid, fmt)
+            except (LookupError, PermissionError) as e:
+                st.error(md_text(e))
+        if (export := st.session_state.get(key)) is not None:
+            st.download_button(f"Download {md_text(export.file_name)} ({export.n_rows} rows)", export.data,
+                               file_name=export.file_name, mime=export.mime, key="download_button")  # fmt: skip
