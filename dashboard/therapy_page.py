@@ -67,7 +67,7 @@ def show(url: str, settings, viewer, info, sid: int) -> None:
                                   data.chart_title(True) if i == 0 else md_text(label), (0.0, end), end)  # fmt: skip
         st.plotly_chart(safe.figure(fig), key=f"therapy_chart_{sid}_{pid}", config={"displaylogo": False})
         st.caption("Top: the label the child's model gave and its confidence; then academic emotions with engagement, "
-                   "and expressions. Yellow: tags; green: baseline ranges; grey: face not visible or the model "
+                   "and expressions. Navy: tags; green: baseline ranges; grey: face not visible or the model "
                    "uncertain.")  # fmt: skip
         if i == 0 and review_copy.copy_available(url, settings.data_dir, viewer, sid):
             st.markdown("**Video**")
