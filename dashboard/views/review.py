@@ -324,9 +324,9 @@ else:
     st.markdown("**Personal model versions** (macro-F1 out of fold, grouped by time blocks; the population model "
                 "only on the labels it can output too; newest first)")  # fmt: skip
     st.dataframe(models, hide_index=True, key="models_table",
-                 column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
+                 column_config=columns.config(models.columns, **{c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("personal_f1", "personal_f1_compared", "population_f1", "calibrated_f1",
-                                          "personal_coverage")})  # fmt: skip
+                                          "personal_coverage")}))  # fmt: skip
     shown_v = st.session_state.get("model_version")
     shown_v = int(shown_v) if shown_v in set(models["version"]) else int(models["version"].iloc[0])
     metrics = clinic.model_metrics(url, viewer, pid, shown_v)

@@ -19,7 +19,7 @@ from dashboard.review_route import review_url
 from services import review as review_copy
 from dashboard import safe
 from dashboard.safe import md_text
-from services import faces, lessons, progress, reports
+from services import columns, faces, lessons, progress, reports
 from services import summaries as sm
 from storage.models import SessionKind
 
@@ -235,15 +235,15 @@ for i, c in enumerate(found):
 st.subheader(f"Students ({len(summary)}), by name")
 st.caption("In name order, not ranked. The scores read behaviour on camera (a frown may be concentration, looking "
            "down may be writing): not a grade, and not for ranking or disciplining anyone.")  # fmt: skip
+students_shown = summary.drop(columns=["person_id"])
 st.dataframe(
-    summary.drop(columns=["person_id"]),
+    students_shown,
     hide_index=True,
-    column_config={
-        "person_label": st.column_config.TextColumn("student"),
-        "mean_engagement": st.column_config.NumberColumn("mean engagement", format="%.2f"),
-        **{c: st.column_config.NumberColumn(c.replace("minutes_", "min ").replace("_", " "), format="%.1f")
-           for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
-    },  # fmt: skip
+    column_config=columns.config(
+        students_shown.columns, person_label=st.column_config.TextColumn("Student"),
+        mean_engagement=st.column_config.NumberColumn(format="%.2f"),
+        **{c: st.column_config.NumberColumn(format="%.1f") for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
+    ),  # fmt: skip
     key="student_summary",
 )
 
