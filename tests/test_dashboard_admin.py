@@ -165,9 +165,20 @@ def test_grants_are_offered_and_allowed_only_where_they_take_effect(url, ids):
 
     at.selectbox(key="grant_user").select(teacher).run()
     at.selectbox(key="revoke_group").select(ids.groups["class-a"])
+    click(at, "revoke")  # one click only asks, and says what the grant gives
+    with session_scope(url) as s:
+        assert access.granted_group_ids(s, teacher) == [ids.groups["class-a"], ids.groups["class-b"]]
+    assert any("teacher will no longer see group class-a or its 1 session" in shown(w.value) for w in at.warning)
+    click(at, "revoke_cancel")  # cancelled: still granted, no question left
+    with session_scope(url) as s:
+        assert access.granted_group_ids(s, teacher) == [ids.groups["class-a"], ids.groups["class-b"]]
+    assert not [b for b in at.button if b.key == "revoke_confirm"]
     click(at, "revoke")
+    assert shown(at.button(key="revoke_confirm").label) == "Yes, revoke"
+    click(at, "revoke_confirm")
     with session_scope(url) as s:
         assert access.granted_group_ids(s, teacher) == [ids.groups["class-b"]]
+    assert data.count_audit(url, "revoke") == 1
 
 
 def test_audit_log_filters_names_and_export(url, ids):

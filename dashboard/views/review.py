@@ -344,7 +344,7 @@ else:
     if viewer.can("tag"):
         active = models.loc[models["active"], "version"]
         m1, m2, m3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-        version = m1.selectbox(model_report.picker_title(models), models["version"].tolist(), key="model_version",
+        version = m1.selectbox(md_text(model_report.picker_title(models)), models["version"].tolist(), key="model_version",
                                format_func=model_report.version_label)  # fmt: skip
         try:
             if m2.button("Activate", key="model_activate", disabled=version in set(active)):
