@@ -346,6 +346,63 @@ def _spans(fig: go.Figure, spans, fill: str, line: str | None = None, label=None
         _apply(fig, (shapes, notes))
 
 
+def sm_clock(seconds: float) -> str:
+    """Seconds -> "mm:ss" ("h:mm:ss" past an hour); never "NaN" (an unknown time reads "?")."""
+    if seconds is None or not np.isfinite(float(seconds)):
+        return "?"
+    t = int(round(float(seconds)))
+    h, m, sec = t // 3600, t % 3600 // 60, t % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+# A tag's name is drawn at its start, in the first free row (lane) of names: two tags close in time
+# would otherwise print their names over each other. Widths are estimated from the text length.
+TAG_FONT_PX, TAG_CHAR_PX, TAG_PLOT_PX, TAG_LANE_STEP, TAG_MAX_LANES = 10, 6.2, 900.0, 0.13, 4
+
+
+def label_lanes(starts: Sequence[float], texts: Sequence[str], x_range: tuple[float, float],
+                plot_px: float = TAG_PLOT_PX, max_lanes: int = TAG_MAX_LANES) -> list[int]:  # fmt: skip
+    """The lane (0 = top) of each label so that no two labels of a lane overlap on a ``plot_px`` wide axis.
+
+    Labels are placed left to right, each in the first lane whose previous label ends before it starts
+    (past ``max_lanes`` lanes: the lane that frees up first, so a crowd overlaps as little as it can)."""
+    span = max(float(x_range[1]) - float(x_range[0]), 1e-9)
+    sec_per_px = span / plot_px
+    order = sorted(range(len(starts)), key=lambda i: float(starts[i]))
+    ends: list[float] = []  # per lane: where its last label ends (seconds)
+    out = [0] * len(starts)
+    for i in order:
+        a = float(starts[i])
+        width = (len(str(texts[i])) * TAG_CHAR_PX + 6) * sec_per_px
+        lane = next((k for k, e in enumerate(ends) if e <= a), None)
+        if lane is None:
+            if len(ends) < max_lanes:
+                ends.append(0.0)
+                lane = len(ends) - 1
+            else:
+                lane = int(np.argmin(ends))
+        ends[lane] = a + width
+        out[i] = lane
+    return out
+
+
+def _tag_spans(fig: go.Figure, tags: pd.DataFrame, x_range: tuple[float, float], rows, bands: tuple[list, list],
+               layer: str = "below") -> None:  # fmt: skip
+    """Tags (navy) and baseline ranges (green) as bands on ``rows``, their names staggered in lanes on the first
+    row, and each name with its range on hover of the name."""
+    base = tags["is_baseline"].fillna(False).astype(bool) if "is_baseline" in tags else pd.Series(False, tags.index)
+    items = [(float(r.t_start), float(r.t_end), f"baseline: {r.label}" if b else str(r.label), bool(b))
+             for r, b in zip(tags.itertuples(), base)]  # fmt: skip
+    for is_base, fill, line in ((False, TAG_FILL, TAG_LINE), (True, BASELINE_FILL, BASELINE_LINE)):
+        _spans(fig, [it for it in items if it[3] == is_base], fill, line, rows=rows, width=1, layer=layer, out=bands)
+    lanes = label_lanes([it[0] for it in items], [it[2] for it in items], x_range)
+    xr, yr = _refs(fig, rows[0])
+    for (a, b, text, _), lane in zip(items, lanes):
+        bands[1].append(dict(x=ms(a), y=1 - TAG_LANE_STEP * lane, xref=xr, yref=yr, text=text, showarrow=False,
+                             xanchor="left", yanchor="top", font=dict(size=TAG_FONT_PX),
+                             hovertext=f"{text} {sm_clock(a)}-{sm_clock(b)}"))  # fmt: skip
+
+
 def _apply(fig: go.Figure, bands: tuple[list, list]) -> None:
     shapes, notes = bands
     if shapes or notes:
@@ -481,9 +538,8 @@ def student_figure(series, title: str, x_range: tuple[float, float], duration: f
     bands: tuple[list, list] = ([], [])
     _spans(fig, hidden, GAP_COLOR, out=bands)
     _spans(fig, unread, NOT_READABLE_FILL, label=NOT_READABLE, out=bands)
-    if tags is not None:
-        _spans(fig, [(r.t_start, r.t_end, r.label) for r in tags.itertuples()], TAG_FILL, TAG_LINE,
-               label=lambda sp: str(sp[2]), width=1, out=bands)  # fmt: skip
+    if tags is not None and len(tags):
+        _tag_spans(fig, tags, x_range, rows=(None,), bands=bands)
     _apply(fig, bands)
     _time_axis(fig, x_range, duration)
     fig.update_yaxes(range=[0, 1], fixedrange=True)
@@ -588,9 +644,11 @@ def child_figure(
         seen[lab] = LABEL_ROW_COLORS.get(lab) or EXPRESSION_COLORS.get(lab.lower()) or next(others)
     for lab, color in seen.items():  # one bar trace per label: runs as horizontal bars, not one dot per bin
         r = labels[labels["label"] == lab]
+        # Times preformatted: plotly formats a bar's ``base`` as a number, so "%{base|%M:%S}" showed "NaN:NaN".
+        when = [f"{sm_clock(a)}-{sm_clock(b)}" for a, b in zip(r["t_start"], r["t_end"])]
         fig.add_bar(x=duration_ms((r["t_end"] - r["t_start"]).to_numpy(float)), base=ms(r["t_start"].to_numpy(float)),
                     y=[lab] * len(r), orientation="h", marker_color=color, name=lab, legendgroup="label",
-                    hovertemplate=f"{lab} %{{base|%M:%S}}<extra></extra>", row=1, col=1)  # fmt: skip
+                    customdata=when, hovertemplate=f"{lab} %{{customdata}}<extra></extra>", row=1, col=1)  # fmt: skip
     if "personal_confidence" in series and series["personal_confidence"].notna().any():
         fig.add_scatter(x=x, y=series["personal_confidence"].round(3), mode="lines", name="confidence", yaxis="y4",
                         line=dict(color="black", width=1), connectgaps=False, showlegend=True,
@@ -622,11 +680,7 @@ def child_figure(
     _spans(fig, list(zip(unc["t_start"], unc["t_end"])) if len(unc) else [], UNCERTAIN_FILL, label="uncertain",
            rows=(2, 3), out=bands)  # fmt: skip
     if tags is not None and len(tags):
-        base = tags["is_baseline"].fillna(False).astype(bool) if "is_baseline" in tags else pd.Series(False, tags.index)
-        for is_base, fill, line in ((False, TAG_FILL, TAG_LINE), (True, BASELINE_FILL, BASELINE_LINE)):
-            sel = tags[base == is_base]
-            _spans(fig, [(r.t_start, r.t_end, r.label) for r in sel.itertuples()], fill, line, rows=(1, 2, 3), width=1,
-                   layer="above", label=lambda sp, b=is_base: f"baseline: {sp[2]}" if b else str(sp[2]), out=bands)  # fmt: skip
+        _tag_spans(fig, tags, x_range, rows=(1, 2, 3), bands=bands, layer="above")
     _apply(fig, bands)
     _time_axis(fig, x_range, duration)
     fig.update_yaxes(range=[0, 1], row=2, col=1, fixedrange=True)

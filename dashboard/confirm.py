@@ -15,8 +15,9 @@ from dashboard.safe import md_text
 
 
 def ask(key: str, label: str, target: object, impact: Callable[[], str], run: Callable[[], None], *,
-        disabled: bool = False, container=None, help: str | None = None) -> None:  # fmt: skip
-    """A delete button for ``target`` that asks before ``run()``; ``impact()`` says what would be removed."""
+        disabled: bool = False, container=None, help: str | None = None, yes: str = "Yes, delete") -> None:  # fmt: skip
+    """A delete button for ``target`` that asks before ``run()``; ``impact()`` says what would be removed.
+    ``yes`` is the confirming button's text (a revoke is not a delete)."""
     where = container or st
     state = f"{key}_asked"
     if where.button(md_text(label), key=key, disabled=disabled, help=md_text(help) if help else None):
@@ -31,7 +32,7 @@ def ask(key: str, label: str, target: object, impact: Callable[[], str], run: Ca
         return
     st.warning(md_text(sentence))
     c1, c2, _ = st.columns([1, 1, 3])
-    if c1.button("Yes, delete", key=f"{key}_confirm", type="primary"):
+    if c1.button(md_text(yes), key=f"{key}_confirm", type="primary"):
         st.session_state.pop(state, None)
         run()
     if c2.button("Cancel", key=f"{key}_cancel"):

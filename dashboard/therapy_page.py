@@ -16,7 +16,7 @@ from dashboard.review_route import review_url
 from dashboard.safe import md_text
 from services import review as review_copy
 from services import summaries as sm
-from services import therapy
+from services import checkins, therapy
 
 
 def behaviours(url: str, viewer, pid: int, sid: int | None, duration: float | None, key: str) -> None:
@@ -44,6 +44,28 @@ def behaviours(url: str, viewer, pid: int, sid: int | None, duration: float | No
         st.dataframe(hist.by_session, hide_index=True, key=f"{key}_sessions")
 
 
+SEEK = "therapy_seek"
+
+
+def _seek(t: float) -> None:
+    nonce = (st.session_state.get(SEEK) or (0, 0))[1] + 1
+    st.session_state[SEEK] = (t, nonce)
+
+
+def _checkins(bins, step: float, sid: int, pid: int, video: bool) -> None:
+    """The child's runs well above their own usual level (``services.checkins``), in therapy words."""
+    found = checkins.checkins(bins, step)
+    st.markdown(f"**Worth a look ({len(found)})**")
+    st.caption(md_text(checkins.intro(True)) + (" A time plays the video from there." if video else ""))
+    if not found:
+        st.caption(md_text(checkins.none_found(True)))
+    for j, c in enumerate(found):
+        a, b = st.columns([1, 5], vertical_alignment="center")
+        a.button(f"{sm.format_clock(c.t_start)}-{sm.format_clock(c.t_end)}", key=f"therapy_checkin_{sid}_{pid}_{j}",
+                 icon=":material/play_arrow:", on_click=_seek, args=(c.t_start,), disabled=not video)  # fmt: skip
+        b.markdown(md_text(checkins.line(c)))
+
+
 def show(url: str, settings, viewer, info, sid: int) -> None:
     gids = viewer.group_ids
     st.info(md_text(charts.model_caption(info.academic_model, info.expression_model)), icon=":material/science:")
@@ -67,15 +89,17 @@ def show(url: str, settings, viewer, info, sid: int) -> None:
                                   viewcache.chart_title(True) if i == 0 else md_text(label), (0.0, end), end)  # fmt: skip
         st.plotly_chart(safe.figure(fig), key=f"therapy_chart_{sid}_{pid}", config={"displaylogo": False})
         st.caption("Top: the label the child's model gave and its confidence; then academic emotions with engagement, "
-                   "and expressions. Yellow: tags; green: baseline ranges; grey: face not visible or the model "
+                   "and expressions. Navy: tags; green: baseline ranges; grey: face not visible or the model "
                    "uncertain.")  # fmt: skip
-        if i == 0 and review_copy.copy_available(url, settings.data_dir, viewer, sid):
+        video = i == 0 and review_copy.copy_available(url, settings.data_dir, viewer, sid)
+        if video:
             st.markdown("**Video**")
             paused = review_player(key=f"review_player_{sid}", src=review_url(sid), t0=0.0, t1=end,
-                                   curve=zip(series["t_start"], series["engagement"]),
+                                   curve=zip(series["t_start"], series["engagement"]), seek=st.session_state.get(SEEK),
                                    caption="engagement of the child; click to play from there")  # fmt: skip
             if paused:
                 st.caption(f"Paused at {sm.format_clock(paused['t'])}.")
+        _checkins(bins, step, sid, pid, video)
         if viewer.can("review"):
             st.markdown("**Tagged behaviours in this session**")
             behaviours(url, viewer, pid, sid, info.duration, key=f"behaviours_{sid}_{pid}")

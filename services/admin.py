@@ -145,6 +145,22 @@ def revoke(url: str, actor: Actor, user_id: int, group_id: int) -> None:
                    group=group.name)  # fmt: skip
 
 
+def revoke_impact(url: str, actor: Actor, user_id: int, group_id: int) -> str:
+    """What revoking a grant takes away, in one sentence (asked before ``revoke``)."""
+    from sqlalchemy import func
+
+    from storage.models import Recording
+
+    require(actor, "manage_users")
+    with scope(url) as s:
+        user, group = _user(s, user_id), s.get(Group, group_id)
+        if group is None or s.get(UserGroup, (user_id, group_id)) is None:
+            raise LookupError(f"{user.username} has no grant of group {group_id}")
+        n = int(s.scalar(select(func.count()).select_from(Recording).where(Recording.group_id == group_id)) or 0)
+        return (f"{user.username} will no longer see group {group.name} or its {n} session{'s' if n != 1 else ''} "
+                "(nothing is deleted; a new grant gives them back).")  # fmt: skip
+
+
 # --- audit log (storage.audit: filtered reads, each row with its target's name when written) ------
 
 AuditFilter = audit.Filter

@@ -160,3 +160,32 @@ def relabel(found: Sequence[CheckIn], names: dict[int, str]) -> list[CheckIn]:
     import dataclasses
 
     return [dataclasses.replace(c, person_label=names.get(c.person_id, c.person_label)) for c in found]
+
+
+def _rules_words(rules: Sequence[CheckInRule]) -> str:
+    parts = [f"{STATE_WORDS.get(r.state, r.state).replace('tired', 'tiredness').replace('distracted', 'distraction')}"
+             f" ({r.min_seconds / 60:g} min or more)" for r in rules]  # fmt: skip
+    return " or ".join(parts)
+
+
+def intro(therapy: bool, rules: Sequence[CheckInRule] = DEFAULT_RULES) -> str:
+    """What the check-in list is, in the session's words: a lesson's students, or a therapy session's child."""
+    if therapy:
+        return (f"Moments where the child's own pattern stood out: a run of {_rules_words(rules)} well above their own "
+                "usual level in this session, counted over readable moments only. The child is compared with "
+                "themselves only; in time order.")  # fmt: skip
+    return (f"Students whose own pattern stood out: a run of {_rules_words(rules)} well above their own usual level "
+            "in this lesson, counted over readable moments only. Each student is compared with themselves, never "
+            "with the class; in time order.")  # fmt: skip
+
+
+def none_found(therapy: bool) -> str:
+    """The line when nothing stood out."""
+    return ("Nothing in this session stood out against the child's own usual level." if therapy
+            else "No student's own pattern stood out against their usual level in this lesson.")  # fmt: skip
+
+
+def line(c: CheckIn) -> str:
+    """One check-in as a sentence (the same for a student and a child: "their usual", never "the class")."""
+    return (f"{c.person_label} looked {c.words} for {c.duration / 60:.1f} min ({c.state} {c.level:.2f} vs their "
+            f"usual {c.usual:.2f}).")  # fmt: skip

@@ -33,6 +33,15 @@ LABELS: dict[str, str] = {
     # tags
     "start": "From", "end": "To", "t_start": "From (s)", "t_end": "To (s)", "note": "Note", "is_baseline": "Baseline",
     "author": "Tagged by", "uid": "Tag id",
+    # a session's students
+    "mean_engagement": "Mean engagement", "minutes_visible": "Minutes visible", "minutes_confused": "Minutes confused",
+    "minutes_fatigued": "Minutes fatigued", "minutes_distracted": "Minutes distracted",
+    "minutes_not_readable": "Minutes not readable", "minutes_not_visible": "Minutes not visible",
+    # a child's personal model versions
+    "version": "Version", "active": "Active", "tags": "Tags", "bins": "Bins", "labels": "Labels",
+    "personal_f1": "Personal macro-F1", "compared_on": "Compared on", "personal_f1_compared": "Personal macro-F1 (compared)",
+    "population_f1": "Population macro-F1", "calibrated_f1": "Calibrated population macro-F1",
+    "personal_coverage": "Personal coverage", "activation": "Activation",
 }  # fmt: skip
 _SNAKE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)+$")
 

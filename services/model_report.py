@@ -91,3 +91,17 @@ def shares_line(metrics: dict, session_id: int) -> str:
     tagged = "not tagged" if sh.get("tagged") is None else f"tagged {part(sh['tagged'])}"
     return (f"session {session_id} ({sh.get('bins', 0)} bins): {tagged} | "
             f"before {part(sh.get('before', {}))} | after {part(sh.get('after', {}))}")  # fmt: skip
+
+
+def version_label(version: int) -> str:
+    """A version as the picker lists it: never with its active state, which changes under a kept selection
+    (Streamlit keeps a picked option by its text: "v1 (active)" stayed picked, and shown, after v2 became
+    active)."""
+    return f"v{int(version)}"
+
+
+def picker_title(models: pd.DataFrame) -> str:
+    """The version picker's title, saying which version is active, from the same frame as the versions table."""
+    active = [int(v) for v in models.loc[models["active"].astype(bool), "version"]] if len(models) else []
+    return f"Version (active: {', '.join(version_label(v) for v in active)})" if active \
+        else "Version (none active: the population model labels the child)"  # fmt: skip

@@ -329,3 +329,17 @@ def player_tags(url: str, actor: Actor, session_id: int, person_id: int) -> list
 
 __all__ = ["Applied", "EventKind", "TagMessage", "add_range", "apply_events", "check_new_range", "copy_fps", "edit_range",
            "form_edit", "form_range", "parse_message", "player_tags"]  # fmt: skip
+
+
+def pick_texts(tags) -> dict[str, str]:
+    """Each tag as the "Tag to change" picker lists it: label, range, author and its id, so two tags alike
+    (same label and range, e.g. copies made before ranges were checked) are still told apart."""
+    out: dict[str, str] = {}
+    for r in tags.itertuples():
+        text = f"{r.label} {format_clock(r.t_start)}-{format_clock(r.t_end)} ({r.author}, #{str(r.uid)[:6]})"
+        n = 6
+        while text in out.values() and n < len(str(r.uid)):  # ids alike in their first digits: show more of them
+            n += 4
+            text = f"{r.label} {format_clock(r.t_start)}-{format_clock(r.t_end)} ({r.author}, #{str(r.uid)[:n]})"
+        out[str(r.uid)] = text
+    return out

@@ -172,3 +172,66 @@ def test_not_readable_is_drawn_apart_from_not_visible():
     line = charts.accuracy_caption("fer2013-mini-xception@x")
     assert ("not measured" in line) if card is None else (f"macro-F1 {card.macro_f1:.2f}" in line and card.anchor in line)
     assert charts.NOT_READABLE in line
+
+
+# --- issue 19: the clinician's child chart --------------------------------------------------------
+
+
+def _child(tags: pd.DataFrame | None = None, n: int = 600):
+    from services import summaries as sm
+
+    bins = make_bins(n, np.random.default_rng(3), hidden=(100, 130), personal=True)
+    value_cols = ["engagement", *ACADEMIC_COLUMNS, *EXPRESSION_COLUMNS, "personal_confidence"]
+    frame = bins[["t_start", *value_cols]].copy()
+    frame.loc[~bins["face_visible"].astype(bool), value_cols] = float("nan")
+    series = sm.resample(frame, 0.0, float(n), 900, 1.0)
+    return charts.child_figure(series, charts.label_runs(bins, 1.0), tags, "Child", (0.0, float(n)), float(n))
+
+
+def _tagframe(rows):
+    return pd.DataFrame(rows, columns=["t_start", "t_end", "label", "is_baseline"])
+
+
+def test_child_chart_hover_never_formats_a_number_as_a_time():
+    import re
+
+    fig = _child(_tagframe([(10, 20, "anxiety", False), (30, 40, "calm", True)]))
+    for tr in fig.data:
+        tmpl = tr.hovertemplate or ""
+        # a "|date format" works only on the date axis's x: on a bar's base or a number it prints NaN:NaN
+        assert {m for m in re.findall(r"%\{(\w+)\|", tmpl)} <= {"x"}, tmpl
+        cd = tr.customdata
+        if cd is not None and len(cd) and isinstance(np.asarray(cd).ravel()[0], str):
+            assert not any("nan" in str(v).lower() for v in np.asarray(cd).ravel())
+    bars = [tr for tr in fig.data if tr.type == "bar"]
+    assert bars and all("%{customdata}" in tr.hovertemplate for tr in bars)
+    assert all(re.fullmatch(r"\d\d:\d\d-\d\d:\d\d", v) for tr in bars for v in tr.customdata)
+    assert charts.sm_clock(float("nan")) == "?" and charts.sm_clock(3725) == "1:02:05"
+
+
+def test_close_tags_names_do_not_overprint():
+    tags = _tagframe([(100, 104, "anxiety", False), (102, 110, "self-soothing", False), (300, 310, "anxiety", False),
+                      (103, 120, "calm", True)])  # fmt: skip
+    notes = [a for a in _child(tags).layout.annotations if a.hovertext]
+    by_text = {(a.text, a.x): a for a in notes}
+    assert len(notes) == 4
+    close = [a for a in notes if charts.ms(99) <= a.x <= charts.ms(104)]
+    assert len({a.y for a in close}) == 3  # three names within 3 s: three rows of names
+    far = next(a for a in notes if a.x == charts.ms(300))
+    assert far.y == max(a.y for a in notes)  # alone: the top row again
+    assert by_text[("baseline: calm", charts.ms(103))].hovertext == "baseline: calm 01:43-02:00"
+    # lanes: no two names of a lane overlap at the estimated width
+    starts, texts = [0, 1, 2, 60, 61], ["a long label", "b", "c", "d", "e"]
+    lanes = charts.label_lanes(starts, texts, (0, 600))
+    assert lanes[:3] == [0, 1, 2] and lanes[3] == 0 and lanes[4] == 1
+
+
+def test_duplicate_tags_are_told_apart_in_the_picker():
+    from services import tagging
+
+    tags = pd.DataFrame({"uid": ["abcdef0011", "abcdef0022", "123456aaaa"], "label": ["fear", "fear", "fear"],
+                         "t_start": [10.0, 10.0, 10.0], "t_end": [20.0, 20.0, 20.0], "author": ["c", "c", "c"]})  # fmt: skip
+    texts = tagging.pick_texts(tags)
+    assert len(set(texts.values())) == 3
+    assert texts["123456aaaa"] == "fear 00:10-00:20 (c, #123456)"
+    assert all("00:10-00:20" in t for t in texts.values())

@@ -165,9 +165,20 @@ def test_grants_are_offered_and_allowed_only_where_they_take_effect(url, ids):
 
     at.selectbox(key="grant_user").select(teacher).run()
     at.selectbox(key="revoke_group").select(ids.groups["class-a"])
+    click(at, "revoke")  # one click only asks, and says what the grant gives
+    with session_scope(url) as s:
+        assert access.granted_group_ids(s, teacher) == [ids.groups["class-a"], ids.groups["class-b"]]
+    assert any("teacher will no longer see group class-a or its 1 session" in shown(w.value) for w in at.warning)
+    click(at, "revoke_cancel")  # cancelled: still granted, no question left
+    with session_scope(url) as s:
+        assert access.granted_group_ids(s, teacher) == [ids.groups["class-a"], ids.groups["class-b"]]
+    assert not [b for b in at.button if b.key == "revoke_confirm"]
     click(at, "revoke")
+    assert shown(at.button(key="revoke_confirm").label) == "Yes, revoke"
+    click(at, "revoke_confirm")
     with session_scope(url) as s:
         assert access.granted_group_ids(s, teacher) == [ids.groups["class-b"]]
+    assert data.count_audit(url, "revoke") == 1
 
 
 def test_audit_log_filters_names_and_export(url, ids):
@@ -324,6 +335,25 @@ def test_no_table_shows_a_code_name_as_its_header(url, ids):
         assert sum(k.startswith(f"{page}#") for k in seen) == n, (page, list(seen))
     bad = {k: [h for h in hs if columns.is_code_name(h)] for k, hs in seen.items()}
     assert not any(bad.values()), bad
+    # A classroom session's students and a child's personal model versions (the page opened by deep link).
+    from storage import person_models
+
+    with session_scope(url) as s:
+        person_models.save_model(s, ids.persons["therapy"][0], "personal", b"params", {"n_tags": 4, "n_bins": 300,
+                                 "labels": ["calm"], "personal": {"macro_f1": 0.5}}, activate=True, actor="test")  # fmt: skip
+    for page, key, table in (("views/session.py", "maths", "person_label"), ("views/review.py", "therapy", "personal_f1")):
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.session_state[auth.USER_KEY] = ids.users["admin"]
+        at.query_params["session"] = str(ids.sessions[key])
+        at.run()
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        (t,) = [t for t in at.dataframe if table in t.value.columns]
+        headers = shown_headers(t)
+        assert headers and not [h for h in headers if columns.is_code_name(h)], (page, headers)
+        seen[page] = headers
+    assert "Student" in seen["views/session.py"] and "Minutes distracted" in seen["views/session.py"]
+    assert {"Version", "Active", "Personal macro-F1"} <= set(seen["views/review.py"])
     consent_headers = seen["views/consent.py#0"]
     assert "Stored per person" in consent_headers and "Person no." in consent_headers
     # The audit table says what happened, in words and local time, not a dict.

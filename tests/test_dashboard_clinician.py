@@ -302,3 +302,23 @@ def test_model_report_shows_why_population_is_not_compared_and_the_session_share
     got = shares.set_index("label")
     assert got.loc["calm", "after"] == 0.93 and got.loc["anxiety", "tagged"] == 0.05
     assert got.loc["happy", "before"] == 0.6
+
+
+def test_version_picker_agrees_with_the_table_after_a_rollback(db, sent):
+    url, ids, sid, pid = db
+    with session_scope(url) as s:
+        for f1 in (0.41, 0.63):
+            person_models.save_model(s, pid, "personal", b"params", {"n_tags": 4, "n_bins": 300, "labels": ["happy"],
+                                     "personal": {"macro_f1": f1}}, activate=True, actor="test")  # fmt: skip
+    at = open_review(ids.users["clinician"], sid)
+    assert shown(at.selectbox(key="model_version").label) == "Version (active: v2)"
+    at.selectbox(key="model_version").set_value(2).run()  # v2 picked while it is the active one
+    at.button(key="model_rollback").click().run()
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "personal_f1" in df.value.columns)
+    active = table.loc[table["active"], "version"].tolist()
+    picker = at.selectbox(key="model_version")
+    # the picked version is still v2, by number (it was kept as the text "v2 (active)" and came back as that text)
+    assert active == [1] and picker.value == 2 and shown(picker.label) == "Version (active: v1)"
+    assert picker.options == ["v2", "v1"]
+    assert not at.button(key="model_activate").disabled  # v2 is not the active one any more

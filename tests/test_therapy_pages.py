@@ -169,6 +169,34 @@ def test_the_session_page_of_a_therapy_session_counts_behaviours_week_over_week(
     assert _words(_all_text(at)) == []
 
 
+def test_a_childs_check_ins_are_worded_for_the_child():
+    from services import checkins
+
+    n = 600
+    dist = np.full(n, 0.1)
+    dist[300:420] = 0.8  # two minutes well above the child's own usual level
+    bins = pd.DataFrame({"person_id": 7, "person_label": "Child X", "t_start": np.arange(n, dtype=float),
+                         "face_visible": True, "readable": 1.0, "distraction": dist, "fatigue": 0.1})  # fmt: skip
+    (c,) = checkins.checkins(bins, 1.0)
+    said = " ".join([checkins.intro(True), checkins.none_found(True), checkins.line(c)])
+    assert checkins.line(c) == "Child X looked distracted for 2.0 min (distraction 0.80 vs their usual 0.10)."
+    assert _words(said) == [] and "child" in checkins.intro(True)
+    assert _words(checkins.intro(False) + checkins.none_found(False))  # the scan finds the classroom's words
+
+
+def test_the_therapy_session_page_lists_the_childs_check_ins_in_therapy_words(db):
+    from services import checkins
+
+    url, ids, first, later, pid = db
+    at = _open(ids.users["clinician"], "views/session.py", later)
+    from dashboard.safe import shown
+
+    said = [shown(m.value) for m in [*at.markdown, *at.caption]]
+    assert "**Worth a look (0)**" in said and checkins.none_found(True) in said
+    assert not any("Yellow" in t for t in said) and any("Navy: tags" in t for t in said)  # not "happy"'s yellow
+    assert _words(_all_text(at)) == []
+
+
 def test_the_review_page_counts_behaviours_and_says_nothing_of_a_class(db):
     url, ids, first, later, pid = db
     at = _open(ids.users["clinician"], "views/review.py", first)

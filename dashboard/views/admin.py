@@ -111,8 +111,9 @@ with groups_tab:
             held = dict(zip(mine["group_id"].astype(int), mine["group"]))
             c1, c3 = st.columns([4, 1], vertical_alignment="bottom")
             rid = c1.selectbox("Granted group", list(held), format_func=held.get, key="revoke_group")
-            if c3.button("Revoke", key="revoke"):
-                _do(admin.revoke, guid, rid, ok=f"Revoked {held[rid]} from {gnames[guid]}.")
+            confirm.ask("revoke", "Revoke", (guid, rid), lambda: admin.revoke_impact(url, viewer, guid, rid),
+                        lambda: _do(admin.revoke, guid, rid, ok=f"Revoked {held[rid]} from {gnames[guid]}."),
+                        container=c3, yes="Yes, revoke")  # fmt: skip
 
 with sessions_tab:
     table = data.sessions_frame(url, None)

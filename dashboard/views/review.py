@@ -182,8 +182,7 @@ else:
     st.dataframe(shown[["start", "end", "label", "is_baseline", "note", "author", "created_at"]], hide_index=True,
                  key="tags_table", column_config=columns.config(shown.columns, label={"label": "Label"}))  # fmt: skip
     if viewer.can("tag"):
-        text = {r.uid: f"{r.label} {sm.format_clock(r.t_start)}-{sm.format_clock(r.t_end)} ({r.author}, #{r.uid[:6]})"
-                for r in tags.itertuples()}  # fmt: skip
+        text = tagging.pick_texts(tags)
         uid = st.selectbox("Tag to change", list(text), format_func=text.get, key="tag_pick")
         row = tags.set_index("uid").loc[uid]
         if st.session_state.get("edit_uid") != uid:  # the edit fields follow the picked tag
@@ -325,9 +324,9 @@ else:
     st.markdown("**Personal model versions** (macro-F1 out of fold, grouped by time blocks; the population model "
                 "only on the labels it can output too; newest first)")  # fmt: skip
     st.dataframe(models, hide_index=True, key="models_table",
-                 column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
+                 column_config=columns.config(models.columns, **{c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("personal_f1", "personal_f1_compared", "population_f1", "calibrated_f1",
-                                          "personal_coverage")})  # fmt: skip
+                                          "personal_coverage")}))  # fmt: skip
     shown_v = st.session_state.get("model_version")
     shown_v = int(shown_v) if shown_v in set(models["version"]) else int(models["version"].iloc[0])
     metrics = clinic.model_metrics(url, viewer, pid, shown_v)
@@ -345,8 +344,8 @@ else:
     if viewer.can("tag"):
         active = models.loc[models["active"], "version"]
         m1, m2, m3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-        version = m1.selectbox("Version", models["version"].tolist(), key="model_version",
-                               format_func=lambda v: f"v{v}" + (" (active)" if v in set(active) else ""))  # fmt: skip
+        version = m1.selectbox(md_text(model_report.picker_title(models)), models["version"].tolist(), key="model_version",
+                               format_func=model_report.version_label)  # fmt: skip
         try:
             if m2.button("Activate", key="model_activate", disabled=version in set(active)):
                 clinic.activate_version(url, settings, viewer, pid, int(version))

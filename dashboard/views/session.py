@@ -18,7 +18,7 @@ from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
 from dashboard.safe import md_text
-from services import faces, lessons, progress, reports
+from services import checkins, columns, faces, lessons, progress, reports
 from services import summaries as sm
 from affectline.kinds import SessionKind
 
@@ -216,11 +216,9 @@ for i, m in enumerate(overview.moments):
 # --- worth a check-in: each student against their own usual level -----------------------------------
 found = overview.checkins
 st.subheader(f"Worth a check-in ({len(found)})")
-st.caption("Students whose own pattern stood out: a run of distraction (1 min or more) or tiredness (2 min or more) "
-           "well above their own usual level in this lesson, counted over readable moments only. Each student is "
-           "compared with themselves, never with the class; in time order. A time plays the video from there.")  # fmt: skip
+st.caption(md_text(checkins.intro(False)) + " A time plays the video from there.")
 if not found:
-    st.caption("Nobody's pattern stood out against their own usual level in this lesson.")
+    st.caption(md_text(checkins.none_found(False)))
 SHOWN_CHECKINS = 12  # a class-wide event flags many students at once: the rest wait in an expander
 more = st.expander(md_text(f"{len(found) - SHOWN_CHECKINS} more check-ins")) if len(found) > SHOWN_CHECKINS else None
 for i, c in enumerate(found):
@@ -234,15 +232,15 @@ for i, c in enumerate(found):
 st.subheader(f"Students ({len(summary)}), by name")
 st.caption("In name order, not ranked. The scores read behaviour on camera (a frown may be concentration, looking "
            "down may be writing): not a grade, and not for ranking or disciplining anyone.")  # fmt: skip
+students_shown = summary.drop(columns=["person_id"])
 st.dataframe(
-    summary.drop(columns=["person_id"]),
+    students_shown,
     hide_index=True,
-    column_config={
-        "person_label": st.column_config.TextColumn("student"),
-        "mean_engagement": st.column_config.NumberColumn("mean engagement", format="%.2f"),
-        **{c: st.column_config.NumberColumn(c.replace("minutes_", "min ").replace("_", " "), format="%.1f")
-           for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
-    },  # fmt: skip
+    column_config=columns.config(
+        students_shown.columns, person_label=st.column_config.TextColumn("Student"),
+        mean_engagement=st.column_config.NumberColumn(format="%.2f"),
+        **{c: st.column_config.NumberColumn(format="%.1f") for c in sm.SUMMARY_COLUMNS if c.startswith("minutes_")},
+    ),  # fmt: skip
     key="student_summary",
 )
 
