@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, charts, data, jobs_view, safe, therapy_page, viewcache
+from dashboard import actions, auth, charts, data, export_box, jobs_view, safe, therapy_page, viewcache
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
@@ -316,16 +316,4 @@ if viewer.can("export"):
 
 # --- export ---------------------------------------------------------------------------------
 if viewer.can("export"):
-    st.subheader("Export")
-    st.caption("One row per person per time bin. Every export is recorded in the audit log with your name.")
-    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
-    fmt = c1.radio("Format", ["csv", "parquet"], horizontal=True, key="export_format")
-    key = f"export_{sid}_{fmt}"
-    if c2.button("Prepare export", key="export_button"):
-        try:
-            st.session_state[key] = actions.export_session(url, viewer, sid, fmt)
-        except (LookupError, PermissionError) as e:
-            st.error(md_text(e))
-    if (export := st.session_state.get(key)) is not None:
-        st.download_button(f"Download {md_text(export.file_name)} ({export.n_rows} rows)", export.data,
-                           file_name=export.file_name, mime=export.mime, key="download_button")  # fmt: skip
+    export_box.show(url, viewer, sid, "One row per person per time bin.")
