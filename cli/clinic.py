@@ -195,15 +195,6 @@ def _guess(path: Path) -> str:
     return "boris" if "Behavior" in head and "session_id" not in head else "csv"
 
 
-def _actor(author: str):
-    """The operator as the services' ``Actor``, named in the audit trail exactly as ``_who`` names them."""
-    from dataclasses import replace
-
-    from cli.common import acting
-
-    return replace(acting(), username=_who(author), claim=None)
-
-
 def _import_coded(path: Path, session_id: int | None, fmt: str, person: str | None, author: str) -> None:
     from services import tag_formats
 
@@ -211,8 +202,8 @@ def _import_coded(path: Path, session_id: int | None, fmt: str, person: str | No
         raise click.UsageError(f"{path}: an {'ELAN' if fmt == 'eaf' else 'BORIS'} file does not name its session; "
                                "give --session")  # fmt: skip
     try:
-        pid = tag_formats.session_person(_url(), _actor(author), session_id, person) if person else None
-        r = tag_formats.import_tags(_url(), _actor(author), session_id, path.read_bytes(), path.name, fmt,
+        pid = tag_formats.session_person(_url(), _me(author), session_id, person) if person else None
+        r = tag_formats.import_tags(_url(), _me(author), session_id, path.read_bytes(), path.name, fmt,
                                     person_id=pid, author=author)  # fmt: skip
     except tag_formats.TagFileError as e:
         for line in e.lines:
@@ -246,7 +237,6 @@ def tags_export(session_arg: int | None, output: Path | None, fmt: str, person: 
 
             if session_id is None:
                 raise click.UsageError(f"--format {fmt} exports one session: give SESSION")
-            me = _actor(author)
             pid = tag_formats.session_person(url, me, session_id, person) if person else None
             sink = FileSink(output, "tag file") if output is not None else None
             out = tag_formats.export_tags(url, me, session_id, fmt, person_id=pid, sink=sink)

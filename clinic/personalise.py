@@ -15,7 +15,7 @@ import numpy as np
 
 from affectline.features import FEATURE_NAMES
 from affectline.settings import Settings, get_settings
-from recognition.personal import DEFAULT_WINDOW, TrainingSet, fit_baseline, personalize
+from recognition.personal import DEFAULT_WINDOW, TrainingSet, fit_baseline, personalize, score_series
 from recognition.personal.calibration import observed
 from recognition.personal.personalize import CALM, FitReport, canonical_label, label_shares
 from recognition.personal.population import smooth

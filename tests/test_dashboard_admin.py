@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import actions, auth
+from dashboard import actions, auth, data
 from services import admin
 from services.actor import actor_for_user
 from storage import access
