@@ -309,7 +309,7 @@ def find_clip_weights(path: str | os.PathLike | None = None, model_dir: str | os
     raise WeightsNotFound(
         "no pretrained CLIP ViT-B/32 weights found (nothing is downloaded): put OpenAI's ViT-B-32.pt, or open_clip's "
         "open_clip_pytorch_model.bin / open_clip_model.safetensors for a QuickGELU ViT-B-32, "
-        f"into {Path(model_dir).expanduser()} "
+        f"into {Path(model_dir if model_dir is not None else st.model_dir).expanduser()} "
         "(AFFECTLINE_MODEL_DIR), or pass its path (--clip-weights); looked at: " + ", ".join(str(p) for p in tried)
     )
 
