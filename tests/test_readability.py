@@ -13,9 +13,8 @@ import pytest
 
 from affectline.types import EXPRESSION_CLASSES, TimeGrid
 from recognition.face.readability import REASONS, ReadabilityParams, iod_from_landmarks, judge
-from tests.paths import ROOT
+from tests.paths import ROOT, expression_fixture
 
-EXPRESSIONS = ROOT.parent / "shared" / "fixtures" / "expressions"
 P = ReadabilityParams()
 
 
@@ -102,10 +101,9 @@ def _step():
 
 
 def _dev_face(label: str = "happy") -> np.ndarray:
-    if not (EXPRESSIONS / "labels.csv").is_file():
-        pytest.skip(f"expression development set not found at {EXPRESSIONS} (kept outside git)")
-    rows = sorted(r["file"] for r in csv.DictReader(open(EXPRESSIONS / "labels.csv")) if r["label"] == label)
-    return cv2.cvtColor(cv2.imread(str(EXPRESSIONS / "images" / rows[0])), cv2.COLOR_BGR2RGB)
+    folder = expression_fixture()  # skipped with the reason where ../shared is absent
+    rows = sorted(r["file"] for r in csv.DictReader(open(folder / "labels.csv")) if r["label"] == label)
+    return cv2.cvtColor(cv2.imread(str(folder / "images" / rows[0])), cv2.COLOR_BGR2RGB)
 
 
 def _framed(img: np.ndarray, face_px: int | None, blur: float = 0.0):
