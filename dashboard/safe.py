@@ -101,7 +101,7 @@ def _walk(obj: Any) -> Any:
 
 
 def figure(fig):
-    """``fig`` (a plotly Figure) with every tag but our own escaped in all its text, ready for ``st.plotly_chart``.
+    """``fig`` (a plotly Figure) with every tag but our own escaped in all its text, ready for ``dashboard.plot.chart``.
 
     Works on the figure's raw property dicts (traces and layout) in place: re-validating a whole figure
     would cost more than drawing it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, export_box, safe, therapy_charts, viewcache
+from dashboard import charts, data, export_box, plot, safe, therapy_charts, viewcache
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from dashboard.safe import md_text
@@ -38,8 +38,7 @@ def behaviours(url: str, viewer, pid: int, sid: int | None, duration: float | No
         return
     st.markdown("**Week over week**: tags · total time of each behaviour, over the analysed sessions of each week")
     st.dataframe(hist.table, hide_index=True, key=f"{key}_weeks")
-    st.plotly_chart(safe.figure(therapy_charts.behaviour_figure(hist.per_week)), key=f"{key}_chart",
-                    config={"displaylogo": False})  # fmt: skip
+    plot.chart(safe.figure(therapy_charts.behaviour_figure(hist.per_week)), key=f"{key}_chart")
     with st.expander("Session by session"):
         st.dataframe(hist.by_session, hide_index=True, key=f"{key}_sessions")
 
@@ -87,7 +86,7 @@ def show(url: str, settings, viewer, info, sid: int) -> None:
         series = sm.resample(frame, 0.0, end, 900, step)
         fig = charts.child_figure(series, charts.label_runs(bins, step), tags,
                                   viewcache.chart_title(True) if i == 0 else md_text(label), (0.0, end), end)  # fmt: skip
-        st.plotly_chart(safe.figure(fig), key=f"therapy_chart_{sid}_{pid}", config={"displaylogo": False})
+        plot.chart(safe.figure(fig), key=f"therapy_chart_{sid}_{pid}")
         st.caption("Top: the label the child's model gave and its confidence; then academic emotions with engagement, "
                    "and expressions. Navy: tags; green: baseline ranges; grey: face not visible or the model "
                    "uncertain.")  # fmt: skip

@@ -45,9 +45,8 @@ def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, 
     a session that fails here is logged in one line and left for its first viewer."""
     t = time.perf_counter()
     import plotly.graph_objects  # noqa: F401  (the first chart's imports)
-    import plotly.io as pio
 
-    from dashboard import charts, viewcache  # noqa: F401
+    from dashboard import charts, plot, viewcache  # noqa: F401
 
     done = 0
     try:
@@ -63,7 +62,7 @@ def warm(url: str, limit: int, dashboard_user: str | None = None) -> tuple[int, 
             continue
         if fig is not None:
             if not done:
-                pio.to_json(fig, validate=False)  # st.plotly_chart's serialiser: its first call imports the JSON engine
+                plot.figure_json(fig)  # the charts' serialiser: its first call imports the JSON engine
             done += 1
     return done, time.perf_counter() - t
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dashboard import plot
 from storage import access, repo
 from storage.db import session_scope
 from tests.browser import dashboard_server, shown_text
@@ -21,6 +22,11 @@ CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 SCREENSHOT = Path("/tmp/affectline_dashboard_session.png")
+# Counts plotly.js draws (Plotly.react / newPlot) from the moment the bundle defines window.Plotly.
+COUNT_DRAWS = """(() => { let P; window.__plotly_draws = 0;
+  Object.defineProperty(window, 'Plotly', { configurable: true, get: () => P, set: (v) => {
+    for (const f of ['react', 'newPlot']) { const g = v[f]; v[f] = function (...a) { window.__plotly_draws++; return g.apply(this, a); }; }
+    P = v; } }); })()"""
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +56,9 @@ def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2300}, accept_downloads=True)
             page.set_default_timeout(30_000)
+            page.add_init_script(COUNT_DRAWS)
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
             # A deep link as the server's very first request still goes through the login.
             page.goto(f"{base}/admin")
             expect(page.get_by_role("button", name="Log in")).to_be_visible()
@@ -78,6 +87,9 @@ def test_teacher_logs_in_sees_charts_and_exports(server, db_url, tmp_path):
             # class curve + 3 students x (5 stacked academic bands + engagement), and the students x time heat map
             assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1 + 3 * 6
             expect(page.locator(".js-plotly-plot .heatmaplayer .hm").first).to_be_attached()
+            # drawn once, by the dashboard's own plotly bundle (dashboard/plot.py), fetched once
+            assert page.evaluate("window.__plotly_draws") == 1
+            assert [u for u in requested if "plotly" in u.lower()] == [base + plot.BUNDLE_URL]
             assert "therapy lesson" not in page.content() and "history lesson" not in page.content()
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 

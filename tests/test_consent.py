@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dashboard.safe import shown
 
-import json
 
 from datetime import date, datetime, timedelta, timezone
 
@@ -41,6 +40,7 @@ from storage.models import (
     TimeBin,
     Track,
 )
+from tests.page_charts import specs
 from tests.dashboard_factories import add_analysed_session, make_bins
 from tests.paths import MEDIA
 
@@ -406,7 +406,6 @@ def test_session_page_draws_the_class_curve_when_no_face_may_be_kept(db_url, ros
     assert not at.exception, [e.value for e in at.exception]
     assert "No faces were found" not in " ".join(shown(w.value) for w in at.warning)
     assert "count only toward the class curve" in " ".join(i.value for i in at.info)
-    (chart,) = at.get("plotly_chart")
-    fig = json.loads(chart.proto.spec)
+    (fig,) = specs(at)
     curve = next(tr for tr in fig["data"] if tr.get("name") == "class engagement")
     assert any(v is not None for v in curve["y"])  # the withheld faces' engagement is drawn

@@ -22,6 +22,7 @@ from services import analyses
 from storage import repo
 from storage.db import migrate, session_scope
 from storage.models import Job, JobStatus, Recording, User
+from tests.page_charts import specs
 from tests.dashboard_factories import Seeded, copy_seeded, make_seeded_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,10 +57,6 @@ def run_as(user_id: int | None, page: str | None = None, **state) -> AppTest:
     return at
 
 
-def plotly_specs(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
 def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "title")
              for e in getattr(at, kind)]  # fmt: skip
@@ -76,7 +73,7 @@ def test_login_form_then_sessions_for_admin(seeded, db_url):
 
         access.set_password(s, seeded.users["admin"], "correct horse")
     at = run_as(None)
-    assert at.text_input.len == 2 and not at.get("plotly_chart")
+    assert at.text_input.len == 2 and not specs(at)
     at.text_input[0].input("admin")
     at.text_input[1].input("wrong")
     at.button[0].click().run()
@@ -145,7 +142,7 @@ def test_clinician_sees_only_therapy_and_teacher_has_no_review_page(seeded):
     at.switch_page("views/review.py").run()
     assert not at.exception
     assert at.selectbox(key="review_session").options == [f"therapy lesson (#{seeded.sessions['therapy']})"]
-    (spec,) = plotly_specs(at)
+    (spec,) = specs(at)
     names = {t.get("name") for t in spec["data"]}
     assert "uncertain" in names and "happy" in names
     at = run_as(seeded.users["teacher"])
@@ -161,7 +158,7 @@ def test_session_page_renders_engagement_and_one_chart_per_person(seeded):
     sid = seeded.sessions["maths"]
     at = run_as(seeded.users["teacher"], "views/session.py")
     assert at.title[0].value == "maths lesson"
-    (spec,) = plotly_specs(at)
+    (spec,) = specs(at)
     assert spec["layout"]["title"]["text"] == "Class engagement"
     lay = spec["layout"]
     rows = sorted((k for k in lay if k.startswith("yaxis") and "title" in lay[k] and k not in ("yaxis", "yaxis2")),
@@ -286,7 +283,7 @@ def test_clinician_adds_and_deletes_a_tag(seeded, db_url):
     assert tags[["t_start", "t_end", "label", "note", "author"]].values.tolist() == [
         [3.0, 7.0, "fear", "covered ears when the bell rang", "clinician"]
     ]
-    spec = plotly_specs(at)[0]
+    spec = specs(at)[0]
     assert any(a.get("text") == "fear" for a in spec["layout"]["annotations"])
     at.button(key="delete_tag").click().run()  # asks first: nothing deleted yet
     assert len(data.list_tags(db_url, viewer, seeded.sessions["therapy"])) == 1

@@ -22,6 +22,7 @@ from services import clinic, exports
 from storage import person_models, repo
 from storage.db import get_engine, migrate, session_scope
 from storage.models import Job, JobStatus, Person, SessionKind
+from tests.page_charts import drag, specs as page_specs
 from tests.dashboard_factories import make_bins, seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def open_review(user_id: int, sid: int) -> AppTest:
 
 def chart(at: AppTest) -> dict:
     """The child's timelines: the page's first chart (the tagged behaviours' chart follows once there are tags)."""
-    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    specs = page_specs(at)
     assert len(specs) <= 2 and all("week over week" in s["layout"]["title"]["text"] for s in specs[1:])
     return specs[0]
 
@@ -129,10 +130,7 @@ def test_timelines_shade_uncertain_spans_show_cues_and_are_not_class_engagement(
 def test_brush_fills_the_range_then_a_tag_is_drawn_on_every_row(db):
     url, ids, sid, pid = db
     at = open_review(ids.users["clinician"], sid)
-    at.session_state[f"child_chart_{sid}_{pid}"] = {"selection": {
-        "box": [{"x": ["2000-01-01 00:10:00", "2000-01-01 00:11:00"][::-1], "xref": "x"}], "points": [],
-        "point_indices": []}}  # fmt: skip
-    at.run()
+    drag(at, f"child_chart_{sid}_{pid}", "2000-01-01 00:11:00", "2000-01-01 00:10:00")  # what chart.js sends
     # a brush from right to left: 10:00-11:00 is past the 10-minute session's end, so it is clipped to it
     assert (at.text_input(key="tag_from").value, at.text_input(key="tag_to").value) == ("10:00", "10:00")
     at.text_input(key="tag_from").input("1:40")

@@ -18,6 +18,7 @@ from dashboard import auth, charts, data, viewcache
 from services import summaries as sm
 from storage.db import get_engine, migrate, session_scope
 from storage.models import Person, Recording
+from tests.page_charts import chart_data, drag, specs
 from tests.big_session import add_class_session
 from tests.dashboard_factories import Seeded, seed
 
@@ -61,10 +62,6 @@ def open_session(user_id: int, session_id: int) -> AppTest:
     at.switch_page("views/session.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def specs(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
 def student_rows(fig: dict) -> list[str]:
@@ -171,22 +168,18 @@ def test_typed_range_and_heat_map_value(db):
 
 
 def test_brushing_the_class_chart_sets_the_range(db):
-    """A box selection on the class chart (what st.plotly_chart returns) zooms every chart to it."""
+    """A box drawn on the class chart (what chart.js sends back) zooms every chart to it."""
     url, ids, _, new = db
     at = open_session(ids.users["teacher"], new)
-    # AppTest cannot drag; hand the page the selection state the frontend would send.
-    key = f"class_chart_{new}"
-    at.session_state[key] = {"selection": {"box": [{"x": ["2000-01-01 00:05:00", "2000-01-01 00:08:20"],
-                                                     "xref": "x", "yref": "y"}], "points": [], "point_indices": []}}  # fmt: skip
-    at.run()
-    if at.exception:  # the widget state is owned by the frontend; fall back to the helper the page uses
-        pytest.fail(str([e.value for e in at.exception]))
+    # AppTest cannot drag; hand the page the trigger the browser would send (tests/test_browser_roles.py drags).
+    drag(at, f"class_chart_{new}", "2000-01-01 00:05:00", "2000-01-01 00:08:20")
+    assert not at.exception, [e.value for e in at.exception]
     rng = specs(at)[0]["layout"]["xaxis"]["range"]
     assert rng == [charts.ms(300), charts.ms(500)], rng
     # Dragging is that box-select (it refines); the wheel zooms plotly's own way, and the caption says which is which.
-    chart = at.get("plotly_chart")[0].proto
-    assert json.loads(chart.spec)["layout"]["dragmode"] == "select"
-    assert json.loads(chart.config)["scrollZoom"] is True
+    (chart, *_) = chart_data(at)
+    assert chart["figure"]["layout"]["dragmode"] == "select" and chart["select"] is True
+    assert chart["config"]["scrollZoom"] is True
     assert any("drag across the chart: every panel is redrawn finer" in c.value for c in at.caption)
 
 

@@ -4,7 +4,6 @@ wording anywhere on them or in the therapy PDFs."""
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from services import therapy
 from storage import repo
 from storage.db import get_engine, migrate, session_scope
 from storage.models import JobStatus, Recording, SessionKind
+from tests.page_charts import specs
 from tests.dashboard_factories import make_bins, seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def _words(text: str) -> list[str]:
 def test_the_session_page_of_a_therapy_session_counts_behaviours_week_over_week(db):
     url, ids, first, later, pid = db
     at = _open(ids.users["clinician"], "views/session.py", later)
-    charts = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    charts = specs(at)
     assert charts[0]["layout"]["title"]["text"] == "Engagement over time (therapy session)"
     here = _table(at, "share of the session")
     assert here.values.tolist() == [["fear", 1, "00:03", "5%"]]  # 3 s of a 60 s session
@@ -163,7 +163,7 @@ def test_the_session_page_of_a_therapy_session_counts_behaviours_week_over_week(
     by_session = _table(at, "session")
     assert by_session.values.tolist() == [["2026-11-25", f"therapy lesson (#{first})", "2 · 00:05", "1 · 00:10"],
                                           ["2026-12-01", f"session 2 (#{later})", "1 · 00:03", "0 · 00:00"]]
-    bars = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"]
+    bars = charts[-1]["data"]
     assert {b["name"]: b["y"] for b in bars} == {"fear": [round(5 / 60, 2), 0.05], "happy": [round(10 / 60, 2), 0.0]}
     assert {b["name"]: b["text"] for b in bars}["fear"] == ["2×", "1×"]
     assert _words(_all_text(at)) == []

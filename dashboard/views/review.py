@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, charts, confirm, data, safe, therapy_page
+from dashboard import actions, auth, charts, confirm, data, plot, safe, therapy_page
 from dashboard.review_player import review_player, take_events
 from dashboard.review_route import review_url
 from dashboard.safe import md_text
@@ -84,8 +84,7 @@ series = sm.resample(frame, t0, t1, 900, step)
 cue_series = sm.resample(cues[(cues["t_start"] >= t0) & (cues["t_start"] < t1)], t0, t1, 900, step) if len(cues) else None
 runs = charts.label_runs(inside, step)
 fig = charts.child_figure(series, runs, tags, persons[pid], (t0, t1), full[1], cues=cue_series)
-event = st.plotly_chart(safe.figure(fig), key=f"child_chart_{sid}_{pid}", on_select="rerun", selection_mode="box",
-                        config={"displaylogo": False})  # fmt: skip
+box = plot.chart(safe.figure(fig), key=f"child_chart_{sid}_{pid}", select=True)
 st.caption("Navy: tags; green: baseline ranges; grey bands: face not visible or the model uncertain; violet: face "
            "visible but not readable (too small, turned away or blurred: no expression given). Drag across the chart "
            "to pick a range for a tag.")  # fmt: skip
@@ -107,9 +106,8 @@ if review_copy.copy_available(url, settings.data_dir, viewer, sid):
                "(point labels: one press). , and . step one frame, the arrows one second, [ and ] change the "
                "speed, Backspace undoes the last coded action. Click a tag to change or delete it.")  # fmt: skip
 
-boxes = (event or {}).get("selection", {}).get("box", []) if event else []
-if boxes and len(boxes[0].get("x", [])) == 2:
-    brush = tuple(sorted(charts.axis_seconds(x) for x in boxes[0]["x"]))
+if box:
+    brush = tuple(sorted(charts.axis_seconds(x) for x in box))
     if st.session_state.get("review_brush") != (sid, pid, brush):  # a brush fills the range once
         st.session_state["review_brush"] = (sid, pid, brush)
         st.session_state["tag_from"] = sm.format_clock(max(full[0], brush[0]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from affectline.settings import get_settings
-from dashboard import actions, auth, charts, data, export_box, jobs_view, safe, therapy_page, viewcache
+from dashboard import actions, auth, charts, data, export_box, jobs_view, plot, safe, therapy_page, viewcache
 from dashboard.review_player import review_player
 from dashboard.review_route import review_url
 from services import review as review_copy
@@ -96,9 +96,9 @@ if summary.empty:
     whole = (overview.t0, overview.t1)
     curve = viewcache.class_curve_view(url, gids, sid, *whole)
     heat = viewcache.heatmap_view(url, gids, sid, "engagement", *whole, ())
-    st.plotly_chart(safe.figure(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
-                                                 title="Class engagement (class level only)")),
-                    key=f"class_chart_{sid}", config={"displaylogo": False})  # fmt: skip
+    plot.chart(safe.figure(charts.class_overview_figure(curve, heat, overview.moments, whole, overview.t1,
+                                                       title="Class engagement (class level only)")),
+               key=f"class_chart_{sid}")  # fmt: skip
     st.stop()
 if withheld:
     st.caption(md_text(withheld))
@@ -161,17 +161,13 @@ picked = st.multiselect("Students drawn under the heat map (a moment's button pi
 fig = viewcache.class_figure(url, gids, sid, t0, t1, heat_value, picked, title)
 # Dragging is a box-select (the figure's dragmode), which comes back here and redraws finer; plotly's own
 # zoom (wheel, modebar) only magnifies what was sent, so it stays for a quick look and every panel follows.
-event = st.plotly_chart(safe.figure(fig), key=f"class_chart_{sid}", on_select="rerun", selection_mode="box",
-                        config={"displaylogo": False, "scrollZoom": True})  # fmt: skip
-boxes = (event or {}).get("selection", {}).get("box", []) if event else []
-if boxes:
-    xs = boxes[0].get("x", [])
-    if len(xs) == 2:
-        brush = tuple(sorted(charts.axis_seconds(x) for x in xs))
-        if st.session_state.get("last_brush") != (sid, brush):  # a brush is applied once, not on every rerun
-            st.session_state["last_brush"] = (sid, brush)
-            _set_view(*brush)
-            st.rerun()
+box = plot.chart(safe.figure(fig), key=f"class_chart_{sid}", select=True, config={"scrollZoom": True})
+if box:
+    brush = tuple(sorted(charts.axis_seconds(x) for x in box))
+    if st.session_state.get("last_brush") != (sid, brush):  # a brush is applied once, not on every rerun
+        st.session_state["last_brush"] = (sid, brush)
+        _set_view(*brush)
+        st.rerun()
 step_text = sm.format_clock(float(curve["step"].iloc[0])) if len(curve) else ""
 st.caption(f"{sm.format_clock(t0)}-{sm.format_clock(t1)} at {step_text} per point. Top: mean engagement of the visible "
            "faces (line) and how many were visible (bars); coloured bands are the moments below. Then each student "
@@ -251,7 +247,7 @@ if info.group_id is not None:
     if st.toggle(f"Show trends across the sessions of {md_text(info.group)}", key="show_trends"):
         over = lessons.lesson_curves(url, viewer, sid)
         if over.earlier:
-            st.plotly_chart(safe.figure(charts.lesson_overlay_figure(over)), key="lesson_overlay_chart")
+            plot.chart(safe.figure(charts.lesson_overlay_figure(over)), key="lesson_overlay_chart")
         else:
             st.caption("No earlier lesson of this group to compare this one with yet.")
         if over.note:
@@ -262,7 +258,7 @@ if info.group_id is not None:
         if len(tr.per_class) < 2:
             st.caption("Only one analysed session in this group so far: trends need two or more.")
         else:
-            st.plotly_chart(safe.figure(charts.trend_figure(tr.per_class, tr.per_student, picked)), key="trend_chart")
+            plot.chart(safe.figure(charts.trend_figure(tr.per_class, tr.per_student, picked)), key="trend_chart")
             pivot = tr.per_student.pivot_table(index="person_label", columns="title", values="mean_engagement",
                                                sort=False)  # fmt: skip
             st.dataframe(pivot[[t for t in tr.per_class["title"] if t in pivot.columns]].round(2), key="trend_table")
