@@ -35,7 +35,8 @@ Brush = tuple[object, object]  # a box drawn on a chart: (from, to) in the x axi
 # The look st.plotly_chart's theme gave: white plots in the page's font. The default of every figure built
 # after this module is imported (the pages and the warm-up import it before they build any).
 pio.templates["affectline"] = go.layout.Template(layout={"font": {"family": '"Source Sans", sans-serif'}})
-pio.templates.default = "plotly_white+affectline"
+TEMPLATE = "plotly_white+affectline"
+pio.templates.default = TEMPLATE
 
 
 async def _bundle(request) -> Response:

@@ -34,7 +34,9 @@ def test_the_bundle_is_served_once_and_kept_by_the_browser():
 
 
 def test_figure_json_is_what_plotly_js_reads_and_refuses_what_the_bundle_cannot_draw():
-    fig = go.Figure([go.Scatter(x=[0, 1], y=[2, 3], name="a"), go.Heatmap(z=[[1, 2]]), go.Bar(y=[1])])
+    # the template named, not read from pio.templates.default: another test module may have changed that
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[2, 3], name="a"), go.Heatmap(z=[[1, 2]]), go.Bar(y=[1])],
+                    layout={"template": plot.TEMPLATE})
     out = json.loads(plot.figure_json(fig))
     assert [t["type"] for t in out["data"]] == ["scatter", "heatmap", "bar"]
     assert out["layout"]["template"]["layout"]["font"]["family"] == '"Source Sans", sans-serif'  # the page's font
