@@ -19,12 +19,16 @@ def _elements(at: AppTest) -> list:
     return [el for el in at.get("bidi_component") if el.proto.component_name == plot.COMPONENT]
 
 
+def _key(el) -> str:
+    return el.proto.id.split("-", 2)[-1]  # the element id is "$$ID-<hash>-<key>"
+
+
 def chart_data(at: AppTest) -> list[dict]:
     """What each chart was given: figure (the parsed {data, layout}), config, select."""
     out = []
     for el in _elements(at):
         d = json.loads(el.proto.json)
-        out.append({**d, "figure": json.loads(d["figure"]), "key": el.proto.id.split("-", 2)[-1]})
+        out.append({**d, "figure": json.loads(d["figure"]), "key": _key(el)})
     return out
 
 
@@ -35,7 +39,7 @@ def specs(at: AppTest) -> list[dict]:
 
 def drag(at: AppTest, key: str, x0, x1) -> AppTest:
     """Rerun the page as after a box drawn on chart ``key`` from x0 to x1 (the trigger chart.js sends)."""
-    (el,) = [el for el in _elements(at) if el.proto.id.split("-", 2)[-1] == key]
+    (el,) = [el for el in _elements(at) if _key(el) == key]
     states = at._tree.get_widget_states()
     ws = states.widgets.add()
     ws.id = f"{STREAMLIT_INTERNAL_KEY_PREFIX}_{el.proto.id}{EVENT_DELIM}events"
